@@ -1,0 +1,244 @@
+//! Validation diagnostics: what is wrong, where (file, line, column, field path) and how to fix it.
+//!
+//! Every layer of validation produces [`Diagnostic`]s; a [`ValidationReport`] groups them per
+//! layer so a UI can show "syntax ok, fields ok, semantics: 2 errors".
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// The validation layers, in the order they run. A layer only runs when the ones before it
+/// produced no error: strict field checks on text that is not YAML would only add noise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Layer {
+    Syntax,
+    Fields,
+    Semantics,
+    Plugin,
+    Security,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 5] = [
+        Layer::Syntax,
+        Layer::Fields,
+        Layer::Semantics,
+        Layer::Plugin,
+        Layer::Security,
+    ];
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostic {
+    pub layer: Layer,
+    pub severity: Severity,
+    pub message: String,
+    /// The file (or logical document, e.g. `input.content`) the problem is in.
+    pub file: Option<String>,
+    /// 1-based line and column, when the problem has a position in a document.
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    /// Field path such as `models[2].artifacts[0].uri` or `input.id`.
+    pub field: Option<String>,
+    /// Nearest known field name, for unknown-field errors.
+    pub suggestion: Option<String>,
+    /// How to fix it, in one sentence.
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(layer: Layer, message: impl Into<String>) -> Self {
+        Diagnostic {
+            layer,
+            severity: Severity::Error,
+            message: message.into(),
+            file: None,
+            line: None,
+            column: None,
+            field: None,
+            suggestion: None,
+            hint: None,
+        }
+    }
+
+    pub fn warning(layer: Layer, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(layer, message)
+        }
+    }
+
+    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+
+    pub fn at(mut self, line: Option<u32>, column: Option<u32>) -> Self {
+        self.line = line;
+        self.column = column;
+        self
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// `file:line:col: error: message` — the compiler-style rendering used in logs and errors.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(file) = &self.file {
+            out.push_str(file);
+            if let Some(line) = self.line {
+                out.push_str(&format!(":{line}"));
+                if let Some(col) = self.column {
+                    out.push_str(&format!(":{col}"));
+                }
+            }
+            out.push_str(": ");
+        }
+        out.push_str(match self.severity {
+            Severity::Error => "error: ",
+            Severity::Warning => "warning: ",
+        });
+        out.push_str(&self.message);
+        if let Some(field) = &self.field {
+            out.push_str(&format!(" (at {field})"));
+        }
+        if let Some(s) = &self.suggestion {
+            out.push_str(&format!("; did you mean `{s}`?"));
+        }
+        if let Some(h) = &self.hint {
+            out.push_str(&format!("; {h}"));
+        }
+        out
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerReport {
+    pub layer: Layer,
+    /// False when the layer found an error; layers after a failed one are `skipped`.
+    pub passed: bool,
+    pub skipped: bool,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValidationReport {
+    pub layers: Vec<LayerReport>,
+}
+
+impl ValidationReport {
+    /// Builds a report from a flat list, running layers in order: once a layer has an error the
+    /// later layers are reported as skipped.
+    pub fn from_diagnostics(diags: Vec<Diagnostic>) -> Self {
+        let mut layers = Vec::new();
+        let mut failed = false;
+        for layer in Layer::ALL {
+            let mine: Vec<Diagnostic> = diags.iter().filter(|d| d.layer == layer).cloned().collect();
+            let has_error = mine.iter().any(Diagnostic::is_error);
+            layers.push(LayerReport {
+                layer,
+                passed: !failed && !has_error,
+                skipped: failed,
+                diagnostics: mine,
+            });
+            failed |= has_error;
+        }
+        ValidationReport { layers }
+    }
+
+    pub fn valid(&self) -> bool {
+        self.errors().next().is_none()
+    }
+
+    pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.layers.iter().flat_map(|l| l.diagnostics.iter())
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics().filter(|d| d.is_error())
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics().filter(|d| !d.is_error())
+    }
+
+    /// One line per error, compiler style; used as the GraphQL error message.
+    pub fn summary(&self) -> String {
+        let errs: Vec<String> = self.errors().map(Diagnostic::render).collect();
+        if errs.is_empty() {
+            "valid".to_string()
+        } else {
+            errs.join("\n")
+        }
+    }
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The known name closest to `unknown`, if any is reasonably close.
+pub fn nearest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    known
+        .into_iter()
+        .map(|k| (edit_distance(unknown, k), k))
+        .filter(|(d, k)| *d <= (k.len().max(unknown.len()) / 2).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_closest_known_field() {
+        let known = ["name", "description", "provider", "license", "licenseLink"];
+        assert_eq!(nearest("licenceLink", known).as_deref(), Some("licenseLink"));
+        assert_eq!(nearest("descripton", known).as_deref(), Some("description"));
+        assert_eq!(nearest("zzzzzzzzzzzz", known), None);
+    }
+
+    #[test]
+    fn later_layers_are_skipped_after_an_error() {
+        let report = ValidationReport::from_diagnostics(vec![
+            Diagnostic::error(Layer::Fields, "unknown field"),
+            Diagnostic::warning(Layer::Security, "inline secret"),
+        ]);
+        assert!(!report.valid());
+        assert!(report.layers[0].passed);
+        assert!(!report.layers[1].passed);
+        assert!(report.layers[2].skipped);
+    }
+}

@@ -1,0 +1,10 @@
+//! The catalog core: sources, plugins, validation, the file store, refresh, revisions.
+//! It knows nothing about GraphQL or HTTP (an architecture invariant; see ARCHITECTURE.md).
+
+pub mod diagnostics;
+pub mod plugins;
+pub mod redact;
+pub mod sources;
+pub mod store;
+pub mod validate;
+pub mod yamlerr;

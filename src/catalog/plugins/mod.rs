@@ -1,0 +1,146 @@
+//! Catalog plugins: each one knows one catalog file format and turns it into entities.
+//!
+//! `models` reads Kubeflow model catalogs (`source:` + `models:`); `mcp` reads both MCP server
+//! formats (Kubeflow `mcp_servers:` and the flat `mcpservers:`) into one [`McpServer`] entity.
+
+pub mod mcp;
+pub mod models;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use mcp::McpServer;
+pub use models::Model;
+
+use super::diagnostics::Diagnostic;
+
+/// The plugins this server has. The names are the GraphQL `plugin` argument values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PluginKind {
+    Models,
+    Mcp,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 2] = [PluginKind::Models, PluginKind::Mcp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginKind::Models => "models",
+            PluginKind::Mcp => "mcp",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PluginKind> {
+        PluginKind::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Parses and checks one catalog file. Errors in the fields layer stop the load; entity-level
+    /// problems (plugin layer) are returned as diagnostics next to the entities that did load.
+    pub fn load(self, text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
+        match self {
+            PluginKind::Models => models::load(text, file),
+            PluginKind::Mcp => mcp::load(text, file),
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The outcome of loading one catalog file.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub entities: Vec<Entity>,
+    /// Entity-level problems: errors here mean entities were skipped (a partial load).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// One catalog entity, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Entity {
+    Model(Box<Model>),
+    McpServer(Box<McpServer>),
+}
+
+impl Entity {
+    pub fn name(&self) -> &str {
+        match self {
+            Entity::Model(m) => &m.name,
+            Entity::McpServer(s) => &s.name,
+        }
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        match self {
+            Entity::Model(m) => m.description.as_deref(),
+            Entity::McpServer(s) => s.description.as_deref(),
+        }
+    }
+
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            Entity::Model(m) => m.provider.as_deref(),
+            Entity::McpServer(s) => s.provider.as_deref(),
+        }
+    }
+
+    pub fn artifact_count(&self) -> usize {
+        match self {
+            Entity::Model(m) => m.artifacts.len(),
+            Entity::McpServer(s) => s.artifacts.len(),
+        }
+    }
+
+    /// A stable hash of the entity's content, used to tell updated from unchanged on refresh.
+    pub fn content_hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(json))
+    }
+
+    /// Case-insensitive substring match over name, description and provider.
+    pub fn matches(&self, needle_lower: &str) -> bool {
+        [Some(self.name()), self.description(), self.provider()]
+            .into_iter()
+            .flatten()
+            .any(|s| s.to_lowercase().contains(needle_lower))
+    }
+}
+
+/// Checks name presence and uniqueness, shared by both plugins. Returns the indexes to keep.
+pub(crate) fn unique_names(names: &[&str], text: &str, file: &str, list_key: &str) -> (Vec<usize>, Vec<Diagnostic>) {
+    use super::diagnostics::Layer;
+    use super::yamlerr::find_key_value;
+    let mut keep = Vec::new();
+    let mut diags = Vec::new();
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    for (i, name) in names.iter().enumerate() {
+        if name.trim().is_empty() {
+            diags.push(
+                Diagnostic::error(Layer::Plugin, "entity has an empty name; it was skipped")
+                    .in_file(file)
+                    .field(format!("{list_key}[{i}].name"))
+                    .hint("give every entity a non-empty, unique name"),
+            );
+            continue;
+        }
+        let count = seen.entry(name).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            let (line, col) = find_key_value(text, "name", name, *count - 1);
+            diags.push(
+                Diagnostic::error(Layer::Plugin, format!("duplicate name `{name}`; the later entry was skipped"))
+                    .in_file(file)
+                    .at(line, col)
+                    .field(format!("{list_key}[{i}].name"))
+                    .hint("names must be unique within a source: rename or remove one of them"),
+            );
+            continue;
+        }
+        keep.push(i);
+    }
+    (keep, diags)
+}

@@ -1,0 +1,149 @@
+//! The `models` plugin: Kubeflow model catalogs (`source:` + `models:`).
+//!
+//! Field names follow upstream's `CatalogModel` exactly; anything else is an unknown-field error
+//! (ODH-only fields such as `validatedTasks` included: this is the strict Kubeflow loader).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+use super::{Entity, Loaded, unique_names};
+use crate::catalog::diagnostics::{Diagnostic, Layer};
+use crate::catalog::yamlerr::{find_key_value, strict_parse};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelCatalogFile {
+    #[allow(dead_code)]
+    source: Option<String>,
+    #[serde(default)]
+    models: Option<Vec<Model>>,
+}
+
+/// A typed metadata value: `{metadataType: MetadataStringValue, string_value: "x"}` and friends.
+/// `metadataType` may be missing (upstream infers it from the value key).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataValue {
+    #[serde(rename = "metadataType", skip_serializing_if = "Option::is_none")]
+    pub metadata_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub string_value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int_value: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub double_value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bool_value: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub struct_value: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto_value: Option<Json>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+}
+
+pub type CustomProperties = BTreeMap<String, MetadataValue>;
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelArtifact {
+    pub uri: Option<String>,
+    pub artifact_type: Option<String>,
+    pub metrics_type: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub custom_properties: Option<CustomProperties>,
+    pub create_time_since_epoch: Option<String>,
+    pub last_update_time_since_epoch: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Model {
+    pub name: String,
+    pub id: Option<String>,
+    pub external_id: Option<String>,
+    pub description: Option<String>,
+    pub readme: Option<String>,
+    pub maturity: Option<String>,
+    pub language: Option<Vec<String>>,
+    pub tasks: Option<Vec<String>>,
+    pub provider: Option<String>,
+    pub logo: Option<String>,
+    pub license: Option<String>,
+    pub license_link: Option<String>,
+    pub library_name: Option<String>,
+    pub custom_properties: Option<CustomProperties>,
+    pub create_time_since_epoch: Option<String>,
+    pub last_update_time_since_epoch: Option<String>,
+    #[serde(default)]
+    pub artifacts: Vec<ModelArtifact>,
+}
+
+const METRICS_TYPES: [&str; 2] = ["performance-metrics", "accuracy-metrics"];
+const ARTIFACT_TYPES: [&str; 2] = ["model-artifact", "metrics-artifact"];
+
+pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
+    let doc: ModelCatalogFile = strict_parse(text, file).map_err(|d| vec![d])?;
+    let models = doc.models.unwrap_or_default();
+    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let (keep, mut diagnostics) = unique_names(&names, text, file, "models");
+    let mut entities = Vec::with_capacity(keep.len());
+    for i in keep {
+        let m = &models[i];
+        let mut ok = true;
+        for (j, a) in m.artifacts.iter().enumerate() {
+            let field = format!("models[{i}].artifacts[{j}]");
+            let kind = a.artifact_type.as_deref().unwrap_or("model-artifact");
+            if !ARTIFACT_TYPES.contains(&kind) {
+                let (line, col) = find_key_value(text, "artifactType", kind, 0);
+                diagnostics.push(
+                    Diagnostic::error(Layer::Plugin, format!("unknown artifactType `{kind}` in model `{}`", m.name))
+                        .in_file(file)
+                        .at(line, col)
+                        .field(format!("{field}.artifactType"))
+                        .hint("use `model-artifact` or `metrics-artifact`"),
+                );
+                ok = false;
+            }
+            if kind == "model-artifact" && a.uri.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                diagnostics.push(
+                    Diagnostic::error(Layer::Plugin, format!("model artifact without `uri` in model `{}`", m.name))
+                        .in_file(file)
+                        .field(format!("{field}.uri"))
+                        .hint("a model-artifact needs the URI it can be pulled from"),
+                );
+                ok = false;
+            }
+            if kind == "metrics-artifact" {
+                match a.metrics_type.as_deref() {
+                    None => diagnostics.push(
+                        Diagnostic::warning(Layer::Plugin, format!("metrics artifact without `metricsType` in model `{}`", m.name))
+                            .in_file(file)
+                            .field(format!("{field}.metricsType"))
+                            .hint("set `performance-metrics` or `accuracy-metrics`"),
+                    ),
+                    Some(t) if !METRICS_TYPES.contains(&t) => {
+                        let (line, col) = find_key_value(text, "metricsType", t, 0);
+                        diagnostics.push(
+                            Diagnostic::error(Layer::Plugin, format!("unknown metricsType `{t}` in model `{}`", m.name))
+                                .in_file(file)
+                                .at(line, col)
+                                .field(format!("{field}.metricsType"))
+                                .hint("use `performance-metrics` or `accuracy-metrics`"),
+                        );
+                        ok = false;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if ok {
+            entities.push(Entity::Model(Box::new(m.clone())));
+        }
+    }
+    Ok(Loaded { entities, diagnostics })
+}

@@ -1,0 +1,111 @@
+//! Layered validation of a proposed source (entry + catalog content): YAML syntax → strict
+//! fields → semantics → plugin → security warnings. Validation never changes anything.
+
+use serde_json::Value as Json;
+
+use super::diagnostics::{Diagnostic, Layer, ValidationReport};
+use super::plugins::{Entity, PluginKind};
+use super::redact::{REDACTED, find_inline_secrets, is_secret_key};
+use super::sources::{SourceEntry, validate_entry};
+use super::yamlerr::syntax_check;
+
+/// A source as proposed by a caller: the entry for the sources file and, for `yaml` sources,
+/// the catalog content to write to its `yamlCatalogPath`.
+#[derive(Clone, Debug)]
+pub struct SourceDraft {
+    pub plugin: PluginKind,
+    pub entry: SourceEntry,
+    pub content: Option<String>,
+}
+
+/// The result of validating a draft: the report and, when the content parsed, its entities.
+pub struct Checked {
+    pub report: ValidationReport,
+    pub entities: Option<Vec<Entity>>,
+}
+
+pub fn content_label(entry: &SourceEntry) -> String {
+    entry.yaml_catalog_path().map(str::to_string).unwrap_or_else(|| "input.content".to_string())
+}
+
+pub fn check(draft: &SourceDraft) -> Checked {
+    let mut diags: Vec<Diagnostic> = validate_entry(&draft.entry)
+        .into_iter()
+        .map(|mut d| {
+            d.field = d.field.map(|f| format!("input.{f}"));
+            d
+        })
+        .collect();
+    let mut entities = None;
+    if let Some(content) = &draft.content {
+        let file = content_label(&draft.entry);
+        if draft.entry.type_ != "yaml" {
+            diags.push(
+                Diagnostic::error(Layer::Semantics, format!("`content` is only accepted for yaml sources, not `{}`", draft.entry.type_))
+                    .field("input.content")
+                    .hint("drop `content`; a url source's catalog is fetched from properties.url"),
+            );
+        }
+        match syntax_check(content, &file) {
+            Err(d) => diags.push(d),
+            Ok(_) => match draft.plugin.load(content, &file) {
+                Err(ds) => diags.extend(ds),
+                Ok(loaded) => {
+                    diags.extend(loaded.diagnostics);
+                    entities = Some(loaded.entities);
+                }
+            },
+        }
+        for (i, line) in content.lines().enumerate() {
+            if line.contains(REDACTED) {
+                diags.push(
+                    Diagnostic::error(Layer::Semantics, "content contains a redacted value")
+                        .in_file(&file)
+                        .at(u32::try_from(i + 1).ok(), line.find(REDACTED).and_then(|c| u32::try_from(c + 1).ok()))
+                        .hint("the API never returns secrets: put the real value in a Secret and reference it with SecretRef {name, namespace, key}"),
+                );
+            }
+        }
+        for s in find_inline_secrets(content) {
+            diags.push(secret_warning(&s.key).in_file(&file).at(Some(s.line), Some(s.column)));
+        }
+    } else if draft.entry.type_ == "yaml" {
+        diags.push(
+            Diagnostic::error(Layer::Semantics, "a yaml source needs `content` (none given and no current catalog file to keep)")
+                .field("input.content")
+                .hint("send the catalog YAML in `content`"),
+        );
+    }
+    let props = yaml_to_json(&serde_yaml_ng::Value::Mapping(draft.entry.properties.clone()));
+    secret_paths(&props, "input.properties", &mut |path, key| diags.push(secret_warning(key).field(path)));
+    Checked {
+        report: ValidationReport::from_diagnostics(diags),
+        entities,
+    }
+}
+
+fn secret_warning(key: &str) -> Diagnostic {
+    Diagnostic::warning(Layer::Security, format!("`{key}` looks like an inline secret"))
+        .hint("store it in a Kubernetes Secret and reference it as SecretRef {name, namespace, key}; API responses redact it")
+}
+
+fn secret_paths(v: &Json, path: &str, f: &mut dyn FnMut(String, &str)) {
+    if let Json::Object(map) = v {
+        for (k, v) in map {
+            let p = format!("{path}.{k}");
+            if is_secret_key(k) && (v.is_string() || v.is_number()) {
+                f(p, k);
+            } else {
+                secret_paths(v, &p, f);
+            }
+        }
+    }
+}
+
+pub fn yaml_to_json(v: &serde_yaml_ng::Value) -> Json {
+    serde_json::to_value(v).unwrap_or(Json::Null)
+}
+
+pub fn json_to_yaml(v: &Json) -> serde_yaml_ng::Value {
+    serde_yaml_ng::to_value(v).unwrap_or(serde_yaml_ng::Value::Null)
+}

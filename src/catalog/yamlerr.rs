@@ -1,0 +1,150 @@
+//! Turns serde_yaml_ng errors into [`Diagnostic`]s with line, column, field path and the
+//! nearest known field name.
+
+use super::diagnostics::{Diagnostic, Layer, nearest};
+
+/// Parses `text` as YAML without any schema: the syntax layer.
+pub fn syntax_check(text: &str, file: &str) -> Result<serde_yaml_ng::Value, Diagnostic> {
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(|e| {
+        let (line, col) = location(&e);
+        Diagnostic::error(Layer::Syntax, format!("invalid YAML: {}", strip_location(&e.to_string())))
+            .in_file(file)
+            .at(line, col)
+            .hint("fix the YAML syntax (indentation, quoting, a missing ':' or '-')")
+    })
+}
+
+/// Deserializes `text` into a strict (deny_unknown_fields) type: the fields layer.
+pub fn strict_parse<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, Diagnostic> {
+    serde_yaml_ng::from_str::<T>(text).map_err(|e| from_serde_error(&e, file))
+}
+
+fn location(e: &serde_yaml_ng::Error) -> (Option<u32>, Option<u32>) {
+    match e.location() {
+        Some(loc) => (
+            u32::try_from(loc.line()).ok(),
+            u32::try_from(loc.column()).ok(),
+        ),
+        None => (None, None),
+    }
+}
+
+/// serde_yaml_ng appends " at line X column Y" to messages; we carry those separately.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+pub fn from_serde_error(e: &serde_yaml_ng::Error, file: &str) -> Diagnostic {
+    let (line, col) = location(e);
+    let full = strip_location(&e.to_string());
+    // Messages look like "models[0].artifacts[1]: unknown field `urii`, expected one of `uri`, ..."
+    let (path, msg) = match full.find(": ") {
+        Some(i) if !full[..i].contains(' ') => (Some(full[..i].to_string()), full[i + 2..].to_string()),
+        _ => (None, full.clone()),
+    };
+    let mut d = Diagnostic::error(Layer::Fields, msg.clone()).in_file(file).at(line, col);
+    if let Some(unknown) = between_backticks(&msg, "unknown field `") {
+        let known = expected_names(&msg);
+        d.suggestion = nearest(&unknown, known.iter().map(String::as_str));
+        let field = match &path {
+            Some(p) => format!("{p}.{unknown}"),
+            None => unknown.clone(),
+        };
+        d.field = Some(field);
+        d.hint = Some(match &d.suggestion {
+            Some(s) => format!("rename `{unknown}` to `{s}`, or remove it"),
+            None => format!("remove `{unknown}`; known fields: {}", known.join(", ")),
+        });
+        d.message = format!("unknown field `{unknown}`");
+    } else {
+        d.field = path;
+        if msg.starts_with("missing field") {
+            d.hint = Some("add the missing field".to_string());
+        } else if msg.starts_with("invalid type") {
+            d.hint = Some("change the value to the expected type".to_string());
+        }
+    }
+    d
+}
+
+fn between_backticks(msg: &str, prefix: &str) -> Option<String> {
+    let start = msg.find(prefix)? + prefix.len();
+    let end = msg[start..].find('`')? + start;
+    Some(msg[start..end].to_string())
+}
+
+fn expected_names(msg: &str) -> Vec<String> {
+    let Some(i) = msg.find("expected ") else {
+        return Vec::new();
+    };
+    msg[i..]
+        .split('`')
+        .enumerate()
+        .filter(|(n, _)| n % 2 == 1)
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+/// Best-effort position of `key: value` in a YAML text, for semantic errors found after parsing
+/// (duplicate names, bad values). Returns the 1-based line and column of the key.
+pub fn find_key_value(text: &str, key: &str, value: &str, nth: usize) -> (Option<u32>, Option<u32>) {
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        let Some(rest) = trimmed.strip_prefix(key) else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix(':') else {
+            continue;
+        };
+        let v = rest.trim().trim_matches(|c| c == '"' || c == '\'');
+        if v == value {
+            if seen == nth {
+                let col = line.len() - trimmed.len() + 1;
+                return (u32::try_from(i + 1).ok(), u32::try_from(col).ok());
+            }
+            seen += 1;
+        }
+    }
+    (None, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        models: Vec<M>,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct M {
+        name: String,
+        license: Option<String>,
+    }
+
+    #[test]
+    fn unknown_field_has_position_path_and_suggestion() {
+        let text = "models:\n  - name: a\n    licence: x\n";
+        let d = strict_parse::<Doc>(text, "cat.yaml").unwrap_err();
+        assert_eq!(d.line, Some(3));
+        assert_eq!(d.column, Some(5));
+        assert_eq!(d.field.as_deref(), Some("models[0].licence"));
+        assert_eq!(d.suggestion.as_deref(), Some("license"));
+        assert!(d.render().starts_with("cat.yaml:3:5: error: unknown field `licence`"), "{}", d.render());
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let d = syntax_check("models:\n  - name: [a\n", "x.yaml").unwrap_err();
+        assert_eq!(d.layer, Layer::Syntax);
+        assert!(d.line.is_some());
+    }
+}

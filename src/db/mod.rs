@@ -1,0 +1,241 @@
+//! Persistence: refresh status, source revisions and refresh jobs, through sea-orm on SQLite
+//! (the default) or PostgreSQL. Migrations run on connect.
+//!
+//! The catalog core talks to the database only through [`Db`]: plain records in, plain records
+//! out, so no sea-orm type leaks into the core's API.
+
+pub mod entities;
+
+use chrono::{DateTime, Utc};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use entities::{refresh_job, refresh_status, source_revision};
+
+pub use refresh_job::Model as JobRow;
+pub use refresh_status::Model as StatusRow;
+pub use source_revision::Model as RevisionRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("revision {revision} of {plugin}/{source_id} already exists (a concurrent write won)")]
+    RevisionTaken { plugin: String, source_id: String, revision: i32 },
+}
+
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    backend: &'static str,
+}
+
+/// A new revision to record.
+pub struct NewRevision<'a> {
+    pub plugin: &'a str,
+    pub source_id: &'a str,
+    pub revision: i32,
+    pub content_hash: &'a str,
+    pub entry: &'a str,
+    pub content: Option<&'a str>,
+    pub action: &'a str,
+    pub actor: &'a str,
+}
+
+impl Db {
+    /// Connects and runs migrations. `sqlite://path?mode=rwc` creates the file.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        let backend = if url.starts_with("sqlite:") {
+            "sqlite"
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            "postgres"
+        } else {
+            anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://USER@HOST/DB");
+        };
+        let mut opts = ConnectOptions::new(url.to_string());
+        opts.sqlx_logging(false);
+        if backend == "sqlite" {
+            // One writer at a time is what SQLite allows anyway; a small pool avoids
+            // "database is locked" churn.
+            opts.max_connections(4);
+        }
+        let conn = Database::connect(opts).await?;
+        if backend == "sqlite" {
+            conn.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA synchronous=NORMAL;")
+                .await?;
+        }
+        Migrator::up(&conn, None).await?;
+        Ok(Db { conn, backend })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    pub async fn ping(&self) -> Result<(), DbError> {
+        Ok(self.conn.ping().await?)
+    }
+
+    // ---- refresh status --------------------------------------------------------------------
+
+    pub async fn upsert_status(&self, row: StatusRow) -> Result<(), DbError> {
+        use refresh_status::Column as C;
+        let am: refresh_status::ActiveModel = row.into();
+        refresh_status::Entity::insert(am)
+            .on_conflict(
+                OnConflict::columns([C::PluginName, C::SourceId])
+                    .update_columns([
+                        C::State,
+                        C::EntityCount,
+                        C::LastRefreshTime,
+                        C::LastRefreshStatus,
+                        C::LastRefreshSummary,
+                        C::LastError,
+                        C::EntitiesLoaded,
+                        C::EntitiesRemoved,
+                        C::DurationMs,
+                        C::Diagnostics,
+                        C::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec(&self.conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn all_statuses(&self) -> Result<Vec<StatusRow>, DbError> {
+        Ok(refresh_status::Entity::find().all(&self.conn).await?)
+    }
+
+    pub async fn status(&self, plugin: &str, source_id: &str) -> Result<Option<StatusRow>, DbError> {
+        Ok(refresh_status::Entity::find_by_id((plugin.to_string(), source_id.to_string())).one(&self.conn).await?)
+    }
+
+    // ---- revisions -------------------------------------------------------------------------
+
+    pub async fn latest_revision(&self, plugin: &str, source_id: &str) -> Result<Option<RevisionRow>, DbError> {
+        use source_revision::Column as C;
+        Ok(source_revision::Entity::find()
+            .filter(C::PluginName.eq(plugin))
+            .filter(C::SourceId.eq(source_id))
+            .order_by_desc(C::Revision)
+            .one(&self.conn)
+            .await?)
+    }
+
+    /// Latest revision number per (plugin, source), for listing many sources in one query.
+    pub async fn latest_revision_numbers(&self) -> Result<Vec<(String, String, i32)>, DbError> {
+        use source_revision::Column as C;
+        let rows: Vec<(String, String, Option<i32>)> = source_revision::Entity::find()
+            .select_only()
+            .column(C::PluginName)
+            .column(C::SourceId)
+            .column_as(C::Revision.max(), "max_revision")
+            .group_by(C::PluginName)
+            .group_by(C::SourceId)
+            .into_tuple()
+            .all(&self.conn)
+            .await?;
+        Ok(rows.into_iter().map(|(p, s, r)| (p, s, r.unwrap_or(0))).collect())
+    }
+
+    pub async fn revision(&self, plugin: &str, source_id: &str, revision: i32) -> Result<Option<RevisionRow>, DbError> {
+        use source_revision::Column as C;
+        Ok(source_revision::Entity::find()
+            .filter(C::PluginName.eq(plugin))
+            .filter(C::SourceId.eq(source_id))
+            .filter(C::Revision.eq(revision))
+            .one(&self.conn)
+            .await?)
+    }
+
+    pub async fn revisions(&self, plugin: &str, source_id: &str, limit: u64) -> Result<Vec<RevisionRow>, DbError> {
+        use source_revision::Column as C;
+        Ok(source_revision::Entity::find()
+            .filter(C::PluginName.eq(plugin))
+            .filter(C::SourceId.eq(source_id))
+            .order_by_desc(C::Revision)
+            .limit(limit)
+            .all(&self.conn)
+            .await?)
+    }
+
+    pub async fn count_revisions(&self) -> Result<u64, DbError> {
+        Ok(source_revision::Entity::find().count(&self.conn).await?)
+    }
+
+    pub async fn insert_revision(&self, r: NewRevision<'_>) -> Result<RevisionRow, DbError> {
+        let am = source_revision::ActiveModel {
+            plugin_name: Set(r.plugin.to_string()),
+            source_id: Set(r.source_id.to_string()),
+            revision: Set(r.revision),
+            content_hash: Set(r.content_hash.to_string()),
+            entry: Set(r.entry.to_string()),
+            content: Set(r.content.map(str::to_string)),
+            action: Set(r.action.to_string()),
+            actor: Set(r.actor.to_string()),
+            created_at: Set(Utc::now()),
+            ..Default::default()
+        };
+        match source_revision::Entity::insert(am).exec_with_returning(&self.conn).await {
+            Ok(row) => Ok(row),
+            Err(e) if is_unique_violation(&e) => Err(DbError::RevisionTaken {
+                plugin: r.plugin.to_string(),
+                source_id: r.source_id.to_string(),
+                revision: r.revision,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- jobs --------------------------------------------------------------------------------
+
+    pub async fn upsert_job(&self, row: JobRow) -> Result<(), DbError> {
+        use refresh_job::Column as C;
+        let am: refresh_job::ActiveModel = row.into();
+        refresh_job::Entity::insert(am)
+            .on_conflict(
+                OnConflict::column(C::Id)
+                    .update_columns([
+                        C::Phase,
+                        C::Total,
+                        C::Completed,
+                        C::CurrentSource,
+                        C::Results,
+                        C::Error,
+                        C::StartedAt,
+                        C::FinishedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec(&self.conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {
+        Ok(refresh_job::Entity::find_by_id(id.to_string()).one(&self.conn).await?)
+    }
+
+    /// Marks jobs left QUEUED or RUNNING by a previous process as FAILED.
+    pub async fn fail_interrupted_jobs(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
+        use refresh_job::Column as C;
+        let res = refresh_job::Entity::update_many()
+            .col_expr(C::Phase, sea_orm::sea_query::Expr::value("FAILED"))
+            .col_expr(C::Error, sea_orm::sea_query::Expr::value("interrupted by restart"))
+            .col_expr(C::FinishedAt, sea_orm::sea_query::Expr::value(now))
+            .filter(C::Phase.is_in(["QUEUED", "RUNNING"]))
+            .exec(&self.conn)
+            .await?;
+        Ok(res.rows_affected)
+    }
+}
+
+fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
