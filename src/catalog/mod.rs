@@ -8,3 +8,7 @@ pub mod sources;
 pub mod store;
 pub mod validate;
 pub mod yamlerr;
+pub mod events;
+pub mod jobs;
+pub mod refresh;
+pub mod service;
