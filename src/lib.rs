@@ -2,3 +2,8 @@
 
 pub mod catalog;
 pub mod db;
+pub mod graphql;
+pub mod http;
+pub mod config;
+pub mod example;
+pub mod server;

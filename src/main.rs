@@ -1,1 +1,27 @@
-fn main() {}
+//! `catalog-bff`: parse arguments, then hand over to the library.
+
+use clap::Parser;
+
+use catalog_bff::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Schema => {
+            print!("{}", catalog_bff::graphql::sdl());
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Serve(args) => {
+            catalog_bff::server::init_logging(args.log_format);
+            match catalog_bff::server::serve(args).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("catalog-bff: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

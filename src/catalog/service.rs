@@ -25,7 +25,7 @@ use super::redact::{redact_json, redact_yaml_text};
 use super::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
 use super::sources::{SourceEntry, SourcesFile, glob_match};
 use super::store::write_atomic;
-use super::validate::{SourceDraft, check, yaml_to_json};
+use super::validate::{SourceDraft, SourcePatch, check, yaml_to_json};
 use crate::db::{Db, DbError, JobRow, NewRevision, RevisionRow, StatusRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -470,6 +470,13 @@ impl Catalog {
         draft
     }
 
+    /// Turns a partial edit into a full draft against the current sources file.
+    pub fn draft(&self, plugin: PluginKind, patch: SourcePatch) -> SourceDraft {
+        let file = self.file();
+        let existing = file.find(plugin, &patch.id).cloned();
+        patch.into_draft(plugin, existing.as_ref())
+    }
+
     pub fn validate(&self, draft: SourceDraft) -> ValidationReport {
         let file = self.file();
         check(&self.prepare(&file, draft)).report
@@ -878,7 +885,7 @@ impl Catalog {
             state: state.as_str().to_string(),
             entity_count: i64::try_from(entity_count).unwrap_or(i64::MAX),
             last_refresh_time: Some(result.finished_at),
-            last_refresh_status: Some(status_word(result.status).to_string()),
+            last_refresh_status: Some(state_word(state).to_string()),
             last_refresh_summary: Some(result.summary.clone()),
             last_error,
             entities_loaded: i64::try_from(result.entities_loaded).unwrap_or(i64::MAX),
@@ -976,6 +983,17 @@ fn filter_entities(entry: &SourceEntry, entities: Vec<Entity>) -> Vec<Entity> {
             included && !excluded
         })
         .collect()
+}
+
+/// Upstream's status words, as stored in `last_refresh_status`.
+fn state_word(s: SourceState) -> &'static str {
+    match s {
+        SourceState::Available => "available",
+        SourceState::PartiallyAvailable => "partially-available",
+        SourceState::Error => "error",
+        SourceState::Disabled => "disabled",
+        SourceState::Loading => "loading",
+    }
 }
 
 fn status_word(s: RefreshStatus) -> &'static str {

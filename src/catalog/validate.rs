@@ -24,6 +24,43 @@ pub struct Checked {
     pub entities: Option<Vec<Entity>>,
 }
 
+/// A partial edit from a caller: what is `None` is kept from the existing source (or defaulted
+/// for a new one: `name` = id, `type` = yaml, enabled).
+#[derive(Clone, Debug, Default)]
+pub struct SourcePatch {
+    pub id: String,
+    pub name: Option<String>,
+    pub type_: Option<String>,
+    pub enabled: Option<bool>,
+    pub labels: Option<Vec<String>>,
+    pub properties: Option<serde_yaml_ng::Mapping>,
+    pub content: Option<String>,
+    pub included_models: Option<Vec<String>>,
+    pub excluded_models: Option<Vec<String>>,
+}
+
+impl SourcePatch {
+    pub fn into_draft(self, plugin: PluginKind, existing: Option<&SourceEntry>) -> SourceDraft {
+        let base = existing.cloned();
+        let entry = SourceEntry {
+            name: self.name.or_else(|| base.as_ref().map(|b| b.name.clone())).unwrap_or_else(|| self.id.clone()),
+            type_: self.type_.or_else(|| base.as_ref().map(|b| b.type_.clone())).unwrap_or_else(|| "yaml".into()),
+            enabled: self.enabled.or(base.as_ref().map(|b| b.enabled)).unwrap_or(true),
+            labels: self.labels.or_else(|| base.as_ref().map(|b| b.labels.clone())).unwrap_or_default(),
+            properties: self.properties.or_else(|| base.as_ref().map(|b| b.properties.clone())).unwrap_or_default(),
+            included_models: self.included_models.or_else(|| base.as_ref().and_then(|b| b.included_models.clone())),
+            excluded_models: self.excluded_models.or_else(|| base.as_ref().and_then(|b| b.excluded_models.clone())),
+            asset_type: base.as_ref().and_then(|b| b.asset_type.clone()),
+            id: self.id,
+        };
+        SourceDraft {
+            plugin,
+            entry,
+            content: self.content,
+        }
+    }
+}
+
 pub fn content_label(entry: &SourceEntry) -> String {
     entry.yaml_catalog_path().map(str::to_string).unwrap_or_else(|| "input.content".to_string())
 }

@@ -1,0 +1,163 @@
+//! Mutations: apply, refresh, rollback. Each maps arguments to a core call and back.
+
+use async_graphql::{Context, ID, InputObject, Json, Object, Result};
+
+use super::errors::{invalid_input, to_graphql};
+use super::types::{ApplyResult, RefreshJob, RefreshMode};
+use super::{actor, catalog};
+use crate::catalog::service::ApplyOptions as CoreApplyOptions;
+use crate::catalog::validate::{SourcePatch, json_to_yaml};
+
+/// A source to create or update. Fields left out keep their current value (for a new source:
+/// name = id, type = yaml, enabled = true).
+#[derive(InputObject)]
+pub struct SourceInput {
+    pub id: ID,
+    pub name: Option<String>,
+    #[graphql(name = "type")]
+    pub type_: Option<String>,
+    pub enabled: Option<bool>,
+    pub labels: Option<Vec<String>>,
+    /// JSON object, e.g. `{"yamlCatalogPath": "my-models.yaml"}`.
+    pub properties: Option<Json<serde_json::Value>>,
+    /// The catalog YAML for a yaml source; left out, the current file is kept.
+    pub content: Option<String>,
+    pub included_models: Option<Vec<String>>,
+    pub excluded_models: Option<Vec<String>>,
+}
+
+impl SourceInput {
+    pub fn into_patch(self) -> Result<SourcePatch> {
+        let properties = match self.properties {
+            None => None,
+            Some(Json(serde_json::Value::Object(_))) | Some(Json(serde_json::Value::Null)) => match self.properties.map(|j| json_to_yaml(&j.0)) {
+                Some(serde_yaml_ng::Value::Mapping(m)) => Some(m),
+                _ => Some(serde_yaml_ng::Mapping::new()),
+            },
+            Some(_) => {
+                return Err(invalid_input(
+                    "`properties` must be a JSON object",
+                    "input.properties",
+                    "send an object such as {\"yamlCatalogPath\": \"models.yaml\"}",
+                ));
+            }
+        };
+        Ok(SourcePatch {
+            id: self.id.to_string(),
+            name: self.name,
+            type_: self.type_,
+            enabled: self.enabled,
+            labels: self.labels,
+            properties,
+            content: self.content,
+            included_models: self.included_models,
+            excluded_models: self.excluded_models,
+        })
+    }
+}
+
+#[derive(InputObject, Default)]
+pub struct ApplyOptions {
+    /// Refresh the source right after writing it; the result carries the finished job.
+    #[graphql(default = false)]
+    pub refresh_after_apply: bool,
+    /// Validate and compute the impact, change nothing.
+    #[graphql(default = false)]
+    pub dry_run: bool,
+    /// Fail with CONFLICT unless this is the source's current revision.
+    pub expected_revision: Option<i32>,
+    /// Allow a change that removes more than half of the source's entities.
+    #[graphql(default = false)]
+    pub confirm_removals: bool,
+}
+
+impl From<Option<ApplyOptions>> for CoreApplyOptions {
+    fn from(o: Option<ApplyOptions>) -> Self {
+        let o = o.unwrap_or_default();
+        CoreApplyOptions {
+            refresh_after_apply: o.refresh_after_apply,
+            dry_run: o.dry_run,
+            expected_revision: o.expected_revision,
+            confirm_removals: o.confirm_removals,
+        }
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Validates, writes (atomically), records a revision and optionally refreshes a source.
+    async fn apply_source(&self, ctx: &Context<'_>, plugin: String, input: SourceInput, options: Option<ApplyOptions>) -> Result<ApplyResult> {
+        let kind = super::plugin(&plugin)?;
+        let c = catalog(ctx)?;
+        let draft = c.draft(kind, input.into_patch()?);
+        let out = c.apply(draft, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
+        Ok(ApplyResult(out))
+    }
+
+    /// Refreshes one source. With `wait` (the default) the finished job is returned.
+    #[allow(clippy::too_many_arguments)]
+    async fn refresh_source(
+        &self,
+        ctx: &Context<'_>,
+        plugin: String,
+        id: ID,
+        mode: Option<RefreshMode>,
+        dry_run: Option<bool>,
+        wait: Option<bool>,
+        #[graphql(desc = "Allow removing more than half of the source's entities.")] confirm_removals: Option<bool>,
+    ) -> Result<RefreshJob> {
+        let kind = super::plugin(&plugin)?;
+        let job = catalog(ctx)?
+            .refresh(
+                kind,
+                Some(&id),
+                mode.unwrap_or(RefreshMode::Full).into(),
+                dry_run.unwrap_or(false),
+                confirm_removals.unwrap_or(false),
+                wait.unwrap_or(true),
+                &actor(ctx),
+            )
+            .await
+            .map_err(to_graphql)?;
+        Ok(RefreshJob(job))
+    }
+
+    /// Refreshes every source of a plugin. A failing source does not stop the others; the job
+    /// ends FAILED with per-source results if any source failed.
+    async fn refresh_plugin(
+        &self,
+        ctx: &Context<'_>,
+        plugin: String,
+        mode: Option<RefreshMode>,
+        dry_run: Option<bool>,
+        wait: Option<bool>,
+        confirm_removals: Option<bool>,
+    ) -> Result<RefreshJob> {
+        let kind = super::plugin(&plugin)?;
+        let job = catalog(ctx)?
+            .refresh(
+                kind,
+                None,
+                mode.unwrap_or(RefreshMode::Full).into(),
+                dry_run.unwrap_or(false),
+                confirm_removals.unwrap_or(false),
+                wait.unwrap_or(true),
+                &actor(ctx),
+            )
+            .await
+            .map_err(to_graphql)?;
+        Ok(RefreshJob(job))
+    }
+
+    /// Re-applies revision `revision` as a new revision (history is never rewritten).
+    async fn rollback_source(&self, ctx: &Context<'_>, plugin: String, id: ID, revision: i32, options: Option<ApplyOptions>) -> Result<ApplyResult> {
+        let kind = super::plugin(&plugin)?;
+        let out = catalog(ctx)?
+            .rollback(kind, &id, revision, options.into(), &actor(ctx))
+            .await
+            .map_err(to_graphql)?;
+        Ok(ApplyResult(out))
+    }
+}

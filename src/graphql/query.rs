@@ -1,0 +1,93 @@
+//! Queries: plugins, sources, entities, jobs, validation.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields, query};
+use async_graphql::{Context, ID, Object, Result, SimpleObject};
+
+use super::errors::to_graphql;
+use super::mutation::SourceInput;
+use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
+use super::catalog;
+
+pub struct Query;
+
+#[derive(SimpleObject)]
+pub struct EntityConnectionFields {
+    /// Entities matching the filter, across all pages.
+    pub total_count: usize,
+}
+
+pub type EntityConnection = Connection<usize, CatalogEntity, EntityConnectionFields, EmptyFields>;
+
+#[Object]
+impl Query {
+    /// The plugins this server has, with source and entity counts.
+    async fn plugins(&self, ctx: &Context<'_>) -> Result<Vec<Plugin>> {
+        Ok(catalog(ctx)?
+            .plugins()
+            .into_iter()
+            .map(|p| Plugin {
+                name: p.name.to_string(),
+                source_count: p.source_count,
+                entity_count: p.entity_count,
+                kind: crate::catalog::plugins::PluginKind::parse(p.name).unwrap_or(crate::catalog::plugins::PluginKind::Models),
+            })
+            .collect())
+    }
+
+    /// Sources in file order, optionally of one plugin.
+    async fn sources(&self, ctx: &Context<'_>, plugin: Option<String>) -> Result<Vec<Source>> {
+        let kind = match plugin.as_deref() {
+            Some(p) => Some(super::plugin(p)?),
+            None => None,
+        };
+        let list = catalog(ctx)?.sources(kind).await.map_err(to_graphql)?;
+        Ok(list.into_iter().map(Source).collect())
+    }
+
+    async fn source(&self, ctx: &Context<'_>, plugin: String, id: ID) -> Result<Option<Source>> {
+        let kind = super::plugin(&plugin)?;
+        Ok(catalog(ctx)?.source(kind, &id).await.map_err(to_graphql)?.map(Source))
+    }
+
+    /// Entities of a plugin, paginated (Relay cursors), with case-insensitive text search over
+    /// name, description and provider.
+    async fn entities(
+        &self,
+        ctx: &Context<'_>,
+        plugin: String,
+        source_id: Option<ID>,
+        search: Option<String>,
+        #[graphql(validator(minimum = 0, maximum = 500))] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<EntityConnection> {
+        let kind = super::plugin(&plugin)?;
+        let all = catalog(ctx)?.entities(kind, source_id.as_ref().map(|s| s.as_str()), search.as_deref());
+        let total = all.len();
+        query(after, None, first, None, |after: Option<usize>, _before: Option<usize>, first, _last| async move {
+            let start = after.map(|a| a + 1).unwrap_or(0).min(total);
+            let end = start.saturating_add(first.unwrap_or(50)).min(total);
+            let mut conn = Connection::with_additional_fields(start > 0, end < total, EntityConnectionFields { total_count: total });
+            conn.edges.extend(
+                all.into_iter()
+                    .enumerate()
+                    .skip(start)
+                    .take(end - start)
+                    .map(|(i, (sid, e))| Edge::new(i, CatalogEntity::new(sid, e))),
+            );
+            Ok::<_, async_graphql::Error>(conn)
+        })
+        .await
+    }
+
+    async fn refresh_job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<RefreshJob>> {
+        Ok(catalog(ctx)?.job(&id).await.map_err(to_graphql)?.map(RefreshJob))
+    }
+
+    /// Runs every validation layer on a proposed source. Changes nothing.
+    async fn validate_source(&self, ctx: &Context<'_>, plugin: String, input: SourceInput) -> Result<ValidationReport> {
+        let kind = super::plugin(&plugin)?;
+        let c = catalog(ctx)?;
+        let draft = c.draft(kind, input.into_patch()?);
+        Ok(c.validate(draft).into())
+    }
+}

@@ -1,0 +1,182 @@
+//! The GraphQL-over-HTTP endpoint.
+//!
+//! Written by hand rather than with async-graphql-axum's extractors, because those answer
+//! `application/graphql-response+json` regardless of `Accept`, parse any Content-Type as JSON
+//! and run mutations over GET. Here:
+//! - POST needs `Content-Type: application/json` (else 415); the body is capped.
+//! - GET runs queries only (a mutation is 405) and reads `operationName`; without `query` it
+//!   serves GraphiQL.
+//! - The response type follows `Accept`; with `application/graphql-response+json`, a request
+//!   that fails to parse or validate answers 400.
+//! - Every error carries `extensions.code`.
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, Request, Response, ServerError, Variables};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+use super::AppState;
+use crate::graphql::errors::{INTERNAL, VALIDATION_FAILED};
+
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const APPLICATION_JSON: &str = "application/json";
+
+fn wants_graphql_response(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.trim().is_empty() {
+        return true;
+    }
+    // First listed supported type wins (q-values are rare in GraphQL clients).
+    for part in accept.split(',') {
+        let media = part.split(';').next().unwrap_or("").trim();
+        match media {
+            GRAPHQL_RESPONSE_JSON => return true,
+            APPLICATION_JSON => return false,
+            "*/*" | "application/*" => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str) -> axum::response::Response {
+    let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]});
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(APPLICATION_JSON))], body.to_string()).into_response()
+}
+
+/// Adds `extensions.code` to errors that have none (parse and validation errors from
+/// async-graphql itself), so every error carries one.
+fn add_codes(resp: &mut Response) {
+    let request_error = resp.data == async_graphql::Value::Null;
+    for err in &mut resp.errors {
+        add_code(err, request_error);
+    }
+}
+
+fn add_code(err: &mut ServerError, request_error: bool) {
+    let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
+    if ext.get("code").is_none() {
+        if request_error && err.path.is_empty() {
+            ext.set("code", VALIDATION_FAILED);
+            ext.set("reason", "GRAPHQL_VALIDATION");
+        } else {
+            ext.set("code", INTERNAL);
+        }
+    }
+}
+
+/// A response with only errors and no data: the request itself was rejected.
+fn is_request_error(resp: &Response) -> bool {
+    resp.data == async_graphql::Value::Null && !resp.errors.is_empty() && resp.errors.iter().all(|e| e.path.is_empty())
+}
+
+fn respond(headers: &HeaderMap, mut batch: BatchResponse) -> axum::response::Response {
+    let graphql_response = wants_graphql_response(headers);
+    let mut status = StatusCode::OK;
+    match &mut batch {
+        BatchResponse::Single(r) => {
+            add_codes(r);
+            if graphql_response && is_request_error(r) {
+                status = StatusCode::BAD_REQUEST;
+            }
+        }
+        BatchResponse::Batch(list) => list.iter_mut().for_each(add_codes),
+    }
+    let content_type = if graphql_response { GRAPHQL_RESPONSE_JSON } else { APPLICATION_JSON };
+    match serde_json::to_string(&batch) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response(),
+        Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, &format!("cannot encode response: {e}")),
+    }
+}
+
+pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media != APPLICATION_JSON && media != "application/graphql+json" {
+        return error_body(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            VALIDATION_FAILED,
+            "send GraphQL requests as POST with Content-Type: application/json",
+        );
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            VALIDATION_FAILED,
+            &format!("request body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
+        );
+    }
+    let batch: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                VALIDATION_FAILED,
+                &format!("the body is not a GraphQL request: {e}; send {{\"query\": \"...\", \"variables\": {{...}}}}"),
+            );
+        }
+    };
+    let resp = app.schema.execute_batch(batch).await;
+    respond(&headers, resp)
+}
+
+#[derive(Deserialize)]
+pub struct GetParams {
+    query: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+pub async fn get(State(app): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> axum::response::Response {
+    let params = GetParams {
+        query: params.get("query").cloned(),
+        operation_name: params.get("operationName").cloned(),
+        variables: params.get("variables").cloned(),
+        extensions: params.get("extensions").cloned(),
+    };
+    let Some(query) = params.query else {
+        return Html(GraphiQLSource::build().endpoint("/graphql").title("catalog-bff").finish()).into_response();
+    };
+    let mut req = Request::new(query);
+    if let Some(op) = params.operation_name.filter(|s| !s.is_empty()) {
+        req = req.operation_name(op);
+    }
+    if let Some(vars) = params.variables.filter(|s| !s.is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(&vars) {
+            Ok(v) => req = req.variables(Variables::from_json(v)),
+            Err(e) => return error_body(StatusCode::BAD_REQUEST, VALIDATION_FAILED, &format!("`variables` is not JSON: {e}")),
+        }
+    }
+    let _ = params.extensions;
+    // Mutations over GET would let a link or an <img> change configuration.
+    if is_mutation(&req) {
+        let mut resp = error_body(StatusCode::METHOD_NOT_ALLOWED, VALIDATION_FAILED, "mutations must be sent with POST");
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let resp = app.schema.execute(req).await;
+    respond(&headers, BatchResponse::Single(resp))
+}
+
+fn is_mutation(req: &Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(&req.query) else {
+        return false;
+    };
+    let op = match &doc.operations {
+        DocumentOperations::Single(op) => Some(&op.node),
+        DocumentOperations::Multiple(map) => match &req.operation_name {
+            Some(name) => map.get(name.as_str()).map(|o| &o.node),
+            None if map.len() == 1 => map.values().next().map(|o| &o.node),
+            None => None,
+        },
+    };
+    op.is_some_and(|o| o.ty == OperationType::Mutation)
+}
