@@ -1,0 +1,270 @@
+//! Test helpers: start the real `catalog-bff` binary on an ephemeral port against a real SQLite
+//! file or a real PostgreSQL database, and talk to it over real HTTP.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_catalog-bff");
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The databases every behavioural test runs against. PostgreSQL comes from
+/// `CATALOG_BFF_TEST_POSTGRES_URL` (set by `.ci/run`, which starts a throwaway server);
+/// `CATALOG_BFF_REQUIRE_POSTGRES=1` turns its absence into a failure instead of a skip.
+pub fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Sqlite];
+    if std::env::var("CATALOG_BFF_TEST_POSTGRES_URL").is_ok() {
+        out.push(Backend::Postgres);
+    } else if std::env::var("CATALOG_BFF_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!("CATALOG_BFF_REQUIRE_POSTGRES=1 but CATALOG_BFF_TEST_POSTGRES_URL is not set; run the suite with `bash .ci/run`");
+    } else {
+        eprintln!("note: PostgreSQL not configured (CATALOG_BFF_TEST_POSTGRES_URL); running on SQLite only");
+    }
+    out
+}
+
+/// Upstream fixtures: `CATALOG_BFF_FIXTURES`, else `../shared/fixtures/upstream` beside the repo.
+pub fn fixtures() -> PathBuf {
+    if let Ok(p) = std::env::var("CATALOG_BFF_FIXTURES") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upstream");
+    assert!(p.is_dir(), "upstream fixtures not found: set CATALOG_BFF_FIXTURES to shared/fixtures/upstream");
+    p
+}
+
+/// A fresh database URL for one server.
+pub async fn database_url(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+        Backend::Postgres => {
+            use sea_orm::ConnectionTrait;
+            let admin = std::env::var("CATALOG_BFF_TEST_POSTGRES_URL").expect("postgres url");
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let conn = sea_orm::Database::connect(&admin).await.expect("connect to test postgres");
+            conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
+            conn.close().await.ok();
+            // Replace the database name in the admin URL.
+            let base = match admin.rfind('/') {
+                Some(i) if i > "postgres://".len() => admin[..i].to_string(),
+                _ => admin.clone(),
+            };
+            format!("{base}/{name}")
+        }
+    }
+}
+
+/// Copies a directory tree (catalog fixtures into a scratch dir).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir` with its bytes, for "nothing changed" assertions.
+pub fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    fn walk(d: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if !p.to_string_lossy().contains("test.db") {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    walk(dir, &mut out);
+    out
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: PathBuf,
+    pub sources: PathBuf,
+    pub database: String,
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub struct Options {
+    pub sources: Option<PathBuf>,
+    pub wait_ready: bool,
+}
+
+impl Server {
+    /// Starts the server on the bundled example, seeded into `dir`.
+    pub async fn example(backend: Backend, dir: &Path) -> Server {
+        let db = database_url(backend, dir).await;
+        Server::start(dir, None, &db, true).await
+    }
+
+    pub async fn start(dir: &Path, sources: Option<&Path>, database: &str, wait_ready: bool) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--database")
+            .arg(database)
+            .arg("--log-format")
+            .arg("json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(s) = sources {
+            cmd.arg("--sources").arg(s);
+        }
+        let mut child = cmd.spawn().expect("start catalog-bff");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let logs2 = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && let Some(addr) = v["fields"]["addr"].as_str()
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+                logs2.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        let server = Server {
+            child,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            dir: dir.to_path_buf(),
+            sources: sources.map(Path::to_path_buf).unwrap_or_else(|| dir.join("sources.yaml")),
+            database: database.to_string(),
+            logs,
+        };
+        if wait_ready {
+            server.wait_ready().await;
+        }
+        server
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs a GraphQL request and returns the whole JSON body.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let resp = self
+            .client
+            .post(format!("{}/graphql", self.base))
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .expect("POST /graphql");
+        resp.json().await.expect("JSON body")
+    }
+
+    /// Like `gql`, but fails the test on any GraphQL error and returns `data`.
+    pub async fn ok(&self, query: &str, variables: Value) -> Value {
+        let body = self.gql(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}");
+        body["data"].clone()
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> (PathBuf, String) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (self.dir.clone(), self.database.clone())
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const SOURCE_QUERY: &str = r#"query($plugin: String!, $id: ID!) {
+  source(plugin: $plugin, id: $id) {
+    id plugin name type enabled labels properties content revision
+    status { state entityCount lastRefreshTime lastRefreshStatus lastRefreshSummary lastError entitiesLoaded entitiesRemoved durationMs diagnostics { message line column } }
+    revisions(limit: 50) { revision action actor contentHash content }
+  }
+}"#;
+
+pub const APPLY: &str = r#"mutation($plugin: String!, $input: SourceInput!, $options: ApplyOptions) {
+  applySource(plugin: $plugin, input: $input, options: $options) {
+    revision changed dryRun
+    validation { valid errors { message line column field } warnings { message line column field layer } }
+    impact { toAdd toUpdate toRemove unchanged addedNames removedNames }
+    refresh { id phase total completed results { status entitiesLoaded entitiesAdded entitiesRemoved summary } }
+    source { id revision content status { state entityCount lastRefreshTime lastRefreshSummary } }
+  }
+}"#;
+
+/// A model catalog with `n` models named `m0..m{n-1}`.
+pub fn models_yaml(n: usize) -> String {
+    let mut s = String::from("source: Test\nmodels:\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "  - name: test/m{i}\n    provider: Tester\n    description: model number {i}\n    license: apache-2.0\n    artifacts:\n      - uri: oci://registry.example.com/test/m{i}:1\n"
+        ));
+    }
+    s
+}
+
+pub fn error_code(body: &Value) -> Option<String> {
+    body["errors"][0]["extensions"]["code"].as_str().map(str::to_string)
+}
