@@ -8,7 +8,8 @@ use crate::config::{LogFormat, ServeArgs};
 use crate::db::Db;
 
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -19,7 +20,11 @@ pub fn init_logging(format: LogFormat) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sources = match &args.sources {
         Some(p) => {
-            anyhow::ensure!(p.is_file(), "sources file {} does not exist; pass an existing file with --sources", p.display());
+            anyhow::ensure!(
+                p.is_file(),
+                "sources file {} does not exist; pass an existing file with --sources",
+                p.display()
+            );
             p.clone()
         }
         None => {

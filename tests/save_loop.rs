@@ -16,7 +16,9 @@ async fn apply_with_refresh_shows_the_new_count_immediately() {
         let t0 = chrono::Utc::now();
 
         let original = before["source"]["content"].as_str().unwrap().to_string();
-        let content = format!("{original}  - name: extra/added-model\n    provider: Tester\n    artifacts:\n      - uri: oci://registry.example.com/extra:1\n");
+        let content = format!(
+            "{original}  - name: extra/added-model\n    provider: Tester\n    artifacts:\n      - uri: oci://registry.example.com/extra:1\n"
+        );
         let out = server
             .ok(
                 APPLY,
@@ -30,11 +32,17 @@ async fn apply_with_refresh_shows_the_new_count_immediately() {
         assert_eq!(res["source"]["status"]["entityCount"], count + 1, "{backend:?}: {res:#}");
         assert_eq!(res["refresh"]["phase"], "SUCCEEDED");
         assert_eq!(res["refresh"]["results"][0]["entitiesLoaded"], count + 1);
-        let fresh = chrono::DateTime::parse_from_rfc3339(res["source"]["status"]["lastRefreshTime"].as_str().unwrap()).unwrap();
+        let fresh =
+            chrono::DateTime::parse_from_rfc3339(res["source"]["status"]["lastRefreshTime"].as_str().unwrap()).unwrap();
         assert!(fresh >= t0, "lastRefreshTime {fresh} is older than the mutation ({t0})");
 
         // An immediate read shows the same state: never stale after a save.
-        let list = server.ok("{ sources(plugin: \"models\") { id revision content status { entityCount lastRefreshTime } } }", json!({})).await;
+        let list = server
+            .ok(
+                "{ sources(plugin: \"models\") { id revision content status { entityCount lastRefreshTime } } }",
+                json!({}),
+            )
+            .await;
         let team = list["sources"].as_array().unwrap().iter().find(|s| s["id"] == "team_models").unwrap();
         assert_eq!(team["status"]["entityCount"], count + 1);
         assert_eq!(team["revision"], rev + 1);
@@ -53,7 +61,9 @@ async fn invalid_input_is_rejected_with_position_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::example(backend, dir.path()).await;
         let files_before = tree_bytes(dir.path());
-        let revs_before = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "team_models"})).await["source"]["revisions"].clone();
+        let revs_before =
+            server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "team_models"})).await["source"]["revisions"]
+                .clone();
 
         // 1. Invalid YAML.
         let body = server
@@ -74,12 +84,14 @@ async fn invalid_input_is_rejected_with_position_and_changes_nothing() {
         assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(3), Some(5)), "{d:#}");
         assert_eq!(d["field"], "models[0].licence");
         assert_eq!(d["suggestion"], "license");
-        assert!(body["errors"][0]["message"].as_str().unwrap().contains(":3:5: error: unknown field `licence`"), "{body:#}");
+        assert!(
+            body["errors"][0]["message"].as_str().unwrap().contains(":3:5: error: unknown field `licence`"),
+            "{body:#}"
+        );
 
         // 3. A bad id.
-        let body = server
-            .gql(APPLY, json!({"plugin": "models", "input": {"id": "Bad Id!", "content": models_yaml(1)}}))
-            .await;
+        let body =
+            server.gql(APPLY, json!({"plugin": "models", "input": {"id": "Bad Id!", "content": models_yaml(1)}})).await;
         assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"));
         let d = &body["errors"][0]["extensions"]["diagnostics"][0];
         assert_eq!(d["field"], "input.id", "{d:#}");
@@ -98,7 +110,9 @@ async fn invalid_input_is_rejected_with_position_and_changes_nothing() {
         assert_eq!(v["validateSource"]["layers"][2]["skipped"], true);
 
         assert!(files_before == tree_bytes(dir.path()), "{backend:?}: files changed after rejected input");
-        let revs_after = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "team_models"})).await["source"]["revisions"].clone();
+        let revs_after =
+            server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "team_models"})).await["source"]["revisions"]
+                .clone();
         assert_eq!(revs_before, revs_after);
     }
 }
@@ -108,9 +122,10 @@ async fn stale_expected_revision_conflicts_and_only_one_concurrent_apply_wins() 
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::example(backend, dir.path()).await;
-        let rev = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "partner_models"})).await["source"]["revision"]
-            .as_i64()
-            .unwrap();
+        let rev =
+            server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "partner_models"})).await["source"]["revision"]
+                .as_i64()
+                .unwrap();
 
         let stale = server
             .gql(APPLY, json!({"plugin": "models", "input": {"id": "partner_models", "content": models_yaml(2)}, "options": {"expectedRevision": rev + 5}}))
@@ -155,10 +170,16 @@ async fn rollback_restores_content_and_counts_as_a_new_revision() {
         assert_eq!(r["source"]["status"]["entityCount"], count1);
         assert_eq!(r["source"]["content"].as_str().unwrap(), original);
         assert_eq!(std::fs::read_to_string(dir.path().join("team-models.yaml")).unwrap(), original);
-        let actions: Vec<&str> = r["source"]["revisions"].as_array().unwrap().iter().map(|x| x["action"].as_str().unwrap()).collect();
+        let actions: Vec<&str> =
+            r["source"]["revisions"].as_array().unwrap().iter().map(|x| x["action"].as_str().unwrap()).collect();
         assert_eq!(actions, vec!["rollback", "apply", "import"]);
 
-        let missing = server.gql("mutation { rollbackSource(plugin: \"models\", id: \"team_models\", revision: 99) { revision } }", json!({})).await;
+        let missing = server
+            .gql(
+                "mutation { rollbackSource(plugin: \"models\", id: \"team_models\", revision: 99) { revision } }",
+                json!({}),
+            )
+            .await;
         assert_eq!(error_code(&missing).as_deref(), Some("NOT_FOUND"));
     }
 }
@@ -206,7 +227,8 @@ async fn a_refresh_of_an_unreadable_file_keeps_the_previous_entities() {
         assert_eq!(st["state"], "ERROR", "{backend:?}: {st:#}");
         assert_eq!(st["entityCount"], count, "previous entities must be kept");
         assert!(st["lastError"].as_str().unwrap().contains("cannot read catalog file"), "{st:#}");
-        let ents = server.ok("{ entities(plugin: \"mcp\", sourceId: \"platform_mcp\") { totalCount } }", json!({})).await;
+        let ents =
+            server.ok("{ entities(plugin: \"mcp\", sourceId: \"platform_mcp\") { totalCount } }", json!({})).await;
         assert_eq!(ents["entities"]["totalCount"], count);
     }
 }

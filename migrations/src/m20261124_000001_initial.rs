@@ -80,9 +80,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(CatalogRefreshStatus::Diagnostics).text().not_null().default("[]"))
                     .col(ColumnDef::new(CatalogRefreshStatus::UpdatedAt).timestamp_with_time_zone().not_null())
                     .primary_key(
-                        Index::create()
-                            .col(CatalogRefreshStatus::PluginName)
-                            .col(CatalogRefreshStatus::SourceId),
+                        Index::create().col(CatalogRefreshStatus::PluginName).col(CatalogRefreshStatus::SourceId),
                     )
                     .to_owned(),
             )
@@ -92,7 +90,13 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(CatalogSourceRevisions::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(CatalogSourceRevisions::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(
+                        ColumnDef::new(CatalogSourceRevisions::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(CatalogSourceRevisions::PluginName).string().not_null())
                     .col(ColumnDef::new(CatalogSourceRevisions::SourceId).string().not_null())
                     .col(ColumnDef::new(CatalogSourceRevisions::Revision).integer().not_null())

@@ -25,13 +25,7 @@ pub enum Layer {
 }
 
 impl Layer {
-    pub const ALL: [Layer; 5] = [
-        Layer::Syntax,
-        Layer::Fields,
-        Layer::Semantics,
-        Layer::Plugin,
-        Layer::Security,
-    ];
+    pub const ALL: [Layer; 5] = [Layer::Syntax, Layer::Fields, Layer::Semantics, Layer::Plugin, Layer::Security];
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,10 +63,7 @@ impl Diagnostic {
     }
 
     pub fn warning(layer: Layer, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(layer, message)
-        }
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(layer, message) }
     }
 
     pub fn in_file(mut self, file: impl Into<String>) -> Self {
@@ -154,12 +145,7 @@ impl ValidationReport {
         for layer in Layer::ALL {
             let mine: Vec<Diagnostic> = diags.iter().filter(|d| d.layer == layer).cloned().collect();
             let has_error = mine.iter().any(Diagnostic::is_error);
-            layers.push(LayerReport {
-                layer,
-                passed: !failed && !has_error,
-                skipped: failed,
-                diagnostics: mine,
-            });
+            layers.push(LayerReport { layer, passed: !failed && !has_error, skipped: failed, diagnostics: mine });
             failed |= has_error;
         }
         ValidationReport { layers }
@@ -184,11 +170,7 @@ impl ValidationReport {
     /// One line per error, compiler style; used as the GraphQL error message.
     pub fn summary(&self) -> String {
         let errs: Vec<String> = self.errors().map(Diagnostic::render).collect();
-        if errs.is_empty() {
-            "valid".to_string()
-        } else {
-            errs.join("\n")
-        }
+        if errs.is_empty() { "valid".to_string() } else { errs.join("\n") }
     }
 }
 

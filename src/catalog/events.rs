@@ -38,14 +38,19 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Events {
-            tx: broadcast::channel(EVENT_BUFFER).0,
-        }
+        Events { tx: broadcast::channel(EVENT_BUFFER).0 }
     }
 }
 
 impl Events {
-    pub fn publish(&self, kind: EventKind, plugin: &str, source_id: Option<&str>, revision: Option<i32>, job_id: Option<&str>) {
+    pub fn publish(
+        &self,
+        kind: EventKind,
+        plugin: &str,
+        source_id: Option<&str>,
+        revision: Option<i32>,
+        job_id: Option<&str>,
+    ) {
         // No receivers is fine: nobody is listening.
         let _ = self.tx.send(CatalogEvent {
             kind,

@@ -2,13 +2,13 @@
 //! It knows nothing about GraphQL or HTTP (an architecture invariant; see ARCHITECTURE.md).
 
 pub mod diagnostics;
+pub mod events;
+pub mod jobs;
 pub mod plugins;
 pub mod redact;
+pub mod refresh;
+pub mod service;
 pub mod sources;
 pub mod store;
 pub mod validate;
 pub mod yamlerr;
-pub mod events;
-pub mod jobs;
-pub mod refresh;
-pub mod service;

@@ -24,11 +24,7 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn new(entities: Vec<Entity>, content_hash: String) -> Snapshot {
         let hashes = entities.iter().map(|e| (e.name().to_string(), e.content_hash())).collect();
-        Snapshot {
-            entities: entities.into_iter().map(Arc::new).collect(),
-            hashes,
-            content_hash,
-        }
+        Snapshot { entities: entities.into_iter().map(Arc::new).collect(), hashes, content_hash }
     }
 
     pub fn artifact_count(&self) -> usize {
@@ -63,10 +59,7 @@ impl Impact {
 pub fn diff(old: Option<&Snapshot>, new: &[Entity]) -> Impact {
     let empty = HashMap::new();
     let old_hashes = old.map(|s| &s.hashes).unwrap_or(&empty);
-    let mut impact = Impact {
-        current_count: old_hashes.len(),
-        ..Impact::default()
-    };
+    let mut impact = Impact { current_count: old_hashes.len(), ..Impact::default() };
     let mut seen = std::collections::HashSet::new();
     for e in new {
         seen.insert(e.name());

@@ -222,10 +222,7 @@ impl Catalog {
         let catalog = Arc::new(Catalog {
             sources_path,
             db,
-            state: RwLock::new(State {
-                file: Arc::new(file),
-                snapshots: HashMap::new(),
-            }),
+            state: RwLock::new(State { file: Arc::new(file), snapshots: HashMap::new() }),
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),
             jobs: JobRegistry::default(),
@@ -297,12 +294,7 @@ impl Catalog {
             .map(|p| PluginView {
                 name: p.name(),
                 source_count: state.file.sources.iter().filter(|(k, _)| *k == p).count(),
-                entity_count: state
-                    .snapshots
-                    .iter()
-                    .filter(|((k, _), _)| *k == p)
-                    .map(|(_, s)| s.entities.len())
-                    .sum(),
+                entity_count: state.snapshots.iter().filter(|((k, _), _)| *k == p).map(|(_, s)| s.entities.len()).sum(),
             })
             .collect()
     }
@@ -324,13 +316,8 @@ impl Catalog {
             .into_iter()
             .map(|r| ((r.plugin_name.clone(), r.source_id.clone()), r))
             .collect();
-        let revisions: HashMap<(String, String), i32> = self
-            .db
-            .latest_revision_numbers()
-            .await?
-            .into_iter()
-            .map(|(p, s, r)| ((p, s), r))
-            .collect();
+        let revisions: HashMap<(String, String), i32> =
+            self.db.latest_revision_numbers().await?.into_iter().map(|(p, s, r)| ((p, s), r)).collect();
         Ok(file
             .sources
             .iter()
@@ -352,7 +339,13 @@ impl Catalog {
         Ok(Some(self.view(plugin, entry, status.as_ref(), revision)))
     }
 
-    fn view(&self, plugin: PluginKind, entry: &SourceEntry, row: Option<&StatusRow>, revision: Option<i32>) -> SourceView {
+    fn view(
+        &self,
+        plugin: PluginKind,
+        entry: &SourceEntry,
+        row: Option<&StatusRow>,
+        revision: Option<i32>,
+    ) -> SourceView {
         let snapshot = self.snapshot(&(plugin, entry.id.clone()));
         let entity_count = snapshot.map(|s| s.entities.len()).unwrap_or(0);
         let state = if !entry.enabled {
@@ -390,7 +383,12 @@ impl Catalog {
     }
 
     /// Entities of a plugin, optionally of one source and matching a search text, in file order.
-    pub fn entities(&self, plugin: PluginKind, source_id: Option<&str>, search: Option<&str>) -> Vec<(String, Arc<Entity>)> {
+    pub fn entities(
+        &self,
+        plugin: PluginKind,
+        source_id: Option<&str>,
+        search: Option<&str>,
+    ) -> Vec<(String, Arc<Entity>)> {
         let file = self.file();
         let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
         let mut out = Vec::new();
@@ -486,23 +484,31 @@ impl Catalog {
         self.apply_as(draft, opts, actor, "apply").await
     }
 
-    pub async fn rollback(self: &Arc<Self>, plugin: PluginKind, id: &str, revision: i32, opts: ApplyOptions, actor: &str) -> Result<ApplyOutcome> {
-        let row = self
-            .db
-            .revision(plugin.name(), id, revision)
-            .await?
-            .ok_or_else(|| CatalogError::NotFound(format!("revision {revision} of {plugin}/{id} does not exist")))?;
+    pub async fn rollback(
+        self: &Arc<Self>,
+        plugin: PluginKind,
+        id: &str,
+        revision: i32,
+        opts: ApplyOptions,
+        actor: &str,
+    ) -> Result<ApplyOutcome> {
+        let row =
+            self.db.revision(plugin.name(), id, revision).await?.ok_or_else(|| {
+                CatalogError::NotFound(format!("revision {revision} of {plugin}/{id} does not exist"))
+            })?;
         let entry: SourceEntry = serde_json::from_str(&row.entry)
             .map_err(|e| CatalogError::Internal(format!("revision {revision} of {plugin}/{id} is unreadable: {e}")))?;
-        let draft = SourceDraft {
-            plugin,
-            entry,
-            content: row.content,
-        };
+        let draft = SourceDraft { plugin, entry, content: row.content };
         self.apply_as(draft, opts, actor, "rollback").await
     }
 
-    async fn apply_as(self: &Arc<Self>, draft: SourceDraft, opts: ApplyOptions, actor: &str, action: &str) -> Result<ApplyOutcome> {
+    async fn apply_as(
+        self: &Arc<Self>,
+        draft: SourceDraft,
+        opts: ApplyOptions,
+        actor: &str,
+        action: &str,
+    ) -> Result<ApplyOutcome> {
         let plugin = draft.plugin;
         let id = draft.entry.id.clone();
         let guard = self.write_lock.lock().await;
@@ -542,7 +548,9 @@ impl Catalog {
         let existing = file.find(plugin, &id).cloned();
         let catalog_path = draft.entry.yaml_catalog_path().map(|p| file.resolve(p));
         let old_content = match &catalog_path {
-            Some(p) => read_optional(p).map_err(|e| CatalogError::Internal(format!("cannot read {}: {e}", p.display())))?,
+            Some(p) => {
+                read_optional(p).map_err(|e| CatalogError::Internal(format!("cannot read {}: {e}", p.display())))?
+            }
             None => None,
         };
         let content_changed = draft.content.is_some() && draft.content != old_content;
@@ -575,10 +583,15 @@ impl Catalog {
         let new_file = match &new_sources_text {
             Some(text) => {
                 let parsed = SourcesFile::parse(&self.sources_path, text.clone()).map_err(|d| {
-                    CatalogError::Internal(format!("refusing to write: the rewritten sources file does not parse: {}", d[0].render()))
+                    CatalogError::Internal(format!(
+                        "refusing to write: the rewritten sources file does not parse: {}",
+                        d[0].render()
+                    ))
                 })?;
                 if parsed.find(plugin, &id) != Some(&draft.entry) {
-                    return Err(CatalogError::Internal("refusing to write: the rewritten sources file does not read back to the applied entry".into()));
+                    return Err(CatalogError::Internal(
+                        "refusing to write: the rewritten sources file does not read back to the applied entry".into(),
+                    ));
                 }
                 parsed
             }
@@ -587,17 +600,19 @@ impl Catalog {
 
         let mut undo: Vec<(PathBuf, Option<String>)> = Vec::new();
         let result: Result<RevisionRow> = async {
-            if content_changed
-                && let (Some(path), Some(content)) = (&catalog_path, &draft.content)
-            {
+            if content_changed && let (Some(path), Some(content)) = (&catalog_path, &draft.content) {
                 undo.push((path.clone(), old_content.clone()));
-                write_atomic(path, content.as_bytes())
-                    .map_err(|e| CatalogError::Internal(format!("writing {} failed: {e}; nothing was changed", path.display())))?;
+                write_atomic(path, content.as_bytes()).map_err(|e| {
+                    CatalogError::Internal(format!("writing {} failed: {e}; nothing was changed", path.display()))
+                })?;
             }
             if let Some(text) = &new_sources_text {
                 undo.push((self.sources_path.clone(), Some(file.text.clone())));
                 write_atomic(&self.sources_path, text.as_bytes()).map_err(|e| {
-                    CatalogError::Internal(format!("writing {} failed: {e}; nothing was changed", self.sources_path.display()))
+                    CatalogError::Internal(format!(
+                        "writing {} failed: {e}; nothing was changed",
+                        self.sources_path.display()
+                    ))
                 })?;
             }
             let row = self
@@ -618,7 +633,9 @@ impl Catalog {
                         expected: opts.expected_revision.unwrap_or(current),
                         current: current + 1,
                     },
-                    other => CatalogError::Internal(format!("recording the revision failed: {other}; nothing was changed")),
+                    other => {
+                        CatalogError::Internal(format!("recording the revision failed: {other}; nothing was changed"))
+                    }
                 })?;
             Ok(row)
         }
@@ -781,7 +798,14 @@ impl Catalog {
         locks.entry(key.clone()).or_default().clone()
     }
 
-    async fn refresh_source(&self, plugin: PluginKind, id: &str, mode: RefreshMode, dry_run: bool, confirm_removals: bool) -> RefreshResult {
+    async fn refresh_source(
+        &self,
+        plugin: PluginKind,
+        id: &str,
+        mode: RefreshMode,
+        dry_run: bool,
+        confirm_removals: bool,
+    ) -> RefreshResult {
         let key = (plugin, id.to_string());
         let lock = self.source_lock(&key);
         let _guard = lock.lock().await;
@@ -897,7 +921,9 @@ impl Catalog {
         if let Err(e) = self.db.upsert_status(row).await {
             tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not persist refresh status");
             result.status = RefreshStatus::Failure;
-            result.diagnostics.push(Diagnostic::error(Layer::Semantics, format!("could not persist refresh status: {e}")));
+            result
+                .diagnostics
+                .push(Diagnostic::error(Layer::Semantics, format!("could not persist refresh status: {e}")));
         }
         tracing::info!(plugin = plugin.name(), source = id, status = status_word(result.status), summary = %result.summary, "refreshed");
         result
@@ -912,7 +938,10 @@ impl Catalog {
 
     fn load_source(&self, file: &SourcesFile, plugin: PluginKind, id: &str) -> Loaded {
         let Some(entry) = file.find(plugin, id) else {
-            return Loaded::Failed(vec![Diagnostic::error(Layer::Semantics, format!("source {plugin}/{id} is no longer in the sources file"))]);
+            return Loaded::Failed(vec![Diagnostic::error(
+                Layer::Semantics,
+                format!("source {plugin}/{id} is no longer in the sources file"),
+            )]);
         };
         if !entry.enabled {
             return Loaded::Disabled;
@@ -920,25 +949,34 @@ impl Catalog {
         let text = match entry.type_.as_str() {
             "yaml" => {
                 let Some(rel) = entry.yaml_catalog_path() else {
-                    return Loaded::Failed(vec![Diagnostic::error(Layer::Semantics, "properties.yamlCatalogPath is missing").field("properties.yamlCatalogPath")]);
+                    return Loaded::Failed(vec![
+                        Diagnostic::error(Layer::Semantics, "properties.yamlCatalogPath is missing")
+                            .field("properties.yamlCatalogPath"),
+                    ]);
                 };
                 let path = file.resolve(rel);
                 match std::fs::read_to_string(&path) {
                     Ok(t) => t,
                     Err(e) => {
                         return Loaded::Failed(vec![
-                            Diagnostic::error(Layer::Syntax, format!("cannot read catalog file {}: {e}", path.display()))
-                                .in_file(rel)
-                                .hint("check that the file exists and is readable by the server"),
+                            Diagnostic::error(
+                                Layer::Syntax,
+                                format!("cannot read catalog file {}: {e}", path.display()),
+                            )
+                            .in_file(rel)
+                            .hint("check that the file exists and is readable by the server"),
                         ]);
                     }
                 }
             }
             other => {
                 return Loaded::Failed(vec![
-                    Diagnostic::error(Layer::Semantics, format!("source type `{other}` cannot be loaded by this server"))
-                        .field("type")
-                        .hint("use a yaml source"),
+                    Diagnostic::error(
+                        Layer::Semantics,
+                        format!("source type `{other}` cannot be loaded by this server"),
+                    )
+                    .field("type")
+                    .hint("use a yaml source"),
                 ]);
             }
         };
@@ -962,11 +1000,7 @@ impl Catalog {
 enum Loaded {
     Disabled,
     Failed(Vec<Diagnostic>),
-    Ok {
-        entities: Vec<Entity>,
-        diagnostics: Vec<Diagnostic>,
-        content_hash: String,
-    },
+    Ok { entities: Vec<Entity>, diagnostics: Vec<Diagnostic>, content_hash: String },
 }
 
 /// Applies `includedModels` / `excludedModels` (exclusions win).

@@ -227,20 +227,16 @@ impl SourcesFile {
         };
         for s in &unknown_sections {
             warnings.push(
-                Diagnostic::warning(Layer::Plugin, format!("section `{s}` is for a plugin this server does not have; it is kept unchanged"))
-                    .in_file(&file)
-                    .field(s.clone()),
+                Diagnostic::warning(
+                    Layer::Plugin,
+                    format!("section `{s}` is for a plugin this server does not have; it is kept unchanged"),
+                )
+                .in_file(&file)
+                .field(s.clone()),
             );
         }
-        let sf = SourcesFile {
-            path: path.to_path_buf(),
-            text,
-            dialect,
-            sources,
-            unknown_sections,
-            warnings,
-            model_key,
-        };
+        let sf =
+            SourcesFile { path: path.to_path_buf(), text, dialect, sources, unknown_sections, warnings, model_key };
         let errors = sf.semantic_errors();
         if errors.is_empty() { Ok(sf) } else { Err(errors) }
     }
@@ -308,7 +304,8 @@ impl SourcesFile {
                 };
             }
             // Flow-style or otherwise irregular list (`catalogs: []`): re-render this section.
-            let mut entries: Vec<SourceEntry> = self.sources.iter().filter(|(p, _)| *p == plugin).map(|(_, e)| e.clone()).collect();
+            let mut entries: Vec<SourceEntry> =
+                self.sources.iter().filter(|(p, _)| *p == plugin).map(|(_, e)| e.clone()).collect();
             match index {
                 Some(i) => entries[i] = entry.clone(),
                 None => entries.push(entry.clone()),
@@ -362,14 +359,16 @@ impl SourcesFile {
 pub fn validate_entry(e: &SourceEntry) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     if !valid_id(&e.id) {
-        out.push(
-            Diagnostic::error(Layer::Semantics, format!("invalid source id `{}`", e.id))
-                .field("id")
-                .hint("ids match ^[a-z0-9][a-z0-9_-]*$: lowercase letters, digits, '_' and '-', starting with a letter or digit"),
-        );
+        out.push(Diagnostic::error(Layer::Semantics, format!("invalid source id `{}`", e.id)).field("id").hint(
+            "ids match ^[a-z0-9][a-z0-9_-]*$: lowercase letters, digits, '_' and '-', starting with a letter or digit",
+        ));
     }
     if e.name.trim().is_empty() {
-        out.push(Diagnostic::error(Layer::Semantics, "source name is empty").field("name").hint("give the source a display name"));
+        out.push(
+            Diagnostic::error(Layer::Semantics, "source name is empty")
+                .field("name")
+                .hint("give the source a display name"),
+        );
     }
     match e.type_.as_str() {
         "yaml" => {
@@ -399,7 +398,11 @@ pub fn validate_entry(e: &SourceEntry) -> Vec<Diagnostic> {
     for (key, list) in [("includedModels", &e.included_models), ("excludedModels", &e.excluded_models)] {
         for (i, p) in list.iter().flatten().enumerate() {
             if p.trim().is_empty() {
-                out.push(Diagnostic::error(Layer::Semantics, format!("empty pattern in {key}")).field(format!("{key}[{i}]")).hint("remove the empty pattern"));
+                out.push(
+                    Diagnostic::error(Layer::Semantics, format!("empty pattern in {key}"))
+                        .field(format!("{key}[{i}]"))
+                        .hint("remove the empty pattern"),
+                );
             }
         }
     }
@@ -488,8 +491,7 @@ fn find_key(lines: &[&str], range: Range<usize>, key: &str) -> Option<Block> {
             }
     })?;
     let mut last = start;
-    for i in start + 1..end {
-        let l = lines[i];
+    for (i, l) in lines.iter().enumerate().take(end).skip(start + 1) {
         if !is_content(l) {
             continue;
         }
@@ -501,11 +503,7 @@ fn find_key(lines: &[&str], range: Range<usize>, key: &str) -> Option<Block> {
         }
         last = i;
     }
-    Some(Block {
-        key_line: start,
-        key_indent: indent,
-        body: start + 1..last + 1,
-    })
+    Some(Block { key_line: start, key_indent: indent, body: start + 1..last + 1 })
 }
 
 fn find_path(lines: &[&str], path: &[&str]) -> Option<Block> {
@@ -630,7 +628,9 @@ mod tests {
         assert_eq!(reparsed.sources.len(), 3);
         assert_eq!(reparsed.find(PluginKind::Mcp, "m").unwrap().labels, vec!["L"]);
 
-        let ps = parse("apiVersion: catalog/v1alpha1\nkind: CatalogSources\ncatalogs:\n  models:\n    sources:\n      - id: a\n        name: A\n        type: yaml\n        properties:\n          yamlCatalogPath: a.yaml\n  knowledge:\n    sources:\n      - id: k\n");
+        let ps = parse(
+            "apiVersion: catalog/v1alpha1\nkind: CatalogSources\ncatalogs:\n  models:\n    sources:\n      - id: a\n        name: A\n        type: yaml\n        properties:\n          yamlCatalogPath: a.yaml\n  knowledge:\n    sources:\n      - id: k\n",
+        );
         let new = ps.with_entry(PluginKind::Mcp, &entry("m", "m.yaml"));
         let reparsed = parse(&new);
         assert_eq!(reparsed.dialect, Dialect::PluginSectioned);

@@ -53,11 +53,7 @@ impl SourcePatch {
             asset_type: base.as_ref().and_then(|b| b.asset_type.clone()),
             id: self.id,
         };
-        SourceDraft {
-            plugin,
-            entry,
-            content: self.content,
-        }
+        SourceDraft { plugin, entry, content: self.content }
     }
 }
 
@@ -78,9 +74,12 @@ pub fn check(draft: &SourceDraft) -> Checked {
         let file = content_label(&draft.entry);
         if draft.entry.type_ != "yaml" {
             diags.push(
-                Diagnostic::error(Layer::Semantics, format!("`content` is only accepted for yaml sources, not `{}`", draft.entry.type_))
-                    .field("input.content")
-                    .hint("drop `content`; a url source's catalog is fetched from properties.url"),
+                Diagnostic::error(
+                    Layer::Semantics,
+                    format!("`content` is only accepted for yaml sources, not `{}`", draft.entry.type_),
+                )
+                .field("input.content")
+                .hint("drop `content`; a url source's catalog is fetched from properties.url"),
             );
         }
         match syntax_check(content, &file) {
@@ -108,22 +107,23 @@ pub fn check(draft: &SourceDraft) -> Checked {
         }
     } else if draft.entry.type_ == "yaml" {
         diags.push(
-            Diagnostic::error(Layer::Semantics, "a yaml source needs `content` (none given and no current catalog file to keep)")
-                .field("input.content")
-                .hint("send the catalog YAML in `content`"),
+            Diagnostic::error(
+                Layer::Semantics,
+                "a yaml source needs `content` (none given and no current catalog file to keep)",
+            )
+            .field("input.content")
+            .hint("send the catalog YAML in `content`"),
         );
     }
     let props = yaml_to_json(&serde_yaml_ng::Value::Mapping(draft.entry.properties.clone()));
     secret_paths(&props, "input.properties", &mut |path, key| diags.push(secret_warning(key).field(path)));
-    Checked {
-        report: ValidationReport::from_diagnostics(diags),
-        entities,
-    }
+    Checked { report: ValidationReport::from_diagnostics(diags), entities }
 }
 
 fn secret_warning(key: &str) -> Diagnostic {
-    Diagnostic::warning(Layer::Security, format!("`{key}` looks like an inline secret"))
-        .hint("store it in a Kubernetes Secret and reference it as SecretRef {name, namespace, key}; API responses redact it")
+    Diagnostic::warning(Layer::Security, format!("`{key}` looks like an inline secret")).hint(
+        "store it in a Kubernetes Secret and reference it as SecretRef {name, namespace, key}; API responses redact it",
+    )
 }
 
 fn secret_paths(v: &Json, path: &str, f: &mut dyn FnMut(String, &str)) {

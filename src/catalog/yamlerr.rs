@@ -4,6 +4,8 @@
 use super::diagnostics::{Diagnostic, Layer, nearest};
 
 /// Parses `text` as YAML without any schema: the syntax layer.
+// Diagnostics are large but only built on the (cold) error path.
+#[allow(clippy::result_large_err)]
 pub fn syntax_check(text: &str, file: &str) -> Result<serde_yaml_ng::Value, Diagnostic> {
     serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(|e| {
         let (line, col) = location(&e);
@@ -15,16 +17,14 @@ pub fn syntax_check(text: &str, file: &str) -> Result<serde_yaml_ng::Value, Diag
 }
 
 /// Deserializes `text` into a strict (deny_unknown_fields) type: the fields layer.
+#[allow(clippy::result_large_err)]
 pub fn strict_parse<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, Diagnostic> {
     serde_yaml_ng::from_str::<T>(text).map_err(|e| from_serde_error(&e, file))
 }
 
 fn location(e: &serde_yaml_ng::Error) -> (Option<u32>, Option<u32>) {
     match e.location() {
-        Some(loc) => (
-            u32::try_from(loc.line()).ok(),
-            u32::try_from(loc.column()).ok(),
-        ),
+        Some(loc) => (u32::try_from(loc.line()).ok(), u32::try_from(loc.column()).ok()),
         None => (None, None),
     }
 }
@@ -80,12 +80,7 @@ fn expected_names(msg: &str) -> Vec<String> {
     let Some(i) = msg.find("expected ") else {
         return Vec::new();
     };
-    msg[i..]
-        .split('`')
-        .enumerate()
-        .filter(|(n, _)| n % 2 == 1)
-        .map(|(_, s)| s.to_string())
-        .collect()
+    msg[i..].split('`').enumerate().filter(|(n, _)| n % 2 == 1).map(|(_, s)| s.to_string()).collect()
 }
 
 /// Best-effort position of `key: value` in a YAML text, for semantic errors found after parsing

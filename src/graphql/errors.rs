@@ -56,7 +56,9 @@ pub fn invalid_input(message: impl Into<String>, field: &str, hint: &str) -> Err
         e.set("code", VALIDATION_FAILED);
         e.set(
             "diagnostics",
-            to_value(json!([{"layer": "FIELDS", "severity": "ERROR", "message": message, "field": field, "hint": hint}])),
+            to_value(
+                json!([{"layer": "FIELDS", "severity": "ERROR", "message": message, "field": field, "hint": hint}]),
+            ),
         );
     })
 }

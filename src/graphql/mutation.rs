@@ -30,10 +30,12 @@ impl SourceInput {
     pub fn into_patch(self) -> Result<SourcePatch> {
         let properties = match self.properties {
             None => None,
-            Some(Json(serde_json::Value::Object(_))) | Some(Json(serde_json::Value::Null)) => match self.properties.map(|j| json_to_yaml(&j.0)) {
-                Some(serde_yaml_ng::Value::Mapping(m)) => Some(m),
-                _ => Some(serde_yaml_ng::Mapping::new()),
-            },
+            Some(Json(serde_json::Value::Object(_))) | Some(Json(serde_json::Value::Null)) => {
+                match self.properties.map(|j| json_to_yaml(&j.0)) {
+                    Some(serde_yaml_ng::Value::Mapping(m)) => Some(m),
+                    _ => Some(serde_yaml_ng::Mapping::new()),
+                }
+            }
             Some(_) => {
                 return Err(invalid_input(
                     "`properties` must be a JSON object",
@@ -88,7 +90,13 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// Validates, writes (atomically), records a revision and optionally refreshes a source.
-    async fn apply_source(&self, ctx: &Context<'_>, plugin: String, input: SourceInput, options: Option<ApplyOptions>) -> Result<ApplyResult> {
+    async fn apply_source(
+        &self,
+        ctx: &Context<'_>,
+        plugin: String,
+        input: SourceInput,
+        options: Option<ApplyOptions>,
+    ) -> Result<ApplyResult> {
         let kind = super::plugin(&plugin)?;
         let c = catalog(ctx)?;
         let draft = c.draft(kind, input.into_patch()?);
@@ -152,12 +160,16 @@ impl Mutation {
     }
 
     /// Re-applies revision `revision` as a new revision (history is never rewritten).
-    async fn rollback_source(&self, ctx: &Context<'_>, plugin: String, id: ID, revision: i32, options: Option<ApplyOptions>) -> Result<ApplyResult> {
+    async fn rollback_source(
+        &self,
+        ctx: &Context<'_>,
+        plugin: String,
+        id: ID,
+        revision: i32,
+        options: Option<ApplyOptions>,
+    ) -> Result<ApplyResult> {
         let kind = super::plugin(&plugin)?;
-        let out = catalog(ctx)?
-            .rollback(kind, &id, revision, options.into(), &actor(ctx))
-            .await
-            .map_err(to_graphql)?;
+        let out = catalog(ctx)?.rollback(kind, &id, revision, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
         Ok(ApplyResult(out))
     }
 }

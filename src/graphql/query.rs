@@ -3,10 +3,10 @@
 use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 
+use super::catalog;
 use super::errors::to_graphql;
 use super::mutation::SourceInput;
 use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
-use super::catalog;
 
 pub struct Query;
 
@@ -29,7 +29,8 @@ impl Query {
                 name: p.name.to_string(),
                 source_count: p.source_count,
                 entity_count: p.entity_count,
-                kind: crate::catalog::plugins::PluginKind::parse(p.name).unwrap_or(crate::catalog::plugins::PluginKind::Models),
+                kind: crate::catalog::plugins::PluginKind::parse(p.name)
+                    .unwrap_or(crate::catalog::plugins::PluginKind::Models),
             })
             .collect())
     }
@@ -66,7 +67,11 @@ impl Query {
         query(after, None, first, None, |after: Option<usize>, _before: Option<usize>, first, _last| async move {
             let start = after.map(|a| a + 1).unwrap_or(0).min(total);
             let end = start.saturating_add(first.unwrap_or(50)).min(total);
-            let mut conn = Connection::with_additional_fields(start > 0, end < total, EntityConnectionFields { total_count: total });
+            let mut conn = Connection::with_additional_fields(
+                start > 0,
+                end < total,
+                EntityConnectionFields { total_count: total },
+            );
             conn.edges.extend(
                 all.into_iter()
                     .enumerate()

@@ -450,6 +450,7 @@ impl ApplyResult {
 
 /// An entity in a catalog: a `Model` or an `McpServer`.
 #[derive(Interface)]
+#[allow(clippy::duplicated_attributes)] // one `ty` per field is how the derive is spelled
 #[graphql(
     field(name = "id", ty = "String", desc = "`plugin/sourceId/name`: unique across the server"),
     field(name = "name", ty = "&str"),
@@ -700,10 +701,7 @@ impl McpServer {
             .collect()
     }
     async fn endpoints(&self) -> Option<McpEndpoints> {
-        self.s().endpoints.as_ref().map(|e| McpEndpoints {
-            http: e.http.clone(),
-            sse: e.sse.clone(),
-        })
+        self.s().endpoints.as_ref().map(|e| McpEndpoints { http: e.http.clone(), sse: e.sse.clone() })
     }
     async fn security_indicators(&self) -> Option<McpSecurityIndicators> {
         self.s().security_indicators.as_ref().map(|s| McpSecurityIndicators {

@@ -134,7 +134,11 @@ pub struct GetParams {
     extensions: Option<String>,
 }
 
-pub async fn get(State(app): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> axum::response::Response {
+pub async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> axum::response::Response {
     let params = GetParams {
         query: params.get("query").cloned(),
         operation_name: params.get("operationName").cloned(),
@@ -151,13 +155,20 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap, Query(params):
     if let Some(vars) = params.variables.filter(|s| !s.is_empty()) {
         match serde_json::from_str::<serde_json::Value>(&vars) {
             Ok(v) => req = req.variables(Variables::from_json(v)),
-            Err(e) => return error_body(StatusCode::BAD_REQUEST, VALIDATION_FAILED, &format!("`variables` is not JSON: {e}")),
+            Err(e) => {
+                return error_body(
+                    StatusCode::BAD_REQUEST,
+                    VALIDATION_FAILED,
+                    &format!("`variables` is not JSON: {e}"),
+                );
+            }
         }
     }
     let _ = params.extensions;
     // Mutations over GET would let a link or an <img> change configuration.
     if is_mutation(&req) {
-        let mut resp = error_body(StatusCode::METHOD_NOT_ALLOWED, VALIDATION_FAILED, "mutations must be sent with POST");
+        let mut resp =
+            error_body(StatusCode::METHOD_NOT_ALLOWED, VALIDATION_FAILED, "mutations must be sent with POST");
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }

@@ -25,7 +25,9 @@ pub fn backends() -> Vec<Backend> {
     if std::env::var("CATALOG_BFF_TEST_POSTGRES_URL").is_ok() {
         out.push(Backend::Postgres);
     } else if std::env::var("CATALOG_BFF_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-        panic!("CATALOG_BFF_REQUIRE_POSTGRES=1 but CATALOG_BFF_TEST_POSTGRES_URL is not set; run the suite with `bash .ci/run`");
+        panic!(
+            "CATALOG_BFF_REQUIRE_POSTGRES=1 but CATALOG_BFF_TEST_POSTGRES_URL is not set; run the suite with `bash .ci/run`"
+        );
     } else {
         eprintln!("note: PostgreSQL not configured (CATALOG_BFF_TEST_POSTGRES_URL); running on SQLite only");
     }

@@ -231,10 +231,7 @@ impl From<FlatServer> for McpServer {
         {
             transports.insert(0, t.clone());
         }
-        let endpoints = s.endpoint.as_ref().map(|e| McpEndpoints {
-            http: Some(e.clone()),
-            sse: None,
-        });
+        let endpoints = s.endpoint.as_ref().map(|e| McpEndpoints { http: Some(e.clone()), sse: None });
         McpServer {
             name: s.name,
             id: s.id,

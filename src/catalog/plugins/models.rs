@@ -121,19 +121,25 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
             if kind == "metrics-artifact" {
                 match a.metrics_type.as_deref() {
                     None => diagnostics.push(
-                        Diagnostic::warning(Layer::Plugin, format!("metrics artifact without `metricsType` in model `{}`", m.name))
-                            .in_file(file)
-                            .field(format!("{field}.metricsType"))
-                            .hint("set `performance-metrics` or `accuracy-metrics`"),
+                        Diagnostic::warning(
+                            Layer::Plugin,
+                            format!("metrics artifact without `metricsType` in model `{}`", m.name),
+                        )
+                        .in_file(file)
+                        .field(format!("{field}.metricsType"))
+                        .hint("set `performance-metrics` or `accuracy-metrics`"),
                     ),
                     Some(t) if !METRICS_TYPES.contains(&t) => {
                         let (line, col) = find_key_value(text, "metricsType", t, 0);
                         diagnostics.push(
-                            Diagnostic::error(Layer::Plugin, format!("unknown metricsType `{t}` in model `{}`", m.name))
-                                .in_file(file)
-                                .at(line, col)
-                                .field(format!("{field}.metricsType"))
-                                .hint("use `performance-metrics` or `accuracy-metrics`"),
+                            Diagnostic::error(
+                                Layer::Plugin,
+                                format!("unknown metricsType `{t}` in model `{}`", m.name),
+                            )
+                            .in_file(file)
+                            .at(line, col)
+                            .field(format!("{field}.metricsType"))
+                            .hint("use `performance-metrics` or `accuracy-metrics`"),
                         );
                         ok = false;
                     }
