@@ -541,7 +541,9 @@ impl Catalog {
         } else {
             diff(old_snapshot.as_deref(), &[])
         };
-        if impact.needs_confirmation() && !opts.confirm_removals {
+        // Disabling a source removes its entities on purpose; the guard is for content that
+        // shrank (a truncated file), so it applies to enabled sources only.
+        if draft.entry.enabled && impact.needs_confirmation() && !opts.confirm_removals {
             return Err(CatalogError::RemovalsNeedConfirmation(impact));
         }
 
@@ -973,10 +975,10 @@ impl Catalog {
                 return Loaded::Failed(vec![
                     Diagnostic::error(
                         Layer::Semantics,
-                        format!("source type `{other}` cannot be loaded by this server"),
+                        format!("source type `{other}` is not supported by this server"),
                     )
                     .field("type")
-                    .hint("use a yaml source"),
+                    .hint("supported types: yaml (a catalog file) and url (a catalog over HTTP); the entry is kept as it is"),
                 ]);
             }
         };

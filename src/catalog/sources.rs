@@ -246,7 +246,9 @@ impl SourcesFile {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (plugin, e) in &self.sources {
-            for d in validate_entry(e) {
+            // A source of a type we cannot load (upstream's `hf`, `git`) is kept and shows as
+            // ERROR on refresh; it does not make the whole file unreadable.
+            for d in validate_entry(e).into_iter().filter(|d| d.field.as_deref() != Some("type")) {
                 let (line, col) = find_key_value(&self.text, "id", &e.id, 0);
                 out.push(d.in_file(&file).at(line, col));
             }
