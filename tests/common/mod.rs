@@ -200,6 +200,20 @@ impl Server {
         resp.json().await.expect("JSON body")
     }
 
+    /// POSTs a document with several operations, selecting one by `operationName`.
+    pub async fn gql_op(&self, document: &str, operation: &str, variables: Value) -> Value {
+        let resp = self
+            .client
+            .post(format!("{}/graphql", self.base))
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .json(&json!({"query": document, "operationName": operation, "variables": variables}))
+            .send()
+            .await
+            .expect("POST /graphql");
+        resp.json().await.expect("JSON body")
+    }
+
     /// Like `gql`, but fails the test on any GraphQL error and returns `data`.
     pub async fn ok(&self, query: &str, variables: Value) -> Value {
         let body = self.gql(query, variables).await;
