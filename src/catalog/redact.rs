@@ -21,10 +21,13 @@ pub fn redact_json(v: &Json) -> Json {
         Json::Object(map) => Json::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let v = if is_secret_key(k) && !v.is_object() && !v.is_null() {
-                        Json::String(REDACTED.to_string())
-                    } else {
-                        redact_json(v)
+                    let v = match v {
+                        _ if !is_secret_key(k) => redact_json(v),
+                        Json::Null => Json::Null,
+                        Json::Object(_) if is_reference(v) => v.clone(),
+                        // A typed value such as {metadataType, string_value}: hide every value.
+                        Json::Object(_) | Json::Array(_) => redact_all(v),
+                        _ => Json::String(REDACTED.to_string()),
                     };
                     (k.clone(), v)
                 })
@@ -32,6 +35,34 @@ pub fn redact_json(v: &Json) -> Json {
         ),
         Json::Array(items) => Json::Array(items.iter().map(redact_json).collect()),
         other => other.clone(),
+    }
+}
+
+/// `{secretRef: {...}}`, `{name, key}` / `{name, namespace, key}`, `{valueFrom: ...}`, `{envVar}`:
+/// pointers to a secret, safe to show.
+fn is_reference(v: &Json) -> bool {
+    let Json::Object(m) = v else { return false };
+    m.contains_key("secretRef")
+        || m.contains_key("valueFrom")
+        || m.contains_key("envVar")
+        || (m.contains_key("name")
+            && m.contains_key("key")
+            && m.keys().all(|k| ["name", "namespace", "key"].contains(&k.as_str())))
+}
+
+fn redact_all(v: &Json) -> Json {
+    match v {
+        Json::Object(m) => Json::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if k == "metadataType" { v.clone() } else { redact_all(v) };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Json::Array(items) => Json::Array(items.iter().map(redact_all).collect()),
+        Json::Null => Json::Null,
+        _ => Json::String(REDACTED.to_string()),
     }
 }
 
@@ -159,6 +190,9 @@ mod tests {
         assert_eq!(r["apiToken"], REDACTED);
         assert_eq!(r["yamlCatalogPath"], "a.yaml");
         assert_eq!(r["password"]["secretRef"]["name"], "s");
+        let typed = serde_json::json!({"api_token": {"metadataType": "MetadataStringValue", "string_value": "x"}});
+        assert_eq!(redact_json(&typed)["api_token"]["string_value"], REDACTED);
+        assert_eq!(redact_json(&typed)["api_token"]["metadataType"], "MetadataStringValue");
     }
 
     #[test]
