@@ -7,3 +7,5 @@ pub mod example;
 pub mod graphql;
 pub mod http;
 pub mod server;
+pub mod tls;
+pub mod cache;

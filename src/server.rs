@@ -39,7 +39,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let url = args.database_url();
     let db = Db::connect(&url).await.with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
-    let catalog = Catalog::open(sources.clone(), db).await?;
+    crate::tls::install_crypto_provider();
+    let catalog = Catalog::open(sources.clone(), db, args.catalog_options()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -48,10 +49,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, sources = %sources.display(), database = %redact_url(&url), "listening; GraphiQL at http://{addr}/graphql");
 
     let initial: Arc<Catalog> = catalog.clone();
-    tokio::spawn(async move { initial.refresh_all().await });
+    tokio::spawn(async move {
+        initial.refresh_all().await;
+        initial.watch_loop().await;
+    });
 
-    let app = crate::http::router(catalog);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let app = crate::http::router(catalog.clone(), args.http_options());
+    let stopping = catalog.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Ends subscription streams (clients get `complete`) and background loops; then axum
+        // stops accepting and drains in-flight requests. Long-lived connections that stay open
+        // are cut after a grace period.
+        stopping.shutdown();
+        tokio::spawn(async {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            tracing::warn!("connections still open 10 s after shutdown began; exiting");
+            std::process::exit(0);
+        });
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -12,3 +12,4 @@ pub mod sources;
 pub mod store;
 pub mod validate;
 pub mod yamlerr;
+pub mod fetch;

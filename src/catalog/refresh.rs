@@ -19,12 +19,14 @@ pub struct Snapshot {
     pub hashes: HashMap<String, String>,
     /// Hash of the raw catalog content the snapshot was built from (INCREMENTAL refresh).
     pub content_hash: String,
+    /// The HTTP `ETag` of a url source's last fetch, sent as `If-None-Match` by INCREMENTAL.
+    pub etag: Option<String>,
 }
 
 impl Snapshot {
     pub fn new(entities: Vec<Entity>, content_hash: String) -> Snapshot {
         let hashes = entities.iter().map(|e| (e.name().to_string(), e.content_hash())).collect();
-        Snapshot { entities: entities.into_iter().map(Arc::new).collect(), hashes, content_hash }
+        Snapshot { entities: entities.into_iter().map(Arc::new).collect(), hashes, content_hash, etag: None }
     }
 
     pub fn artifact_count(&self) -> usize {
@@ -125,6 +127,8 @@ pub struct RefreshResult {
     pub duration_ms: i64,
     pub summary: String,
     pub dry_run: bool,
+    /// What the refresh changed (or, for a dry run, would change), with the first few names.
+    pub impact: Impact,
     pub diagnostics: Vec<Diagnostic>,
 }
 

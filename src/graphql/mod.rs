@@ -3,15 +3,16 @@
 pub mod errors;
 pub mod mutation;
 pub mod query;
+pub mod subscription;
 pub mod types;
 
-use async_graphql::{Context, EmptySubscription, Schema};
+use async_graphql::{Context, Schema};
 use std::sync::Arc;
 
 use crate::catalog::plugins::PluginKind;
 use crate::catalog::service::Catalog;
 
-pub type CatalogSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+pub type CatalogSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 
 /// Who is calling; recorded as the actor on revisions and jobs.
 #[derive(Clone, Debug)]
@@ -19,17 +20,20 @@ pub struct Caller {
     pub name: String,
 }
 
-pub fn build_schema(catalog: Option<Arc<Catalog>>) -> CatalogSchema {
-    let mut b = Schema::build(query::Query, mutation::Mutation, EmptySubscription);
+pub fn build_schema(catalog: Option<Arc<Catalog>>, gauge: Option<Arc<subscription::SubscriptionGauge>>) -> CatalogSchema {
+    let mut b = Schema::build(query::Query, mutation::Mutation, subscription::Subscription);
     if let Some(c) = catalog {
         b = b.data(c);
+    }
+    if let Some(g) = gauge {
+        b = b.data(g);
     }
     b.finish()
 }
 
 /// The SDL as checked in at `schema/schema.graphql`.
 pub fn sdl() -> String {
-    build_schema(None).sdl()
+    build_schema(None, None).sdl()
 }
 
 pub(crate) fn catalog<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Arc<Catalog>> {

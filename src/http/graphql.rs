@@ -19,7 +19,12 @@ use axum::response::{Html, IntoResponse};
 use serde::Deserialize;
 use std::collections::HashMap;
 
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use axum::http::HeaderName;
+use std::sync::Arc;
+
 use super::AppState;
+use crate::cache::{CacheKey, normalize};
 use crate::graphql::errors::{INTERNAL, VALIDATION_FAILED};
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -121,8 +126,75 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
             );
         }
     };
-    let resp = app.schema.execute_batch(batch).await;
-    respond(&headers, resp)
+    match batch {
+        BatchRequest::Single(req) => execute_single(&app, &headers, req).await,
+        batch => {
+            let mutates = match &batch {
+                BatchRequest::Batch(list) => list.iter().any(|r| !is_query(r)),
+                BatchRequest::Single(r) => !is_query(r),
+            };
+            let resp = app.schema.execute_batch(batch).await;
+            if mutates {
+                invalidate(&app);
+            }
+            respond(&headers, resp)
+        }
+    }
+}
+
+/// Runs one request through the response cache: queries are looked up and stored, anything
+/// else invalidates the cache before the response is sent.
+async fn execute_single(app: &AppState, headers: &HeaderMap, req: Request) -> axum::response::Response {
+    let cacheable = app.cache.enabled() && is_query(&req);
+    let key = cacheable.then(|| CacheKey {
+        // Read before executing: see the module docs of `cache`.
+        generation: app.catalog.generation(),
+        document: normalize(&req.query),
+        operation: req.operation_name.clone(),
+        variables: serde_json::to_string(&req.variables).unwrap_or_default(),
+        role: "anonymous".to_string(),
+    });
+    let graphql_response = wants_graphql_response(headers);
+    if let Some(key) = &key
+        && let Some(body) = app.cache.get(key).await
+    {
+        return cached(graphql_response, &body, "hit");
+    }
+    let mutates = !is_query(&req);
+    let mut resp = app.schema.execute(req).await;
+    if mutates {
+        invalidate(app);
+    }
+    add_codes(&mut resp);
+    if let Some(key) = key
+        && resp.errors.is_empty()
+        && let Ok(body) = serde_json::to_string(&resp)
+    {
+        let body = Arc::new(body);
+        app.cache.insert(key, body.clone()).await;
+        return cached(graphql_response, &body, "miss");
+    }
+    respond(headers, BatchResponse::Single(resp))
+}
+
+fn cached(graphql_response: bool, body: &str, outcome: &'static str) -> axum::response::Response {
+    let content_type = if graphql_response { GRAPHQL_RESPONSE_JSON } else { APPLICATION_JSON };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (HeaderName::from_static("x-cache"), HeaderValue::from_static(outcome))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// After a mutation: nothing computed before it may be served after its response.
+fn invalidate(app: &AppState) {
+    app.catalog.bump();
+    app.cache.invalidate_all();
+}
+
+fn is_query(req: &Request) -> bool {
+    operation_type(req) == Some(OperationType::Query)
 }
 
 #[derive(Deserialize)]
@@ -176,11 +248,14 @@ pub async fn get(
     respond(&headers, BatchResponse::Single(resp))
 }
 
-fn is_mutation(req: &Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(&req.query) else {
-        return false;
-    };
+pub(crate) fn is_mutation(req: &Request) -> bool {
+    operation_type(req) == Some(OperationType::Mutation)
+}
+
+/// The type of the operation `req` would run; `None` when the document does not parse or the
+/// operation cannot be chosen (execution will report that).
+fn operation_type(req: &Request) -> Option<OperationType> {
+    let doc = async_graphql::parser::parse_query(&req.query).ok()?;
     let op = match &doc.operations {
         DocumentOperations::Single(op) => Some(&op.node),
         DocumentOperations::Multiple(map) => match &req.operation_name {
@@ -189,5 +264,5 @@ fn is_mutation(req: &Request) -> bool {
             None => None,
         },
     };
-    op.is_some_and(|o| o.ty == OperationType::Mutation)
+    op.map(|o| o.ty)
 }

@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_catalog-bff");
 
+/// An HTTP client (installs the rustls provider the way the server does).
+pub fn client() -> reqwest::Client {
+    catalog_bff::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Backend {
     Sqlite,
@@ -161,7 +167,7 @@ impl Server {
         let server = Server {
             child,
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: client(),
             dir: dir.to_path_buf(),
             sources: sources.map(Path::to_path_buf).unwrap_or_else(|| dir.join("sources.yaml")),
             database: database.to_string(),

@@ -8,21 +8,25 @@
 //!   the previous bytes, so files and revisions never disagree.
 //! - A refresh swaps a source's snapshot only on success; failures keep the last good entities.
 
+mod refresh;
+mod watch;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 
-use super::diagnostics::{Diagnostic, Layer, ValidationReport};
+use super::diagnostics::{Diagnostic, ValidationReport};
+use super::fetch::FetchConfig;
 use super::events::{EventKind, Events};
 use super::jobs::{JobPhase, JobRegistry, RefreshJob};
 use super::plugins::{Entity, PluginKind};
 use super::redact::{redact_json, redact_yaml_text};
-use super::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
+use super::refresh::{Impact, RefreshMode, Snapshot, diff};
 use super::sources::{SourceEntry, SourcesFile, glob_match};
 use super::store::write_atomic;
 use super::validate::{SourceDraft, SourcePatch, check, yaml_to_json};
@@ -167,15 +171,44 @@ struct State {
     snapshots: HashMap<SourceKey, Arc<Snapshot>>,
 }
 
+/// Tuning for the catalog service.
+#[derive(Clone, Debug)]
+pub struct CatalogOptions {
+    /// How many sources of one plugin refresh at the same time.
+    pub refresh_concurrency: usize,
+    pub fetch: FetchConfig,
+    /// How often to look for edits made outside the API; `None` turns the watcher off.
+    pub watch_interval: Option<std::time::Duration>,
+}
+
+impl Default for CatalogOptions {
+    fn default() -> Self {
+        CatalogOptions {
+            refresh_concurrency: 4,
+            fetch: FetchConfig::default(),
+            watch_interval: Some(std::time::Duration::from_secs(2)),
+        }
+    }
+}
+
 pub struct Catalog {
     sources_path: PathBuf,
     db: Db,
+    options: CatalogOptions,
+    http: reqwest::Client,
     state: RwLock<State>,
     write_lock: Mutex<()>,
     source_locks: std::sync::Mutex<HashMap<SourceKey, Arc<Mutex<()>>>>,
     pub jobs: JobRegistry,
     pub events: Events,
     first_refresh_done: AtomicBool,
+    /// Bumped after every change a reader can see; response caches key on it.
+    generation: AtomicU64,
+    /// Revision hash of each source's last recorded revision: what the watcher compares with.
+    known: std::sync::Mutex<HashMap<SourceKey, String>>,
+    /// The last error reading the sources file from disk (external edit), if it is invalid now.
+    config_error: std::sync::Mutex<Option<Vec<Diagnostic>>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
@@ -207,7 +240,7 @@ fn read_optional(path: &Path) -> std::io::Result<Option<String>> {
 impl Catalog {
     /// Reads the sources file and records a revision for every source whose on-disk content
     /// is not the latest recorded one. Does not refresh: call [`Catalog::refresh_all`].
-    pub async fn open(sources_path: PathBuf, db: Db) -> anyhow::Result<Arc<Catalog>> {
+    pub async fn open(sources_path: PathBuf, db: Db, options: CatalogOptions) -> anyhow::Result<Arc<Catalog>> {
         let file = SourcesFile::read(&sources_path).map_err(|diags| {
             let lines: Vec<String> = diags.iter().map(Diagnostic::render).collect();
             anyhow::anyhow!("the sources file is invalid:\n{}", lines.join("\n"))
@@ -219,9 +252,16 @@ impl Catalog {
         if interrupted > 0 {
             tracing::warn!(count = interrupted, "marked refresh jobs interrupted by a restart as FAILED");
         }
+        let http = super::fetch::client(&options.fetch);
         let catalog = Arc::new(Catalog {
             sources_path,
             db,
+            options,
+            http,
+            generation: AtomicU64::new(0),
+            known: std::sync::Mutex::new(HashMap::new()),
+            config_error: std::sync::Mutex::new(None),
+            shutdown: tokio::sync::watch::channel(false).0,
             state: RwLock::new(State { file: Arc::new(file), snapshots: HashMap::new() }),
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),
@@ -229,7 +269,7 @@ impl Catalog {
             events: Events::default(),
             first_refresh_done: AtomicBool::new(false),
         });
-        catalog.record_disk_revisions().await?;
+        catalog.record_disk_revisions(("import", "system")).await?;
         Ok(catalog)
     }
 
@@ -250,17 +290,26 @@ impl Catalog {
     }
 
     /// Records a revision for sources whose entry or content changed since the last revision
-    /// (first start: action `import`, actor `system`; later: `external`).
-    async fn record_disk_revisions(&self) -> Result<()> {
+    /// (first start: action `import`, actor `system`; later: `external`). Returns the sources
+    /// that got a new revision.
+    async fn record_disk_revisions(&self, first: (&str, &str)) -> Result<Vec<(SourceKey, i32)>> {
         let file = self.file();
+        let mut changed = Vec::new();
         for (plugin, entry) in &file.sources {
+            let key = (*plugin, entry.id.clone());
             let content = self.read_content(&file, entry).ok().flatten();
             let hash = revision_hash(entry, content.as_deref());
+            if self.known_hash(&key).as_deref() == Some(hash.as_str()) {
+                continue;
+            }
             let latest = self.db.latest_revision(plugin.name(), &entry.id).await?;
             let (revision, action, actor) = match &latest {
-                None => (1, "import", "system"),
+                None => (1, first.0, first.1),
                 Some(r) if r.content_hash != hash => (r.revision + 1, "external", "external"),
-                Some(_) => continue,
+                Some(_) => {
+                    self.set_known(key, hash);
+                    continue;
+                }
             };
             self.db
                 .insert_revision(NewRevision {
@@ -274,8 +323,41 @@ impl Catalog {
                     actor,
                 })
                 .await?;
+            self.set_known(key.clone(), hash);
+            changed.push((key, revision));
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    fn known_hash(&self, key: &SourceKey) -> Option<String> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    fn set_known(&self, key: SourceKey, hash: String) {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key, hash);
+    }
+
+    /// A number that changes whenever anything a reader can see changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends subscriptions and background loops.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Problems with the sources file on disk right now (an invalid external edit).
+    pub fn config_errors(&self) -> Vec<Diagnostic> {
+        self.config_error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
     }
 
     fn read_content(&self, file: &SourcesFile, entry: &SourceEntry) -> std::io::Result<Option<String>> {
@@ -658,6 +740,8 @@ impl Catalog {
             }
         };
         self.state.write().unwrap_or_else(|p| p.into_inner()).file = Arc::new(new_file);
+        self.set_known(key.clone(), row.content_hash.clone());
+        self.bump();
         drop(guard);
         tracing::info!(plugin = plugin.name(), source = %id, revision = row.revision, actor, action, "source applied");
         let kind = if action == "rollback" { EventKind::RolledBack } else { EventKind::Applied };
@@ -684,325 +768,9 @@ impl Catalog {
         })
     }
 
-    // ---- refresh -------------------------------------------------------------------------------
-
-    /// Refreshes one source (`source_id`) or every source of a plugin. Returns the finished job
-    /// when `wait`, else the job as just started. A request for a target that already has a
-    /// running job gets that job.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn refresh(
-        self: &Arc<Self>,
-        plugin: PluginKind,
-        source_id: Option<&str>,
-        mode: RefreshMode,
-        dry_run: bool,
-        confirm_removals: bool,
-        wait: bool,
-        actor: &str,
-    ) -> Result<RefreshJob> {
-        let file = self.file();
-        let sources: Vec<String> = match source_id {
-            Some(id) => {
-                if file.find(plugin, id).is_none() {
-                    return Err(CatalogError::NotFound(format!("source {plugin}/{id} does not exist")));
-                }
-                vec![id.to_string()]
-            }
-            None => file.sources.iter().filter(|(p, _)| *p == plugin).map(|(_, e)| e.id.clone()).collect(),
-        };
-        let now = Utc::now();
-        let job = RefreshJob {
-            id: uuid::Uuid::new_v4().to_string(),
-            plugin: plugin.name().to_string(),
-            source_id: source_id.map(str::to_string),
-            total: sources.len(),
-            sources,
-            mode,
-            dry_run,
-            phase: JobPhase::Queued,
-            completed: 0,
-            current_source: None,
-            results: Vec::new(),
-            error: None,
-            actor: actor.to_string(),
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-        };
-        let (mut rx, started) = self.jobs.start_or_join(job.clone());
-        if started {
-            self.db.upsert_job(job_row(&job)).await?;
-            let this = self.clone();
-            tokio::spawn(async move { this.run_job(job, confirm_removals).await });
-        }
-        if wait {
-            let done = rx
-                .wait_for(|j| j.phase.is_done())
-                .await
-                .map(|j| j.clone())
-                .map_err(|_| CatalogError::Internal("the refresh job ended without a result".into()))?;
-            return Ok(done);
-        }
-        let snapshot = rx.borrow().clone();
-        Ok(snapshot)
-    }
-
-    async fn run_job(self: Arc<Self>, mut job: RefreshJob, confirm_removals: bool) {
-        let plugin = PluginKind::parse(&job.plugin).unwrap_or(PluginKind::Models);
-        job.phase = JobPhase::Running;
-        job.started_at = Some(Utc::now());
-        self.publish_job(&job).await;
-        self.events.publish(EventKind::RefreshStarted, &job.plugin, job.source_id.as_deref(), None, Some(&job.id));
-        for id in job.sources.clone() {
-            job.current_source = Some(id.clone());
-            self.publish_job(&job).await;
-            let result = self.refresh_source(plugin, &id, job.mode, job.dry_run, confirm_removals).await;
-            job.results.push(result);
-            job.completed += 1;
-            self.publish_job(&job).await;
-            if !job.dry_run {
-                self.events.publish(EventKind::Refreshed, &job.plugin, Some(&id), None, Some(&job.id));
-            }
-        }
-        job.current_source = None;
-        job.finished_at = Some(Utc::now());
-        let failed = job.results.iter().filter(|r| r.status != RefreshStatus::Success).count();
-        job.phase = if failed == 0 { JobPhase::Succeeded } else { JobPhase::Failed };
-        if failed > 0 {
-            job.error = Some(format!("{failed} of {} sources did not refresh cleanly", job.total));
-        }
-        if let Err(e) = self.db.upsert_job(job_row(&job)).await {
-            tracing::error!(job = %job.id, error = %e, "could not persist the finished refresh job");
-        }
-        self.events.publish(EventKind::RefreshFinished, &job.plugin, job.source_id.as_deref(), None, Some(&job.id));
-        self.jobs.finish(&job);
-    }
-
-    async fn publish_job(&self, job: &RefreshJob) {
-        self.jobs.update(job);
-        if let Err(e) = self.db.upsert_job(job_row(job)).await {
-            tracing::warn!(job = %job.id, error = %e, "could not persist refresh job progress");
-        }
-    }
-
-    /// Refreshes every source once; marks the catalog ready when done.
-    pub async fn refresh_all(self: &Arc<Self>) {
-        for plugin in PluginKind::ALL {
-            if let Err(e) = self.refresh(plugin, None, RefreshMode::Full, false, true, true, "system").await {
-                tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed");
-            }
-        }
-        self.first_refresh_done.store(true, Ordering::Release);
-    }
-
-    fn source_lock(&self, key: &SourceKey) -> Arc<Mutex<()>> {
-        let mut locks = self.source_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(key.clone()).or_default().clone()
-    }
-
-    async fn refresh_source(
-        &self,
-        plugin: PluginKind,
-        id: &str,
-        mode: RefreshMode,
-        dry_run: bool,
-        confirm_removals: bool,
-    ) -> RefreshResult {
-        let key = (plugin, id.to_string());
-        let lock = self.source_lock(&key);
-        let _guard = lock.lock().await;
-        let started = Utc::now();
-        let clock = std::time::Instant::now();
-        let file = self.file();
-        let old = self.snapshot(&key);
-        let old_count = old.as_ref().map(|s| s.entities.len()).unwrap_or(0);
-        let mut result = RefreshResult {
-            plugin: plugin.name().to_string(),
-            source_id: id.to_string(),
-            status: RefreshStatus::Success,
-            entities_loaded: 0,
-            entities_added: 0,
-            entities_removed: 0,
-            entities_updated: 0,
-            entities_unchanged: 0,
-            artifacts_loaded: 0,
-            started_at: started,
-            finished_at: started,
-            duration_ms: 0,
-            summary: String::new(),
-            dry_run,
-            diagnostics: Vec::new(),
-        };
-        let outcome = self.load_source(&file, plugin, id);
-        let (state, new_snapshot) = match outcome {
-            Loaded::Disabled => {
-                result.entities_removed = old_count;
-                result.summary = "Source is disabled".into();
-                (SourceState::Disabled, Some(Snapshot::default()))
-            }
-            Loaded::Failed(diags) => {
-                result.status = RefreshStatus::Failure;
-                result.entities_loaded = old_count;
-                result.summary = format!("Refresh failed; kept {old_count} previously loaded entities");
-                result.diagnostics = diags;
-                (SourceState::Error, None)
-            }
-            Loaded::Ok { entities, diagnostics, content_hash } => {
-                let unchanged_content = old.as_ref().is_some_and(|s| s.content_hash == content_hash);
-                if mode == RefreshMode::Incremental && unchanged_content {
-                    result.entities_loaded = old_count;
-                    result.entities_unchanged = old_count;
-                    result.artifacts_loaded = old.as_ref().map(|s| s.artifact_count()).unwrap_or(0);
-                    result.summary = summary(old_count, &Impact::default(), true);
-                    result.diagnostics = diagnostics;
-                    (self.current_state(&key).await, None)
-                } else {
-                    let impact = diff(old.as_deref(), &entities);
-                    if impact.needs_confirmation() && !confirm_removals {
-                        result.status = RefreshStatus::Failure;
-                        result.entities_loaded = old_count;
-                        result.summary = format!(
-                            "Refusing to remove {} of {} entities without confirmRemovals; kept the previous entities",
-                            impact.to_remove, impact.current_count
-                        );
-                        result.diagnostics.push(
-                            Diagnostic::error(Layer::Semantics, result.summary.clone())
-                                .hint("if the removal is intended, refresh again with confirmRemovals: true"),
-                        );
-                        (SourceState::Error, None)
-                    } else {
-                        let partial = diagnostics.iter().any(Diagnostic::is_error);
-                        if partial {
-                            result.status = RefreshStatus::Partial;
-                        }
-                        result.entities_loaded = entities.len();
-                        result.entities_added = impact.to_add;
-                        result.entities_removed = impact.to_remove;
-                        result.entities_updated = impact.to_update;
-                        result.entities_unchanged = impact.unchanged;
-                        result.artifacts_loaded = entities.iter().map(Entity::artifact_count).sum();
-                        result.summary = summary(entities.len(), &impact, false);
-                        result.diagnostics = diagnostics;
-                        let state = if partial { SourceState::PartiallyAvailable } else { SourceState::Available };
-                        (state, Some(Snapshot::new(entities, content_hash)))
-                    }
-                }
-            }
-        };
-        result.finished_at = Utc::now();
-        result.duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
-        if dry_run {
-            return result;
-        }
-        let entity_count = match &new_snapshot {
-            Some(s) => s.entities.len(),
-            None => old_count,
-        };
-        if let Some(s) = new_snapshot {
-            self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), Arc::new(s));
-        }
-        let last_error = match result.status {
-            RefreshStatus::Success => None,
-            _ => result.diagnostics.iter().find(|d| d.is_error()).map(Diagnostic::render),
-        };
-        let row = StatusRow {
-            plugin_name: plugin.name().to_string(),
-            source_id: id.to_string(),
-            state: state.as_str().to_string(),
-            entity_count: i64::try_from(entity_count).unwrap_or(i64::MAX),
-            last_refresh_time: Some(result.finished_at),
-            last_refresh_status: Some(state_word(state).to_string()),
-            last_refresh_summary: Some(result.summary.clone()),
-            last_error,
-            entities_loaded: i64::try_from(result.entities_loaded).unwrap_or(i64::MAX),
-            entities_removed: i64::try_from(result.entities_removed).unwrap_or(i64::MAX),
-            duration_ms: result.duration_ms,
-            diagnostics: serde_json::to_string(&result.diagnostics).unwrap_or_else(|_| "[]".into()),
-            updated_at: Utc::now(),
-        };
-        if let Err(e) = self.db.upsert_status(row).await {
-            tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not persist refresh status");
-            result.status = RefreshStatus::Failure;
-            result
-                .diagnostics
-                .push(Diagnostic::error(Layer::Semantics, format!("could not persist refresh status: {e}")));
-        }
-        tracing::info!(plugin = plugin.name(), source = id, status = status_word(result.status), summary = %result.summary, "refreshed");
-        result
-    }
-
-    async fn current_state(&self, key: &SourceKey) -> SourceState {
-        match self.db.status(key.0.name(), &key.1).await {
-            Ok(Some(r)) => SourceState::parse(&r.state),
-            _ => SourceState::Available,
-        }
-    }
-
-    fn load_source(&self, file: &SourcesFile, plugin: PluginKind, id: &str) -> Loaded {
-        let Some(entry) = file.find(plugin, id) else {
-            return Loaded::Failed(vec![Diagnostic::error(
-                Layer::Semantics,
-                format!("source {plugin}/{id} is no longer in the sources file"),
-            )]);
-        };
-        if !entry.enabled {
-            return Loaded::Disabled;
-        }
-        let text = match entry.type_.as_str() {
-            "yaml" => {
-                let Some(rel) = entry.yaml_catalog_path() else {
-                    return Loaded::Failed(vec![
-                        Diagnostic::error(Layer::Semantics, "properties.yamlCatalogPath is missing")
-                            .field("properties.yamlCatalogPath"),
-                    ]);
-                };
-                let path = file.resolve(rel);
-                match std::fs::read_to_string(&path) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        return Loaded::Failed(vec![
-                            Diagnostic::error(
-                                Layer::Syntax,
-                                format!("cannot read catalog file {}: {e}", path.display()),
-                            )
-                            .in_file(rel)
-                            .hint("check that the file exists and is readable by the server"),
-                        ]);
-                    }
-                }
-            }
-            other => {
-                return Loaded::Failed(vec![
-                    Diagnostic::error(
-                        Layer::Semantics,
-                        format!("source type `{other}` is not supported by this server"),
-                    )
-                    .field("type")
-                    .hint("supported types: yaml (a catalog file) and url (a catalog over HTTP); the entry is kept as it is"),
-                ]);
-            }
-        };
-        let label = entry.yaml_catalog_path().unwrap_or(id).to_string();
-        let content_hash = sha256_hex(&[text.as_bytes()]);
-        match plugin.load(&text, &label) {
-            Err(diags) => Loaded::Failed(diags),
-            Ok(loaded) => Loaded::Ok {
-                entities: filter_entities(entry, loaded.entities),
-                diagnostics: loaded.diagnostics,
-                content_hash,
-            },
-        }
-    }
-
     pub fn is_ready(&self) -> bool {
         self.first_refresh_done.load(Ordering::Acquire)
     }
-}
-
-enum Loaded {
-    Disabled,
-    Failed(Vec<Diagnostic>),
-    Ok { entities: Vec<Entity>, diagnostics: Vec<Diagnostic>, content_hash: String },
 }
 
 /// Applies `includedModels` / `excludedModels` (exclusions win).
@@ -1022,7 +790,7 @@ fn filter_entities(entry: &SourceEntry, entities: Vec<Entity>) -> Vec<Entity> {
 }
 
 /// Upstream's status words, as stored in `last_refresh_status`.
-fn state_word(s: SourceState) -> &'static str {
+pub(super) fn state_word(s: SourceState) -> &'static str {
     match s {
         SourceState::Available => "available",
         SourceState::PartiallyAvailable => "partially-available",
@@ -1032,13 +800,6 @@ fn state_word(s: SourceState) -> &'static str {
     }
 }
 
-fn status_word(s: RefreshStatus) -> &'static str {
-    match s {
-        RefreshStatus::Success => "available",
-        RefreshStatus::Partial => "partially-available",
-        RefreshStatus::Failure => "error",
-    }
-}
 
 fn revision_view(r: RevisionRow) -> RevisionView {
     let entry: serde_json::Value = serde_json::from_str(&r.entry).unwrap_or(serde_json::Value::Null);

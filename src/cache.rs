@@ -1,0 +1,144 @@
+//! The query response cache.
+//!
+//! Keyed by the catalog's generation, the normalised document, the operation name, the
+//! variables and the caller's role. The generation is read *before* a query executes and is
+//! bumped by the core after every visible change, and by the HTTP layer after every mutation
+//! before its response is sent. So:
+//! - a read that starts after a mutation's response has arrived uses a newer generation and can
+//!   never hit an entry computed before that mutation;
+//! - a result computed before an invalidation is stored under the old generation, where no
+//!   later read looks: it can never be served after the invalidation.
+//! `invalidate_all` on a bump only frees memory; correctness comes from the key.
+
+use moka::future::Cache;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct CacheKey {
+    pub generation: u64,
+    pub document: String,
+    pub operation: Option<String>,
+    pub variables: String,
+    pub role: String,
+}
+
+pub struct ResponseCache {
+    cache: Option<Cache<CacheKey, Arc<String>>>,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+impl ResponseCache {
+    /// `ttl` zero turns the cache off.
+    pub fn new(ttl: Duration, max_entries: u64) -> ResponseCache {
+        let cache = (!ttl.is_zero() && max_entries > 0)
+            .then(|| Cache::builder().time_to_live(ttl).max_capacity(max_entries).build());
+        ResponseCache { cache, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<String>> {
+        let cache = self.cache.as_ref()?;
+        let hit = cache.get(key).await;
+        let counter = if hit.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        hit
+    }
+
+    pub async fn insert(&self, key: CacheKey, body: Arc<String>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(key, body).await;
+        }
+    }
+
+    pub fn invalidate_all(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+}
+
+/// Collapses insignificant whitespace and drops comments outside string literals, so that
+/// `{ a }` and `{a}` share an entry while `"a  b"` and `"a b"` do not.
+pub fn normalize(document: &str) -> String {
+    let mut out = String::with_capacity(document.len());
+    let mut chars = document.chars().peekable();
+    let mut pending_space = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                if pending_space && !out.is_empty() && !out.ends_with(|x: char| "{}()[]:=!$@|&.".contains(x)) {
+                    out.push(' ');
+                }
+                pending_space = false;
+                out.push('"');
+                // Block string """...""" or a plain string with escapes.
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        out.push_str("\"\"");
+                        let mut quotes = 0;
+                        for d in chars.by_ref() {
+                            out.push(d);
+                            quotes = if d == '"' { quotes + 1 } else { 0 };
+                            if quotes == 3 {
+                                break;
+                            }
+                        }
+                    } else {
+                        out.push('"');
+                    }
+                } else {
+                    let mut escaped = false;
+                    for d in chars.by_ref() {
+                        out.push(d);
+                        if escaped {
+                            escaped = false;
+                        } else if d == '\\' {
+                            escaped = true;
+                        } else if d == '"' {
+                            break;
+                        }
+                    }
+                }
+            }
+            '#' => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+                pending_space = true;
+            }
+            c if c.is_whitespace() || c == ',' => pending_space = true,
+            c => {
+                let punct = |x: char| "{}()[]:=!$@|&.".contains(x);
+                if pending_space && !out.is_empty() && !punct(c) && !out.ends_with(punct) {
+                    out.push(' ');
+                }
+                pending_space = false;
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn whitespace_and_comments_do_not_matter_but_strings_do() {
+        assert_eq!(normalize("{ sources { id } }"), normalize("{sources{id}}"));
+        assert_eq!(normalize("query A {\n  # comment\n  plugins { name, sourceCount }\n}"), "query A{plugins{name sourceCount}}");
+        assert_ne!(normalize(r#"{ entities(search: "a  b") { totalCount } }"#), normalize(r#"{ entities(search: "a b") { totalCount } }"#));
+        assert_eq!(normalize(r#"{ e(s: "x \" y") }"#), r#"{e(s:"x \" y")}"#);
+    }
+}

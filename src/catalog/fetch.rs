@@ -1,0 +1,197 @@
+//! Fetching `url` sources over HTTP: timeouts, a size limit, retries with exponential backoff,
+//! an auth header from a SecretRef, and `ETag`/`If-None-Match` so an unchanged catalog costs
+//! one 304.
+//!
+//! Source properties:
+//! - `url` (required): `http://` or `https://`
+//! - `authSecretRef: {name, key, namespace?}`: the header value comes from the env var
+//!   `CATALOG_BFF_SECRET_<NAME>_<KEY>` (upper-cased, non-alphanumerics as `_`), else from the
+//!   file `<secrets-dir>/<name>/<key>` (the layout of a mounted Kubernetes Secret).
+//! - `authHeader` (default `Authorization`), `authScheme` (default `Bearer`; `""` sends the raw
+//!   value).
+
+use futures_util::StreamExt;
+use serde_yaml_ng::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::diagnostics::{Diagnostic, Layer};
+use super::sources::SourceEntry;
+
+#[derive(Clone, Debug)]
+pub struct FetchConfig {
+    /// Whole-request timeout per attempt.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Bodies larger than this are refused (the download stops there).
+    pub max_bytes: usize,
+    /// Attempts after the first one, for connection errors, timeouts and 5xx.
+    pub retries: u32,
+    /// First retry delay; doubles each time.
+    pub backoff: Duration,
+    pub secrets_dir: PathBuf,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            max_bytes: 16 * 1024 * 1024,
+            retries: 3,
+            backoff: Duration::from_millis(200),
+            secrets_dir: PathBuf::from("/var/run/secrets/catalog-bff"),
+        }
+    }
+}
+
+pub enum Fetched {
+    Body { text: String, etag: Option<String>, attempts: u32 },
+    NotModified { attempts: u32 },
+}
+
+pub fn client(cfg: &FetchConfig) -> reqwest::Client {
+    crate::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout)
+        .timeout(cfg.timeout)
+        .user_agent(concat!("catalog-bff/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot build the HTTP client with timeouts; using defaults");
+            reqwest::Client::new()
+        })
+}
+
+fn prop<'a>(entry: &'a SourceEntry, key: &str) -> Option<&'a Value> {
+    entry.properties.get(key)
+}
+
+fn env_name(name: &str, key: &str) -> String {
+    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect::<String>();
+    format!("CATALOG_BFF_SECRET_{}_{}", clean(name), clean(key))
+}
+
+/// Resolves the auth header for a source, if it has an `authSecretRef`.
+pub fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Option<(String, String)>, Diagnostic> {
+    let Some(r) = prop(entry, "authSecretRef") else {
+        return Ok(None);
+    };
+    let field = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
+    let (Some(name), Some(key)) = (field("name"), field("key")) else {
+        return Err(Diagnostic::error(Layer::Semantics, "authSecretRef needs `name` and `key`")
+            .field("properties.authSecretRef")
+            .hint("write authSecretRef: {name: my-secret, key: token}"));
+    };
+    let var = env_name(&name, &key);
+    let file = cfg.secrets_dir.join(&name).join(&key);
+    let value = match std::env::var(&var) {
+        Ok(v) => v,
+        Err(_) => match std::fs::read_to_string(&file) {
+            Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
+            Err(_) => {
+                return Err(Diagnostic::error(Layer::Semantics, format!("secret {name}/{key} not found"))
+                    .field("properties.authSecretRef")
+                    .hint(format!("set the env var {var} or mount the secret so that {} exists", file.display())));
+            }
+        },
+    };
+    let header = prop(entry, "authHeader").and_then(Value::as_str).unwrap_or("Authorization").to_string();
+    let scheme = prop(entry, "authScheme").and_then(Value::as_str).unwrap_or("Bearer");
+    let value = if scheme.is_empty() { value } else { format!("{scheme} {value}") };
+    Ok(Some((header, value)))
+}
+
+enum Attempt {
+    Done(Fetched),
+    Retry(String),
+    Fail(String),
+}
+
+pub async fn fetch(
+    client: &reqwest::Client,
+    entry: &SourceEntry,
+    if_none_match: Option<&str>,
+    cfg: &FetchConfig,
+) -> Result<Fetched, Diagnostic> {
+    let url = entry.url().unwrap_or_default().to_string();
+    let auth = auth_header(entry, cfg)?;
+    let mut delay = cfg.backoff;
+    let mut last = String::new();
+    for attempt in 1..=cfg.retries + 1 {
+        match once(client, &url, auth.as_ref(), if_none_match, cfg, attempt).await {
+            Attempt::Done(f) => return Ok(f),
+            Attempt::Fail(msg) => return Err(fail(&url, msg)),
+            Attempt::Retry(msg) => {
+                tracing::warn!(url = %url, attempt, error = %msg, "catalog fetch failed; will retry");
+                last = msg;
+                if attempt <= cfg.retries {
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
+            }
+        }
+    }
+    Err(fail(&url, format!("{last} (after {} attempts)", cfg.retries + 1)))
+}
+
+fn fail(url: &str, msg: String) -> Diagnostic {
+    Diagnostic::error(Layer::Syntax, format!("fetching {url} failed: {msg}"))
+        .field("properties.url")
+        .hint("check that the URL answers with the catalog YAML and that any auth secret is set")
+}
+
+async fn once(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&(String, String)>,
+    if_none_match: Option<&str>,
+    cfg: &FetchConfig,
+    attempt: u32,
+) -> Attempt {
+    let mut req = client.get(url);
+    if let Some((h, v)) = auth {
+        req = req.header(h.as_str(), v.as_str());
+    }
+    if let Some(etag) = if_none_match {
+        req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_builder() => return Attempt::Fail(format!("invalid request: {e}")),
+        Err(e) => return Attempt::Retry(e.to_string()),
+    };
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_MODIFIED {
+        return Attempt::Done(Fetched::NotModified { attempts: attempt });
+    }
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Attempt::Retry(format!("HTTP {status}"));
+    }
+    if !status.is_success() {
+        return Attempt::Fail(format!("HTTP {status}"));
+    }
+    if let Some(len) = resp.content_length()
+        && len > cfg.max_bytes as u64
+    {
+        return Attempt::Fail(format!("the body is {len} bytes; the limit is {} bytes", cfg.max_bytes));
+    }
+    let etag = resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                if body.len() + c.len() > cfg.max_bytes {
+                    return Attempt::Fail(format!("the body is larger than the limit of {} bytes", cfg.max_bytes));
+                }
+                body.extend_from_slice(&c);
+            }
+            Err(e) => return Attempt::Retry(format!("reading the body: {e}")),
+        }
+    }
+    match String::from_utf8(body) {
+        Ok(text) => Attempt::Done(Fetched::Body { text, etag, attempts: attempt }),
+        Err(_) => Attempt::Fail("the body is not UTF-8 text".into()),
+    }
+}

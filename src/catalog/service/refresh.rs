@@ -1,0 +1,381 @@
+//! Refresh orchestration: jobs, per-source refresh, loading from files and URLs.
+//!
+//! A plugin job refreshes its sources concurrently (bounded by `refresh_concurrency`); one
+//! failing source does not stop the others. Each source has its own lock, so two jobs never
+//! refresh the same source at once.
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+use super::{Catalog, CatalogError, Result, SourceKey, SourceState, filter_entities, job_row, sha256_hex, state_word};
+use crate::catalog::diagnostics::{Diagnostic, Layer};
+use crate::catalog::events::EventKind;
+use crate::catalog::fetch::{Fetched, fetch};
+use crate::catalog::jobs::{JobPhase, RefreshJob};
+use crate::catalog::plugins::{Entity, PluginKind};
+use crate::catalog::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
+use crate::catalog::sources::SourcesFile;
+use crate::db::StatusRow;
+
+enum Loaded {
+    Disabled,
+    Failed(Vec<Diagnostic>),
+    NotModified,
+    Ok { entities: Vec<Entity>, diagnostics: Vec<Diagnostic>, content_hash: String, etag: Option<String> },
+}
+
+impl Catalog {
+    /// Refreshes one source (`source_id`) or every source of a plugin. Returns the finished job
+    /// when `wait`, else the job as just registered. A request for a target that already has a
+    /// running job gets that job.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn refresh(
+        self: &Arc<Self>,
+        plugin: PluginKind,
+        source_id: Option<&str>,
+        mode: RefreshMode,
+        dry_run: bool,
+        confirm_removals: bool,
+        wait: bool,
+        actor: &str,
+    ) -> Result<RefreshJob> {
+        let file = self.file();
+        let sources: Vec<String> = match source_id {
+            Some(id) => {
+                if file.find(plugin, id).is_none() {
+                    return Err(CatalogError::NotFound(format!("source {plugin}/{id} does not exist")));
+                }
+                vec![id.to_string()]
+            }
+            None => file.sources.iter().filter(|(p, _)| *p == plugin).map(|(_, e)| e.id.clone()).collect(),
+        };
+        let job = RefreshJob {
+            id: uuid::Uuid::new_v4().to_string(),
+            plugin: plugin.name().to_string(),
+            source_id: source_id.map(str::to_string),
+            total: sources.len(),
+            sources,
+            mode,
+            dry_run,
+            phase: JobPhase::Queued,
+            completed: 0,
+            current_source: None,
+            results: Vec::new(),
+            error: None,
+            actor: actor.to_string(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let (mut rx, started) = self.jobs.start_or_join(job.clone());
+        if started {
+            if let Err(e) = self.db.upsert_job(job_row(&job)).await {
+                self.jobs.finish(&job);
+                return Err(e.into());
+            }
+            let this = self.clone();
+            tokio::spawn(async move { this.run_job(job, confirm_removals).await });
+        }
+        if wait {
+            let done = rx
+                .wait_for(|j| j.phase.is_done())
+                .await
+                .map(|j| j.clone())
+                .map_err(|_| CatalogError::Internal("the refresh job ended without a result".into()))?;
+            return Ok(done);
+        }
+        let snapshot = rx.borrow().clone();
+        Ok(snapshot)
+    }
+
+    async fn run_job(self: Arc<Self>, job: RefreshJob, confirm_removals: bool) {
+        let plugin = PluginKind::parse(&job.plugin).unwrap_or(PluginKind::Models);
+        let (mode, dry_run) = (job.mode, job.dry_run);
+        let ids = job.sources.clone();
+        let shared = Arc::new(Mutex::new(job));
+        {
+            let mut j = shared.lock().await;
+            j.phase = JobPhase::Running;
+            j.started_at = Some(Utc::now());
+            self.publish_job(&j).await;
+            self.events.publish(EventKind::RefreshStarted, &j.plugin, j.source_id.as_deref(), None, Some(&j.id));
+        }
+        let concurrency = self.options.refresh_concurrency.max(1);
+        futures_util::stream::iter(ids)
+            .map(|id| {
+                let this = self.clone();
+                let shared = shared.clone();
+                async move {
+                    {
+                        let mut j = shared.lock().await;
+                        j.current_source = Some(id.clone());
+                        this.publish_job(&j).await;
+                    }
+                    let result = this.refresh_source(plugin, &id, mode, dry_run, confirm_removals).await;
+                    let mut j = shared.lock().await;
+                    j.results.push(result);
+                    j.completed += 1;
+                    this.publish_job(&j).await;
+                    if !dry_run {
+                        this.events.publish(EventKind::Refreshed, &j.plugin, Some(&id), None, Some(&j.id));
+                    }
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect::<Vec<()>>()
+            .await;
+        let mut job = shared.lock().await.clone();
+        job.current_source = None;
+        job.finished_at = Some(Utc::now());
+        let failed = job.results.iter().filter(|r| r.status != RefreshStatus::Success).count();
+        job.phase = if failed == 0 { JobPhase::Succeeded } else { JobPhase::Failed };
+        if failed > 0 {
+            job.error = Some(format!("{failed} of {} sources did not refresh cleanly", job.total));
+        }
+        if let Err(e) = self.db.upsert_job(job_row(&job)).await {
+            tracing::error!(job = %job.id, error = %e, "could not persist the finished refresh job");
+        }
+        self.bump();
+        self.jobs.finish(&job);
+        self.events.publish(EventKind::RefreshFinished, &job.plugin, job.source_id.as_deref(), None, Some(&job.id));
+    }
+
+    async fn publish_job(&self, job: &RefreshJob) {
+        self.jobs.update(job);
+        if let Err(e) = self.db.upsert_job(job_row(job)).await {
+            tracing::warn!(job = %job.id, error = %e, "could not persist refresh job progress");
+        }
+    }
+
+    /// Refreshes every source once; marks the catalog ready when done.
+    pub async fn refresh_all(self: &Arc<Self>) {
+        for plugin in PluginKind::ALL {
+            if let Err(e) = self.refresh(plugin, None, RefreshMode::Full, false, true, true, "system").await {
+                tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed");
+            }
+        }
+        self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn source_lock(&self, key: &SourceKey) -> Arc<Mutex<()>> {
+        let mut locks = self.source_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.clone()).or_default().clone()
+    }
+
+    pub(super) async fn refresh_source(
+        &self,
+        plugin: PluginKind,
+        id: &str,
+        mode: RefreshMode,
+        dry_run: bool,
+        confirm_removals: bool,
+    ) -> RefreshResult {
+        let key = (plugin, id.to_string());
+        let lock = self.source_lock(&key);
+        let _guard = lock.lock().await;
+        let started = Utc::now();
+        let clock = std::time::Instant::now();
+        let file = self.file();
+        let old = self.snapshot(&key);
+        let old_count = old.as_ref().map(|s| s.entities.len()).unwrap_or(0);
+        let mut result = RefreshResult {
+            plugin: plugin.name().to_string(),
+            source_id: id.to_string(),
+            status: RefreshStatus::Success,
+            entities_loaded: 0,
+            entities_added: 0,
+            entities_removed: 0,
+            entities_updated: 0,
+            entities_unchanged: 0,
+            artifacts_loaded: 0,
+            started_at: started,
+            finished_at: started,
+            duration_ms: 0,
+            summary: String::new(),
+            dry_run,
+            impact: Impact::default(),
+            diagnostics: Vec::new(),
+        };
+        let etag = if mode == RefreshMode::Incremental { old.as_ref().and_then(|s| s.etag.clone()) } else { None };
+        let outcome = self.load_source(&file, plugin, id, etag.as_deref()).await;
+        let keep_old_unchanged = |result: &mut RefreshResult| {
+            result.entities_loaded = old_count;
+            result.entities_unchanged = old_count;
+            result.impact = Impact { unchanged: old_count, current_count: old_count, ..Impact::default() };
+            result.artifacts_loaded = old.as_ref().map(|s| s.artifact_count()).unwrap_or(0);
+            result.summary = summary(old_count, &Impact::default(), true);
+        };
+        let (state, new_snapshot) = match outcome {
+            Loaded::Disabled => {
+                result.entities_removed = old_count;
+                result.impact = diff(old.as_deref(), &[]);
+                result.summary = "Source is disabled".into();
+                (SourceState::Disabled, Some(Snapshot::default()))
+            }
+            Loaded::Failed(diags) => {
+                result.status = RefreshStatus::Failure;
+                result.entities_loaded = old_count;
+                result.summary = format!("Refresh failed; kept {old_count} previously loaded entities");
+                result.diagnostics = diags;
+                (SourceState::Error, None)
+            }
+            Loaded::NotModified => {
+                keep_old_unchanged(&mut result);
+                (self.current_state(&key).await, None)
+            }
+            Loaded::Ok { entities, diagnostics, content_hash, etag } => {
+                let unchanged_content = old.as_ref().is_some_and(|s| s.content_hash == content_hash);
+                if mode == RefreshMode::Incremental && unchanged_content {
+                    keep_old_unchanged(&mut result);
+                    result.diagnostics = diagnostics;
+                    (self.current_state(&key).await, None)
+                } else {
+                    let impact = diff(old.as_deref(), &entities);
+                    result.impact = impact.clone();
+                    if impact.needs_confirmation() && !confirm_removals {
+                        result.status = RefreshStatus::Failure;
+                        result.entities_loaded = old_count;
+                        result.summary = format!(
+                            "Refusing to remove {} of {} entities without confirmRemovals; kept the previous entities",
+                            impact.to_remove, impact.current_count
+                        );
+                        result.diagnostics.push(
+                            Diagnostic::error(Layer::Semantics, result.summary.clone())
+                                .hint("if the removal is intended, refresh again with confirmRemovals: true"),
+                        );
+                        (SourceState::Error, None)
+                    } else {
+                        let partial = diagnostics.iter().any(Diagnostic::is_error);
+                        if partial {
+                            result.status = RefreshStatus::Partial;
+                        }
+                        result.entities_loaded = entities.len();
+                        result.entities_added = impact.to_add;
+                        result.entities_removed = impact.to_remove;
+                        result.entities_updated = impact.to_update;
+                        result.entities_unchanged = impact.unchanged;
+                        result.artifacts_loaded = entities.iter().map(Entity::artifact_count).sum();
+                        result.summary = summary(entities.len(), &impact, false);
+                        result.diagnostics = diagnostics;
+                        let state = if partial { SourceState::PartiallyAvailable } else { SourceState::Available };
+                        let mut snap = Snapshot::new(entities, content_hash);
+                        snap.etag = etag;
+                        (state, Some(snap))
+                    }
+                }
+            }
+        };
+        result.finished_at = Utc::now();
+        result.duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+        if dry_run {
+            return result;
+        }
+        let entity_count = match &new_snapshot {
+            Some(s) => s.entities.len(),
+            None => old_count,
+        };
+        if let Some(s) = new_snapshot {
+            self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), Arc::new(s));
+        }
+        let last_error = match result.status {
+            RefreshStatus::Success => None,
+            _ => result.diagnostics.iter().find(|d| d.is_error()).map(Diagnostic::render),
+        };
+        let row = StatusRow {
+            plugin_name: plugin.name().to_string(),
+            source_id: id.to_string(),
+            state: state.as_str().to_string(),
+            entity_count: i64::try_from(entity_count).unwrap_or(i64::MAX),
+            last_refresh_time: Some(result.finished_at),
+            last_refresh_status: Some(state_word(state).to_string()),
+            last_refresh_summary: Some(result.summary.clone()),
+            last_error,
+            entities_loaded: i64::try_from(result.entities_loaded).unwrap_or(i64::MAX),
+            entities_removed: i64::try_from(result.entities_removed).unwrap_or(i64::MAX),
+            duration_ms: result.duration_ms,
+            diagnostics: serde_json::to_string(&result.diagnostics).unwrap_or_else(|_| "[]".into()),
+            updated_at: Utc::now(),
+        };
+        if let Err(e) = self.db.upsert_status(row).await {
+            tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not persist refresh status");
+            result.status = RefreshStatus::Failure;
+            result
+                .diagnostics
+                .push(Diagnostic::error(Layer::Semantics, format!("could not persist refresh status: {e}")));
+        }
+        self.bump();
+        tracing::info!(
+            plugin = plugin.name(),
+            source = id,
+            status = state_word(state),
+            summary = %result.summary,
+            duration_ms = result.duration_ms,
+            "refreshed"
+        );
+        result
+    }
+
+    async fn current_state(&self, key: &SourceKey) -> SourceState {
+        match self.db.status(key.0.name(), &key.1).await {
+            Ok(Some(r)) => SourceState::parse(&r.state),
+            _ => SourceState::Available,
+        }
+    }
+
+    async fn load_source(&self, file: &SourcesFile, plugin: PluginKind, id: &str, if_none_match: Option<&str>) -> Loaded {
+        let Some(entry) = file.find(plugin, id) else {
+            return Loaded::Failed(vec![Diagnostic::error(
+                Layer::Semantics,
+                format!("source {plugin}/{id} is no longer in the sources file"),
+            )]);
+        };
+        if !entry.enabled {
+            return Loaded::Disabled;
+        }
+        let (text, label, etag) = match entry.type_.as_str() {
+            "yaml" => {
+                let Some(rel) = entry.yaml_catalog_path() else {
+                    return Loaded::Failed(vec![
+                        Diagnostic::error(Layer::Semantics, "properties.yamlCatalogPath is missing")
+                            .field("properties.yamlCatalogPath"),
+                    ]);
+                };
+                let path = file.resolve(rel);
+                match tokio::fs::read_to_string(&path).await {
+                    Ok(t) => (t, rel.to_string(), None),
+                    Err(e) => {
+                        return Loaded::Failed(vec![
+                            Diagnostic::error(Layer::Syntax, format!("cannot read catalog file {}: {e}", path.display()))
+                                .in_file(rel)
+                                .hint("check that the file exists and is readable by the server"),
+                        ]);
+                    }
+                }
+            }
+            "url" => match fetch(&self.http, entry, if_none_match, &self.options.fetch).await {
+                Ok(Fetched::NotModified { .. }) => return Loaded::NotModified,
+                Ok(Fetched::Body { text, etag, .. }) => (text, entry.url().unwrap_or(id).to_string(), etag),
+                Err(d) => return Loaded::Failed(vec![d]),
+            },
+            other => {
+                return Loaded::Failed(vec![
+                    Diagnostic::error(Layer::Semantics, format!("source type `{other}` is not supported by this server"))
+                        .field("type")
+                        .hint("supported types: yaml (a catalog file) and url (a catalog over HTTP); the entry is kept as it is"),
+                ]);
+            }
+        };
+        let content_hash = sha256_hex(&[text.as_bytes()]);
+        match plugin.load(&text, &label) {
+            Err(diags) => Loaded::Failed(diags),
+            Ok(loaded) => Loaded::Ok {
+                entities: filter_entities(entry, loaded.entities),
+                diagnostics: loaded.diagnostics,
+                content_hash,
+                etag,
+            },
+        }
+    }
+}

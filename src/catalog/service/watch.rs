@@ -1,0 +1,106 @@
+//! Noticing edits made outside the API.
+//!
+//! Every `watch_interval` the watcher re-reads the sources file and every yaml catalog file and
+//! compares each source's (entry, content) hash with its last recorded revision. A change is
+//! validated, recorded as a revision with actor `external`, announced as
+//! CONFIG_CHANGED_EXTERNALLY and refreshed (with the removal guard on, so a truncated file keeps
+//! the last good entities). An invalid sources file keeps the last good configuration; its
+//! error shows in `/readyz` and in the `configErrors` query. Polling with content hashes was
+//! chosen over inotify: it also works on ConfigMap volumes (symlink swaps) and network file
+//! systems, and costs a few file reads per interval.
+
+use std::sync::Arc;
+
+use super::{Catalog, Result, SourceKey};
+use crate::catalog::diagnostics::{Diagnostic, Layer};
+use crate::catalog::events::EventKind;
+use crate::catalog::refresh::RefreshMode;
+use crate::catalog::sources::SourcesFile;
+
+impl Catalog {
+    /// Runs until shutdown.
+    pub async fn watch_loop(self: Arc<Self>) {
+        let Some(interval) = self.options.watch_interval else {
+            return;
+        };
+        let mut shutdown = self.shutdown_signal();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.check_external().await {
+                tracing::warn!(error = %e, "checking for external edits failed");
+            }
+        }
+    }
+
+    fn set_config_error(&self, diags: Option<Vec<Diagnostic>>) {
+        let mut slot = self.config_error.lock().unwrap_or_else(|p| p.into_inner());
+        if diags.is_some() && *slot != diags {
+            for d in diags.iter().flatten() {
+                tracing::error!("sources file edited outside the API is invalid; keeping the last good one: {}", d.render());
+            }
+        }
+        *slot = diags;
+    }
+
+    /// One check for external edits. Returns the sources that changed.
+    pub async fn check_external(self: &Arc<Self>) -> Result<Vec<SourceKey>> {
+        let guard = self.write_lock.lock().await;
+        let current = self.file();
+        let text = match tokio::fs::read_to_string(&self.sources_path).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.set_config_error(Some(vec![
+                    Diagnostic::error(Layer::Syntax, format!("cannot read the sources file: {e}"))
+                        .in_file(self.sources_path.display().to_string()),
+                ]));
+                return Ok(Vec::new());
+            }
+        };
+        let mut removed = Vec::new();
+        if text != current.text {
+            match SourcesFile::parse(&self.sources_path, text) {
+                Err(diags) => {
+                    self.set_config_error(Some(diags));
+                    return Ok(Vec::new());
+                }
+                Ok(new) => {
+                    for w in &new.warnings {
+                        tracing::warn!("{}", w.render());
+                    }
+                    for (p, e) in &current.sources {
+                        if new.find(*p, &e.id).is_none() {
+                            removed.push((*p, e.id.clone()));
+                        }
+                    }
+                    let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                    for key in &removed {
+                        state.snapshots.remove(key);
+                    }
+                    state.file = Arc::new(new);
+                }
+            }
+        }
+        self.set_config_error(None);
+        let changed = self.record_disk_revisions(("external", "external")).await?;
+        drop(guard);
+        if changed.is_empty() && removed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.bump();
+        for (plugin, id) in &removed {
+            tracing::info!(plugin = plugin.name(), source = %id, "source removed outside the API");
+            self.events.publish(EventKind::ConfigChangedExternally, plugin.name(), Some(id), None, None);
+        }
+        for ((plugin, id), revision) in &changed {
+            tracing::info!(plugin = plugin.name(), source = %id, revision, "source changed outside the API");
+            self.events.publish(EventKind::ConfigChangedExternally, plugin.name(), Some(id), Some(*revision), None);
+            if let Err(e) = self.refresh(*plugin, Some(id), RefreshMode::Full, false, false, true, "external").await {
+                tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "refresh after an external edit failed");
+            }
+        }
+        Ok(changed.into_iter().map(|(k, _)| k).chain(removed).collect())
+    }
+}

@@ -1,0 +1,167 @@
+//! Subscriptions: `refreshProgress(jobId)` and `catalogEvents(plugin)`.
+//!
+//! Both streams end when the server shuts down, so clients receive `complete`. Progress comes
+//! from a `watch` channel: a subscriber that reads slowly simply sees the latest snapshot next,
+//! and never holds up the job. Events come from a bounded broadcast channel: a subscriber that
+//! falls behind skips what it missed (events only mean "refetch").
+
+use async_graphql::{Context, Enum, ID, Result, SimpleObject, Subscription as SubscriptionDerive};
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tokio::sync::{broadcast, watch};
+
+use super::errors::{not_found, to_graphql};
+use super::types::RefreshJob;
+use super::catalog;
+use crate::catalog::events as core_events;
+use crate::catalog::jobs::RefreshJob as CoreJob;
+
+/// Live subscription count, shared with `/metrics`.
+#[derive(Default)]
+pub struct SubscriptionGauge(pub AtomicI64);
+
+/// Decrements the gauge when the stream is dropped (completed or cancelled).
+struct Counted(Option<Arc<SubscriptionGauge>>);
+
+impl Counted {
+    fn new(g: Option<Arc<SubscriptionGauge>>) -> Counted {
+        if let Some(g) = &g {
+            g.0.fetch_add(1, Ordering::Relaxed);
+        }
+        Counted(g)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "core_events::EventKind")]
+pub enum CatalogEventKind {
+    Applied,
+    Refreshed,
+    RolledBack,
+    RefreshStarted,
+    RefreshFinished,
+    ConfigChangedExternally,
+}
+
+/// Something changed: refetch what you show.
+#[derive(SimpleObject)]
+pub struct CatalogEvent {
+    pub kind: CatalogEventKind,
+    pub plugin: String,
+    pub source_id: Option<ID>,
+    pub revision: Option<i32>,
+    pub job_id: Option<ID>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<core_events::CatalogEvent> for CatalogEvent {
+    fn from(e: core_events::CatalogEvent) -> Self {
+        CatalogEvent {
+            kind: e.kind.into(),
+            plugin: e.plugin,
+            source_id: e.source_id.map(ID::from),
+            revision: e.revision,
+            job_id: e.job_id.map(ID::from),
+            at: e.at,
+        }
+    }
+}
+
+pub struct Subscription;
+
+struct Progress {
+    rx: Option<watch::Receiver<CoreJob>>,
+    first: Option<CoreJob>,
+    shutdown: watch::Receiver<bool>,
+    _count: Counted,
+}
+
+struct Events {
+    rx: broadcast::Receiver<core_events::CatalogEvent>,
+    plugin: Option<String>,
+    shutdown: watch::Receiver<bool>,
+    _count: Counted,
+}
+
+#[SubscriptionDerive]
+impl Subscription {
+    /// The job's current state first, then every change; completes when the job ends. A job
+    /// that already ended yields its final state and completes.
+    async fn refresh_progress(&self, ctx: &Context<'_>, job_id: ID) -> Result<impl Stream<Item = RefreshJob> + use<>> {
+        let c = catalog(ctx)?.clone();
+        let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
+        let state = match c.jobs.subscribe(&job_id) {
+            Some(rx) => {
+                let first = rx.borrow().clone();
+                Progress { rx: Some(rx), first: Some(first), shutdown: c.shutdown_signal(), _count: Counted::new(gauge) }
+            }
+            None => {
+                let job = c.job(&job_id).await.map_err(to_graphql)?.ok_or_else(|| not_found(format!("refresh job {} does not exist", job_id.as_str())))?;
+                Progress { rx: None, first: Some(job), shutdown: c.shutdown_signal(), _count: Counted::new(gauge) }
+            }
+        };
+        Ok(futures_util::stream::unfold(state, |mut st| async move {
+            if let Some(job) = st.first.take() {
+                if job.phase.is_done() {
+                    st.rx = None;
+                }
+                return Some((RefreshJob(job), st));
+            }
+            let rx = st.rx.as_mut()?;
+            let next = tokio::select! {
+                changed = rx.changed() => changed.ok().map(|_| rx.borrow_and_update().clone()),
+                _ = stopped(&mut st.shutdown) => None,
+            };
+            let job = next?;
+            if job.phase.is_done() {
+                st.rx = None;
+            }
+            Some((RefreshJob(job), st))
+        }))
+    }
+
+    /// Catalog change events (APPLIED, REFRESHED, ROLLED_BACK, REFRESH_STARTED,
+    /// REFRESH_FINISHED, CONFIG_CHANGED_EXTERNALLY), optionally of one plugin.
+    async fn catalog_events(&self, ctx: &Context<'_>, plugin: Option<String>) -> Result<impl Stream<Item = CatalogEvent> + use<>> {
+        if let Some(p) = &plugin {
+            super::plugin(p)?;
+        }
+        let c = catalog(ctx)?;
+        let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
+        let state = Events { rx: c.events.subscribe(), plugin, shutdown: c.shutdown_signal(), _count: Counted::new(gauge) };
+        Ok(futures_util::stream::unfold(state, |mut st| async move {
+            loop {
+                let ev = tokio::select! {
+                    ev = st.rx.recv() => ev,
+                    _ = stopped(&mut st.shutdown) => return None,
+                };
+                match ev {
+                    Ok(ev) => {
+                        if st.plugin.as_ref().is_none_or(|p| *p == ev.plugin) {
+                            return Some((CatalogEvent::from(ev), st));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(skipped = n, "a slow catalogEvents subscriber skipped events");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
+    }
+}
+
+/// Resolves once the server starts shutting down.
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
