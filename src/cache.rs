@@ -8,6 +8,7 @@
 //!   never hit an entry computed before that mutation;
 //! - a result computed before an invalidation is stored under the old generation, where no
 //!   later read looks: it can never be served after the invalidation.
+//!
 //! `invalidate_all` on a bump only frees memory; correctness comes from the key.
 
 use moka::future::Cache;
@@ -137,8 +138,14 @@ mod tests {
     #[test]
     fn whitespace_and_comments_do_not_matter_but_strings_do() {
         assert_eq!(normalize("{ sources { id } }"), normalize("{sources{id}}"));
-        assert_eq!(normalize("query A {\n  # comment\n  plugins { name, sourceCount }\n}"), "query A{plugins{name sourceCount}}");
-        assert_ne!(normalize(r#"{ entities(search: "a  b") { totalCount } }"#), normalize(r#"{ entities(search: "a b") { totalCount } }"#));
+        assert_eq!(
+            normalize("query A {\n  # comment\n  plugins { name, sourceCount }\n}"),
+            "query A{plugins{name sourceCount}}"
+        );
+        assert_ne!(
+            normalize(r#"{ entities(search: "a  b") { totalCount } }"#),
+            normalize(r#"{ entities(search: "a b") { totalCount } }"#)
+        );
         assert_eq!(normalize(r#"{ e(s: "x \" y") }"#), r#"{e(s:"x \" y")}"#);
     }
 }

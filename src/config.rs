@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Sources of one plugin refreshed at the same time.
     #[arg(long, env = "CATALOG_BFF_REFRESH_CONCURRENCY", default_value_t = 4)]
     pub refresh_concurrency: usize,
+    /// Refresh jobs running at the same time; more wait in phase QUEUED.
+    #[arg(long, env = "CATALOG_BFF_MAX_RUNNING_JOBS", default_value_t = 4)]
+    pub max_running_jobs: usize,
     /// Seconds between checks for edits made outside the API (0 turns the watcher off).
     #[arg(long, env = "CATALOG_BFF_WATCH_INTERVAL", default_value_t = 2.0)]
     pub watch_interval: f64,
@@ -87,6 +90,7 @@ impl ServeArgs {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
         crate::catalog::service::CatalogOptions {
             refresh_concurrency: self.refresh_concurrency.max(1),
+            max_running_jobs: self.max_running_jobs.max(1),
             watch_interval: if self.watch_interval > 0.0 { Some(secs(self.watch_interval)) } else { None },
             fetch: crate::catalog::fetch::FetchConfig {
                 timeout: secs(self.fetch_timeout),

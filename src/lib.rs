@@ -1,5 +1,10 @@
 //! catalog-bff: a GraphQL backend-for-frontend for catalog source management.
 
+// Diagnostics are deliberately rich (file, line, column, field, suggestion, hint) and only built
+// on error paths, so their size in `Result::Err` does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -8,4 +13,3 @@ pub mod graphql;
 pub mod http;
 pub mod server;
 pub mod tls;
-pub mod cache;

@@ -68,7 +68,9 @@ fn prop<'a>(entry: &'a SourceEntry, key: &str) -> Option<&'a Value> {
 }
 
 fn env_name(name: &str, key: &str) -> String {
-    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect::<String>();
+    let clean = |s: &str| {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect::<String>()
+    };
     format!("CATALOG_BFF_SECRET_{}_{}", clean(name), clean(key))
 }
 

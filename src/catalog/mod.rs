@@ -3,6 +3,7 @@
 
 pub mod diagnostics;
 pub mod events;
+pub mod fetch;
 pub mod jobs;
 pub mod plugins;
 pub mod redact;
@@ -12,4 +13,3 @@ pub mod sources;
 pub mod store;
 pub mod validate;
 pub mod yamlerr;
-pub mod fetch;

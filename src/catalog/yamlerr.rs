@@ -4,8 +4,6 @@
 use super::diagnostics::{Diagnostic, Layer, nearest};
 
 /// Parses `text` as YAML without any schema: the syntax layer.
-// Diagnostics are large but only built on the (cold) error path.
-#[allow(clippy::result_large_err)]
 pub fn syntax_check(text: &str, file: &str) -> Result<serde_yaml_ng::Value, Diagnostic> {
     serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(|e| {
         let (line, col) = location(&e);
@@ -17,7 +15,6 @@ pub fn syntax_check(text: &str, file: &str) -> Result<serde_yaml_ng::Value, Diag
 }
 
 /// Deserializes `text` into a strict (deny_unknown_fields) type: the fields layer.
-#[allow(clippy::result_large_err)]
 pub fn strict_parse<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, Diagnostic> {
     serde_yaml_ng::from_str::<T>(text).map_err(|e| from_serde_error(&e, file))
 }

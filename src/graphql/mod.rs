@@ -20,7 +20,10 @@ pub struct Caller {
     pub name: String,
 }
 
-pub fn build_schema(catalog: Option<Arc<Catalog>>, gauge: Option<Arc<subscription::SubscriptionGauge>>) -> CatalogSchema {
+pub fn build_schema(
+    catalog: Option<Arc<Catalog>>,
+    gauge: Option<Arc<subscription::SubscriptionGauge>>,
+) -> CatalogSchema {
     let mut b = Schema::build(query::Query, mutation::Mutation, subscription::Subscription);
     if let Some(c) = catalog {
         b = b.data(c);

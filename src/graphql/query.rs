@@ -84,6 +84,12 @@ impl Query {
         .await
     }
 
+    /// Problems with the sources file on disk (an invalid edit made outside the API); empty
+    /// when the file is fine. The last good configuration stays in use meanwhile.
+    async fn config_errors(&self, ctx: &Context<'_>) -> Result<Vec<super::types::Diagnostic>> {
+        Ok(super::types::diags(catalog(ctx)?.config_errors()))
+    }
+
     async fn refresh_job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<RefreshJob>> {
         Ok(catalog(ctx)?.job(&id).await.map_err(to_graphql)?.map(RefreshJob))
     }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::{broadcast, watch};
 
+use super::catalog;
 use super::errors::{not_found, to_graphql};
 use super::types::RefreshJob;
-use super::catalog;
 use crate::catalog::events as core_events;
 use crate::catalog::jobs::RefreshJob as CoreJob;
 
@@ -103,10 +103,19 @@ impl Subscription {
         let state = match c.jobs.subscribe(&job_id) {
             Some(rx) => {
                 let first = rx.borrow().clone();
-                Progress { rx: Some(rx), first: Some(first), shutdown: c.shutdown_signal(), _count: Counted::new(gauge) }
+                Progress {
+                    rx: Some(rx),
+                    first: Some(first),
+                    shutdown: c.shutdown_signal(),
+                    _count: Counted::new(gauge),
+                }
             }
             None => {
-                let job = c.job(&job_id).await.map_err(to_graphql)?.ok_or_else(|| not_found(format!("refresh job {} does not exist", job_id.as_str())))?;
+                let job = c
+                    .job(&job_id)
+                    .await
+                    .map_err(to_graphql)?
+                    .ok_or_else(|| not_found(format!("refresh job {} does not exist", job_id.as_str())))?;
                 Progress { rx: None, first: Some(job), shutdown: c.shutdown_signal(), _count: Counted::new(gauge) }
             }
         };
@@ -132,13 +141,18 @@ impl Subscription {
 
     /// Catalog change events (APPLIED, REFRESHED, ROLLED_BACK, REFRESH_STARTED,
     /// REFRESH_FINISHED, CONFIG_CHANGED_EXTERNALLY), optionally of one plugin.
-    async fn catalog_events(&self, ctx: &Context<'_>, plugin: Option<String>) -> Result<impl Stream<Item = CatalogEvent> + use<>> {
+    async fn catalog_events(
+        &self,
+        ctx: &Context<'_>,
+        plugin: Option<String>,
+    ) -> Result<impl Stream<Item = CatalogEvent> + use<>> {
         if let Some(p) = &plugin {
             super::plugin(p)?;
         }
         let c = catalog(ctx)?;
         let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
-        let state = Events { rx: c.events.subscribe(), plugin, shutdown: c.shutdown_signal(), _count: Counted::new(gauge) };
+        let state =
+            Events { rx: c.events.subscribe(), plugin, shutdown: c.shutdown_signal(), _count: Counted::new(gauge) };
         Ok(futures_util::stream::unfold(state, |mut st| async move {
             loop {
                 let ev = tokio::select! {

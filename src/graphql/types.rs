@@ -326,6 +326,8 @@ pub struct RefreshResult {
     pub duration_ms: i64,
     pub summary: String,
     pub dry_run: bool,
+    /// What the refresh changed (for a dry run: would change), with the first few names.
+    pub impact: Impact,
     #[graphql(skip)]
     pub diags: Vec<core_diag::Diagnostic>,
 }
@@ -354,6 +356,7 @@ impl From<core_refresh::RefreshResult> for RefreshResult {
             duration_ms: r.duration_ms,
             summary: r.summary,
             dry_run: r.dry_run,
+            impact: r.impact.into(),
             diags: r.diagnostics,
         }
     }

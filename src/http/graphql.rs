@@ -181,7 +181,10 @@ fn cached(graphql_response: bool, body: &str, outcome: &'static str) -> axum::re
     let content_type = if graphql_response { GRAPHQL_RESPONSE_JSON } else { APPLICATION_JSON };
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (HeaderName::from_static("x-cache"), HeaderValue::from_static(outcome))],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (HeaderName::from_static("x-cache"), HeaderValue::from_static(outcome)),
+        ],
         body.to_string(),
     )
         .into_response()

@@ -126,6 +126,17 @@ impl Server {
     }
 
     pub async fn start(dir: &Path, sources: Option<&Path>, database: &str, wait_ready: bool) -> Server {
+        Server::start_with(dir, sources, database, wait_ready, &[]).await
+    }
+
+    /// Like `start`, with extra `serve` flags.
+    pub async fn start_with(
+        dir: &Path,
+        sources: Option<&Path>,
+        database: &str,
+        wait_ready: bool,
+        extra: &[&str],
+    ) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--listen")
@@ -142,6 +153,7 @@ impl Server {
         if let Some(s) = sources {
             cmd.arg("--sources").arg(s);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("start catalog-bff");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
@@ -246,6 +258,21 @@ impl Server {
         (self.dir.clone(), self.database.clone())
     }
 
+    /// Stops the server with SIGKILL: no clean-up at all, as in a crash.
+    pub fn kill(mut self) -> (PathBuf, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (self.dir.clone(), self.database.clone())
+    }
+
+    /// Reads one metric value from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+    }
+
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
@@ -289,4 +316,167 @@ pub fn models_yaml(n: usize) -> String {
 
 pub fn error_code(body: &Value) -> Option<String> {
     body["errors"][0]["extensions"]["code"].as_str().map(str::to_string)
+}
+
+// ---- a catalog host for url sources ------------------------------------------------------------
+
+/// A real HTTP server serving a catalog YAML, with scripted failures, for `url` source tests.
+#[derive(Default)]
+pub struct HostState {
+    pub body: String,
+    pub etag: Option<String>,
+    /// The next N requests answer 500.
+    pub fail_next: usize,
+    /// Delay before answering, in milliseconds.
+    pub delay_ms: u64,
+    pub requests: usize,
+    pub not_modified: usize,
+    pub last_auth: Option<String>,
+}
+
+pub struct CatalogHost {
+    pub url: String,
+    pub state: std::sync::Arc<std::sync::Mutex<HostState>>,
+}
+
+impl CatalogHost {
+    pub async fn start(body: String) -> CatalogHost {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        type Shared = std::sync::Arc<std::sync::Mutex<HostState>>;
+        async fn serve(State(st): State<Shared>, headers: HeaderMap) -> axum::response::Response {
+            let delay = {
+                let mut s = st.lock().unwrap();
+                s.requests += 1;
+                s.last_auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+                s.delay_ms
+            };
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let mut s = st.lock().unwrap();
+            if s.fail_next > 0 {
+                s.fail_next -= 1;
+                return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+            }
+            let inm = headers.get("if-none-match").and_then(|v| v.to_str().ok());
+            if let (Some(tag), Some(inm)) = (&s.etag, inm)
+                && tag == inm
+            {
+                s.not_modified += 1;
+                return StatusCode::NOT_MODIFIED.into_response();
+            }
+            let mut resp = s.body.clone().into_response();
+            if let Some(tag) = &s.etag {
+                resp.headers_mut().insert("etag", tag.parse().unwrap());
+            }
+            resp
+        }
+        let state: Shared = std::sync::Arc::new(std::sync::Mutex::new(HostState { body, ..HostState::default() }));
+        let app = axum::Router::new().route("/catalog.yaml", axum::routing::get(serve)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        CatalogHost { url: format!("http://{addr}/catalog.yaml"), state }
+    }
+}
+
+/// Runs `tests/node/client.mjs` (graphql-ws or graphql-sse) and returns its stdout lines as they come.
+pub fn node_client(
+    transport: &str,
+    base: &str,
+    query: &str,
+    variables: Value,
+) -> (tokio::process::Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/graphql-ws").is_dir(),
+        "node test clients missing: run `npm ci --prefix tests/node` (bash .ci/run does)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join("client.mjs"))
+        .args([transport, base, query, &variables.to_string()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The next line from a node client, failing the test after `secs`.
+pub async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, secs: u64) -> String {
+    tokio::time::timeout(Duration::from_secs(secs), rx.recv())
+        .await
+        .expect("timed out waiting for the client")
+        .expect("client exited")
+}
+
+/// A minimal graphql-transport-ws client over tokio-tungstenite (the Rust peer).
+pub struct WsClient {
+    pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn connect(base: &str, origin: Option<&str>) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("{}/graphql/ws", base.replacen("http", "ws", 1)).into_client_request()?;
+        req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(req).await?;
+        use futures_util::SinkExt;
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(json!({"type": "connection_init"}).to_string().into()))
+            .await?;
+        let mut c = WsClient { socket };
+        let ack = c.next_message(10).await.expect("connection_ack");
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        Ok(c)
+    }
+
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        use futures_util::SinkExt;
+        let msg = json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}});
+        self.socket.send(tokio_tungstenite::tungstenite::Message::Text(msg.to_string().into())).await.unwrap();
+    }
+
+    /// The next protocol message other than ping/pong (answering pings), or None on close/timeout.
+    pub async fn next_message(&mut self, secs: u64) -> Option<Value> {
+        use futures_util::{SinkExt, StreamExt};
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??.ok()?;
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).ok()?;
+                if v["type"] == "ping" {
+                    let _ = self
+                        .socket
+                        .send(tokio_tungstenite::tungstenite::Message::Text(json!({"type": "pong"}).to_string().into()))
+                        .await;
+                    continue;
+                }
+                if v["type"] == "pong" {
+                    continue;
+                }
+                return Some(v);
+            } else if let tokio_tungstenite::tungstenite::Message::Close(_) = msg {
+                return None;
+            }
+        }
+    }
 }

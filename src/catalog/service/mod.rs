@@ -21,8 +21,8 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 
 use super::diagnostics::{Diagnostic, ValidationReport};
-use super::fetch::FetchConfig;
 use super::events::{EventKind, Events};
+use super::fetch::FetchConfig;
 use super::jobs::{JobPhase, JobRegistry, RefreshJob};
 use super::plugins::{Entity, PluginKind};
 use super::redact::{redact_json, redact_yaml_text};
@@ -176,6 +176,8 @@ struct State {
 pub struct CatalogOptions {
     /// How many sources of one plugin refresh at the same time.
     pub refresh_concurrency: usize,
+    /// How many refresh jobs run at the same time; later ones wait in phase QUEUED.
+    pub max_running_jobs: usize,
     pub fetch: FetchConfig,
     /// How often to look for edits made outside the API; `None` turns the watcher off.
     pub watch_interval: Option<std::time::Duration>,
@@ -185,6 +187,7 @@ impl Default for CatalogOptions {
     fn default() -> Self {
         CatalogOptions {
             refresh_concurrency: 4,
+            max_running_jobs: 4,
             fetch: FetchConfig::default(),
             watch_interval: Some(std::time::Duration::from_secs(2)),
         }
@@ -209,6 +212,7 @@ pub struct Catalog {
     /// The last error reading the sources file from disk (external edit), if it is invalid now.
     config_error: std::sync::Mutex<Option<Vec<Diagnostic>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    job_slots: Arc<tokio::sync::Semaphore>,
 }
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
@@ -253,6 +257,7 @@ impl Catalog {
             tracing::warn!(count = interrupted, "marked refresh jobs interrupted by a restart as FAILED");
         }
         let http = super::fetch::client(&options.fetch);
+        let job_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_jobs.max(1)));
         let catalog = Arc::new(Catalog {
             sources_path,
             db,
@@ -262,6 +267,7 @@ impl Catalog {
             known: std::sync::Mutex::new(HashMap::new()),
             config_error: std::sync::Mutex::new(None),
             shutdown: tokio::sync::watch::channel(false).0,
+            job_slots,
             state: RwLock::new(State { file: Arc::new(file), snapshots: HashMap::new() }),
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),
@@ -503,15 +509,18 @@ impl Catalog {
     pub async fn readiness(&self) -> Vec<ReadyCheck> {
         let db = self.db.ping().await;
         let first = self.first_refresh_done.load(Ordering::Acquire);
-        let config_ok = self.sources_path.exists();
+        let config_errors = self.config_errors();
+        let config_ok = self.sources_path.exists() && config_errors.is_empty();
         vec![
             ReadyCheck {
                 name: "config",
                 ok: config_ok,
-                detail: if config_ok {
-                    format!("loaded {}", self.sources_path.display())
-                } else {
-                    format!("{} is not readable", self.sources_path.display())
+                detail: match config_errors.first() {
+                    _ if config_ok => format!("loaded {}", self.sources_path.display()),
+                    Some(d) => {
+                        format!("the sources file on disk is invalid (the last good one is in use): {}", d.render())
+                    }
+                    None => format!("{} is not readable", self.sources_path.display()),
                 },
             },
             ReadyCheck {
@@ -799,7 +808,6 @@ pub(super) fn state_word(s: SourceState) -> &'static str {
         SourceState::Loading => "loading",
     }
 }
-
 
 fn revision_view(r: RevisionRow) -> RevisionView {
     let entry: serde_json::Value = serde_json::from_str(&r.entry).unwrap_or(serde_json::Value::Null);

@@ -95,6 +95,8 @@ impl Catalog {
         let (mode, dry_run) = (job.mode, job.dry_run);
         let ids = job.sources.clone();
         let shared = Arc::new(Mutex::new(job));
+        // Wait (QUEUED) for a job slot; the semaphore is never closed, so Err cannot happen.
+        let _slot = self.job_slots.clone().acquire_owned().await.ok();
         {
             let mut j = shared.lock().await;
             j.phase = JobPhase::Running;
@@ -324,7 +326,13 @@ impl Catalog {
         }
     }
 
-    async fn load_source(&self, file: &SourcesFile, plugin: PluginKind, id: &str, if_none_match: Option<&str>) -> Loaded {
+    async fn load_source(
+        &self,
+        file: &SourcesFile,
+        plugin: PluginKind,
+        id: &str,
+        if_none_match: Option<&str>,
+    ) -> Loaded {
         let Some(entry) = file.find(plugin, id) else {
             return Loaded::Failed(vec![Diagnostic::error(
                 Layer::Semantics,
@@ -347,9 +355,12 @@ impl Catalog {
                     Ok(t) => (t, rel.to_string(), None),
                     Err(e) => {
                         return Loaded::Failed(vec![
-                            Diagnostic::error(Layer::Syntax, format!("cannot read catalog file {}: {e}", path.display()))
-                                .in_file(rel)
-                                .hint("check that the file exists and is readable by the server"),
+                            Diagnostic::error(
+                                Layer::Syntax,
+                                format!("cannot read catalog file {}: {e}", path.display()),
+                            )
+                            .in_file(rel)
+                            .hint("check that the file exists and is readable by the server"),
                         ]);
                     }
                 }

@@ -39,7 +39,10 @@ impl Catalog {
         let mut slot = self.config_error.lock().unwrap_or_else(|p| p.into_inner());
         if diags.is_some() && *slot != diags {
             for d in diags.iter().flatten() {
-                tracing::error!("sources file edited outside the API is invalid; keeping the last good one: {}", d.render());
+                tracing::error!(
+                    "sources file edited outside the API is invalid; keeping the last good one: {}",
+                    d.render()
+                );
             }
         }
         *slot = diags;
