@@ -146,6 +146,8 @@ impl Catalog {
 
     async fn publish_job(&self, job: &RefreshJob) {
         self.jobs.update(job);
+        // Job progress is visible through `refreshJob`: cached answers must not outlive it.
+        self.bump();
         if let Err(e) = self.db.upsert_job(job_row(job)).await {
             tracing::warn!(job = %job.id, error = %e, "could not persist refresh job progress");
         }
