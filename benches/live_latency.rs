@@ -66,6 +66,18 @@ async fn main() {
     ws.send(Message::Text(sub.to_string().into())).await.expect("subscribe");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    // Events are timestamped by a separate reader as they arrive, independent of the response.
+    let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    tokio::spawn(async move {
+        while let Some(Ok(Message::Text(t))) = ws.next().await {
+            let at = Instant::now();
+            if let Ok(v) = serde_json::from_str::<Value>(&t)
+                && let Some(kind) = v["payload"]["data"]["catalogEvents"]["kind"].as_str()
+            {
+                let _ = etx.send((kind.to_string(), at));
+            }
+        }
+    });
     let (mut rtt, mut applied, mut refreshed) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..100 {
         let content = models(5 + i % 2);
@@ -76,19 +88,28 @@ async fn main() {
         assert!(resp.contains("revision"), "{resp}");
         let (mut a, mut r) = (None, None);
         while a.is_none() || r.is_none() {
-            let Some(Ok(Message::Text(t))) = ws.next().await else { panic!("ws closed") };
-            let v: Value = serde_json::from_str(&t).expect("json");
-            match v["payload"]["data"]["catalogEvents"]["kind"].as_str() {
-                Some("APPLIED") => a = Some(t0.elapsed()),
-                Some("REFRESHED") => r = Some(t0.elapsed()),
+            let (kind, at) = erx.recv().await.expect("event stream ended");
+            match kind.as_str() {
+                "APPLIED" => a = Some(at.duration_since(t0)),
+                "REFRESHED" => r = Some(at.duration_since(t0)),
                 _ => {}
             }
         }
         applied.push(a.unwrap_or_default());
         refreshed.push(r.unwrap_or_default());
     }
-    for (name, v) in [("applySource+refresh round trip", &mut rtt), ("mutation sent -> APPLIED at subscriber", &mut applied), ("mutation sent -> REFRESHED at subscriber", &mut refreshed)] {
-        println!("{name:42} p50 {:>9.2?}  p95 {:>9.2?}  max {:>9.2?}  (n={})", pct(v, 0.5), pct(v, 0.95), pct(v, 1.0), v.len());
+    for (name, v) in [
+        ("applySource+refresh round trip", &mut rtt),
+        ("mutation sent -> APPLIED at subscriber", &mut applied),
+        ("mutation sent -> REFRESHED at subscriber", &mut refreshed),
+    ] {
+        println!(
+            "{name:42} p50 {:>9.2?}  p95 {:>9.2?}  max {:>9.2?}  (n={})",
+            pct(v, 0.5),
+            pct(v, 0.95),
+            pct(v, 1.0),
+            v.len()
+        );
     }
     let _ = child.kill();
 }

@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// Query response cache: maximum number of entries.
     #[arg(long, env = "CATALOG_BFF_CACHE_SIZE", default_value_t = 10_000)]
     pub cache_size: u64,
+    /// Seconds between keep-alive pings on WebSocket and SSE subscriptions.
+    #[arg(long, env = "CATALOG_BFF_KEEPALIVE_INTERVAL", default_value_t = 15.0)]
+    pub keepalive_interval: f64,
     /// Log format.
     #[arg(long, env = "CATALOG_BFF_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -81,7 +84,7 @@ impl ServeArgs {
         crate::http::HttpOptions {
             cache_ttl: std::time::Duration::from_secs_f64(self.cache_ttl.max(0.0)),
             cache_size: self.cache_size,
-            ..crate::http::HttpOptions::default()
+            keepalive: std::time::Duration::from_secs_f64(self.keepalive_interval.max(0.05)),
         }
     }
 

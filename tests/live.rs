@@ -512,3 +512,45 @@ async fn shutdown_completes_open_subscriptions() {
     assert_eq!(m["type"], "complete", "{m}");
     assert_eq!(m["id"], "e");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_graphql_ws_protocol_and_keepalive_pings() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start_with(dir.path(), None, &db, true, &["--keepalive-interval", "0.3"]).await;
+
+    // graphql-transport-ws: the server pings an idle connection.
+    let mut ws = WsClient::connect(&server.base, None).await.unwrap();
+    let raw = tokio::time::timeout(Duration::from_secs(5), ws.socket.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(serde_json::from_str::<Value>(raw.to_text().unwrap()).unwrap()["type"], "ping");
+
+    // Legacy subscriptions-transport-ws ("graphql-ws"): ack, keep-alive `ka`, `start` → `data`.
+    let mut req = format!("{}/graphql/ws", server.base.replacen("http", "ws", 1)).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "graphql-ws".parse().unwrap());
+    let (mut legacy, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "graphql-ws");
+    legacy.send(Message::Text(json!({"type": "connection_init"}).to_string().into())).await.unwrap();
+    let start = json!({"id": "1", "type": "start", "payload": {"query": EVENTS, "variables": {"p": "models"}}});
+    let mut seen = Vec::new();
+    let mut started = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(seen.contains(&"data".to_string()) && seen.contains(&"ka".to_string())) {
+        assert!(Instant::now() < deadline, "legacy protocol saw only {seen:?}");
+        let msg = tokio::time::timeout(Duration::from_secs(10), legacy.next()).await.unwrap().unwrap().unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        let kind = v["type"].as_str().unwrap().to_string();
+        if kind == "connection_ack" && !started {
+            legacy.send(Message::Text(start.to_string().into())).await.unwrap();
+            started = true;
+            wait_subscribers(&server, 1.0).await;
+            server.ok("mutation { refreshSource(plugin: \"models\", id: \"team_models\") { phase } }", json!({})).await;
+        }
+        if kind == "data" {
+            assert!(v["payload"]["data"]["catalogEvents"]["kind"].is_string(), "{v}");
+        }
+        seen.push(kind);
+    }
+    assert!(seen.contains(&"ka".to_string()), "no keep-alive on the legacy protocol: {seen:?}");
+}
