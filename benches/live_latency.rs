@@ -31,7 +31,7 @@ async fn main() {
     catalog_bff::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-bff"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--rate-limit", "0", "--data-dir"])
         .arg(dir.path())
         .stderr(Stdio::piped())
         .spawn()
@@ -112,4 +112,5 @@ async fn main() {
         );
     }
     let _ = child.kill();
+    let _ = child.wait();
 }

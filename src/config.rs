@@ -14,9 +14,28 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the GraphQL schema (SDL); `schema/schema.graphql` is this output.
     Schema,
+    /// Print the trusted-documents manifest ({sha256: document}) for a directory of .graphql
+    /// files, e.g. `catalog-bff trusted-documents ui-contract`.
+    TrustedDocuments {
+        /// Directory of .graphql files.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    None,
+    Static,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExemptRole {
+    None,
+    Viewer,
+    Operator,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -74,18 +93,119 @@ pub struct ServeArgs {
     /// Seconds between keep-alive pings on WebSocket and SSE subscriptions.
     #[arg(long, env = "CATALOG_BFF_KEEPALIVE_INTERVAL", default_value_t = 15.0)]
     pub keepalive_interval: f64,
+    /// Authentication: `none` (only on a loopback address unless --allow-unauthenticated) or
+    /// `static` (a tokens file, see --tokens-file).
+    #[arg(long, env = "CATALOG_BFF_AUTH", value_enum, default_value = "none")]
+    pub auth: AuthMode,
+    /// With --auth static: YAML file `tokens: [{name, role: viewer|operator, sha256}]`.
+    #[arg(long, env = "CATALOG_BFF_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Allow --auth none on a non-loopback address (everyone becomes an operator).
+    #[arg(long, env = "CATALOG_BFF_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+    /// Origins (e.g. https://console.example.com) allowed to open WebSocket/SSE connections,
+    /// besides the server's own. Comma-separated; `*` allows all.
+    #[arg(long, env = "CATALOG_BFF_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Origins that get CORS headers. Comma-separated; empty (the default) = CORS off.
+    #[arg(long, env = "CATALOG_BFF_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "CATALOG_BFF_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest GraphQL document, in bytes.
+    #[arg(long, env = "CATALOG_BFF_MAX_DOCUMENT_BYTES", default_value_t = 32 * 1024)]
+    pub max_document_bytes: usize,
+    /// Most tokens in a GraphQL document.
+    #[arg(long, env = "CATALOG_BFF_MAX_TOKENS", default_value_t = 4000)]
+    pub max_tokens: usize,
+    /// Deepest selection nesting.
+    #[arg(long, env = "CATALOG_BFF_MAX_DEPTH", default_value_t = 16)]
+    pub max_depth: usize,
+    /// Highest query complexity (each field counts 1).
+    #[arg(long, env = "CATALOG_BFF_MAX_COMPLEXITY", default_value_t = 1000)]
+    pub max_complexity: usize,
+    /// Most aliases in a document.
+    #[arg(long, env = "CATALOG_BFF_MAX_ALIASES", default_value_t = 30)]
+    pub max_aliases: usize,
+    /// Most requests in a batch; 0 turns batching off.
+    #[arg(long, env = "CATALOG_BFF_MAX_BATCH", default_value_t = 10)]
+    pub max_batch: usize,
+    /// Most subscriptions on one WebSocket connection.
+    #[arg(long, env = "CATALOG_BFF_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 20)]
+    pub max_subscriptions_per_connection: usize,
+    /// Most open WebSocket + SSE connections.
+    #[arg(long, env = "CATALOG_BFF_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Changes (applySource, refresh*, rollbackSource) per caller per minute; 0 = unlimited.
+    #[arg(long, env = "CATALOG_BFF_RATE_LIMIT", default_value_t = 60)]
+    pub rate_limit: u32,
+    /// Trusted documents: a directory of .graphql files (ui-contract/) or a JSON manifest
+    /// {sha256: document}. Callers below --trusted-documents-exempt may run only these.
+    #[arg(long, env = "CATALOG_BFF_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<PathBuf>,
+    /// The role (and above) that may send any document when trusted documents are on;
+    /// `none` restricts everyone.
+    #[arg(long, env = "CATALOG_BFF_TRUSTED_DOCUMENTS_EXEMPT", default_value = "none")]
+    pub trusted_documents_exempt: ExemptRole,
     /// Log format.
     #[arg(long, env = "CATALOG_BFF_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
 
 impl ServeArgs {
-    pub fn http_options(&self) -> crate::http::HttpOptions {
-        crate::http::HttpOptions {
+    pub fn http_options(&self) -> anyhow::Result<crate::http::HttpOptions> {
+        use crate::auth::{Authenticator, NoAuth, Role, StaticTokens};
+        use std::sync::Arc;
+        let auth: Arc<dyn Authenticator> = match self.auth {
+            AuthMode::None => {
+                anyhow::ensure!(
+                    self.listen.ip().is_loopback() || self.allow_unauthenticated,
+                    "--auth none on {} would let anyone on the network change the catalog; \
+                     use --auth static --tokens-file FILE, listen on 127.0.0.1, or pass --allow-unauthenticated",
+                    self.listen
+                );
+                Arc::new(NoAuth)
+            }
+            AuthMode::Static => {
+                let Some(path) = &self.tokens_file else {
+                    anyhow::bail!("--auth static needs --tokens-file FILE");
+                };
+                Arc::new(StaticTokens::load(path)?)
+            }
+        };
+        let trusted = match &self.trusted_documents {
+            Some(p) => Some(crate::graphql::extensions::TrustedDocuments::load(p)?),
+            None => None,
+        };
+        Ok(crate::http::HttpOptions {
             cache_ttl: std::time::Duration::from_secs_f64(self.cache_ttl.max(0.0)),
             cache_size: self.cache_size,
             keepalive: std::time::Duration::from_secs_f64(self.keepalive_interval.max(0.05)),
-        }
+            auth,
+            allowed_origins: self.allowed_origins.clone(),
+            cors_origins: self.cors_origins.clone(),
+            max_body_bytes: self.max_body_bytes,
+            max_batch: self.max_batch,
+            max_connections: self.max_connections,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            schema: crate::graphql::SchemaOptions {
+                max_depth: self.max_depth,
+                max_complexity: self.max_complexity,
+                limits: crate::graphql::extensions::Limits {
+                    max_document_bytes: self.max_document_bytes,
+                    max_tokens: self.max_tokens,
+                    max_aliases: self.max_aliases,
+                },
+                trusted,
+                trusted_exempt: match self.trusted_documents_exempt {
+                    ExemptRole::None => None,
+                    ExemptRole::Viewer => Some(Role::Viewer),
+                    ExemptRole::Operator => Some(Role::Operator),
+                },
+                changes_per_minute: self.rate_limit,
+            },
+        })
     }
 
     pub fn catalog_options(&self) -> crate::catalog::service::CatalogOptions {

@@ -12,9 +12,19 @@ async fn main() -> std::process::ExitCode {
             print!("{}", catalog_bff::graphql::sdl());
             std::process::ExitCode::SUCCESS
         }
+        Command::TrustedDocuments { dir } => match catalog_bff::graphql::extensions::TrustedDocuments::load(&dir) {
+            Ok(t) => {
+                println!("{}", t.manifest_json());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("catalog-bff: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        },
         Command::Serve(args) => {
             catalog_bff::server::init_logging(args.log_format);
-            match catalog_bff::server::serve(args).await {
+            match catalog_bff::server::serve(*args).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -18,6 +18,9 @@ pub fn init_logging(format: LogFormat) {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Settings errors (auth mode, tokens file, trusted documents) stop start-up before anything
+    // is written.
+    let http_options = args.http_options()?;
     let sources = match &args.sources {
         Some(p) => {
             anyhow::ensure!(
@@ -54,7 +57,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         initial.watch_loop().await;
     });
 
-    let app = crate::http::router(catalog.clone(), args.http_options());
+    let app = crate::http::router(catalog.clone(), http_options);
     let stopping = catalog.clone();
     let shutdown = async move {
         shutdown_signal().await;

@@ -147,3 +147,53 @@ pub fn summary(loaded: usize, impact: &Impact, incremental_skip: bool) -> String
 fn plural(n: usize) -> &'static str {
     if n == 1 { "entity" } else { "entities" }
 }
+
+/// Refresh counters and a duration histogram per plugin, for `/metrics`.
+#[derive(Default)]
+pub struct RefreshStats {
+    inner: std::sync::Mutex<StatsInner>,
+}
+
+#[derive(Default)]
+struct StatsInner {
+    counts: std::collections::BTreeMap<(String, &'static str), u64>,
+    /// plugin → (bucket counts, sum of seconds, count)
+    durations: std::collections::BTreeMap<String, (Vec<u64>, f64, u64)>,
+}
+
+/// Histogram bucket upper bounds, in seconds.
+pub const DURATION_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+pub struct StatsSnapshot {
+    pub counts: Vec<((String, &'static str), u64)>,
+    pub durations: Vec<(String, Vec<u64>, f64, u64)>,
+}
+
+impl RefreshStats {
+    pub fn record(&self, plugin: &str, status: RefreshStatus, seconds: f64) {
+        let word = match status {
+            RefreshStatus::Success => "success",
+            RefreshStatus::Partial => "partial",
+            RefreshStatus::Failure => "failure",
+        };
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *s.counts.entry((plugin.to_string(), word)).or_insert(0) += 1;
+        let (buckets, sum, count) =
+            s.durations.entry(plugin.to_string()).or_insert_with(|| (vec![0; DURATION_BUCKETS.len()], 0.0, 0));
+        for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                buckets[i] += 1;
+            }
+        }
+        *sum += seconds;
+        *count += 1;
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        StatsSnapshot {
+            counts: s.counts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            durations: s.durations.iter().map(|(p, (b, sum, c))| (p.clone(), b.clone(), *sum, *c)).collect(),
+        }
+    }
+}

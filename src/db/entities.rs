@@ -88,3 +88,27 @@ pub mod refresh_job {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod audit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "catalog_audit")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub actor: String,
+        pub action: String,
+        pub plugin: String,
+        pub source_id: Option<String>,
+        pub revision: Option<i32>,
+        /// `OK` or the error code.
+        pub outcome: String,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -14,8 +14,9 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
-use entities::{refresh_job, refresh_status, source_revision};
+use entities::{audit, refresh_job, refresh_status, source_revision};
 
+pub use audit::Model as AuditRow;
 pub use refresh_job::Model as JobRow;
 pub use refresh_status::Model as StatusRow;
 pub use source_revision::Model as RevisionRow;
@@ -46,7 +47,37 @@ pub struct NewRevision<'a> {
     pub actor: &'a str,
 }
 
+/// One audit record to write.
+pub struct NewAudit<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub plugin: &'a str,
+    pub source_id: Option<&'a str>,
+    pub revision: Option<i32>,
+    pub outcome: &'a str,
+}
+
 impl Db {
+    pub async fn insert_audit(&self, a: NewAudit<'_>) -> Result<(), DbError> {
+        let am = audit::ActiveModel {
+            actor: Set(a.actor.to_string()),
+            action: Set(a.action.to_string()),
+            plugin: Set(a.plugin.to_string()),
+            source_id: Set(a.source_id.map(str::to_string)),
+            revision: Set(a.revision),
+            outcome: Set(a.outcome.to_string()),
+            created_at: Set(Utc::now()),
+            ..Default::default()
+        };
+        audit::Entity::insert(am).exec(&self.conn).await?;
+        Ok(())
+    }
+
+    pub async fn audit_log(&self, limit: u64) -> Result<Vec<AuditRow>, DbError> {
+        use audit::Column as C;
+        Ok(audit::Entity::find().order_by_desc(C::Id).limit(limit).all(&self.conn).await?)
+    }
+
     /// Connects and runs migrations. `sqlite://path?mode=rwc` creates the file.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
         let backend = if url.starts_with("sqlite:") {

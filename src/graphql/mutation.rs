@@ -2,7 +2,9 @@
 
 use async_graphql::{Context, ID, InputObject, Json, Object, Result};
 
+use super::audit::{self, Target};
 use super::errors::{invalid_input, to_graphql};
+use super::guards::OperatorAction;
 use super::types::{ApplyResult, RefreshJob, RefreshMode};
 use super::{actor, catalog};
 use crate::catalog::service::ApplyOptions as CoreApplyOptions;
@@ -87,9 +89,25 @@ impl From<Option<ApplyOptions>> for CoreApplyOptions {
 
 pub struct Mutation;
 
+/// Runs a change and writes its audit record, whatever the outcome.
+async fn audited<T>(
+    ctx: &Context<'_>,
+    target: Target<'_>,
+    revision: impl Fn(&T) -> Option<i32>,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let out = fut.await;
+    match &out {
+        Ok(v) => audit::record(ctx, target, revision(v), Ok(())).await,
+        Err(e) => audit::record(ctx, target, None, Err(e)).await,
+    }
+    out
+}
+
 #[Object]
 impl Mutation {
     /// Validates, writes (atomically), records a revision and optionally refreshes a source.
+    #[graphql(guard = "OperatorAction")]
     async fn apply_source(
         &self,
         ctx: &Context<'_>,
@@ -97,15 +115,23 @@ impl Mutation {
         input: SourceInput,
         options: Option<ApplyOptions>,
     ) -> Result<ApplyResult> {
-        let kind = super::plugin(&plugin)?;
-        let c = catalog(ctx)?;
-        let draft = c.draft(kind, input.into_patch()?);
-        let out = c.apply(draft, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
-        Ok(ApplyResult(out))
+        let id = input.id.to_string();
+        let dry = options.as_ref().is_some_and(|o| o.dry_run);
+        let action = if dry { "applySource(dryRun)" } else { "applySource" };
+        let target = Target { action, plugin: &plugin, source_id: Some(&id) };
+        audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
+            let kind = super::plugin(&plugin)?;
+            let c = catalog(ctx)?;
+            let draft = c.draft(kind, input.into_patch()?);
+            let out = c.apply(draft, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
+            Ok(ApplyResult(out))
+        })
+        .await
     }
 
     /// Refreshes one source. With `wait` (the default) the finished job is returned.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(guard = "OperatorAction")]
     async fn refresh_source(
         &self,
         ctx: &Context<'_>,
@@ -116,24 +142,29 @@ impl Mutation {
         wait: Option<bool>,
         #[graphql(desc = "Allow removing more than half of the source's entities.")] confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
-        let kind = super::plugin(&plugin)?;
-        let job = catalog(ctx)?
-            .refresh(
-                kind,
-                Some(&id),
-                mode.unwrap_or(RefreshMode::Full).into(),
-                dry_run.unwrap_or(false),
-                confirm_removals.unwrap_or(false),
-                wait.unwrap_or(true),
-                &actor(ctx),
-            )
-            .await
-            .map_err(to_graphql)?;
-        Ok(RefreshJob(job))
+        let target = Target { action: "refreshSource", plugin: &plugin, source_id: Some(&id) };
+        audited(ctx, target, |_| None, async {
+            let kind = super::plugin(&plugin)?;
+            let job = catalog(ctx)?
+                .refresh(
+                    kind,
+                    Some(&id),
+                    mode.unwrap_or(RefreshMode::Full).into(),
+                    dry_run.unwrap_or(false),
+                    confirm_removals.unwrap_or(false),
+                    wait.unwrap_or(true),
+                    &actor(ctx),
+                )
+                .await
+                .map_err(to_graphql)?;
+            Ok(RefreshJob(job))
+        })
+        .await
     }
 
     /// Refreshes every source of a plugin. A failing source does not stop the others; the job
     /// ends FAILED with per-source results if any source failed.
+    #[graphql(guard = "OperatorAction")]
     async fn refresh_plugin(
         &self,
         ctx: &Context<'_>,
@@ -143,23 +174,28 @@ impl Mutation {
         wait: Option<bool>,
         confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
-        let kind = super::plugin(&plugin)?;
-        let job = catalog(ctx)?
-            .refresh(
-                kind,
-                None,
-                mode.unwrap_or(RefreshMode::Full).into(),
-                dry_run.unwrap_or(false),
-                confirm_removals.unwrap_or(false),
-                wait.unwrap_or(true),
-                &actor(ctx),
-            )
-            .await
-            .map_err(to_graphql)?;
-        Ok(RefreshJob(job))
+        let target = Target { action: "refreshPlugin", plugin: &plugin, source_id: None };
+        audited(ctx, target, |_| None, async {
+            let kind = super::plugin(&plugin)?;
+            let job = catalog(ctx)?
+                .refresh(
+                    kind,
+                    None,
+                    mode.unwrap_or(RefreshMode::Full).into(),
+                    dry_run.unwrap_or(false),
+                    confirm_removals.unwrap_or(false),
+                    wait.unwrap_or(true),
+                    &actor(ctx),
+                )
+                .await
+                .map_err(to_graphql)?;
+            Ok(RefreshJob(job))
+        })
+        .await
     }
 
     /// Re-applies revision `revision` as a new revision (history is never rewritten).
+    #[graphql(guard = "OperatorAction")]
     async fn rollback_source(
         &self,
         ctx: &Context<'_>,
@@ -168,8 +204,13 @@ impl Mutation {
         revision: i32,
         options: Option<ApplyOptions>,
     ) -> Result<ApplyResult> {
-        let kind = super::plugin(&plugin)?;
-        let out = catalog(ctx)?.rollback(kind, &id, revision, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
-        Ok(ApplyResult(out))
+        let target = Target { action: "rollbackSource", plugin: &plugin, source_id: Some(&id) };
+        audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
+            let kind = super::plugin(&plugin)?;
+            let out =
+                catalog(ctx)?.rollback(kind, &id, revision, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
+            Ok(ApplyResult(out))
+        })
+        .await
     }
 }

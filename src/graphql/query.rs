@@ -10,6 +10,19 @@ use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
 
 pub struct Query;
 
+/// One audited change (or refused attempt).
+#[derive(SimpleObject)]
+pub struct AuditRecord {
+    pub actor: String,
+    pub action: String,
+    pub plugin: String,
+    pub source_id: Option<String>,
+    pub revision: Option<i32>,
+    /// `OK` or the error code.
+    pub outcome: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(SimpleObject)]
 pub struct EntityConnectionFields {
     /// Entities matching the filter, across all pages.
@@ -88,6 +101,28 @@ impl Query {
     /// when the file is fine. The last good configuration stays in use meanwhile.
     async fn config_errors(&self, ctx: &Context<'_>) -> Result<Vec<super::types::Diagnostic>> {
         Ok(super::types::diags(catalog(ctx)?.config_errors()))
+    }
+
+    /// The audit trail, newest first: who changed what, and the outcome.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 1000))] limit: i32,
+    ) -> Result<Vec<AuditRecord>> {
+        let rows =
+            catalog(ctx)?.db().audit_log(u64::try_from(limit).unwrap_or(50)).await.map_err(|e| to_graphql(e.into()))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditRecord {
+                actor: r.actor,
+                action: r.action,
+                plugin: r.plugin,
+                source_id: r.source_id,
+                revision: r.revision,
+                outcome: r.outcome,
+                at: r.created_at,
+            })
+            .collect())
     }
 
     async fn refresh_job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<RefreshJob>> {

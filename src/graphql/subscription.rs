@@ -5,7 +5,7 @@
 //! and never holds up the job. Events come from a bounded broadcast channel: a subscriber that
 //! falls behind skips what it missed (events only mean "refetch").
 
-use async_graphql::{Context, Enum, ID, Result, SimpleObject, Subscription as SubscriptionDerive};
+use async_graphql::{Context, Enum, ErrorExtensions, ID, Result, SimpleObject, Subscription as SubscriptionDerive};
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use std::sync::Arc;
@@ -22,15 +22,16 @@ use crate::catalog::jobs::RefreshJob as CoreJob;
 #[derive(Default)]
 pub struct SubscriptionGauge(pub AtomicI64);
 
-/// Decrements the gauge when the stream is dropped (completed or cancelled).
-struct Counted(Option<Arc<SubscriptionGauge>>);
+/// Decrements the gauge (and the connection's budget) when the stream is dropped (completed
+/// or cancelled).
+struct Counted(Option<Arc<SubscriptionGauge>>, Option<Arc<AtomicI64>>);
 
 impl Counted {
-    fn new(g: Option<Arc<SubscriptionGauge>>) -> Counted {
+    fn new(g: Option<Arc<SubscriptionGauge>>, budget: Option<Arc<AtomicI64>>) -> Counted {
         if let Some(g) = &g {
             g.0.fetch_add(1, Ordering::Relaxed);
         }
-        Counted(g)
+        Counted(g, budget)
     }
 }
 
@@ -39,7 +40,40 @@ impl Drop for Counted {
         if let Some(g) = &self.0 {
             g.0.fetch_sub(1, Ordering::Relaxed);
         }
+        if let Some(b) = &self.1 {
+            b.fetch_sub(1, Ordering::AcqRel);
+        }
     }
+}
+
+/// Subscriptions allowed on one WebSocket connection, and how many are open.
+pub struct ConnectionBudget {
+    max: usize,
+    open: Arc<AtomicI64>,
+}
+
+impl ConnectionBudget {
+    pub fn new(max: usize) -> ConnectionBudget {
+        ConnectionBudget { max, open: Arc::new(AtomicI64::new(0)) }
+    }
+}
+
+/// Takes a slot from the connection's budget, if it has one; the slot is returned on drop.
+fn take_budget(ctx: &Context<'_>) -> Result<Option<Arc<AtomicI64>>> {
+    let Some(b) = ctx.data_opt::<ConnectionBudget>() else { return Ok(None) };
+    let now = b.open.fetch_add(1, Ordering::AcqRel) + 1;
+    if usize::try_from(now).unwrap_or(usize::MAX) > b.max {
+        b.open.fetch_sub(1, Ordering::AcqRel);
+        let max = b.max;
+        return Err(async_graphql::Error::new(format!(
+            "at most {max} subscriptions per connection (--max-subscriptions-per-connection)"
+        ))
+        .extend_with(move |_, e| {
+            e.set("code", "RATE_LIMITED");
+            e.set("limit", max as u64);
+        }));
+    }
+    Ok(Some(b.open.clone()))
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -99,6 +133,7 @@ impl Subscription {
     /// that already ended yields its final state and completes.
     async fn refresh_progress(&self, ctx: &Context<'_>, job_id: ID) -> Result<impl Stream<Item = RefreshJob> + use<>> {
         let c = catalog(ctx)?.clone();
+        let budget = take_budget(ctx)?;
         let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
         let state = match c.jobs.subscribe(&job_id) {
             Some(rx) => {
@@ -107,7 +142,7 @@ impl Subscription {
                     rx: Some(rx),
                     first: Some(first),
                     shutdown: c.shutdown_signal(),
-                    _count: Counted::new(gauge),
+                    _count: Counted::new(gauge, budget),
                 }
             }
             None => {
@@ -116,7 +151,12 @@ impl Subscription {
                     .await
                     .map_err(to_graphql)?
                     .ok_or_else(|| not_found(format!("refresh job {} does not exist", job_id.as_str())))?;
-                Progress { rx: None, first: Some(job), shutdown: c.shutdown_signal(), _count: Counted::new(gauge) }
+                Progress {
+                    rx: None,
+                    first: Some(job),
+                    shutdown: c.shutdown_signal(),
+                    _count: Counted::new(gauge, budget),
+                }
             }
         };
         Ok(futures_util::stream::unfold(state, |mut st| async move {
@@ -150,9 +190,14 @@ impl Subscription {
             super::plugin(p)?;
         }
         let c = catalog(ctx)?;
+        let budget = take_budget(ctx)?;
         let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
-        let state =
-            Events { rx: c.events.subscribe(), plugin, shutdown: c.shutdown_signal(), _count: Counted::new(gauge) };
+        let state = Events {
+            rx: c.events.subscribe(),
+            plugin,
+            shutdown: c.shutdown_signal(),
+            _count: Counted::new(gauge, budget),
+        };
         Ok(futures_util::stream::unfold(state, |mut st| async move {
             loop {
                 let ev = tokio::select! {

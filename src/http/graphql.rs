@@ -23,11 +23,11 @@ use async_graphql::parser::types::{DocumentOperations, OperationType};
 use axum::http::HeaderName;
 use std::sync::Arc;
 
-use super::AppState;
+use super::{AppState, security};
+use crate::auth::Caller;
 use crate::cache::{CacheKey, normalize};
 use crate::graphql::errors::{INTERNAL, VALIDATION_FAILED};
 
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
 
@@ -102,6 +102,8 @@ fn respond(headers: &HeaderMap, mut batch: BatchResponse) -> axum::response::Res
 pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    // Only JSON: a form or text/plain POST is what a cross-site page can send without a CORS
+    // preflight, so refusing it is the CSRF defence.
     if media != APPLICATION_JSON && media != "application/graphql+json" {
         return error_body(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -109,13 +111,18 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
             "send GraphQL requests as POST with Content-Type: application/json",
         );
     }
-    if body.len() > MAX_BODY_BYTES {
+    let max = app.options.max_body_bytes;
+    if body.len() > max {
         return error_body(
             StatusCode::PAYLOAD_TOO_LARGE,
             VALIDATION_FAILED,
-            &format!("request body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
+            &format!("request body is {} bytes; the limit is {max} (--max-body-bytes)", body.len()),
         );
     }
+    let caller = match security::authenticate(&app, &headers).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     let batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -127,19 +134,67 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
         }
     };
     match batch {
-        BatchRequest::Single(req) => execute_single(&app, &headers, req).await,
-        batch => {
-            let mutates = match &batch {
-                BatchRequest::Batch(list) => list.iter().any(|r| !is_query(r)),
-                BatchRequest::Single(r) => !is_query(r),
-            };
-            let resp = app.schema.execute_batch(batch).await;
+        BatchRequest::Single(req) => execute_single(&app, &headers, req.data(caller)).await,
+        BatchRequest::Batch(list) => {
+            let cap = app.options.max_batch;
+            if cap == 0 {
+                return error_body(
+                    StatusCode::BAD_REQUEST,
+                    VALIDATION_FAILED,
+                    "batched requests are turned off (--max-batch 0)",
+                );
+            }
+            if list.len() > cap {
+                return error_body(
+                    StatusCode::BAD_REQUEST,
+                    VALIDATION_FAILED,
+                    &format!("the batch has {} requests; the limit is {cap} (--max-batch)", list.len()),
+                );
+            }
+            let mutates = list.iter().any(|r| !is_query(r));
+            let names: Vec<String> = list.iter().map(operation_label).collect();
+            let list = list.into_iter().map(|r| r.data(caller.clone())).collect();
+            let resp = app.schema.execute_batch(BatchRequest::Batch(list)).await;
             if mutates {
                 invalidate(&app);
+            }
+            if let BatchResponse::Batch(rs) = &resp {
+                for (name, r) in names.iter().zip(rs) {
+                    app.metrics.operation(name, &outcome(r));
+                }
             }
             respond(&headers, resp)
         }
     }
+}
+
+/// `ok`, or the first error's code.
+fn outcome(resp: &Response) -> String {
+    match resp.errors.first() {
+        None => "ok".into(),
+        Some(e) => e
+            .extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .map(|v| v.to_string().trim_matches('"').to_string())
+            .unwrap_or_else(|| VALIDATION_FAILED.into()),
+    }
+}
+
+/// The operation name for metrics: the given name, the document's single operation's name, or
+/// `anonymous`.
+fn operation_label(req: &Request) -> String {
+    if let Some(n) = &req.operation_name {
+        return n.clone();
+    }
+    async_graphql::parser::parse_query(&req.query)
+        .ok()
+        .and_then(|doc| match doc.operations {
+            DocumentOperations::Single(_) => None,
+            DocumentOperations::Multiple(map) if map.len() == 1 => map.keys().next().map(|k| k.to_string()),
+            DocumentOperations::Multiple(_) => None,
+        })
+        .unwrap_or_else(|| "anonymous".into())
 }
 
 /// Runs one request through the response cache: queries are looked up and stored, anything
@@ -152,12 +207,19 @@ async fn execute_single(app: &AppState, headers: &HeaderMap, req: Request) -> ax
         document: normalize(&req.query),
         operation: req.operation_name.clone(),
         variables: serde_json::to_string(&req.variables).unwrap_or_default(),
-        role: "anonymous".to_string(),
+        role: req
+            .data
+            .get(&std::any::TypeId::of::<Caller>())
+            .and_then(|d| d.downcast_ref::<Caller>())
+            .map(|c| format!("{}:{}", c.role.as_str(), c.name))
+            .unwrap_or_default(),
     });
+    let label = operation_label(&req);
     let graphql_response = wants_graphql_response(headers);
     if let Some(key) = &key
         && let Some(body) = app.cache.get(key).await
     {
+        app.metrics.operation(&label, "ok");
         return cached(graphql_response, &body, "hit");
     }
     let mutates = !is_query(&req);
@@ -166,6 +228,7 @@ async fn execute_single(app: &AppState, headers: &HeaderMap, req: Request) -> ax
         invalidate(app);
     }
     add_codes(&mut resp);
+    app.metrics.operation(&label, &outcome(&resp));
     if let Some(key) = key
         && resp.errors.is_empty()
         && let Ok(body) = serde_json::to_string(&resp)
@@ -239,7 +302,23 @@ pub async fn get(
             }
         }
     }
-    let _ = params.extensions;
+    if let Some(ext) = params.extensions.filter(|s| !s.is_empty()) {
+        match serde_json::from_str::<std::collections::HashMap<String, async_graphql::Value>>(&ext) {
+            Ok(map) => req.extensions = async_graphql::Extensions(map),
+            Err(e) => {
+                return error_body(
+                    StatusCode::BAD_REQUEST,
+                    VALIDATION_FAILED,
+                    &format!("`extensions` is not a JSON object: {e}"),
+                );
+            }
+        }
+    }
+    let caller = match security::authenticate(&app, &headers).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let req = req.data(caller);
     // Mutations over GET would let a link or an <img> change configuration.
     if is_mutation(&req) {
         let mut resp =
@@ -247,8 +326,7 @@ pub async fn get(
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
-    let resp = app.schema.execute(req).await;
-    respond(&headers, BatchResponse::Single(resp))
+    execute_single(&app, &headers, req).await
 }
 
 pub(crate) fn is_mutation(req: &Request) -> bool {

@@ -1,43 +1,115 @@
-//! `GET /metrics` in Prometheus text format.
+//! `GET /metrics` in Prometheus text format, and the HTTP-side counters.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{Request, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use super::AppState;
+use crate::catalog::refresh::DURATION_BUCKETS;
+
+#[derive(Default)]
+pub struct HttpMetrics {
+    requests: Mutex<BTreeMap<u16, u64>>,
+    operations: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl HttpMetrics {
+    pub fn operation(&self, name: &str, outcome: &str) {
+        let mut m = self.operations.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((name.to_string(), outcome.to_string())).or_insert(0) += 1;
+    }
+}
+
+/// Counts every response by status code.
+pub async fn count_requests(State(app): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let mut m = app.metrics.requests.lock().unwrap_or_else(|p| p.into_inner());
+    *m.entry(resp.status().as_u16()).or_insert(0) += 1;
+    resp
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    metric(
+    head(&mut out, "catalog_bff_http_requests_total", "counter", "HTTP responses by status code.");
+    for (status, n) in app.metrics.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(out, "catalog_bff_http_requests_total{{status=\"{status}\"}} {n}");
+    }
+    head(
+        &mut out,
+        "catalog_bff_graphql_operations_total",
+        "counter",
+        "GraphQL operations over HTTP by operation name and outcome (ok or error code).",
+    );
+    for ((name, outcome), n) in app.metrics.operations.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(
+            out,
+            "catalog_bff_graphql_operations_total{{operation=\"{}\",outcome=\"{}\"}} {n}",
+            esc(name),
+            esc(outcome)
+        );
+    }
+    let stats = app.catalog.refresh_stats.snapshot();
+    head(&mut out, "refresh_operations_total", "counter", "Source refreshes by plugin and status.");
+    for ((plugin, status), n) in &stats.counts {
+        let _ = writeln!(out, "refresh_operations_total{{plugin=\"{}\",status=\"{status}\"}} {n}", esc(plugin));
+    }
+    head(&mut out, "refresh_duration_seconds", "histogram", "Duration of source refreshes.");
+    for (plugin, buckets, sum, count) in &stats.durations {
+        for (le, n) in DURATION_BUCKETS.iter().zip(buckets) {
+            let _ = writeln!(out, "refresh_duration_seconds_bucket{{plugin=\"{}\",le=\"{le}\"}} {n}", esc(plugin));
+        }
+        let _ = writeln!(out, "refresh_duration_seconds_bucket{{plugin=\"{}\",le=\"+Inf\"}} {count}", esc(plugin));
+        let _ = writeln!(out, "refresh_duration_seconds_sum{{plugin=\"{}\"}} {sum}", esc(plugin));
+        let _ = writeln!(out, "refresh_duration_seconds_count{{plugin=\"{}\"}} {count}", esc(plugin));
+    }
+    let mut gauge = |name: &str, kind: &str, help: &str, value: String| {
+        head(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    };
+    gauge(
         "catalog_bff_cache_hits_total",
         "counter",
         "Query responses served from the cache.",
         app.cache.hits.load(Ordering::Relaxed).to_string(),
     );
-    metric(
+    gauge(
         "catalog_bff_cache_misses_total",
         "counter",
         "Cacheable queries that were executed.",
         app.cache.misses.load(Ordering::Relaxed).to_string(),
     );
-    metric(
+    gauge(
         "catalog_bff_subscriptions_active",
         "gauge",
         "Open GraphQL subscriptions.",
         app.subscriptions.0.load(Ordering::Relaxed).to_string(),
     );
-    metric(
+    gauge(
+        "catalog_bff_connections_open",
+        "gauge",
+        "Open WebSocket and SSE connections.",
+        app.connections.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
         "catalog_bff_refresh_jobs_running",
         "gauge",
         "Refresh jobs in progress.",
         app.catalog.jobs.running_count().to_string(),
     );
-    metric(
+    gauge(
         "catalog_bff_catalog_generation",
         "counter",
         "Visible catalog changes since start.",

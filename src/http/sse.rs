@@ -15,14 +15,29 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 
 use super::AppState;
-use super::graphql::MAX_BODY_BYTES;
+use super::security::{self, ConnectionSlot};
 
 fn bad(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({"errors": [{"message": message, "extensions": {"code": "VALIDATION_FAILED"}}]})))
         .into_response()
 }
 
-fn stream(app: AppState, req: Request) -> Response {
+/// Origin, connection limit and authentication, then the stream.
+async fn open(app: AppState, headers: &HeaderMap, req: Request) -> Response {
+    if !security::origin_allowed(&app, headers) {
+        return security::forbidden_origin();
+    }
+    let Some(slot) = ConnectionSlot::acquire(&app) else {
+        return security::too_many_connections();
+    };
+    let caller = match security::authenticate(&app, headers).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    stream(app, req.data(caller), slot)
+}
+
+fn stream(app: AppState, req: Request, slot: ConnectionSlot) -> Response {
     let keepalive = app.options.keepalive;
     let events = app
         .schema
@@ -31,7 +46,11 @@ fn stream(app: AppState, req: Request) -> Response {
             let data = serde_json::to_string(&resp).unwrap_or_else(|_| "{}".into());
             Ok::<_, std::convert::Infallible>(Event::default().event("next").data(data))
         })
-        .chain(futures_util::stream::once(async { Ok(Event::default().event("complete").data("")) }));
+        .chain(futures_util::stream::once(async move {
+            // The connection slot is held until the stream is done.
+            drop(slot);
+            Ok(Event::default().event("complete").data(""))
+        }));
     Sse::new(events).keep_alive(KeepAlive::new().interval(keepalive)).into_response()
 }
 
@@ -40,16 +59,20 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
         return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the operation as JSON (Content-Type: application/json)");
     }
-    if body.len() > MAX_BODY_BYTES {
-        return bad(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    if body.len() > app.options.max_body_bytes {
+        return bad(StatusCode::PAYLOAD_TOO_LARGE, "request body too large (--max-body-bytes)");
     }
     match serde_json::from_slice::<Request>(&body) {
-        Ok(req) => stream(app, req),
+        Ok(req) => open(app, &headers, req).await,
         Err(e) => bad(StatusCode::BAD_REQUEST, &format!("the body is not a GraphQL request: {e}")),
     }
 }
 
-pub async fn get(State(app): State<AppState>, Query(params): Query<HashMap<String, String>>) -> Response {
+pub async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     let Some(query) = params.get("query") else {
         return bad(StatusCode::BAD_REQUEST, "pass the operation as ?query=...");
     };
@@ -66,5 +89,5 @@ pub async fn get(State(app): State<AppState>, Query(params): Query<HashMap<Strin
     if super::graphql::is_mutation(&req) {
         return bad(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
     }
-    stream(app, req)
+    open(app, &headers, req).await
 }

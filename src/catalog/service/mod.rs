@@ -204,6 +204,7 @@ pub struct Catalog {
     source_locks: std::sync::Mutex<HashMap<SourceKey, Arc<Mutex<()>>>>,
     pub jobs: JobRegistry,
     pub events: Events,
+    pub refresh_stats: super::refresh::RefreshStats,
     first_refresh_done: AtomicBool,
     /// Bumped after every change a reader can see; response caches key on it.
     generation: AtomicU64,
@@ -272,6 +273,7 @@ impl Catalog {
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),
             jobs: JobRegistry::default(),
+            refresh_stats: Default::default(),
             events: Events::default(),
             first_refresh_done: AtomicBool::new(false),
         });

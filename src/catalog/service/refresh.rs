@@ -276,6 +276,7 @@ impl Catalog {
         if dry_run {
             return result;
         }
+        self.refresh_stats.record(plugin.name(), result.status, clock.elapsed().as_secs_f64());
         let entity_count = match &new_snapshot {
             Some(s) => s.entities.len(),
             None => old_count,
