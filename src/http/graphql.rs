@@ -31,18 +31,16 @@ use crate::graphql::errors::{INTERNAL, VALIDATION_FAILED};
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
 
+/// Whether to answer `application/graphql-response+json` (only when the client lists it before
+/// `application/json`); a missing `Accept` or `*/*` gets `application/json`, as the
+/// GraphQL-over-HTTP spec recommends for compatibility.
 fn wants_graphql_response(headers: &HeaderMap) -> bool {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if accept.trim().is_empty() {
-        return true;
-    }
-    // First listed supported type wins (q-values are rare in GraphQL clients).
     for part in accept.split(',') {
         let media = part.split(';').next().unwrap_or("").trim();
         match media {
             GRAPHQL_RESPONSE_JSON => return true,
-            APPLICATION_JSON => return false,
-            "*/*" | "application/*" => return true,
+            APPLICATION_JSON | "*/*" | "application/*" => return false,
             _ => {}
         }
     }
@@ -83,17 +81,26 @@ fn is_request_error(resp: &Response) -> bool {
 fn respond(headers: &HeaderMap, mut batch: BatchResponse) -> axum::response::Response {
     let graphql_response = wants_graphql_response(headers);
     let mut status = StatusCode::OK;
-    match &mut batch {
+    let body = match &mut batch {
         BatchResponse::Single(r) => {
             add_codes(r);
-            if graphql_response && is_request_error(r) {
-                status = StatusCode::BAD_REQUEST;
+            if is_request_error(r) {
+                if graphql_response {
+                    status = StatusCode::BAD_REQUEST;
+                }
+                // A request that never executed has no `data` entry at all.
+                serde_json::to_string(&serde_json::json!({"errors": r.errors}))
+            } else {
+                serde_json::to_string(&batch)
             }
         }
-        BatchResponse::Batch(list) => list.iter_mut().for_each(add_codes),
-    }
+        BatchResponse::Batch(list) => {
+            list.iter_mut().for_each(add_codes);
+            serde_json::to_string(&batch)
+        }
+    };
     let content_type = if graphql_response { GRAPHQL_RESPONSE_JSON } else { APPLICATION_JSON };
-    match serde_json::to_string(&batch) {
+    match body {
         Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response(),
         Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, &format!("cannot encode response: {e}")),
     }
