@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cache;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod example;

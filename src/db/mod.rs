@@ -249,6 +249,12 @@ impl Db {
         Ok(())
     }
 
+    /// Most recent jobs first.
+    pub async fn recent_jobs(&self, limit: u64) -> Result<Vec<JobRow>, DbError> {
+        use refresh_job::Column as C;
+        Ok(refresh_job::Entity::find().order_by_desc(C::CreatedAt).limit(limit).all(&self.conn).await?)
+    }
+
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {
         Ok(refresh_job::Entity::find_by_id(id.to_string()).one(&self.conn).await?)
     }

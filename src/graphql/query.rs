@@ -125,6 +125,16 @@ impl Query {
             .collect())
     }
 
+    /// Recent refresh jobs, newest first.
+    async fn refresh_jobs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, validator(minimum = 1, maximum = 500))] limit: i32,
+    ) -> Result<Vec<RefreshJob>> {
+        let jobs = catalog(ctx)?.recent_jobs(u64::try_from(limit).unwrap_or(20)).await.map_err(to_graphql)?;
+        Ok(jobs.into_iter().map(RefreshJob).collect())
+    }
+
     async fn refresh_job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<RefreshJob>> {
         Ok(catalog(ctx)?.job(&id).await.map_err(to_graphql)?.map(RefreshJob))
     }

@@ -501,6 +501,17 @@ impl Catalog {
         Ok(self.db.revisions(plugin.name(), id, limit).await?.into_iter().map(revision_view).collect())
     }
 
+    /// Recent jobs, newest first (running ones with their live state).
+    pub async fn recent_jobs(&self, limit: u64) -> Result<Vec<RefreshJob>> {
+        Ok(self
+            .db
+            .recent_jobs(limit)
+            .await?
+            .into_iter()
+            .map(|row| self.jobs.get(&row.id).unwrap_or_else(|| job_from_row(row)))
+            .collect())
+    }
+
     pub async fn job(&self, id: &str) -> Result<Option<RefreshJob>> {
         if let Some(job) = self.jobs.get(id) {
             return Ok(Some(job));
