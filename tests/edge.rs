@@ -409,3 +409,51 @@ fn unauthenticated_mode_is_refused_off_loopback() {
     assert!(err.contains("--auth none on 0.0.0.0:0") && err.contains("--auth static"), "{err}");
     assert!(!dir.path().join("sources.yaml").exists(), "nothing may be written before settings are valid");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_and_connection_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start_with(
+        dir.path(),
+        None,
+        &db,
+        true,
+        &["--max-subscriptions-per-connection", "2", "--max-connections", "2"],
+    )
+    .await;
+    let sub = "subscription { catalogEvents { kind } }";
+    let mut ws = WsClient::connect(&server.base, None).await.unwrap();
+    ws.subscribe("1", sub, json!({})).await;
+    ws.subscribe("2", sub, json!({})).await;
+    ws.subscribe("3", sub, json!({})).await;
+    // The three are started concurrently, so any one of them may be the one over the limit.
+    let m = ws.next_message(10).await.expect("an error for one subscription");
+    let refused = m["id"].as_str().unwrap().to_string();
+    assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{m}");
+    assert!(m["payload"]["errors"][0]["message"].as_str().unwrap().contains("at most 2 subscriptions"));
+    assert_eq!(ws.next_message(10).await.unwrap()["type"], "complete");
+    // The connection and the other two subscriptions are unaffected.
+    server.ok("mutation { refreshSource(plugin: \"models\", id: \"team_models\") { phase } }", json!({})).await;
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 2 {
+        let m = ws.next_message(10).await.unwrap();
+        assert_eq!(m["type"], "next", "{m}");
+        got.insert(m["id"].as_str().unwrap().to_string());
+    }
+    assert!(!got.contains(&refused));
+
+    // Two connections allowed: the third is refused with 503, and a slot frees when one closes.
+    let second = WsClient::connect(&server.base, None).await.unwrap();
+    let err = WsClient::connect(&server.base, None).await.err().expect("third connection refused");
+    assert!(err.to_string().contains("503"), "{err}");
+    drop(second);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if WsClient::connect(&server.base, None).await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot was never released");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
