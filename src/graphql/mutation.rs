@@ -104,6 +104,41 @@ async fn audited<T>(
     out
 }
 
+struct RefreshArgs {
+    mode: Option<RefreshMode>,
+    dry_run: Option<bool>,
+    wait: Option<bool>,
+    confirm_removals: Option<bool>,
+}
+
+/// Shared by `refreshSource` and `refreshPlugin`: defaults, the core call, the audit record.
+async fn refresh(
+    ctx: &Context<'_>,
+    action: &str,
+    plugin: &str,
+    source_id: Option<&str>,
+    a: RefreshArgs,
+) -> Result<RefreshJob> {
+    let target = Target { action, plugin, source_id };
+    audited(ctx, target, |_| None, async {
+        let kind = super::plugin(plugin)?;
+        let job = catalog(ctx)?
+            .refresh(
+                kind,
+                source_id,
+                a.mode.unwrap_or(RefreshMode::Full).into(),
+                a.dry_run.unwrap_or(false),
+                a.confirm_removals.unwrap_or(false),
+                a.wait.unwrap_or(true),
+                &actor(ctx),
+            )
+            .await
+            .map_err(to_graphql)?;
+        Ok(RefreshJob(job))
+    })
+    .await
+}
+
 #[Object]
 impl Mutation {
     /// Validates, writes (atomically), records a revision and optionally refreshes a source.
@@ -142,24 +177,8 @@ impl Mutation {
         wait: Option<bool>,
         #[graphql(desc = "Allow removing more than half of the source's entities.")] confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
-        let target = Target { action: "refreshSource", plugin: &plugin, source_id: Some(&id) };
-        audited(ctx, target, |_| None, async {
-            let kind = super::plugin(&plugin)?;
-            let job = catalog(ctx)?
-                .refresh(
-                    kind,
-                    Some(&id),
-                    mode.unwrap_or(RefreshMode::Full).into(),
-                    dry_run.unwrap_or(false),
-                    confirm_removals.unwrap_or(false),
-                    wait.unwrap_or(true),
-                    &actor(ctx),
-                )
-                .await
-                .map_err(to_graphql)?;
-            Ok(RefreshJob(job))
-        })
-        .await
+        let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
+        refresh(ctx, "refreshSource", &plugin, Some(&id), args).await
     }
 
     /// Refreshes every source of a plugin. A failing source does not stop the others; the job
@@ -174,24 +193,8 @@ impl Mutation {
         wait: Option<bool>,
         confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
-        let target = Target { action: "refreshPlugin", plugin: &plugin, source_id: None };
-        audited(ctx, target, |_| None, async {
-            let kind = super::plugin(&plugin)?;
-            let job = catalog(ctx)?
-                .refresh(
-                    kind,
-                    None,
-                    mode.unwrap_or(RefreshMode::Full).into(),
-                    dry_run.unwrap_or(false),
-                    confirm_removals.unwrap_or(false),
-                    wait.unwrap_or(true),
-                    &actor(ctx),
-                )
-                .await
-                .map_err(to_graphql)?;
-            Ok(RefreshJob(job))
-        })
-        .await
+        let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
+        refresh(ctx, "refreshPlugin", &plugin, None, args).await
     }
 
     /// Re-applies revision `revision` as a new revision (history is never rewritten).
