@@ -69,3 +69,23 @@ async fn duplicate_entities_in_a_hand_edited_file_give_partial_availability() {
     let body = server.gql(APPLY, json!({"plugin": "models", "input": {"id": "partner_models", "content": text}})).await;
     assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_paths_from_the_api_stay_inside_the_sources_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::example(Backend::Sqlite, dir.path()).await;
+    let outside = dir.path().parent().unwrap().join("escaped.yaml");
+    for path in ["../escaped.yaml", outside.to_str().unwrap(), "sub/../../escaped.yaml"] {
+        let body = server
+            .gql(APPLY, json!({"plugin": "models", "input": {"id": "sneaky", "content": models_yaml(1), "properties": {"yamlCatalogPath": path}}}))
+            .await;
+        assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"), "{path}: {body:#}");
+        assert_eq!(body["errors"][0]["extensions"]["diagnostics"][0]["field"], "input.properties.yamlCatalogPath");
+    }
+    assert!(!outside.exists());
+    // A subdirectory is fine, and the existing sources keep their paths.
+    server
+        .ok(APPLY, json!({"plugin": "models", "input": {"id": "nested", "content": models_yaml(1), "properties": {"yamlCatalogPath": "catalogs/nested.yaml"}}}))
+        .await;
+    assert!(dir.path().join("catalogs/nested.yaml").exists());
+}

@@ -61,7 +61,8 @@ pub fn content_label(entry: &SourceEntry) -> String {
     entry.yaml_catalog_path().map(str::to_string).unwrap_or_else(|| "input.content".to_string())
 }
 
-pub fn check(draft: &SourceDraft) -> Checked {
+/// `existing` is the source as it is in the sources file now, if it exists.
+pub fn check(draft: &SourceDraft, existing: Option<&SourceEntry>) -> Checked {
     let mut diags: Vec<Diagnostic> = validate_entry(&draft.entry)
         .into_iter()
         .map(|mut d| {
@@ -69,6 +70,7 @@ pub fn check(draft: &SourceDraft) -> Checked {
             d
         })
         .collect();
+    diags.extend(path_policy(draft, existing));
     let mut entities = None;
     if let Some(content) = &draft.content {
         let file = content_label(&draft.entry);
@@ -118,6 +120,28 @@ pub fn check(draft: &SourceDraft) -> Checked {
     let props = yaml_to_json(&serde_yaml_ng::Value::Mapping(draft.entry.properties.clone()));
     secret_paths(&props, "input.properties", &mut |path, key| diags.push(secret_warning(key).field(path)));
     Checked { report: ValidationReport::from_diagnostics(diags), entities }
+}
+
+/// Through the API a catalog path may only point inside the sources file's directory: otherwise
+/// an operator could make the server write (apply) or read back (`content`) any file it can
+/// reach. Paths already in the sources file (set by whoever deployed it, e.g. upstream's
+/// `/shared-data/...` or `../plugins/...`) stay allowed.
+fn path_policy(draft: &SourceDraft, existing: Option<&SourceEntry>) -> Option<Diagnostic> {
+    let path = draft.entry.yaml_catalog_path()?;
+    if existing.and_then(SourceEntry::yaml_catalog_path) == Some(path) {
+        return None;
+    }
+    let p = std::path::Path::new(path);
+    let escapes = p.is_absolute()
+        || p.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    escapes.then(|| {
+        Diagnostic::error(
+            Layer::Semantics,
+            format!("yamlCatalogPath `{path}` points outside the sources file's directory"),
+        )
+        .field("input.properties.yamlCatalogPath")
+        .hint("use a relative path without `..`, such as `team-models.yaml` or `catalogs/team-models.yaml`")
+    })
 }
 
 fn secret_warning(key: &str) -> Diagnostic {

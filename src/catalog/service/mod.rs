@@ -581,7 +581,8 @@ impl Catalog {
 
     pub fn validate(&self, draft: SourceDraft) -> ValidationReport {
         let file = self.file();
-        check(&self.prepare(&file, draft)).report
+        let existing = file.find(draft.plugin, &draft.entry.id).cloned();
+        check(&self.prepare(&file, draft), existing.as_ref()).report
     }
 
     pub async fn apply(self: &Arc<Self>, draft: SourceDraft, opts: ApplyOptions, actor: &str) -> Result<ApplyOutcome> {
@@ -626,7 +627,7 @@ impl Catalog {
             ))
         })?;
         let draft = self.prepare(&file, draft);
-        let checked = check(&draft);
+        let checked = check(&draft, file.find(plugin, &id));
         if !checked.report.valid() {
             return Err(CatalogError::Validation(checked.report));
         }
