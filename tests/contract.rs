@@ -76,3 +76,30 @@ async fn every_ui_operation_runs() {
     }
     assert_eq!(ran, 9, "expected 9 UI operations");
 }
+
+#[test]
+fn the_catalog_core_knows_nothing_of_graphql_or_http_serving() {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/catalog"), &mut files);
+    assert!(files.len() > 10);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for forbidden in ["async_graphql", "axum", "crate::http", "crate::graphql", "crate::cache", "crate::auth"] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}: the core must stay free of the API layers",
+                f.display()
+            );
+        }
+    }
+}
