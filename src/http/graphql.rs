@@ -291,7 +291,14 @@ pub async fn get(
         extensions: params.get("extensions").cloned(),
     };
     let Some(query) = params.query else {
-        return Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").title("catalog-bff").finish()).into_response();
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql/ws")
+                .title("catalog-bff")
+                .finish(),
+        )
+        .into_response();
     };
     let mut req = Request::new(query);
     if let Some(op) = params.operation_name.filter(|s| !s.is_empty()) {
