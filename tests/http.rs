@@ -112,3 +112,30 @@ async fn an_invalid_sources_file_stops_startup_with_its_position() {
     assert!(err.contains("sources.yaml:4:5: error: unknown field `typo`"), "{err}");
     assert!(err.contains("did you mean `type`?"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_until_the_first_refresh_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(2)).await;
+    host.state.lock().unwrap().delay_ms = 2000;
+    let sources = dir.path().join("sources.yaml");
+    std::fs::write(
+        &sources,
+        format!(
+            "model_catalogs:\n  - name: Slow\n    id: slow\n    type: url\n    properties:\n      url: {}\n",
+            host.url
+        ),
+    )
+    .unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start(dir.path(), Some(&sources), &db, false).await;
+    let r = server.client.get(format!("{}/readyz", server.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["failed"], json!(["firstRefresh"]), "{body:#}");
+    // Liveness does not wait for the refresh.
+    assert_eq!(server.client.get(format!("{}/healthz", server.base)).send().await.unwrap().status(), 200);
+    server.wait_ready().await;
+    let src = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "slow"})).await;
+    assert_eq!(src["source"]["status"]["entityCount"], 2);
+}
