@@ -37,7 +37,8 @@ async fn slow_plugin(dir: &std::path::Path, delay_ms: u64) -> CatalogHost {
 async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let _host = slow_plugin(dir.path(), 1500).await;
+    // Slow enough that the node client is surely subscribed while the job still waits.
+    let _host = slow_plugin(dir.path(), 3000).await;
     // One running job at a time, so a second job is observably QUEUED.
     let server = Server::start_with(
         dir.path(),
