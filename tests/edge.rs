@@ -250,19 +250,18 @@ async fn roles_tokens_actor_and_audit() {
     }
 }
 
+/// A server with trusted documents on (from `ui-contract/`), and that directory.
+async fn trusted_server(dir: &Path) -> (Server, std::path::PathBuf) {
+    let db = database_url(Backend::Sqlite, dir).await;
+    let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
+    let args = ["--trusted-documents", contract.to_str().unwrap(), "--rate-limit", "0"];
+    (Server::start_with(dir, None, &db, true, &args).await, contract)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_documents_and_persisted_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let db = database_url(Backend::Sqlite, dir.path()).await;
-    let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
-    let server = Server::start_with(
-        dir.path(),
-        None,
-        &db,
-        true,
-        &["--trusted-documents", contract.to_str().unwrap(), "--rate-limit", "0"],
-    )
-    .await;
+    let (server, contract) = trusted_server(dir.path()).await;
 
     let (_, body) = post(&server, None, json!({"query": "{ sources { id name } }"})).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body:#}");
@@ -310,16 +309,7 @@ async fn trusted_documents_and_persisted_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_contract_runs_with_trusted_documents_on() {
     let dir = tempfile::tempdir().unwrap();
-    let db = database_url(Backend::Sqlite, dir.path()).await;
-    let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
-    let server = Server::start_with(
-        dir.path(),
-        None,
-        &db,
-        true,
-        &["--trusted-documents", contract.to_str().unwrap(), "--rate-limit", "0"],
-    )
-    .await;
+    let (server, contract) = trusted_server(dir.path()).await;
     let content = std::fs::read_to_string(dir.path().join("team-models.yaml")).unwrap();
     let input = json!({"id": "team_models", "content": content});
     let mut ran = 0;

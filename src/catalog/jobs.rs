@@ -134,9 +134,4 @@ impl JobRegistry {
     pub fn running_count(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
     }
-
-    pub fn is_running(&self, plugin: &str, source_id: &str) -> bool {
-        let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        reg.by_target.contains_key(&target(plugin, Some(source_id))) || reg.by_target.contains_key(plugin)
-    }
 }

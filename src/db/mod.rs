@@ -11,7 +11,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 use entities::{audit, refresh_job, refresh_status, source_revision};
@@ -194,10 +194,6 @@ impl Db {
             .limit(limit)
             .all(&self.conn)
             .await?)
-    }
-
-    pub async fn count_revisions(&self) -> Result<u64, DbError> {
-        Ok(source_revision::Entity::find().count(&self.conn).await?)
     }
 
     pub async fn insert_revision(&self, r: NewRevision<'_>) -> Result<RevisionRow, DbError> {

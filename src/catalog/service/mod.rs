@@ -285,10 +285,6 @@ impl Catalog {
         &self.db
     }
 
-    pub fn sources_path(&self) -> &Path {
-        &self.sources_path
-    }
-
     fn file(&self) -> Arc<SourcesFile> {
         self.state.read().unwrap_or_else(|p| p.into_inner()).file.clone()
     }
@@ -387,14 +383,6 @@ impl Catalog {
                 entity_count: state.snapshots.iter().filter(|((k, _), _)| *k == p).map(|(_, s)| s.entities.len()).sum(),
             })
             .collect()
-    }
-
-    pub fn unknown_sections(&self) -> Vec<String> {
-        self.file().unknown_sections.clone()
-    }
-
-    pub fn warnings(&self) -> Vec<Diagnostic> {
-        self.file().warnings.clone()
     }
 
     pub async fn sources(&self, plugin: Option<PluginKind>) -> Result<Vec<SourceView>> {
@@ -666,15 +654,18 @@ impl Catalog {
 
         if opts.dry_run || !changed {
             drop(guard);
-            let source = self.source(plugin, &id).await?;
-            let view = source.unwrap_or_else(|| self.view(plugin, &draft.entry, None, None));
             let refresh = if !opts.dry_run && opts.refresh_after_apply {
                 Some(self.refresh(plugin, Some(&id), RefreshMode::Full, false, true, true, actor).await?)
             } else {
                 None
             };
+            // A dry run of a new source has nothing stored yet: show the draft.
+            let source = match self.source(plugin, &id).await? {
+                Some(s) => s,
+                None => self.view(plugin, &draft.entry, None, None),
+            };
             return Ok(ApplyOutcome {
-                source: self.source(plugin, &id).await?.unwrap_or(view),
+                source,
                 revision: current,
                 changed: false,
                 dry_run: opts.dry_run,
@@ -789,10 +780,6 @@ impl Catalog {
             impact,
             refresh,
         })
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.first_refresh_done.load(Ordering::Acquire)
     }
 }
 
