@@ -24,9 +24,22 @@ pub use source_revision::Model as RevisionRow;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database error: {0}")]
-    Db(#[from] sea_orm::DbErr),
+    Db(sea_orm::DbErr),
+    /// The database cannot be reached (no connection within the timeout, connection refused):
+    /// the request may succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sea_orm::DbErr),
     #[error("revision {revision} of {plugin}/{source_id} already exists (a concurrent write won)")]
     RevisionTaken { plugin: String, source_id: String, revision: i32 },
+}
+
+impl From<sea_orm::DbErr> for DbError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        match e {
+            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => DbError::Unavailable(e),
+            other => DbError::Db(other),
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -9,6 +9,7 @@ pub const VALIDATION_FAILED: &str = "VALIDATION_FAILED";
 pub const NOT_FOUND: &str = "NOT_FOUND";
 pub const CONFLICT: &str = "CONFLICT";
 pub const REMOVALS_NEED_CONFIRMATION: &str = "REMOVALS_NEED_CONFIRMATION";
+pub const UNAVAILABLE: &str = "UNAVAILABLE";
 pub const INTERNAL: &str = "INTERNAL";
 
 fn to_value(v: serde_json::Value) -> async_graphql::Value {
@@ -36,6 +37,10 @@ pub fn to_graphql(err: CatalogError) -> Error {
         CatalogError::RemovalsNeedConfirmation(impact) => Error::new(message).extend_with(|_, e| {
             e.set("code", REMOVALS_NEED_CONFIRMATION);
             e.set("impact", to_value(json!(impact)));
+        }),
+        CatalogError::Unavailable { retry_after_secs, .. } => Error::new(message).extend_with(move |_, e| {
+            e.set("code", UNAVAILABLE);
+            e.set("retryAfter", retry_after_secs);
         }),
         CatalogError::Internal(_) => {
             tracing::error!(error = %message, "internal error");

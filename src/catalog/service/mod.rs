@@ -45,13 +45,22 @@ pub enum CatalogError {
         .0.to_remove, .0.current_count
     )]
     RemovalsNeedConfirmation(Impact),
+    /// A dependency (the database) is down; the caller may retry after the given seconds.
+    #[error("{message}; retry in {retry_after_secs} s")]
+    Unavailable { message: String, retry_after_secs: u32 },
     #[error("{0}")]
     Internal(String),
 }
 
 impl From<DbError> for CatalogError {
     fn from(e: DbError) -> Self {
-        CatalogError::Internal(e.to_string())
+        match e {
+            DbError::Unavailable(_) => CatalogError::Unavailable {
+                message: "the database is unavailable".into(),
+                retry_after_secs: 5,
+            },
+            other => CatalogError::Internal(other.to_string()),
+        }
     }
 }
 
