@@ -1,5 +1,6 @@
 //! The real upstream files in `../shared/fixtures/upstream` load with upstream's counts and
-//! states, and writing back keeps what we don't own byte-for-byte.
+//! states, and writing back keeps what we don't own byte-for-byte. Without the fixtures each test
+//! prints `SKIPPED <name>` and returns; `sample_formats.rs` covers the same formats on our own data.
 
 mod common;
 
@@ -35,7 +36,7 @@ fn expect(pairs: &[(&str, &str, u64)]) -> BTreeMap<String, (String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubeflow_demo_and_kf_reg_load_with_upstream_counts() {
-    let fx = fixtures();
+    let Some(fx) = upstream_fixtures("kubeflow_demo_and_kf_reg_load_with_upstream_counts") else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = start_on(&fx.join("kubeflow/demo/dev-sources.yaml"), dir.path()).await;
     assert_eq!(
@@ -96,7 +97,7 @@ async fn kubeflow_demo_and_kf_reg_load_with_upstream_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_disabled_and_legacy_cases() {
-    let fx = fixtures();
+    let Some(fx) = upstream_fixtures("error_disabled_and_legacy_cases") else { return };
     let dir = tempfile::tempdir().unwrap();
     // Absolute /shared-data paths do not exist here: every source is an error, none crash.
     let server = start_on(&fx.join("kubeflow/odh/default-sources.yaml"), dir.path()).await;
@@ -161,7 +162,9 @@ async fn error_disabled_and_legacy_cases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writing_back_keeps_unknown_sections_byte_for_byte_in_both_dialects() {
-    let fx = fixtures();
+    let Some(fx) = upstream_fixtures("writing_back_keeps_unknown_sections_byte_for_byte_in_both_dialects") else {
+        return;
+    };
     // Plugin-sectioned dialect (kf-reg): copy the tree so relative paths still resolve.
     let work = tempfile::tempdir().unwrap();
     copy_dir(&fx.join("kf-reg"), work.path());
