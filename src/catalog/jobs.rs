@@ -72,9 +72,17 @@ pub struct JobRegistry {
     inner: Mutex<Registry>,
 }
 
+/// A running job: its live state and the write sequence number it was registered at.
+struct Running {
+    tx: watch::Sender<RefreshJob>,
+    /// The catalog's write sequence when the job was registered. The job reads the files after
+    /// this moment, so it sees every write numbered up to `write_seq`.
+    write_seq: u64,
+}
+
 #[derive(Default)]
 struct Registry {
-    by_id: HashMap<String, watch::Sender<RefreshJob>>,
+    by_id: HashMap<String, Running>,
     by_target: HashMap<String, String>,
 }
 
@@ -85,50 +93,67 @@ pub fn target(plugin: &str, source_id: Option<&str>) -> String {
     }
 }
 
+/// What [`JobRegistry::start_or_join`] did.
+pub enum Registered {
+    /// `job` is registered and the caller must run it.
+    Started(watch::Receiver<RefreshJob>),
+    /// A running job for the same target already sees every write the caller needs: follow it.
+    Joined(watch::Receiver<RefreshJob>),
+    /// A job for the target is running but was registered before a write the caller needs it to
+    /// see: wait for it to end, then try again.
+    TooOld(watch::Receiver<RefreshJob>),
+}
+
 impl JobRegistry {
-    /// Registers `job` unless a job for the same target (or, for a source, its whole plugin)
-    /// is running: then returns that job's receiver instead, and `false`.
-    pub fn start_or_join(&self, job: RefreshJob) -> (watch::Receiver<RefreshJob>, bool) {
+    /// Registers `job` (created at write sequence `write_seq`) unless a job for the same target
+    /// (or, for a source, its whole plugin) is running. A running job is joined only when it
+    /// was registered at or after `needs_write` (the caller's own write), so a refresh asked
+    /// for by an apply never reports content older than that apply.
+    pub fn start_or_join(&self, job: RefreshJob, write_seq: u64, needs_write: Option<u64>) -> Registered {
         let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mine = target(&job.plugin, job.source_id.as_deref());
         let candidates = [mine.clone(), job.plugin.clone()];
         for t in &candidates {
             if let Some(id) = reg.by_target.get(t)
-                && let Some(tx) = reg.by_id.get(id)
+                && let Some(running) = reg.by_id.get(id)
             {
-                return (tx.subscribe(), false);
+                let rx = running.tx.subscribe();
+                return match needs_write {
+                    Some(seq) if running.write_seq < seq => Registered::TooOld(rx),
+                    _ => Registered::Joined(rx),
+                };
             }
         }
         let (tx, rx) = watch::channel(job.clone());
         reg.by_target.insert(mine, job.id.clone());
-        reg.by_id.insert(job.id, tx);
-        (rx, true)
+        reg.by_id.insert(job.id, Running { tx, write_seq });
+        Registered::Started(rx)
     }
 
     pub fn update(&self, job: &RefreshJob) {
         let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = reg.by_id.get(&job.id) {
-            tx.send_replace(job.clone());
+        if let Some(running) = reg.by_id.get(&job.id) {
+            running.tx.send_replace(job.clone());
         }
     }
 
     /// Publishes the final state and forgets the job (the database keeps it).
     pub fn finish(&self, job: &RefreshJob) {
         let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = reg.by_id.remove(&job.id) {
-            tx.send_replace(job.clone());
+        if let Some(running) = reg.by_id.remove(&job.id) {
+            running.tx.send_replace(job.clone());
         }
         reg.by_target.retain(|_, id| *id != job.id);
     }
 
     pub fn get(&self, id: &str) -> Option<RefreshJob> {
         let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        reg.by_id.get(id).map(|tx| tx.borrow().clone())
+        reg.by_id.get(id).map(|r| r.tx.borrow().clone())
     }
 
     pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<RefreshJob>> {
         let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        reg.by_id.get(id).map(|tx| tx.subscribe())
+        reg.by_id.get(id).map(|r| r.tx.subscribe())
     }
 
     pub fn running_count(&self) -> usize {

@@ -8,6 +8,7 @@ use super::guards::OperatorAction;
 use super::types::{ApplyResult, RefreshJob, RefreshMode};
 use super::{actor, catalog};
 use crate::catalog::service::ApplyOptions as CoreApplyOptions;
+use crate::catalog::service::RefreshRequest;
 use crate::catalog::validate::{SourcePatch, json_to_yaml};
 
 /// A source to create or update. Fields left out keep their current value (for a new source:
@@ -122,18 +123,14 @@ async fn refresh(
     let target = Target { action, plugin, source_id };
     audited(ctx, target, |_| None, async {
         let kind = super::plugin(plugin)?;
-        let job = catalog(ctx)?
-            .refresh(
-                kind,
-                source_id,
-                a.mode.unwrap_or(RefreshMode::Full).into(),
-                a.dry_run.unwrap_or(false),
-                a.confirm_removals.unwrap_or(false),
-                a.wait.unwrap_or(true),
-                &actor(ctx),
-            )
-            .await
-            .map_err(to_graphql)?;
+        let req = RefreshRequest {
+            mode: a.mode.unwrap_or(RefreshMode::Full).into(),
+            dry_run: a.dry_run.unwrap_or(false),
+            confirm_removals: a.confirm_removals.unwrap_or(false),
+            wait: a.wait.unwrap_or(true),
+            ..RefreshRequest::new(kind, source_id, &actor(ctx))
+        };
+        let job = catalog(ctx)?.refresh(req).await.map_err(to_graphql)?;
         Ok(RefreshJob(job))
     })
     .await
@@ -157,8 +154,7 @@ impl Mutation {
         audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
             let kind = super::plugin(&plugin)?;
             let c = catalog(ctx)?;
-            let draft = c.draft(kind, input.into_patch()?);
-            let out = c.apply(draft, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
+            let out = c.apply(kind, input.into_patch()?, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
             Ok(ApplyResult(out))
         })
         .await

@@ -11,6 +11,8 @@
 mod refresh;
 mod watch;
 
+pub use refresh::RefreshRequest;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -216,6 +218,9 @@ pub struct Catalog {
     first_refresh_done: AtomicBool,
     /// Bumped after every change a reader can see; response caches key on it.
     generation: AtomicU64,
+    /// Counts writes to the sources or catalog files (API or external), under `write_lock`.
+    /// A refresh job remembers the value it was registered at; see [`RefreshRequest::after_write`].
+    writes: AtomicU64,
     /// Revision hash of each source's last recorded revision: what the watcher compares with.
     known: std::sync::Mutex<HashMap<SourceKey, String>>,
     /// The last error reading the sources file from disk (external edit), if it is invalid now.
@@ -273,6 +278,7 @@ impl Catalog {
             options,
             http,
             generation: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             known: std::sync::Mutex::new(HashMap::new()),
             config_error: std::sync::Mutex::new(None),
             shutdown: tokio::sync::watch::channel(false).0,
@@ -356,6 +362,17 @@ impl Catalog {
 
     pub(crate) fn bump(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The number of file writes so far.
+    pub(crate) fn write_seq(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    /// Records a write (call with `write_lock` held, after the bytes are on disk); returns its
+    /// sequence number.
+    fn note_write(&self) -> u64 {
+        self.writes.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Ends subscriptions and background loops.
@@ -581,8 +598,17 @@ impl Catalog {
         check(&self.prepare(&file, draft), existing.as_ref()).report
     }
 
-    pub async fn apply(self: &Arc<Self>, draft: SourceDraft, opts: ApplyOptions, actor: &str) -> Result<ApplyOutcome> {
-        self.apply_as(draft, opts, actor, "apply").await
+    /// Applies a (partial) edit. The patch is merged with the source as it is on disk now,
+    /// under the write lock, so fields it leaves out keep their current values even when the
+    /// file was edited outside the API a moment ago.
+    pub async fn apply(
+        self: &Arc<Self>,
+        plugin: PluginKind,
+        patch: SourcePatch,
+        opts: ApplyOptions,
+        actor: &str,
+    ) -> Result<ApplyOutcome> {
+        self.apply_as(Proposed::Patch(plugin, patch), opts, actor, "apply").await
     }
 
     pub async fn rollback(
@@ -600,21 +626,20 @@ impl Catalog {
         let entry: SourceEntry = serde_json::from_str(&row.entry)
             .map_err(|e| CatalogError::Internal(format!("revision {revision} of {plugin}/{id} is unreadable: {e}")))?;
         let draft = SourceDraft { plugin, entry, content: row.content };
-        self.apply_as(draft, opts, actor, "rollback").await
+        self.apply_as(Proposed::Draft(draft), opts, actor, "rollback").await
     }
 
     async fn apply_as(
         self: &Arc<Self>,
-        draft: SourceDraft,
+        proposed: Proposed,
         opts: ApplyOptions,
         actor: &str,
         action: &str,
     ) -> Result<ApplyOutcome> {
-        let plugin = draft.plugin;
-        let id = draft.entry.id.clone();
         let guard = self.write_lock.lock().await;
 
-        // Always splice against the file as it is on disk now, not our cached copy.
+        // Merge and splice against the same bytes: the file as it is on disk now, read under
+        // the lock (not our cached copy, which may be a watch interval old).
         let file = SourcesFile::read(&self.sources_path).map_err(|diags| {
             let lines: Vec<String> = diags.iter().map(Diagnostic::render).collect();
             CatalogError::Internal(format!(
@@ -622,6 +647,15 @@ impl Catalog {
                 lines.join("\n")
             ))
         })?;
+        let draft = match proposed {
+            Proposed::Draft(d) => d,
+            Proposed::Patch(plugin, patch) => {
+                let existing = file.find(plugin, &patch.id).cloned();
+                patch.into_draft(plugin, existing.as_ref())
+            }
+        };
+        let plugin = draft.plugin;
+        let id = draft.entry.id.clone();
         let draft = self.prepare(&file, draft);
         let checked = check(&draft, file.find(plugin, &id));
         if !checked.report.valid() {
@@ -663,7 +697,9 @@ impl Catalog {
         if opts.dry_run || !changed {
             drop(guard);
             let refresh = if !opts.dry_run && opts.refresh_after_apply {
-                Some(self.refresh(plugin, Some(&id), RefreshMode::Full, false, true, true, actor).await?)
+                // Nothing was written: any running job sees the current content.
+                let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, Some(&id), actor) };
+                Some(self.refresh(req).await?)
             } else {
                 None
             };
@@ -763,6 +799,7 @@ impl Catalog {
         };
         self.state.write().unwrap_or_else(|p| p.into_inner()).file = Arc::new(new_file);
         self.set_known(key.clone(), row.content_hash.clone());
+        let write = self.note_write();
         self.bump();
         drop(guard);
         tracing::info!(plugin = plugin.name(), source = %id, revision = row.revision, actor, action, "source applied");
@@ -770,8 +807,14 @@ impl Catalog {
         self.events.publish(kind, plugin.name(), Some(&id), Some(row.revision), None);
 
         let refresh = if opts.refresh_after_apply {
-            // The removal guard already ran against this exact content above.
-            Some(self.refresh(plugin, Some(&id), RefreshMode::Full, false, true, true, actor).await?)
+            // The removal guard already ran against this exact content above. The refresh must
+            // read this write: it may join only a job registered after it.
+            let req = RefreshRequest {
+                confirm_removals: true,
+                after_write: Some(write),
+                ..RefreshRequest::new(plugin, Some(&id), actor)
+            };
+            Some(self.refresh(req).await?)
         } else {
             None
         };
@@ -789,6 +832,13 @@ impl Catalog {
             refresh,
         })
     }
+}
+
+/// What an apply proposes: a partial edit (merged under the write lock) or a whole source (a
+/// rollback's recorded revision).
+enum Proposed {
+    Patch(PluginKind, SourcePatch),
+    Draft(SourceDraft),
 }
 
 /// Applies `includedModels` / `excludedModels` (exclusions win).

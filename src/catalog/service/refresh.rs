@@ -13,7 +13,7 @@ use super::{Catalog, CatalogError, Result, SourceKey, SourceState, filter_entiti
 use crate::catalog::diagnostics::{Diagnostic, Layer};
 use crate::catalog::events::EventKind;
 use crate::catalog::fetch::{Fetched, fetch};
-use crate::catalog::jobs::{JobPhase, RefreshJob};
+use crate::catalog::jobs::{JobPhase, RefreshJob, Registered};
 use crate::catalog::plugins::{Entity, PluginKind};
 use crate::catalog::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
 use crate::catalog::sources::SourcesFile;
@@ -26,23 +26,49 @@ enum Loaded {
     Ok { entities: Vec<Entity>, diagnostics: Vec<Diagnostic>, content_hash: String, etag: Option<String> },
 }
 
+/// A request to refresh one source or every source of a plugin.
+#[derive(Clone, Debug)]
+pub struct RefreshRequest {
+    pub plugin: PluginKind,
+    /// One source, or `None` for every source of the plugin.
+    pub source_id: Option<String>,
+    pub mode: RefreshMode,
+    pub dry_run: bool,
+    /// Allow a refresh that removes more than half of a source's entities.
+    pub confirm_removals: bool,
+    /// Return the finished job instead of the job as just registered.
+    pub wait: bool,
+    pub actor: String,
+    /// The write (see [`Catalog::write_seq`]) this refresh must see: set by an apply, so the
+    /// refresh it asks for never coalesces with a job that may have read older content.
+    pub after_write: Option<u64>,
+}
+
+impl RefreshRequest {
+    /// A FULL, waiting refresh with the removal guard on, for `actor`.
+    pub fn new(plugin: PluginKind, source_id: Option<&str>, actor: &str) -> RefreshRequest {
+        RefreshRequest {
+            plugin,
+            source_id: source_id.map(str::to_string),
+            mode: RefreshMode::Full,
+            dry_run: false,
+            confirm_removals: false,
+            wait: true,
+            actor: actor.to_string(),
+            after_write: None,
+        }
+    }
+}
+
 impl Catalog {
-    /// Refreshes one source (`source_id`) or every source of a plugin. Returns the finished job
-    /// when `wait`, else the job as just registered. A request for a target that already has a
-    /// running job gets that job.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn refresh(
-        self: &Arc<Self>,
-        plugin: PluginKind,
-        source_id: Option<&str>,
-        mode: RefreshMode,
-        dry_run: bool,
-        confirm_removals: bool,
-        wait: bool,
-        actor: &str,
-    ) -> Result<RefreshJob> {
+    /// Refreshes one source or every source of a plugin. Returns the finished job when
+    /// `req.wait`, else the job as just registered. A request for a target that already has a
+    /// running job gets that job, unless the request must see a write the running job may have
+    /// missed (`after_write`): then it waits for that job to end and starts its own.
+    pub async fn refresh(self: &Arc<Self>, req: RefreshRequest) -> Result<RefreshJob> {
+        let plugin = req.plugin;
         let file = self.file();
-        let sources: Vec<String> = match source_id {
+        let sources: Vec<String> = match req.source_id.as_deref() {
             Some(id) => {
                 if file.find(plugin, id).is_none() {
                     return Err(CatalogError::NotFound(format!("source {plugin}/{id} does not exist")));
@@ -51,34 +77,45 @@ impl Catalog {
             }
             None => file.sources.iter().filter(|(p, _)| *p == plugin).map(|(_, e)| e.id.clone()).collect(),
         };
-        let job = RefreshJob {
-            id: uuid::Uuid::new_v4().to_string(),
-            plugin: plugin.name().to_string(),
-            source_id: source_id.map(str::to_string),
-            total: sources.len(),
-            sources,
-            mode,
-            dry_run,
-            phase: JobPhase::Queued,
-            completed: 0,
-            current_source: None,
-            results: Vec::new(),
-            error: None,
-            actor: actor.to_string(),
-            created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
-        };
-        let (mut rx, started) = self.jobs.start_or_join(job.clone());
-        if started {
-            if let Err(e) = self.db.upsert_job(job_row(&job)).await {
-                self.jobs.finish(&job);
-                return Err(e.into());
+        let mut rx = loop {
+            let job = RefreshJob {
+                id: uuid::Uuid::new_v4().to_string(),
+                plugin: plugin.name().to_string(),
+                source_id: req.source_id.clone(),
+                total: sources.len(),
+                sources: sources.clone(),
+                mode: req.mode,
+                dry_run: req.dry_run,
+                phase: JobPhase::Queued,
+                completed: 0,
+                current_source: None,
+                results: Vec::new(),
+                error: None,
+                actor: req.actor.clone(),
+                created_at: Utc::now(),
+                started_at: None,
+                finished_at: None,
+            };
+            match self.jobs.start_or_join(job.clone(), self.write_seq(), req.after_write) {
+                Registered::Joined(rx) => break rx,
+                Registered::Started(rx) => {
+                    if let Err(e) = self.db.upsert_job(job_row(&job)).await {
+                        self.jobs.finish(&job);
+                        return Err(e.into());
+                    }
+                    let this = self.clone();
+                    let confirm_removals = req.confirm_removals;
+                    tokio::spawn(async move { this.run_job(job, confirm_removals).await });
+                    break rx;
+                }
+                Registered::TooOld(mut older) => {
+                    // That job may have read the files before our write: let it finish (the
+                    // per-source lock would serialise us behind it anyway), then run our own.
+                    let _ = older.wait_for(|j| j.phase.is_done()).await;
+                }
             }
-            let this = self.clone();
-            tokio::spawn(async move { this.run_job(job, confirm_removals).await });
-        }
-        if wait {
+        };
+        if req.wait {
             let done = rx
                 .wait_for(|j| j.phase.is_done())
                 .await
@@ -156,7 +193,8 @@ impl Catalog {
     /// Refreshes every source once; marks the catalog ready when done.
     pub async fn refresh_all(self: &Arc<Self>) {
         for plugin in PluginKind::ALL {
-            if let Err(e) = self.refresh(plugin, None, RefreshMode::Full, false, true, true, "system").await {
+            let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, None, "system") };
+            if let Err(e) = self.refresh(req).await {
                 tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed");
             }
         }

@@ -11,10 +11,9 @@
 
 use std::sync::Arc;
 
-use super::{Catalog, Result, SourceKey};
+use super::{Catalog, RefreshRequest, Result, SourceKey};
 use crate::catalog::diagnostics::{Diagnostic, Layer};
 use crate::catalog::events::EventKind;
-use crate::catalog::refresh::RefreshMode;
 use crate::catalog::sources::SourcesFile;
 
 impl Catalog {
@@ -88,10 +87,12 @@ impl Catalog {
         }
         self.set_config_error(None);
         let changed = self.record_disk_revisions(("external", "external")).await?;
-        drop(guard);
         if changed.is_empty() && removed.is_empty() {
             return Ok(Vec::new());
         }
+        // The refreshes below must read these edits, not join a job that read the files before.
+        let write = self.note_write();
+        drop(guard);
         self.bump();
         for (plugin, id) in &removed {
             tracing::info!(plugin = plugin.name(), source = %id, "source removed outside the API");
@@ -100,7 +101,13 @@ impl Catalog {
         for ((plugin, id), revision) in &changed {
             tracing::info!(plugin = plugin.name(), source = %id, revision, "source changed outside the API");
             self.events.publish(EventKind::ConfigChangedExternally, plugin.name(), Some(id), Some(*revision), None);
-            if let Err(e) = self.refresh(*plugin, Some(id), RefreshMode::Full, false, false, true, "external").await {
+            if let Err(e) = self
+                .refresh(RefreshRequest {
+                    after_write: Some(write),
+                    ..RefreshRequest::new(*plugin, Some(id), "external")
+                })
+                .await
+            {
                 tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "refresh after an external edit failed");
             }
         }
