@@ -119,6 +119,10 @@ pub struct ServeArgs {
     /// Most tokens in a GraphQL document.
     #[arg(long, env = "CATALOG_BFF_MAX_TOKENS", default_value_t = 4000)]
     pub max_tokens: usize,
+    /// Seconds one database call may take (getting a pool connection included) before the
+    /// request fails with UNAVAILABLE; probes use at most 0.8 s.
+    #[arg(long, env = "CATALOG_BFF_DB_TIMEOUT", default_value_t = 2.0)]
+    pub db_timeout: f64,
     /// Deepest selection nesting.
     #[arg(long, env = "CATALOG_BFF_MAX_DEPTH", default_value_t = 16)]
     pub max_depth: usize,
@@ -208,9 +212,14 @@ impl ServeArgs {
         })
     }
 
+    /// The database call timeout.
+    pub fn db_timeout(&self) -> std::time::Duration {
+        seconds(self.db_timeout.max(0.05))
+    }
+
     pub fn catalog_options(&self) -> crate::catalog::service::CatalogOptions {
         use std::time::Duration;
-        let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        let secs = seconds;
         crate::catalog::service::CatalogOptions {
             refresh_concurrency: self.refresh_concurrency.max(1),
             max_running_jobs: self.max_running_jobs.max(1),
@@ -232,4 +241,11 @@ impl ServeArgs {
             None => format!("sqlite://{}?mode=rwc", self.data_dir.join("catalog-bff.db").display()),
         }
     }
+}
+
+/// Seconds from a flag, clamped to [0, one year] so that no value (inf, NaN, negative) can
+/// panic a `Duration` or a timer.
+fn seconds(s: f64) -> std::time::Duration {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    std::time::Duration::try_from_secs_f64(if s.is_nan() { 0.0 } else { s.clamp(0.0, YEAR) }).unwrap_or_default()
 }

@@ -41,7 +41,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     }
     let url = args.database_url();
-    let db = Db::connect(&url).await.with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
+    let db = Db::connect(&url, args.db_timeout())
+        .await
+        .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
     crate::tls::install_crypto_provider();
     let catalog = Catalog::open(sources.clone(), db, args.catalog_options()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -28,7 +28,7 @@ pub enum DbError {
     /// The database cannot be reached (no connection within the timeout, connection refused):
     /// the request may succeed later.
     #[error("the database is unavailable: {0}")]
-    Unavailable(sea_orm::DbErr),
+    Unavailable(String),
     #[error("revision {revision} of {plugin}/{source_id} already exists (a concurrent write won)")]
     RevisionTaken { plugin: String, source_id: String, revision: i32 },
 }
@@ -36,7 +36,7 @@ pub enum DbError {
 impl From<sea_orm::DbErr> for DbError {
     fn from(e: sea_orm::DbErr) -> Self {
         match e {
-            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => DbError::Unavailable(e),
+            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => DbError::Unavailable(e.to_string()),
             other => DbError::Db(other),
         }
     }
@@ -46,6 +46,8 @@ impl From<sea_orm::DbErr> for DbError {
 pub struct Db {
     conn: DatabaseConnection,
     backend: &'static str,
+    /// Upper bound for one database call (pool acquire included).
+    timeout: std::time::Duration,
 }
 
 /// A new revision to record.
@@ -82,17 +84,18 @@ impl Db {
             created_at: Set(Utc::now()),
             ..Default::default()
         };
-        audit::Entity::insert(am).exec(&self.conn).await?;
+        self.timed(audit::Entity::insert(am).exec(&self.conn)).await?;
         Ok(())
     }
 
     pub async fn audit_log(&self, limit: u64) -> Result<Vec<AuditRow>, DbError> {
         use audit::Column as C;
-        Ok(audit::Entity::find().order_by_desc(C::Id).limit(limit).all(&self.conn).await?)
+        Ok(self.timed(audit::Entity::find().order_by_desc(C::Id).limit(limit).all(&self.conn)).await?)
     }
 
-    /// Connects and runs migrations. `sqlite://path?mode=rwc` creates the file.
-    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+    /// Connects and runs migrations. `sqlite://path?mode=rwc` creates the file. Every later
+    /// call fails with [`DbError::Unavailable`] after `timeout` (pool acquire included).
+    pub async fn connect(url: &str, timeout: std::time::Duration) -> anyhow::Result<Db> {
         let backend = if url.starts_with("sqlite:") {
             "sqlite"
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -101,7 +104,7 @@ impl Db {
             anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://USER@HOST/DB");
         };
         let mut opts = ConnectOptions::new(url.to_string());
-        opts.sqlx_logging(false);
+        opts.sqlx_logging(false).acquire_timeout(timeout).connect_timeout(timeout);
         if backend == "sqlite" {
             // One writer at a time is what SQLite allows anyway; a small pool avoids
             // "database is locked" churn.
@@ -113,7 +116,7 @@ impl Db {
                 .await?;
         }
         Migrator::up(&conn, None).await?;
-        Ok(Db { conn, backend })
+        Ok(Db { conn, backend, timeout })
     }
 
     pub fn backend(&self) -> &'static str {
@@ -121,7 +124,20 @@ impl Db {
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
-        Ok(self.conn.ping().await?)
+        self.timed(self.conn.ping()).await
+    }
+
+    /// Runs one database call, bounded by the configured timeout: when the database is down
+    /// or a connection hangs, callers get [`DbError::Unavailable`] quickly instead of waiting
+    /// for the pool's own (long) timeouts.
+    async fn timed<T>(&self, call: impl std::future::Future<Output = Result<T, sea_orm::DbErr>>) -> Result<T, DbError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(DbError::from),
+            Err(_) => Err(DbError::Unavailable(format!(
+                "no answer from the database within {} ms (--db-timeout)",
+                self.timeout.as_millis()
+            ))),
+        }
     }
 
     // ---- refresh status --------------------------------------------------------------------
@@ -129,83 +145,99 @@ impl Db {
     pub async fn upsert_status(&self, row: StatusRow) -> Result<(), DbError> {
         use refresh_status::Column as C;
         let am: refresh_status::ActiveModel = row.into();
-        refresh_status::Entity::insert(am)
-            .on_conflict(
-                OnConflict::columns([C::PluginName, C::SourceId])
-                    .update_columns([
-                        C::State,
-                        C::EntityCount,
-                        C::LastRefreshTime,
-                        C::LastRefreshStatus,
-                        C::LastRefreshSummary,
-                        C::LastError,
-                        C::EntitiesLoaded,
-                        C::EntitiesRemoved,
-                        C::DurationMs,
-                        C::Diagnostics,
-                        C::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec(&self.conn)
-            .await?;
+        self.timed(
+            refresh_status::Entity::insert(am)
+                .on_conflict(
+                    OnConflict::columns([C::PluginName, C::SourceId])
+                        .update_columns([
+                            C::State,
+                            C::EntityCount,
+                            C::LastRefreshTime,
+                            C::LastRefreshStatus,
+                            C::LastRefreshSummary,
+                            C::LastError,
+                            C::EntitiesLoaded,
+                            C::EntitiesRemoved,
+                            C::DurationMs,
+                            C::Diagnostics,
+                            C::UpdatedAt,
+                        ])
+                        .to_owned(),
+                )
+                .exec(&self.conn),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn all_statuses(&self) -> Result<Vec<StatusRow>, DbError> {
-        Ok(refresh_status::Entity::find().all(&self.conn).await?)
+        Ok(self.timed(refresh_status::Entity::find().all(&self.conn)).await?)
     }
 
     pub async fn status(&self, plugin: &str, source_id: &str) -> Result<Option<StatusRow>, DbError> {
-        Ok(refresh_status::Entity::find_by_id((plugin.to_string(), source_id.to_string())).one(&self.conn).await?)
+        Ok(self
+            .timed(refresh_status::Entity::find_by_id((plugin.to_string(), source_id.to_string())).one(&self.conn))
+            .await?)
     }
 
     // ---- revisions -------------------------------------------------------------------------
 
     pub async fn latest_revision(&self, plugin: &str, source_id: &str) -> Result<Option<RevisionRow>, DbError> {
         use source_revision::Column as C;
-        Ok(source_revision::Entity::find()
-            .filter(C::PluginName.eq(plugin))
-            .filter(C::SourceId.eq(source_id))
-            .order_by_desc(C::Revision)
-            .one(&self.conn)
+        Ok(self
+            .timed(
+                source_revision::Entity::find()
+                    .filter(C::PluginName.eq(plugin))
+                    .filter(C::SourceId.eq(source_id))
+                    .order_by_desc(C::Revision)
+                    .one(&self.conn),
+            )
             .await?)
     }
 
     /// Latest revision number per (plugin, source), for listing many sources in one query.
     pub async fn latest_revision_numbers(&self) -> Result<Vec<(String, String, i32)>, DbError> {
         use source_revision::Column as C;
-        let rows: Vec<(String, String, Option<i32>)> = source_revision::Entity::find()
-            .select_only()
-            .column(C::PluginName)
-            .column(C::SourceId)
-            .column_as(C::Revision.max(), "max_revision")
-            .group_by(C::PluginName)
-            .group_by(C::SourceId)
-            .into_tuple()
-            .all(&self.conn)
+        let rows: Vec<(String, String, Option<i32>)> = self
+            .timed(
+                source_revision::Entity::find()
+                    .select_only()
+                    .column(C::PluginName)
+                    .column(C::SourceId)
+                    .column_as(C::Revision.max(), "max_revision")
+                    .group_by(C::PluginName)
+                    .group_by(C::SourceId)
+                    .into_tuple()
+                    .all(&self.conn),
+            )
             .await?;
         Ok(rows.into_iter().map(|(p, s, r)| (p, s, r.unwrap_or(0))).collect())
     }
 
     pub async fn revision(&self, plugin: &str, source_id: &str, revision: i32) -> Result<Option<RevisionRow>, DbError> {
         use source_revision::Column as C;
-        Ok(source_revision::Entity::find()
-            .filter(C::PluginName.eq(plugin))
-            .filter(C::SourceId.eq(source_id))
-            .filter(C::Revision.eq(revision))
-            .one(&self.conn)
+        Ok(self
+            .timed(
+                source_revision::Entity::find()
+                    .filter(C::PluginName.eq(plugin))
+                    .filter(C::SourceId.eq(source_id))
+                    .filter(C::Revision.eq(revision))
+                    .one(&self.conn),
+            )
             .await?)
     }
 
     pub async fn revisions(&self, plugin: &str, source_id: &str, limit: u64) -> Result<Vec<RevisionRow>, DbError> {
         use source_revision::Column as C;
-        Ok(source_revision::Entity::find()
-            .filter(C::PluginName.eq(plugin))
-            .filter(C::SourceId.eq(source_id))
-            .order_by_desc(C::Revision)
-            .limit(limit)
-            .all(&self.conn)
+        Ok(self
+            .timed(
+                source_revision::Entity::find()
+                    .filter(C::PluginName.eq(plugin))
+                    .filter(C::SourceId.eq(source_id))
+                    .order_by_desc(C::Revision)
+                    .limit(limit)
+                    .all(&self.conn),
+            )
             .await?)
     }
 
@@ -222,14 +254,14 @@ impl Db {
             created_at: Set(Utc::now()),
             ..Default::default()
         };
-        match source_revision::Entity::insert(am).exec_with_returning(&self.conn).await {
+        match self.timed(source_revision::Entity::insert(am).exec_with_returning(&self.conn)).await {
             Ok(row) => Ok(row),
-            Err(e) if is_unique_violation(&e) => Err(DbError::RevisionTaken {
+            Err(DbError::Db(e)) if is_unique_violation(&e) => Err(DbError::RevisionTaken {
                 plugin: r.plugin.to_string(),
                 source_id: r.source_id.to_string(),
                 revision: r.revision,
             }),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -238,45 +270,50 @@ impl Db {
     pub async fn upsert_job(&self, row: JobRow) -> Result<(), DbError> {
         use refresh_job::Column as C;
         let am: refresh_job::ActiveModel = row.into();
-        refresh_job::Entity::insert(am)
-            .on_conflict(
-                OnConflict::column(C::Id)
-                    .update_columns([
-                        C::Phase,
-                        C::Total,
-                        C::Completed,
-                        C::CurrentSource,
-                        C::Results,
-                        C::Error,
-                        C::StartedAt,
-                        C::FinishedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec(&self.conn)
-            .await?;
+        self.timed(
+            refresh_job::Entity::insert(am)
+                .on_conflict(
+                    OnConflict::column(C::Id)
+                        .update_columns([
+                            C::Phase,
+                            C::Total,
+                            C::Completed,
+                            C::CurrentSource,
+                            C::Results,
+                            C::Error,
+                            C::StartedAt,
+                            C::FinishedAt,
+                        ])
+                        .to_owned(),
+                )
+                .exec(&self.conn),
+        )
+        .await?;
         Ok(())
     }
 
     /// Most recent jobs first.
     pub async fn recent_jobs(&self, limit: u64) -> Result<Vec<JobRow>, DbError> {
         use refresh_job::Column as C;
-        Ok(refresh_job::Entity::find().order_by_desc(C::CreatedAt).limit(limit).all(&self.conn).await?)
+        Ok(self.timed(refresh_job::Entity::find().order_by_desc(C::CreatedAt).limit(limit).all(&self.conn)).await?)
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {
-        Ok(refresh_job::Entity::find_by_id(id.to_string()).one(&self.conn).await?)
+        Ok(self.timed(refresh_job::Entity::find_by_id(id.to_string()).one(&self.conn)).await?)
     }
 
     /// Marks jobs left QUEUED or RUNNING by a previous process as FAILED.
     pub async fn fail_interrupted_jobs(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
         use refresh_job::Column as C;
-        let res = refresh_job::Entity::update_many()
-            .col_expr(C::Phase, sea_orm::sea_query::Expr::value("FAILED"))
-            .col_expr(C::Error, sea_orm::sea_query::Expr::value("interrupted by restart"))
-            .col_expr(C::FinishedAt, sea_orm::sea_query::Expr::value(now))
-            .filter(C::Phase.is_in(["QUEUED", "RUNNING"]))
-            .exec(&self.conn)
+        let res = self
+            .timed(
+                refresh_job::Entity::update_many()
+                    .col_expr(C::Phase, sea_orm::sea_query::Expr::value("FAILED"))
+                    .col_expr(C::Error, sea_orm::sea_query::Expr::value("interrupted by restart"))
+                    .col_expr(C::FinishedAt, sea_orm::sea_query::Expr::value(now))
+                    .filter(C::Phase.is_in(["QUEUED", "RUNNING"]))
+                    .exec(&self.conn),
+            )
             .await?;
         Ok(res.rows_affected)
     }

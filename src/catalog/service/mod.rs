@@ -532,8 +532,13 @@ impl Catalog {
         Ok(self.db.job(id).await?.map(job_from_row))
     }
 
+    /// The readiness checks. Answers within about a second whatever the database does: the
+    /// ping is cut at 800 ms (probes usually time out at 1 s).
     pub async fn readiness(&self) -> Vec<ReadyCheck> {
-        let db = self.db.ping().await;
+        let db = match tokio::time::timeout(std::time::Duration::from_millis(800), self.db.ping()).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Unavailable("no answer to a ping within 800 ms".into())),
+        };
         let first = self.first_refresh_done.load(Ordering::Acquire);
         let config_errors = self.config_errors();
         let config_ok = self.sources_path.exists() && config_errors.is_empty();
@@ -774,6 +779,12 @@ impl Catalog {
                     DbError::RevisionTaken { .. } => CatalogError::Conflict {
                         expected: opts.expected_revision.unwrap_or(current),
                         current: current + 1,
+                    },
+                    DbError::Unavailable(_) => CatalogError::Unavailable {
+                        message:
+                            "the database is unavailable, so the revision could not be recorded; nothing was changed"
+                                .into(),
+                        retry_after_secs: 5,
                     },
                     other => {
                         CatalogError::Internal(format!("recording the revision failed: {other}; nothing was changed"))
