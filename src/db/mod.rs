@@ -90,7 +90,7 @@ impl Db {
 
     pub async fn audit_log(&self, limit: u64) -> Result<Vec<AuditRow>, DbError> {
         use audit::Column as C;
-        Ok(self.timed(audit::Entity::find().order_by_desc(C::Id).limit(limit).all(&self.conn)).await?)
+        self.timed(audit::Entity::find().order_by_desc(C::Id).limit(limit).all(&self.conn)).await
     }
 
     /// Connects and runs migrations. `sqlite://path?mode=rwc` creates the file. Every later
@@ -171,28 +171,26 @@ impl Db {
     }
 
     pub async fn all_statuses(&self) -> Result<Vec<StatusRow>, DbError> {
-        Ok(self.timed(refresh_status::Entity::find().all(&self.conn)).await?)
+        self.timed(refresh_status::Entity::find().all(&self.conn)).await
     }
 
     pub async fn status(&self, plugin: &str, source_id: &str) -> Result<Option<StatusRow>, DbError> {
-        Ok(self
-            .timed(refresh_status::Entity::find_by_id((plugin.to_string(), source_id.to_string())).one(&self.conn))
-            .await?)
+        self.timed(refresh_status::Entity::find_by_id((plugin.to_string(), source_id.to_string())).one(&self.conn))
+            .await
     }
 
     // ---- revisions -------------------------------------------------------------------------
 
     pub async fn latest_revision(&self, plugin: &str, source_id: &str) -> Result<Option<RevisionRow>, DbError> {
         use source_revision::Column as C;
-        Ok(self
-            .timed(
-                source_revision::Entity::find()
-                    .filter(C::PluginName.eq(plugin))
-                    .filter(C::SourceId.eq(source_id))
-                    .order_by_desc(C::Revision)
-                    .one(&self.conn),
-            )
-            .await?)
+        self.timed(
+            source_revision::Entity::find()
+                .filter(C::PluginName.eq(plugin))
+                .filter(C::SourceId.eq(source_id))
+                .order_by_desc(C::Revision)
+                .one(&self.conn),
+        )
+        .await
     }
 
     /// Latest revision number per (plugin, source), for listing many sources in one query.
@@ -216,29 +214,27 @@ impl Db {
 
     pub async fn revision(&self, plugin: &str, source_id: &str, revision: i32) -> Result<Option<RevisionRow>, DbError> {
         use source_revision::Column as C;
-        Ok(self
-            .timed(
-                source_revision::Entity::find()
-                    .filter(C::PluginName.eq(plugin))
-                    .filter(C::SourceId.eq(source_id))
-                    .filter(C::Revision.eq(revision))
-                    .one(&self.conn),
-            )
-            .await?)
+        self.timed(
+            source_revision::Entity::find()
+                .filter(C::PluginName.eq(plugin))
+                .filter(C::SourceId.eq(source_id))
+                .filter(C::Revision.eq(revision))
+                .one(&self.conn),
+        )
+        .await
     }
 
     pub async fn revisions(&self, plugin: &str, source_id: &str, limit: u64) -> Result<Vec<RevisionRow>, DbError> {
         use source_revision::Column as C;
-        Ok(self
-            .timed(
-                source_revision::Entity::find()
-                    .filter(C::PluginName.eq(plugin))
-                    .filter(C::SourceId.eq(source_id))
-                    .order_by_desc(C::Revision)
-                    .limit(limit)
-                    .all(&self.conn),
-            )
-            .await?)
+        self.timed(
+            source_revision::Entity::find()
+                .filter(C::PluginName.eq(plugin))
+                .filter(C::SourceId.eq(source_id))
+                .order_by_desc(C::Revision)
+                .limit(limit)
+                .all(&self.conn),
+        )
+        .await
     }
 
     pub async fn insert_revision(&self, r: NewRevision<'_>) -> Result<RevisionRow, DbError> {
@@ -295,11 +291,11 @@ impl Db {
     /// Most recent jobs first.
     pub async fn recent_jobs(&self, limit: u64) -> Result<Vec<JobRow>, DbError> {
         use refresh_job::Column as C;
-        Ok(self.timed(refresh_job::Entity::find().order_by_desc(C::CreatedAt).limit(limit).all(&self.conn)).await?)
+        self.timed(refresh_job::Entity::find().order_by_desc(C::CreatedAt).limit(limit).all(&self.conn)).await
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {
-        Ok(self.timed(refresh_job::Entity::find_by_id(id.to_string()).one(&self.conn)).await?)
+        self.timed(refresh_job::Entity::find_by_id(id.to_string()).one(&self.conn)).await
     }
 
     /// Marks jobs left QUEUED or RUNNING by a previous process as FAILED.
