@@ -634,6 +634,7 @@ impl Catalog {
         self.apply_as(Proposed::Draft(draft), opts, actor, "rollback").await
     }
 
+    #[tracing::instrument(name = "apply", skip_all, fields(action, actor))]
     async fn apply_as(
         self: &Arc<Self>,
         proposed: Proposed,

@@ -127,6 +127,7 @@ impl Catalog {
         Ok(snapshot)
     }
 
+    #[tracing::instrument(name = "refresh_job", skip_all, fields(job = %job.id, plugin = %job.plugin, actor = %job.actor))]
     async fn run_job(self: Arc<Self>, job: RefreshJob, confirm_removals: bool) {
         let plugin = PluginKind::parse(&job.plugin).unwrap_or(PluginKind::Models);
         let (mode, dry_run) = (job.mode, job.dry_run);
@@ -206,6 +207,7 @@ impl Catalog {
         locks.entry(key.clone()).or_default().clone()
     }
 
+    #[tracing::instrument(name = "refresh_source", skip_all, fields(plugin = plugin.name(), source = id))]
     pub(super) async fn refresh_source(
         &self,
         plugin: PluginKind,
