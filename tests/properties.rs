@@ -26,7 +26,8 @@ use serde_yaml_ng::{Mapping, Value};
 /// 64 cases per property unless `PROPTEST_CASES` says otherwise.
 fn config() -> Config {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-    Config { cases, ..Config::default() }
+    // No regression files: a failure prints its minimal input, which goes into a unit test.
+    Config { cases, failure_persistence: None, ..Config::default() }
 }
 
 const SOURCES_PATH: &str = "/catalog/sources.yaml";
@@ -181,6 +182,8 @@ struct GenFile {
     lines: Vec<String>,
     /// (plugin, id, line range of the entry) in file order.
     ranges: Vec<(PluginKind, String, std::ops::Range<usize>)>,
+    /// Plugins whose empty section is a flow list: adding to it rewrites that one key line.
+    flow_sections: Vec<PluginKind>,
 }
 
 impl GenFile {
@@ -199,6 +202,12 @@ struct FileSpec {
     unknown_first: bool,
     deprecated_key: bool,
     unknown_text: String,
+    /// Windows line endings throughout.
+    crlf: bool,
+    /// The last line has no line terminator.
+    no_final_newline: bool,
+    /// An empty plugin section is written as a flow list (`mcp_catalogs: []`).
+    empty_flow: bool,
 }
 
 fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
@@ -211,24 +220,30 @@ fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
         any::<bool>(),
         any::<bool>(),
         "[\\PC]{0,12}",
+        (any::<bool>(), any::<bool>(), any::<bool>()),
     )
-        .prop_map(|(sectioned, models, mcp, head_comment, comments_between, unknown_first, deprecated_key, t)| {
-            // Ids are unique within a plugin (a duplicate is a validation error).
-            let dedup = |list: Vec<(SourceEntry, Style)>| {
-                let mut seen = std::collections::HashSet::new();
-                list.into_iter().filter(|(e, _)| seen.insert(e.id.clone())).collect::<Vec<_>>()
-            };
-            FileSpec {
-                sectioned,
-                models: dedup(models),
-                mcp: dedup(mcp),
-                head_comment,
-                comments_between,
-                unknown_first,
-                deprecated_key,
-                unknown_text: t,
-            }
-        })
+        .prop_map(
+            |(sectioned, models, mcp, head_comment, comments_between, unknown_first, deprecated_key, t, shape)| {
+                // Ids are unique within a plugin (a duplicate is a validation error).
+                let dedup = |list: Vec<(SourceEntry, Style)>| {
+                    let mut seen = std::collections::HashSet::new();
+                    list.into_iter().filter(|(e, _)| seen.insert(e.id.clone())).collect::<Vec<_>>()
+                };
+                FileSpec {
+                    sectioned,
+                    models: dedup(models),
+                    mcp: dedup(mcp),
+                    head_comment,
+                    comments_between,
+                    unknown_first,
+                    deprecated_key,
+                    unknown_text: t,
+                    crlf: shape.0,
+                    no_final_newline: shape.1,
+                    empty_flow: shape.2,
+                }
+            },
+        )
 }
 
 fn build_file(spec: &FileSpec) -> GenFile {
@@ -253,6 +268,9 @@ fn build_file(spec: &FileSpec) -> GenFile {
                    key_line: String,
                    indent: usize| {
         if list.is_empty() {
+            if spec.empty_flow {
+                lines.push(key_line.replace(":\n", ": []\n"));
+            }
             return;
         }
         lines.push(key_line);
@@ -280,7 +298,7 @@ fn build_file(spec: &FileSpec) -> GenFile {
             knowledge(&mut lines);
         }
         for (plugin, list) in [(PluginKind::Models, &spec.models), (PluginKind::Mcp, &spec.mcp)] {
-            if list.is_empty() {
+            if list.is_empty() && !spec.empty_flow {
                 continue;
             }
             lines.push(format!("  {}:\n", plugin.name()));
@@ -301,7 +319,29 @@ fn build_file(spec: &FileSpec) -> GenFile {
         }
     }
     lines.push("# trailing comment\n".into());
-    GenFile { dialect: if spec.sectioned { Dialect::PluginSectioned } else { Dialect::Kubeflow }, lines, ranges }
+    if spec.crlf {
+        lines = lines.into_iter().map(|l| l.replace('\n', "\r\n")).collect();
+    }
+    if spec.no_final_newline
+        && let Some(last) = lines.last_mut()
+    {
+        *last = last.trim_end_matches(['\r', '\n']).to_string();
+    }
+    let flow_sections = if spec.empty_flow {
+        [(PluginKind::Models, &spec.models), (PluginKind::Mcp, &spec.mcp)]
+            .into_iter()
+            .filter(|(_, l)| l.is_empty())
+            .map(|(p, _)| p)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    GenFile {
+        dialect: if spec.sectioned { Dialect::PluginSectioned } else { Dialect::Kubeflow },
+        lines,
+        ranges,
+        flow_sections,
+    }
 }
 
 fn parse(text: &str) -> Result<SourcesFile, String> {
@@ -568,7 +608,9 @@ proptest! {
                 let old_lines: Vec<&str> = file.lines.iter().map(String::as_str).collect();
                 let new_lines: Vec<&str> = new_text.split_inclusive('\n').collect();
                 let (p, s) = common_prefix_suffix(&old_lines, &new_lines);
-                prop_assert!(p + s >= old_lines.len(), "existing lines changed:\n--- old\n{}\n--- new\n{}", file.text(), new_text);
+                // Only a flow-style empty section (`mcp_catalogs: []`) has a line to rewrite.
+                let rewritten = usize::from(file.flow_sections.contains(&plugin));
+                prop_assert!(p + s + rewritten >= old_lines.len(), "existing lines changed:\n--- old\n{}\n--- new\n{}", file.text(), new_text);
             }
         }
     }
@@ -585,10 +627,17 @@ proptest! {
     }
 }
 
+/// Line `new` is line `old` unchanged. The one allowed difference: the file's last line had no
+/// terminator and the splice added one so that it could write after it.
+fn same_line(old: &str, new: &str) -> bool {
+    old == new
+        || (!old.ends_with('\n') && new.strip_suffix('\n').map(|n| n.strip_suffix('\r').unwrap_or(n)) == Some(old))
+}
+
 fn common_prefix_suffix(a: &[&str], b: &[&str]) -> (usize, usize) {
-    let p = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let p = a.iter().zip(b).take_while(|(x, y)| same_line(x, y)).count();
     let max_s = a.len().min(b.len()) - p;
-    let s = a.iter().rev().zip(b.iter().rev()).take(max_s).take_while(|(x, y)| x == y).count();
+    let s = a.iter().rev().zip(b.iter().rev()).take(max_s).take_while(|(x, y)| same_line(x, y)).count();
     (p, s)
 }
 
@@ -631,7 +680,7 @@ fn check_splice(
     let after = &file.lines[end..];
     prop_assert!(new_lines.len() >= before.len() + after.len(), "lines lost:\n{}", new_text);
     for (i, l) in before.iter().enumerate() {
-        prop_assert_eq!(new_lines[i], l.as_str(), "line {} before the entry changed:\n{}", i + 1, new_text);
+        prop_assert!(same_line(l, new_lines[i]), "line {} before the entry changed:\n{}", i + 1, new_text);
     }
     let offset = new_lines.len() - after.len();
     for (i, l) in after.iter().enumerate() {
