@@ -208,6 +208,10 @@ struct FileSpec {
     no_final_newline: bool,
     /// An empty plugin section is written as a flow list (`mcp_catalogs: []`).
     empty_flow: bool,
+    /// Sequence items at their key's own indentation (`model_catalogs:\n- name: x`).
+    zero_indent: bool,
+    /// The file starts with a `---` document marker.
+    doc_marker: bool,
 }
 
 fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
@@ -220,7 +224,7 @@ fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
         any::<bool>(),
         any::<bool>(),
         "[\\PC]{0,12}",
-        (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(sectioned, models, mcp, head_comment, comments_between, unknown_first, deprecated_key, t, shape)| {
@@ -241,14 +245,23 @@ fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
                     crlf: shape.0,
                     no_final_newline: shape.1,
                     empty_flow: shape.2,
+                    zero_indent: shape.3,
+                    doc_marker: shape.4,
                 }
             },
         )
 }
 
+/// Not generated: a quoted section key (`"model_catalogs":`). `with_entry` does not recognise
+/// it and appends a second, unquoted section, so the result has a duplicate key and does not
+/// parse (apply then refuses with INTERNAL). Reported in issue 8's notes with the minimal input;
+/// add the shape here once the splice handles it.
 fn build_file(spec: &FileSpec) -> GenFile {
     let mut lines: Vec<String> = Vec::new();
     let mut ranges = Vec::new();
+    if spec.doc_marker {
+        lines.push("---\n".into());
+    }
     if spec.head_comment {
         lines.push("# sources file written by hand — ünïcödé comment\n".into());
     }
@@ -302,7 +315,8 @@ fn build_file(spec: &FileSpec) -> GenFile {
                 continue;
             }
             lines.push(format!("  {}:\n", plugin.name()));
-            section(&mut lines, &mut ranges, plugin, list, "    sources:\n".into(), 6);
+            let indent = if spec.zero_indent { 4 } else { 6 };
+            section(&mut lines, &mut ranges, plugin, list, "    sources:\n".into(), indent);
         }
         if !spec.unknown_first {
             knowledge(&mut lines);
@@ -312,8 +326,9 @@ fn build_file(spec: &FileSpec) -> GenFile {
             unknown_kubeflow(&mut lines);
         }
         let model_key = if spec.deprecated_key { "catalogs" } else { "model_catalogs" };
-        section(&mut lines, &mut ranges, PluginKind::Models, &spec.models, format!("{model_key}:\n"), 2);
-        section(&mut lines, &mut ranges, PluginKind::Mcp, &spec.mcp, "mcp_catalogs:\n".into(), 2);
+        let indent = if spec.zero_indent { 0 } else { 2 };
+        section(&mut lines, &mut ranges, PluginKind::Models, &spec.models, format!("{model_key}:\n"), indent);
+        section(&mut lines, &mut ranges, PluginKind::Mcp, &spec.mcp, "mcp_catalogs:\n".into(), indent);
         if !spec.unknown_first {
             unknown_kubeflow(&mut lines);
         }
