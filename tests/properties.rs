@@ -254,8 +254,8 @@ fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
 
 /// Not generated: a quoted section key (`"model_catalogs":`). `with_entry` does not recognise
 /// it and appends a second, unquoted section, so the result has a duplicate key and does not
-/// parse (apply then refuses with INTERNAL). Reported in issue 8's notes with the minimal input;
-/// add the shape here once the splice handles it.
+/// parse (apply then refuses with INTERNAL). Reported with its minimal input for a fix in
+/// src/catalog/sources.rs; add the shape here once the splice handles it.
 fn build_file(spec: &FileSpec) -> GenFile {
     let mut lines: Vec<String> = Vec::new();
     let mut ranges = Vec::new();
@@ -539,6 +539,51 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics(text in "\\PC{0,200}|[\\s\\S]{0,200}") {
         run_every_parser(&text);
+    }
+
+    /// Arbitrary source fields (any id, name, type, path, globs, properties) never panic the
+    /// validator, and the id rule holds exactly: an id outside `^[a-z0-9][a-z0-9_-]*$` is
+    /// reported on `input.id`, a valid one never is.
+    #[test]
+    fn arbitrary_source_fields_never_panic_the_validator(
+        id in "\\PC{0,12}|[a-z0-9][a-z0-9_-]{0,8}",
+        name in "\\PC{0,12}",
+        type_ in "yaml|url|hf|\\PC{0,6}",
+        path in prop::option::of("\\PC{0,16}|\\.\\./[a-z]{1,4}|/[a-z]{1,6}"),
+        url in prop::option::of("https?://\\PC{0,12}|\\PC{0,12}"),
+        globs in prop::option::of(prop::collection::vec("\\PC{0,6}", 0..3)),
+        extra in prop::collection::vec(("\\PC{1,10}", "\\PC{0,10}"), 0..3),
+        content in prop::option::of(models_doc_strategy()),
+        mcp in any::<bool>(),
+    ) {
+        let mut properties = Mapping::new();
+        if let Some(p) = path {
+            properties.insert("yamlCatalogPath".into(), p.into());
+        }
+        if let Some(u) = url {
+            properties.insert("url".into(), u.into());
+        }
+        for (k, v) in extra {
+            properties.insert(Value::String(k), Value::String(v));
+        }
+        let entry = SourceEntry {
+            id: id.clone(),
+            name,
+            type_,
+            enabled: true,
+            labels: Vec::new(),
+            properties,
+            included_models: globs.clone(),
+            excluded_models: globs,
+            asset_type: None,
+        };
+        let plugin = if mcp { PluginKind::Mcp } else { PluginKind::Models };
+        let checked = check(&SourceDraft { plugin, entry, content }, None);
+        let id_error = checked.report.errors().any(|d| d.field.as_deref() == Some("input.id"));
+        prop_assert_eq!(id_error, !catalog_bff::catalog::sources::valid_id(&id), "id {:?}", id);
+        let id_ok = id.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        prop_assert_eq!(id_error, !id_ok, "id {:?}", id);
     }
 
     /// Text built from YAML's own punctuation, where parser edge cases live.
