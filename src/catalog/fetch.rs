@@ -144,6 +144,21 @@ fn read_secret_file(dir: &std::path::Path, name: &str, key: &str, var: &str) -> 
     std::fs::read_to_string(&real).map(|v| v.trim_end_matches(['\n', '\r']).to_string()).map_err(|_| missing())
 }
 
+/// reqwest's top-level message ("error sending request") hides the cause; show the chain.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 enum Attempt {
     Done(Fetched),
     Retry(String),
@@ -212,7 +227,7 @@ async fn once(
             if let Some(msg) = find_refusal(&e) {
                 return Attempt::Fail(msg);
             }
-            return Attempt::Retry(e.to_string());
+            return Attempt::Retry(error_chain(&e));
         }
     };
     let status = resp.status();

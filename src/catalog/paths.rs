@@ -128,8 +128,13 @@ fn checked(
     reserved: &[PathBuf],
     verb: &str,
 ) -> Result<PathBuf, Diagnostic> {
-    if let Some(why) = lexical_problem(rel) {
-        return Err(refuse(rel, why, verb));
+    match lexical_problem(rel) {
+        // Only a deployer can have put an outside location in the sources file (the API only
+        // ever stores assigned names): it may be read back, like refresh reads it, but never
+        // written through the API.
+        Some(why) if why.contains("outside") && verb == "read" => return deployer_outside(file, plugin, id, rel, reserved),
+        Some(why) => return Err(refuse(rel, why, verb)),
+        None => {}
     }
     let base_dir = match file.base_dir() {
         d if d.as_os_str().is_empty() => PathBuf::from("."),
@@ -168,6 +173,38 @@ fn checked(
             real
         }
     };
+    not_taken(file, plugin, id, rel, reserved, &target, &real, verb)?;
+    Ok(target)
+}
+
+fn deployer_outside(
+    file: &SourcesFile,
+    plugin: PluginKind,
+    id: &str,
+    rel: &str,
+    reserved: &[PathBuf],
+) -> Result<PathBuf, Diagnostic> {
+    let target = file.resolve(rel);
+    let real = lenient(&target);
+    if real.is_dir() {
+        return Err(refuse(rel, "names a directory", "read"));
+    }
+    not_taken(file, plugin, id, rel, reserved, &target, &real, "read")?;
+    Ok(target)
+}
+
+/// The location is not the sources file, a reserved file, or an earlier source's catalog.
+#[allow(clippy::too_many_arguments)]
+fn not_taken(
+    file: &SourcesFile,
+    plugin: PluginKind,
+    id: &str,
+    rel: &str,
+    reserved: &[PathBuf],
+    target: &Path,
+    real: &Path,
+    verb: &str,
+) -> Result<(), Diagnostic> {
     let is = |p: &Path| p == target || p == real;
     if is(&lenient(&file.path)) {
         return Err(refuse(rel, "is the sources file", verb));
@@ -198,7 +235,7 @@ fn checked(
             return Err(refuse(rel, &format!("is the catalog file of source {p}/{}", e.id), verb));
         }
     }
-    Ok(target)
+    Ok(())
 }
 
 /// Canonicalises `base/rel` for a directory that may not exist yet: the deepest existing

@@ -144,8 +144,9 @@ fn path_policy(draft: &SourceDraft, existing: Option<&SourceEntry>) -> Option<Di
     })
 }
 
-/// A deployer's catalog outside the sources file's directory is never read back or written
-/// through the API, so an entry-only edit of such a source (rename, disable) carries no content.
+/// A deployer's catalog outside the sources file's directory is never written through the API;
+/// an entry-only edit of such a source (rename, disable) stays possible even when its file
+/// cannot be read here (it may exist only where refresh runs, e.g. a mounted volume).
 fn keeps_outside_location(draft: &SourceDraft, existing: Option<&SourceEntry>) -> bool {
     let path = draft.entry.yaml_catalog_path();
     path.is_some()

@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn huge_inputs_are_refused_at_the_first_too_deep_point() {
         let brackets = "[".repeat(80_000);
-        assert_eq!(scan(&brackets, 64), Err(TooDeep { line: 1, column: 65 }));
+        assert_eq!(scan(&brackets, 64), Err(TooDeep { line: 1, column: 64 }));
         let dashes = "- ".repeat(80_000) + "x";
         assert_eq!(scan(&dashes, 64), Err(TooDeep { line: 1, column: 129 }));
         let mut indented = String::new();
@@ -310,6 +310,6 @@ mod tests {
     fn the_diagnostic_names_the_limit_and_flag() {
         let d = check_depth(&"[".repeat(200), "input.content").unwrap_err();
         assert!(d.message.contains("64") && d.message.contains("--max-yaml-depth"), "{d:?}");
-        assert_eq!((d.line, d.column), (Some(1), Some(65)));
+        assert_eq!((d.line, d.column), (Some(1), Some(64)));
     }
 }
