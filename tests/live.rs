@@ -421,8 +421,14 @@ async fn a_job_killed_mid_refresh_reads_failed_after_restart() {
         let db = database_url(backend, dir.path()).await;
         let host = slow_plugin(dir.path(), 0).await;
         let sources = dir.path().join("sources.yaml");
-        let server = Server::start_with(dir.path(), Some(&sources), &db, true, &["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"])
-                .await;
+        let server = Server::start_with(
+            dir.path(),
+            Some(&sources),
+            &db,
+            true,
+            &["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
+        )
+        .await;
         host.state.lock().unwrap().delay_ms = 60_000;
         let job = server.ok("mutation { refreshPlugin(plugin: \"models\", wait: false) { id } }", json!({})).await;
         let id = job["refreshPlugin"]["id"].as_str().unwrap().to_string();

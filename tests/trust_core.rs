@@ -61,7 +61,10 @@ async fn the_server_assigns_catalog_locations_and_refusals_change_nothing() {
         assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"), "{path:?}: {body:#}");
         assert_eq!(diag_field(&body), "input.properties.yamlCatalogPath", "{path:?}");
         let hint = body["errors"][0]["extensions"]["diagnostics"][0]["hint"].as_str().unwrap_or_default();
-        assert!(hint.contains("leave yamlCatalogPath out; the server stores this source's catalog at sneaky-models.yaml"), "{hint}");
+        assert!(
+            hint.contains("leave yamlCatalogPath out; the server stores this source's catalog at sneaky-models.yaml"),
+            "{hint}"
+        );
         assert!(!body.to_string().contains(&abs), "absolute path in {body}");
     }
     // An existing source may only name its own location.
@@ -74,7 +77,8 @@ async fn the_server_assigns_catalog_locations_and_refusals_change_nothing() {
     // The assigned name is a symlink to a file outside the directory: refused, never written.
     #[cfg(unix)]
     {
-        let body = server.gql(APPLY, json!({"plugin": "models", "input": {"id": "evil", "content": models_yaml(1)}})).await;
+        let body =
+            server.gql(APPLY, json!({"plugin": "models", "input": {"id": "evil", "content": models_yaml(1)}})).await;
         assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"), "{body:#}");
         assert!(body.to_string().contains("symlink"), "{body}");
         assert!(!body.to_string().contains(&abs), "absolute path in {body}");
@@ -223,7 +227,10 @@ async fn a_redirect_from_an_allowed_host_to_a_refused_one_is_refused() {
     let server = Server::start_with(dir.path(), Some(&sources), &db, true, &["--url-allow", "127.0.0.1"]).await;
     let (state, err) = state_and_error(&server, "r").await;
     assert_eq!(state, "ERROR");
-    assert!(err.contains("redirected to http://[::1]") && err.contains("loopback") && err.contains("--url-allow"), "{err}");
+    assert!(
+        err.contains("redirected to http://[::1]") && err.contains("loopback") && err.contains("--url-allow"),
+        "{err}"
+    );
     // Refused, not retried: one request per refresh.
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -305,8 +312,7 @@ async fn deeply_nested_yaml_is_refused_before_parsing() {
     for (what, content, column) in [
         ("brackets", "[".repeat(80_000) + &"]".repeat(80_000), 64),
         ("compact sequence", "- ".repeat(80_000) + "x", 129),
-    ]
-    {
+    ] {
         assert!(content.len() >= 160_000);
         let v = server.ok(validate, json!({"i": {"id": "team_models", "content": content}})).await;
         assert_eq!(v["validateSource"]["valid"], false, "{what}");
@@ -314,7 +320,8 @@ async fn deeply_nested_yaml_is_refused_before_parsing() {
         let msg = e["message"].as_str().unwrap();
         assert!(msg.contains("limit of 64") && msg.contains("--max-yaml-depth"), "{what}: {msg}");
         assert_eq!((e["line"].as_u64(), e["column"].as_u64()), (Some(1), Some(column)), "{what}");
-        let body = server.gql(APPLY, json!({"plugin": "models", "input": {"id": "team_models", "content": content}})).await;
+        let body =
+            server.gql(APPLY, json!({"plugin": "models", "input": {"id": "team_models", "content": content}})).await;
         assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"), "{what}");
     }
     assert_eq!(tree_bytes(dir.path()), before);

@@ -85,7 +85,9 @@ pub fn lexical_problem(rel: &str) -> Option<&'static str> {
         return Some("contains a NUL byte");
     }
     let p = Path::new(rel);
-    if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
+    if p.is_absolute()
+        || p.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)))
+    {
         return Some("points outside the sources file's directory");
     }
     if !p.components().any(|c| matches!(c, Component::Normal(_))) {
@@ -132,7 +134,9 @@ fn checked(
         // Only a deployer can have put an outside location in the sources file (the API only
         // ever stores assigned names): it may be read back, like refresh reads it, but never
         // written through the API.
-        Some(why) if why.contains("outside") && verb == "read" => return deployer_outside(file, plugin, id, rel, reserved),
+        Some(why) if why.contains("outside") && verb == "read" => {
+            return deployer_outside(file, plugin, id, rel, reserved);
+        }
         Some(why) => return Err(refuse(rel, why, verb)),
         None => {}
     }
@@ -140,7 +144,9 @@ fn checked(
         d if d.as_os_str().is_empty() => PathBuf::from("."),
         d => d,
     };
-    let base = base_dir.canonicalize().map_err(|_| refuse(rel, "cannot be resolved (the sources file's directory is not readable)", verb))?;
+    let base = base_dir
+        .canonicalize()
+        .map_err(|_| refuse(rel, "cannot be resolved (the sources file's directory is not readable)", verb))?;
     let rel_path = normalized(rel);
     let Some(name) = rel_path.file_name().map(|n| n.to_os_string()) else {
         return Err(refuse(rel, "does not name a file", verb));

@@ -302,7 +302,10 @@ impl SourcesFile {
                 Some(format!("yamlCatalogPath `{rel}` of source {plugin}/{} is the sources file itself", e.id))
             } else {
                 owners.get(&key).map(|(p, id)| {
-                    format!("yamlCatalogPath `{rel}` of source {plugin}/{} is already the catalog of source {p}/{id}", e.id)
+                    format!(
+                        "yamlCatalogPath `{rel}` of source {plugin}/{} is already the catalog of source {p}/{id}",
+                        e.id
+                    )
                 })
             };
             match problem {
@@ -792,7 +795,9 @@ mod tests {
 
     #[test]
     fn shared_catalog_paths_put_the_later_source_in_conflict() {
-        let sf = parse("model_catalogs:\n  - name: A\n    id: a\n    type: yaml\n    properties:\n      yamlCatalogPath: a.yaml\n  - name: B\n    id: b\n    type: yaml\n    properties:\n      yamlCatalogPath: ./a.yaml\n  - name: S\n    id: s\n    type: yaml\n    properties:\n      yamlCatalogPath: sources.yaml\nmcp_catalogs:\n  - name: M\n    id: m\n    type: yaml\n    properties:\n      yamlCatalogPath: a.yaml\n");
+        let sf = parse(
+            "model_catalogs:\n  - name: A\n    id: a\n    type: yaml\n    properties:\n      yamlCatalogPath: a.yaml\n  - name: B\n    id: b\n    type: yaml\n    properties:\n      yamlCatalogPath: ./a.yaml\n  - name: S\n    id: s\n    type: yaml\n    properties:\n      yamlCatalogPath: sources.yaml\nmcp_catalogs:\n  - name: M\n    id: m\n    type: yaml\n    properties:\n      yamlCatalogPath: a.yaml\n",
+        );
         assert!(sf.path_conflict(PluginKind::Models, "a").is_none());
         assert!(sf.path_conflict(PluginKind::Models, "b").unwrap().message.contains("models/a"));
         assert!(sf.path_conflict(PluginKind::Models, "s").unwrap().message.contains("the sources file itself"));

@@ -230,15 +230,18 @@ fn is_flow_token_start(line: &[u8], i: usize) -> bool {
 mod tests {
     use super::*;
 
+    /// Refused at (line, column), or `None` when accepted.
+    type Expect = Option<(usize, usize)>;
+
     /// `expect`: None = accepted; Some((line, column)) = refused there.
-    fn check(yaml: &str, limit: usize, expect: Option<(usize, usize)>) {
+    fn check(yaml: &str, limit: usize, expect: Expect) {
         let got = scan(yaml, limit).err().map(|t| (t.line, t.column));
         assert_eq!(got, expect, "limit {limit}, yaml:\n{yaml}");
     }
 
     #[test]
     fn data_driven_cases() {
-        let cases: &[(&str, usize, Option<(usize, usize)>)] = &[
+        let cases: &[(&str, usize, Expect)] = &[
             ("", 3, None),
             ("a: 1\n", 1, None),
             ("a:\n  b: 1\n", 1, Some((2, 3))),

@@ -24,11 +24,11 @@ use super::diagnostics::{Diagnostic, ValidationReport};
 use super::events::{EventKind, Events};
 use super::fetch::FetchConfig;
 use super::jobs::{JobPhase, JobRegistry, RefreshJob};
+use super::paths;
 use super::plugins::{Entity, PluginKind};
 use super::redact::{redact_json, redact_yaml_text};
 use super::refresh::{Impact, RefreshMode, Snapshot, diff};
 use super::sources::{SourceEntry, SourcesFile, glob_match};
-use super::paths;
 use super::store::write_atomic;
 use super::validate::{SourceDraft, SourcePatch, check, yaml_to_json};
 use crate::db::{Db, DbError, JobRow, NewRevision, RevisionRow, StatusRow};
@@ -56,10 +56,9 @@ pub enum CatalogError {
 impl From<DbError> for CatalogError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Unavailable(_) => CatalogError::Unavailable {
-                message: "the database is unavailable".into(),
-                retry_after_secs: 5,
-            },
+            DbError::Unavailable(_) => {
+                CatalogError::Unavailable { message: "the database is unavailable".into(), retry_after_secs: 5 }
+            }
             other => CatalogError::Internal(other.to_string()),
         }
     }
@@ -399,7 +398,13 @@ impl Catalog {
         }
     }
 
-    fn read_catalog(&self, file: &SourcesFile, plugin: PluginKind, id: &str, rel: &str) -> std::io::Result<Option<String>> {
+    fn read_catalog(
+        &self,
+        file: &SourcesFile,
+        plugin: PluginKind,
+        id: &str,
+        rel: &str,
+    ) -> std::io::Result<Option<String>> {
         if file.path_conflict(plugin, id).is_some() {
             return Ok(None);
         }
