@@ -84,6 +84,15 @@ pub struct ServeArgs {
     /// Where mounted secrets live: authSecretRef {name, key} reads SECRETS_DIR/name/key.
     #[arg(long, env = "CATALOG_BFF_SECRETS_DIR", default_value = "/var/run/secrets/catalog-bff")]
     pub secrets_dir: PathBuf,
+    /// url sources may not reach loopback, link-local, private, unspecified, CGNAT, multicast
+    /// or broadcast addresses (checked after DNS and on every redirect) except these hosts,
+    /// IPs or CIDRs. Comma-separated, e.g. `127.0.0.1,10.0.0.0/8,catalog.internal`.
+    #[arg(long, env = "CATALOG_BFF_URL_ALLOW", value_delimiter = ',')]
+    pub url_allow: Vec<String>,
+    /// Deepest YAML nesting accepted in catalogs, URL bodies, API content and the sources file;
+    /// deeper documents are refused before parsing (parse cost grows with depth).
+    #[arg(long, env = "CATALOG_BFF_MAX_YAML_DEPTH", default_value_t = crate::catalog::yaml_depth::DEFAULT_MAX_DEPTH)]
+    pub max_yaml_depth: usize,
     /// Query response cache: seconds an entry lives (0 turns the cache off).
     #[arg(long, env = "CATALOG_BFF_CACHE_TTL", default_value_t = 30.0)]
     pub cache_ttl: f64,
@@ -220,7 +229,15 @@ impl ServeArgs {
     pub fn catalog_options(&self) -> crate::catalog::service::CatalogOptions {
         use std::time::Duration;
         let secs = seconds;
+        // The YAML parsers are free functions shared by every entry point (and catalogctl), so
+        // the limit is process-wide; the server sets it once, here, before opening the catalog.
+        crate::catalog::yaml_depth::set_max_depth(self.max_yaml_depth);
+        let (url_allow, bad) = crate::catalog::outbound::UrlAllow::parse(&self.url_allow);
+        for entry in bad {
+            tracing::warn!(entry = %entry, "ignoring a --url-allow entry that is neither a host name, an IP nor a CIDR");
+        }
         crate::catalog::service::CatalogOptions {
+            reserved_paths: self.sqlite_path().into_iter().collect(),
             refresh_concurrency: self.refresh_concurrency.max(1),
             max_running_jobs: self.max_running_jobs.max(1),
             watch_interval: if self.watch_interval > 0.0 { Some(secs(self.watch_interval)) } else { None },
@@ -231,8 +248,17 @@ impl ServeArgs {
                 retries: self.fetch_retries,
                 backoff: Duration::from_millis(self.fetch_backoff_ms),
                 secrets_dir: self.secrets_dir.clone(),
+                url_allow: std::sync::Arc::new(url_allow),
             },
         }
+    }
+
+    /// The SQLite database file, when the database is SQLite: no source may write over it.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.database_url();
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
     }
 
     pub fn database_url(&self) -> String {

@@ -124,7 +124,7 @@ async fn refresh_after_apply_does_not_join_a_job_that_read_older_content() {
         Some(&dir.path().join("sources.yaml")),
         &db,
         true,
-        &["--refresh-concurrency", "1"],
+        &["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
     )
     .await;
     host.state.lock().unwrap().delay_ms = 2000;

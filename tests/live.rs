@@ -45,7 +45,7 @@ async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
         Some(&dir.path().join("sources.yaml")),
         &db,
         true,
-        &["--max-running-jobs", "1", "--refresh-concurrency", "1"],
+        &["--max-running-jobs", "1", "--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
     )
     .await;
 
@@ -123,7 +123,7 @@ async fn rust_client_follows_progress_and_a_finished_job_completes_at_once() {
         Some(&dir.path().join("sources.yaml")),
         &db,
         true,
-        &["--refresh-concurrency", "1"],
+        &["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
     )
     .await;
     let job =
@@ -352,7 +352,16 @@ async fn url_sources_200_304_retry_and_size_limit() {
         Some(&dir.path().join("sources.yaml")),
         &db,
         true,
-        &["--fetch-backoff-ms", "20", "--fetch-max-bytes", "20000", "--secrets-dir", secrets.to_str().unwrap()],
+        &[
+            "--fetch-backoff-ms",
+            "20",
+            "--fetch-max-bytes",
+            "20000",
+            "--secrets-dir",
+            secrets.to_str().unwrap(),
+            "--url-allow",
+            "127.0.0.1",
+        ],
     )
     .await;
     let src = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "remote"})).await;
@@ -412,7 +421,14 @@ async fn a_job_killed_mid_refresh_reads_failed_after_restart() {
         let db = database_url(backend, dir.path()).await;
         let host = slow_plugin(dir.path(), 0).await;
         let sources = dir.path().join("sources.yaml");
-        let server = Server::start_with(dir.path(), Some(&sources), &db, true, &["--refresh-concurrency", "1"]).await;
+        let server = Server::start_with(
+            dir.path(),
+            Some(&sources),
+            &db,
+            true,
+            &["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
+        )
+        .await;
         host.state.lock().unwrap().delay_ms = 60_000;
         let job = server.ok("mutation { refreshPlugin(plugin: \"models\", wait: false) { id } }", json!({})).await;
         let id = job["refreshPlugin"]["id"].as_str().unwrap().to_string();
@@ -427,7 +443,7 @@ async fn a_job_killed_mid_refresh_reads_failed_after_restart() {
         }
         let (dir_path, db) = server.kill();
         host.state.lock().unwrap().delay_ms = 0;
-        let server = Server::start_with(&dir_path, Some(&sources), &db, true, &[]).await;
+        let server = Server::start_with(&dir_path, Some(&sources), &db, true, &["--url-allow", "127.0.0.1"]).await;
         let j =
             server.ok("query($id: ID!) { refreshJob(id: $id) { phase error finishedAt } }", json!({"id": id})).await;
         assert_eq!(j["refreshJob"]["phase"], "FAILED", "{backend:?}: {j:#}");

@@ -14,7 +14,7 @@ async fn inline_secrets_warn_and_are_redacted_everywhere() {
         .ok(
             APPLY,
             json!({"plugin": "models", "input": {"id": "secret_src", "content": content,
-                   "properties": {"yamlCatalogPath": "secret.yaml", "password": "p4ssw0rd-value"}},
+                   "properties": {"password": "p4ssw0rd-value"}},
                    "options": {"refreshAfterApply": true}}),
         )
         .await;
@@ -22,7 +22,7 @@ async fn inline_secrets_warn_and_are_redacted_everywhere() {
     assert!(warnings.iter().any(|w| w["field"] == "input.properties.password" && w["layer"] == "SECURITY"));
     assert!(warnings.iter().any(|w| w["line"] == 6), "{warnings:?}");
     // The file keeps the real value (it is the operator's file), the API never shows it.
-    assert!(std::fs::read_to_string(dir.path().join("secret.yaml")).unwrap().contains("hunter2-value"));
+    assert!(std::fs::read_to_string(dir.path().join("secret_src-models.yaml")).unwrap().contains("hunter2-value"));
     let everything = server
         .gql(
             "query($id: ID!) { source(plugin: \"models\", id: $id) { properties content revisions { entry content } } \
@@ -42,7 +42,7 @@ async fn inline_secrets_warn_and_are_redacted_everywhere() {
     let body = server.gql(APPLY, json!({"plugin": "models", "input": {"id": "secret_src", "content": shown}})).await;
     assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"));
     assert_eq!(body["errors"][0]["extensions"]["diagnostics"][0]["line"], 6);
-    assert!(std::fs::read_to_string(dir.path().join("secret.yaml")).unwrap().contains("hunter2-value"));
+    assert!(std::fs::read_to_string(dir.path().join("secret_src-models.yaml")).unwrap().contains("hunter2-value"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,9 +83,9 @@ async fn catalog_paths_from_the_api_stay_inside_the_sources_directory() {
         assert_eq!(body["errors"][0]["extensions"]["diagnostics"][0]["field"], "input.properties.yamlCatalogPath");
     }
     assert!(!outside.exists());
-    // A subdirectory is fine, and the existing sources keep their paths.
+    // The server assigns a new source's location; naming exactly that one is accepted.
     server
-        .ok(APPLY, json!({"plugin": "models", "input": {"id": "nested", "content": models_yaml(1), "properties": {"yamlCatalogPath": "catalogs/nested.yaml"}}}))
+        .ok(APPLY, json!({"plugin": "models", "input": {"id": "nested", "content": models_yaml(1), "properties": {"yamlCatalogPath": "nested-models.yaml"}}}))
         .await;
-    assert!(dir.path().join("catalogs/nested.yaml").exists());
+    assert!(dir.path().join("nested-models.yaml").exists());
 }

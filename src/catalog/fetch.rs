@@ -4,19 +4,26 @@
 //!
 //! Source properties:
 //! - `url` (required): `http://` or `https://`
-//! - `authSecretRef: {name, key, namespace?}`: the header value comes from the env var
-//!   `CATALOG_BFF_SECRET_<NAME>_<KEY>` (upper-cased, non-alphanumerics as `_`), else from the
-//!   file `<secrets-dir>/<name>/<key>` (the layout of a mounted Kubernetes Secret).
+//! - `authSecretRef: {name, key, namespace?}`: `name` must be a Kubernetes Secret name and `key`
+//!   a Secret data key (checked again here for a deployer's file). The header value comes from
+//!   the env var `CATALOG_BFF_SECRET_<NAME>_<KEY>` (upper-cased, non-alphanumerics as `_`), else
+//!   from the file `<secrets-dir>/<name>/<key>` (the layout of a mounted Kubernetes Secret),
+//!   which must resolve (symlinks followed) inside the secrets directory.
+//!
+//! Where the client may connect is decided by [`super::outbound`]: refused address classes
+//! unless `--url-allow` lists them, after DNS resolution and on every redirect.
 //! - `authHeader` (default `Authorization`), `authScheme` (default `Bearer`; `""` sends the raw
 //!   value).
 
 use futures_util::StreamExt;
 use serde_yaml_ng::Value;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::diagnostics::{Diagnostic, Layer};
-use super::sources::SourceEntry;
+use super::outbound::{GuardedResolver, UrlAllow, check_url, find_refusal, redirect_policy};
+use super::sources::{SourceEntry, secret_ref_problems};
 
 #[derive(Clone, Debug)]
 pub struct FetchConfig {
@@ -30,6 +37,8 @@ pub struct FetchConfig {
     /// First retry delay; doubles each time.
     pub backoff: Duration,
     pub secrets_dir: PathBuf,
+    /// `--url-allow`: hosts and CIDRs exempt from the outbound address guard.
+    pub url_allow: Arc<UrlAllow>,
 }
 
 impl Default for FetchConfig {
@@ -41,6 +50,7 @@ impl Default for FetchConfig {
             retries: 3,
             backoff: Duration::from_millis(200),
             secrets_dir: PathBuf::from("/var/run/secrets/catalog-bff"),
+            url_allow: Arc::new(UrlAllow::default()),
         }
     }
 }
@@ -56,10 +66,18 @@ pub fn client(cfg: &FetchConfig) -> reqwest::Client {
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.timeout)
         .user_agent(concat!("catalog-bff/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(GuardedResolver { allow: cfg.url_allow.clone() }))
+        .redirect(redirect_policy(cfg.url_allow.clone()))
         .build()
         .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot build the HTTP client with timeouts; using defaults");
-            reqwest::Client::new()
+            // Never fall back to a client without the address guard: one that cannot
+            // connect anywhere is the safe default.
+            tracing::error!(error = %e, "cannot build the HTTP client for url sources; url sources will fail");
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(Arc::new(GuardedResolver { allow: Arc::new(UrlAllow::default()) }))
+                .build()
+                .unwrap_or_default()
         })
 }
 
@@ -79,6 +97,11 @@ pub fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Option<(Str
     let Some(r) = prop(entry, "authSecretRef") else {
         return Ok(None);
     };
+    // A deployer's file is not validated on load (it would make the whole file unreadable),
+    // so the name and key are checked again before they become a path.
+    if let Some(d) = secret_ref_problems(entry).into_iter().next() {
+        return Err(d);
+    }
     let field = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
     let (Some(name), Some(key)) = (field("name"), field("key")) else {
         return Err(Diagnostic::error(Layer::Semantics, "authSecretRef needs `name` and `key`")
@@ -86,22 +109,54 @@ pub fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Option<(Str
             .hint("write authSecretRef: {name: my-secret, key: token}"));
     };
     let var = env_name(&name, &key);
-    let file = cfg.secrets_dir.join(&name).join(&key);
     let value = match std::env::var(&var) {
         Ok(v) => v,
-        Err(_) => match std::fs::read_to_string(&file) {
-            Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
-            Err(_) => {
-                return Err(Diagnostic::error(Layer::Semantics, format!("secret {name}/{key} not found"))
-                    .field("properties.authSecretRef")
-                    .hint(format!("set the env var {var} or mount the secret so that {} exists", file.display())));
-            }
-        },
+        Err(_) => read_secret_file(&cfg.secrets_dir, &name, &key, &var)?,
     };
     let header = prop(entry, "authHeader").and_then(Value::as_str).unwrap_or("Authorization").to_string();
     let scheme = prop(entry, "authScheme").and_then(Value::as_str).unwrap_or("Bearer");
     let value = if scheme.is_empty() { value } else { format!("{scheme} {value}") };
     Ok(Some((header, value)))
+}
+
+/// Reads `<secrets-dir>/<name>/<key>` only if it resolves inside the secrets directory: a
+/// symlink in a mounted Secret volume pointing elsewhere (or a crafted one) is refused. The
+/// messages name the secret and the flag, not the server's paths.
+fn read_secret_file(dir: &std::path::Path, name: &str, key: &str, var: &str) -> Result<String, Diagnostic> {
+    let missing = || {
+        Diagnostic::error(Layer::Semantics, format!("secret {name}/{key} not found"))
+            .field("properties.authSecretRef")
+            .hint(format!("set the env var {var} or mount the secret so that {name}/{key} exists under --secrets-dir"))
+    };
+    let root = dir.canonicalize().map_err(|_| missing())?;
+    let real = root.join(name).join(key).canonicalize().map_err(|_| missing())?;
+    if !real.starts_with(&root) {
+        return Err(Diagnostic::error(
+            Layer::Semantics,
+            format!("secret {name}/{key} resolves outside --secrets-dir; refusing to read it"),
+        )
+        .field("properties.authSecretRef")
+        .hint("mount the Secret itself under --secrets-dir (no symlinks to other places), or use the env var route"));
+    }
+    if !real.is_file() {
+        return Err(missing());
+    }
+    std::fs::read_to_string(&real).map(|v| v.trim_end_matches(['\n', '\r']).to_string()).map_err(|_| missing())
+}
+
+/// reqwest's top-level message ("error sending request") hides the cause; show the chain.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 enum Attempt {
@@ -117,6 +172,12 @@ pub async fn fetch(
     cfg: &FetchConfig,
 ) -> Result<Fetched, Diagnostic> {
     let url = entry.url().unwrap_or_default().to_string();
+    // IP-literal hosts never reach the resolver: check them here, before any secret is read.
+    if let Ok(parsed) = reqwest::Url::parse(&url)
+        && let Err(msg) = check_url(&cfg.url_allow, &parsed)
+    {
+        return Err(fail(&url, msg));
+    }
     let auth = auth_header(entry, cfg)?;
     let mut delay = cfg.backoff;
     let mut last = String::new();
@@ -161,7 +222,13 @@ async fn once(
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) if e.is_builder() => return Attempt::Fail(format!("invalid request: {e}")),
-        Err(e) => return Attempt::Retry(e.to_string()),
+        Err(e) => {
+            // A refused address is final: retrying cannot change the answer.
+            if let Some(msg) = find_refusal(&e) {
+                return Attempt::Fail(msg);
+            }
+            return Attempt::Retry(error_chain(&e));
+        }
     };
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {

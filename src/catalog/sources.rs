@@ -116,6 +116,10 @@ pub struct SourcesFile {
     pub warnings: Vec<Diagnostic>,
     /// Kubeflow only: the key holding model sources (`model_catalogs` or deprecated `catalogs`).
     model_key: &'static str,
+    /// Sources whose catalog location is the sources file or already belongs to an earlier
+    /// source: they are not loaded (state ERROR) and never written, so no write through one
+    /// source can clobber another's file (a location belongs to exactly one source).
+    path_conflicts: Vec<(PluginKind, String, Diagnostic)>,
 }
 
 #[derive(Deserialize)]
@@ -235,8 +239,20 @@ impl SourcesFile {
                 .field(s.clone()),
             );
         }
-        let sf =
-            SourcesFile { path: path.to_path_buf(), text, dialect, sources, unknown_sections, warnings, model_key };
+        let mut sf = SourcesFile {
+            path: path.to_path_buf(),
+            text,
+            dialect,
+            sources,
+            unknown_sections,
+            warnings,
+            model_key,
+            path_conflicts: Vec::new(),
+        };
+        sf.path_conflicts = sf.find_path_conflicts();
+        for (_, _, d) in &sf.path_conflicts {
+            sf.warnings.push(d.clone());
+        }
         let errors = sf.semantic_errors();
         if errors.is_empty() { Ok(sf) } else { Err(errors) }
     }
@@ -248,7 +264,12 @@ impl SourcesFile {
         for (plugin, e) in &self.sources {
             // A source of a type we cannot load (upstream's `hf`, `git`) is kept and shows as
             // ERROR on refresh; it does not make the whole file unreadable.
-            for d in validate_entry(e).into_iter().filter(|d| d.field.as_deref() != Some("type")) {
+            // Likewise a bad authSecretRef fails that source's fetch, not the whole file.
+            let per_source = |d: &Diagnostic| {
+                d.field.as_deref() == Some("type")
+                    || d.field.as_deref().is_some_and(|f| f.starts_with("properties.authSecretRef"))
+            };
+            for d in validate_entry(e).into_iter().filter(|d| !per_source(d)) {
                 let (line, col) = find_key_value(&self.text, "id", &e.id, 0);
                 out.push(d.in_file(&file).at(line, col));
             }
@@ -264,6 +285,50 @@ impl SourcesFile {
             }
         }
         out
+    }
+
+    /// Lexical comparison of catalog locations (symlink aliases are caught at write time by
+    /// `paths::writable_catalog_path`): the first source naming a location owns it.
+    fn find_path_conflicts(&self) -> Vec<(PluginKind, String, Diagnostic)> {
+        let file = self.path.display().to_string();
+        let own = super::paths::normalized(&self.path.to_string_lossy());
+        let mut owners: std::collections::HashMap<PathBuf, (PluginKind, String)> = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (plugin, e) in &self.sources {
+            let Some(rel) = e.yaml_catalog_path().filter(|_| e.type_ == "yaml") else { continue };
+            let key = super::paths::normalized(&self.resolve(rel).to_string_lossy());
+            let (line, col) = find_key_value(&self.text, "id", &e.id, 0);
+            let problem = if key == own {
+                Some(format!("yamlCatalogPath `{rel}` of source {plugin}/{} is the sources file itself", e.id))
+            } else {
+                owners.get(&key).map(|(p, id)| {
+                    format!(
+                        "yamlCatalogPath `{rel}` of source {plugin}/{} is already the catalog of source {p}/{id}",
+                        e.id
+                    )
+                })
+            };
+            match problem {
+                Some(msg) => out.push((
+                    *plugin,
+                    e.id.clone(),
+                    Diagnostic::error(Layer::Semantics, msg)
+                        .in_file(&file)
+                        .at(line, col)
+                        .field("properties.yamlCatalogPath")
+                        .hint("give every source its own catalog file; this source is not loaded until then"),
+                )),
+                None => {
+                    owners.insert(key, (*plugin, e.id.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Why this source's catalog location cannot be used, if it cannot (see `path_conflicts`).
+    pub fn path_conflict(&self, plugin: PluginKind, id: &str) -> Option<&Diagnostic> {
+        self.path_conflicts.iter().find(|(p, i, _)| *p == plugin && i == id).map(|(_, _, d)| d)
     }
 
     pub fn find(&self, plugin: PluginKind, id: &str) -> Option<&SourceEntry> {
@@ -397,6 +462,7 @@ pub fn validate_entry(e: &SourceEntry) -> Vec<Diagnostic> {
                 .hint("use `yaml` (a catalog file) or `url` (a catalog fetched over HTTP)"),
         ),
     }
+    out.extend(secret_ref_problems(e));
     for (key, list) in [("includedModels", &e.included_models), ("excludedModels", &e.excluded_models)] {
         for (i, p) in list.iter().flatten().enumerate() {
             if p.trim().is_empty() {
@@ -418,6 +484,65 @@ pub fn validate_entry(e: &SourceEntry) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// `authSecretRef` must name a Kubernetes Secret and one of its data keys. Why: the name and
+/// key become a path under `--secrets-dir`; `{name: "/etc", key: "hostname"}` used to read
+/// `/etc/hostname` and send it as a header to the source's URL.
+pub fn secret_ref_problems(e: &SourceEntry) -> Vec<Diagnostic> {
+    let Some(r) = e.properties.get("authSecretRef") else {
+        return Vec::new();
+    };
+    let field = |k: &str| r.get(k).and_then(Value::as_str);
+    let (Some(name), Some(key)) = (field("name"), field("key")) else {
+        return vec![
+            Diagnostic::error(Layer::Semantics, "authSecretRef needs `name` and `key` (strings)")
+                .field("properties.authSecretRef")
+                .hint("write authSecretRef: {name: my-secret, key: token}"),
+        ];
+    };
+    let mut out = Vec::new();
+    if !valid_secret_name(name) {
+        out.push(
+            Diagnostic::error(
+                Layer::Semantics,
+                format!("authSecretRef name `{}` is not a Kubernetes Secret name", name.escape_debug()),
+            )
+            .field("properties.authSecretRef.name")
+            .hint("use the Secret's name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"),
+        );
+    }
+    if !valid_secret_key(key) {
+        out.push(
+            Diagnostic::error(
+                Layer::Semantics,
+                format!("authSecretRef key `{}` is not a Kubernetes Secret data key", key.escape_debug()),
+            )
+            .field("properties.authSecretRef.key")
+            .hint("use one of the Secret's data keys: letters, digits, '-', '_' and '.', at most 253 characters, not `.` or `..`"),
+        );
+    }
+    out
+}
+
+/// A DNS-1123 subdomain: what Kubernetes accepts as a Secret name.
+pub fn valid_secret_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 253
+        && b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum)
+        && b.iter().all(|c| alnum(c) || *c == b'-' || *c == b'.')
+}
+
+/// A Secret data key: `[-._a-zA-Z0-9]+`, at most 253 characters, not `.` or `..`.
+pub fn valid_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
 }
 
 pub fn valid_id(id: &str) -> bool {
@@ -650,6 +775,33 @@ mod tests {
         let reparsed = parse(&new);
         assert_eq!(reparsed.sources.len(), 1);
         assert!(new.starts_with("catalogs:\n"));
+    }
+
+    #[test]
+    fn secret_names_and_keys() {
+        for ok in ["catalog-host", "a", "a.b-c", "x1"] {
+            assert!(valid_secret_name(ok), "{ok}");
+        }
+        for bad in ["", "/etc", "..", "a/b", "-a", "a-", "A", "a_b", &"a".repeat(254)] {
+            assert!(!valid_secret_name(bad), "{bad}");
+        }
+        for ok in ["token", "ca.crt", "_x", "A-b_c.d"] {
+            assert!(valid_secret_key(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b", "a b"] {
+            assert!(!valid_secret_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shared_catalog_paths_put_the_later_source_in_conflict() {
+        let sf = parse(
+            "model_catalogs:\n  - name: A\n    id: a\n    type: yaml\n    properties:\n      yamlCatalogPath: a.yaml\n  - name: B\n    id: b\n    type: yaml\n    properties:\n      yamlCatalogPath: ./a.yaml\n  - name: S\n    id: s\n    type: yaml\n    properties:\n      yamlCatalogPath: sources.yaml\nmcp_catalogs:\n  - name: M\n    id: m\n    type: yaml\n    properties:\n      yamlCatalogPath: a.yaml\n",
+        );
+        assert!(sf.path_conflict(PluginKind::Models, "a").is_none());
+        assert!(sf.path_conflict(PluginKind::Models, "b").unwrap().message.contains("models/a"));
+        assert!(sf.path_conflict(PluginKind::Models, "s").unwrap().message.contains("the sources file itself"));
+        assert!(sf.path_conflict(PluginKind::Mcp, "m").unwrap().message.contains("models/a"));
     }
 
     #[test]

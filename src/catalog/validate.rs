@@ -107,7 +107,7 @@ pub fn check(draft: &SourceDraft, existing: Option<&SourceEntry>) -> Checked {
         for s in find_inline_secrets(content) {
             diags.push(secret_warning(&s.key).in_file(&file).at(Some(s.line), Some(s.column)));
         }
-    } else if draft.entry.type_ == "yaml" {
+    } else if draft.entry.type_ == "yaml" && !keeps_outside_location(draft, existing) {
         diags.push(
             Diagnostic::error(
                 Layer::Semantics,
@@ -142,6 +142,16 @@ fn path_policy(draft: &SourceDraft, existing: Option<&SourceEntry>) -> Option<Di
         .field("input.properties.yamlCatalogPath")
         .hint("use a relative path without `..`, such as `team-models.yaml` or `catalogs/team-models.yaml`")
     })
+}
+
+/// A deployer's catalog outside the sources file's directory is never written through the API;
+/// an entry-only edit of such a source (rename, disable) stays possible even when its file
+/// cannot be read here (it may exist only where refresh runs, e.g. a mounted volume).
+fn keeps_outside_location(draft: &SourceDraft, existing: Option<&SourceEntry>) -> bool {
+    let path = draft.entry.yaml_catalog_path();
+    path.is_some()
+        && existing.and_then(SourceEntry::yaml_catalog_path) == path
+        && path.and_then(super::paths::lexical_problem).is_some_and(|w| w.contains("outside"))
 }
 
 fn secret_warning(key: &str) -> Diagnostic {

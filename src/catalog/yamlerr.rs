@@ -2,9 +2,12 @@
 //! nearest known field name.
 
 use super::diagnostics::{Diagnostic, Layer, nearest};
+use super::yaml_depth::check_depth;
 
-/// Parses `text` as YAML without any schema: the syntax layer.
+/// Parses `text` as YAML without any schema: the syntax layer. The nesting guard runs first so a
+/// deeply nested document never reaches the (superlinear) parser.
 pub fn syntax_check(text: &str, file: &str) -> Result<serde_yaml_ng::Value, Diagnostic> {
+    check_depth(text, file)?;
     serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(|e| {
         let (line, col) = location(&e);
         Diagnostic::error(Layer::Syntax, format!("invalid YAML: {}", strip_location(&e.to_string())))
@@ -15,7 +18,10 @@ pub fn syntax_check(text: &str, file: &str) -> Result<serde_yaml_ng::Value, Diag
 }
 
 /// Deserializes `text` into a strict (deny_unknown_fields) type: the fields layer.
+/// Every YAML entry point (catalog files, URL bodies, the sources file, API content) ends up
+/// here or in [`syntax_check`], which is why the depth guard sits in both.
 pub fn strict_parse<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, Diagnostic> {
+    check_depth(text, file)?;
     serde_yaml_ng::from_str::<T>(text).map_err(|e| from_serde_error(&e, file))
 }
 

@@ -26,6 +26,7 @@ use super::diagnostics::{Diagnostic, ValidationReport};
 use super::events::{EventKind, Events};
 use super::fetch::FetchConfig;
 use super::jobs::{JobPhase, JobRegistry, RefreshJob};
+use super::paths;
 use super::plugins::{Entity, PluginKind};
 use super::redact::{redact_json, redact_yaml_text};
 use super::refresh::{Impact, RefreshMode, Snapshot, diff};
@@ -191,6 +192,9 @@ pub struct CatalogOptions {
     pub fetch: FetchConfig,
     /// How often to look for edits made outside the API; `None` turns the watcher off.
     pub watch_interval: Option<std::time::Duration>,
+    /// Files no source may write or read back (the SQLite database; `-wal`/`-shm`/`-journal`
+    /// are implied).
+    pub reserved_paths: Vec<PathBuf>,
 }
 
 impl Default for CatalogOptions {
@@ -200,6 +204,7 @@ impl Default for CatalogOptions {
             max_running_jobs: 4,
             fetch: FetchConfig::default(),
             watch_interval: Some(std::time::Duration::from_secs(2)),
+            reserved_paths: Vec::new(),
         }
     }
 }
@@ -389,11 +394,56 @@ impl Catalog {
         self.config_error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
     }
 
+    /// The catalog text of a yaml source, for the API (`content`) and revisions. Only what
+    /// `paths::readable_catalog_path` allows is read: never the sources file, the database,
+    /// another source's file, or anything outside the sources file's directory (a deployer's
+    /// outside location still loads on refresh; its text is just not shown).
     fn read_content(&self, file: &SourcesFile, entry: &SourceEntry) -> std::io::Result<Option<String>> {
-        match entry.yaml_catalog_path() {
-            Some(p) if entry.type_ == "yaml" => read_optional(&file.resolve(p)),
-            _ => Ok(None),
+        let Some(rel) = entry.yaml_catalog_path().filter(|_| entry.type_ == "yaml") else {
+            return Ok(None);
+        };
+        // Callers pass an entry of `file`; find its plugin (by identity, else by equal entry).
+        let plugin = file
+            .sources
+            .iter()
+            .find(|(_, e)| std::ptr::eq(e, entry))
+            .or_else(|| file.sources.iter().find(|(_, e)| e == entry))
+            .map(|(p, _)| *p);
+        match plugin {
+            Some(plugin) => self.read_catalog(file, plugin, &entry.id, rel),
+            None => Ok(None),
         }
+    }
+
+    fn read_catalog(
+        &self,
+        file: &SourcesFile,
+        plugin: PluginKind,
+        id: &str,
+        rel: &str,
+    ) -> std::io::Result<Option<String>> {
+        if file.path_conflict(plugin, id).is_some() {
+            return Ok(None);
+        }
+        match paths::readable_catalog_path(file, plugin, id, rel, &self.options.reserved_paths) {
+            Ok(path) => read_optional(&path),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Checks a catalog location right before writing it (symlinks resolved on the real
+    /// filesystem) and returns the path to write. Apply calls this under the write lock.
+    pub fn writable_catalog_path(
+        &self,
+        file: &SourcesFile,
+        plugin: PluginKind,
+        id: &str,
+        rel: &str,
+    ) -> std::result::Result<PathBuf, Diagnostic> {
+        if let Some(d) = file.path_conflict(plugin, id) {
+            return Err(d.clone().field(paths::FIELD));
+        }
+        paths::writable_catalog_path(file, plugin, id, rel, &self.options.reserved_paths)
     }
 
     // ---- reads ---------------------------------------------------------------------------------
@@ -572,22 +622,31 @@ impl Catalog {
 
     // ---- validate / apply / rollback ----------------------------------------------------------
 
-    /// Fills in what an edit may leave out: a yaml source keeps its catalog path and content.
-    fn prepare(&self, file: &SourcesFile, mut draft: SourceDraft) -> SourceDraft {
-        let existing = file.find(draft.plugin, &draft.entry.id);
-        if draft.entry.type_ == "yaml" && draft.entry.yaml_catalog_path().is_none() {
-            let path = existing
-                .and_then(|e| e.yaml_catalog_path().map(str::to_string))
-                .unwrap_or_else(|| format!("{}-{}.yaml", draft.entry.id, draft.plugin.name()));
-            draft.entry.properties.insert("yamlCatalogPath".into(), path.into());
+    /// Fills in what an edit may leave out (a yaml source keeps its catalog path and content)
+    /// and decides where its bytes go: the server assigns the location of a new source
+    /// (`{id}-{plugin}.yaml` beside the sources file), an existing one keeps its own, and new
+    /// content must be writable there (see `paths`). Refuses before anything is written.
+    fn prepare(&self, file: &SourcesFile, mut draft: SourceDraft) -> Result<SourceDraft> {
+        if draft.entry.type_ != "yaml" {
+            return Ok(draft);
         }
-        if draft.content.is_none()
-            && draft.entry.type_ == "yaml"
-            && let Some(p) = draft.entry.yaml_catalog_path()
-        {
-            draft.content = read_optional(&file.resolve(p)).ok().flatten();
+        let plugin = draft.plugin;
+        let id = draft.entry.id.clone();
+        let existing = file.find(plugin, &id);
+        let requested = draft
+            .entry
+            .properties
+            .get("yamlCatalogPath")
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| format!("{v:?}")));
+        let invalid = |d: Diagnostic| CatalogError::Validation(ValidationReport::from_diagnostics(vec![d]));
+        let rel = paths::assign(plugin, &id, requested.as_deref(), existing).map_err(invalid)?;
+        draft.entry.properties.insert("yamlCatalogPath".into(), rel.clone().into());
+        if draft.content.is_some() {
+            self.writable_catalog_path(file, plugin, &id, &rel).map_err(invalid)?;
+        } else if existing.is_some() {
+            draft.content = self.read_catalog(file, plugin, &id, &rel).ok().flatten();
         }
-        draft
+        Ok(draft)
     }
 
     /// Turns a partial edit into a full draft against the current sources file.
@@ -600,7 +659,14 @@ impl Catalog {
     pub fn validate(&self, draft: SourceDraft) -> ValidationReport {
         let file = self.file();
         let existing = file.find(draft.plugin, &draft.entry.id).cloned();
-        check(&self.prepare(&file, draft), existing.as_ref()).report
+        match self.prepare(&file, draft) {
+            Ok(draft) => check(&draft, existing.as_ref()).report,
+            Err(CatalogError::Validation(report)) => report,
+            Err(e) => ValidationReport::from_diagnostics(vec![Diagnostic::error(
+                super::diagnostics::Layer::Semantics,
+                e.to_string(),
+            )]),
+        }
     }
 
     /// Applies a (partial) edit. The patch is merged with the source as it is on disk now,
@@ -662,7 +728,7 @@ impl Catalog {
         };
         let plugin = draft.plugin;
         let id = draft.entry.id.clone();
-        let draft = self.prepare(&file, draft);
+        let draft = self.prepare(&file, draft)?;
         let checked = check(&draft, file.find(plugin, &id));
         if !checked.report.valid() {
             return Err(CatalogError::Validation(checked.report));
@@ -689,11 +755,22 @@ impl Catalog {
         }
 
         let existing = file.find(plugin, &id).cloned();
-        let catalog_path = draft.entry.yaml_catalog_path().map(|p| file.resolve(p));
+        // Where the content goes: re-checked here, under the lock, right before the write
+        // (symlinks resolved, ownership, reserved files), not only when the input was checked.
+        let catalog_path = match (draft.entry.yaml_catalog_path(), &draft.content) {
+            (Some(rel), Some(_)) => Some(
+                self.writable_catalog_path(&file, plugin, &id, rel)
+                    .map_err(|d| CatalogError::Validation(ValidationReport::from_diagnostics(vec![d])))?,
+            ),
+            _ => None,
+        };
         let old_content = match &catalog_path {
-            Some(p) => {
-                read_optional(p).map_err(|e| CatalogError::Internal(format!("cannot read {}: {e}", p.display())))?
-            }
+            Some(p) => read_optional(p).map_err(|e| {
+                CatalogError::Internal(format!(
+                    "cannot read the current catalog of {plugin}/{id} ({}): {e}",
+                    draft.entry.yaml_catalog_path().unwrap_or_default()
+                ))
+            })?,
             None => None,
         };
         let content_changed = draft.content.is_some() && draft.content != old_content;

@@ -385,6 +385,10 @@ impl Catalog {
         if !entry.enabled {
             return Loaded::Disabled;
         }
+        // A location already owned by another source (or the sources file): not loaded.
+        if let Some(d) = file.path_conflict(plugin, id) {
+            return Loaded::Failed(vec![d.clone()]);
+        }
         let (text, label, etag) = match entry.type_.as_str() {
             "yaml" => {
                 let Some(rel) = entry.yaml_catalog_path() else {
