@@ -55,10 +55,9 @@ pub enum CatalogError {
 impl From<DbError> for CatalogError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Unavailable(_) => CatalogError::Unavailable {
-                message: "the database is unavailable".into(),
-                retry_after_secs: 5,
-            },
+            DbError::Unavailable(_) => {
+                CatalogError::Unavailable { message: "the database is unavailable".into(), retry_after_secs: 5 }
+            }
             other => CatalogError::Internal(other.to_string()),
         }
     }
