@@ -109,7 +109,7 @@ pub fn source_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Error> {
         ));
     }
     if !crate::catalog::sources::valid_id(id) {
-        return Err(invalid_input(format!("`{field}` is not a valid source id: `{id}`"), field, ID_HINT));
+        return Err(invalid_input(format!("`{field}` is not a valid source id: `{id}`; {ID_HINT}"), field, ID_HINT));
     }
     Ok(id)
 }

@@ -96,7 +96,7 @@ impl Query {
             && a.parse::<usize>().is_err()
         {
             return Err(invalid_input(
-                "`after` is not a cursor of this connection",
+                "`after` is not a cursor of this connection; pass `pageInfo.endCursor` from a previous page",
                 "after",
                 "pass `pageInfo.endCursor` (or an edge's `cursor`) from a previous page of the same query",
             ));
