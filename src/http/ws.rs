@@ -318,8 +318,7 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, h
     let mut ticker = tokio::time::interval(app.options.keepalive);
     ticker.tick().await;
     let mut shutdown = app.catalog.shutdown_signal();
-    let init_deadline = std::pin::pin!(tokio::time::sleep(app.options.ws.init_timeout));
-    let mut init_deadline = init_deadline;
+    let mut init_deadline = std::pin::pin!(tokio::time::sleep(app.options.ws.init_timeout));
     // Held from the ack to the end of the connection.
     let mut slot: Option<ConnectionSlot> = None;
     loop {
