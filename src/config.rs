@@ -147,7 +147,15 @@ pub struct ServeArgs {
     /// Most subscriptions on one WebSocket connection.
     #[arg(long, env = "CATALOG_BFF_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 20)]
     pub max_subscriptions_per_connection: usize,
-    /// Most open WebSocket + SSE connections.
+    /// Largest WebSocket message (and frame), in bytes; a bigger one closes the connection
+    /// with 1009. GraphQL subscribe messages are small: the default leaves ample room.
+    #[arg(long, env = "CATALOG_BFF_MAX_WS_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_ws_message_bytes: usize,
+    /// Seconds a WebSocket may stay open without an accepted `connection_init` before it is
+    /// closed with 4408; until then it holds no connection slot.
+    #[arg(long, env = "CATALOG_BFF_WS_INIT_TIMEOUT", default_value_t = 10.0)]
+    pub ws_init_timeout: f64,
+    /// Most open WebSocket + SSE connections (a WebSocket counts once authenticated).
     #[arg(long, env = "CATALOG_BFF_MAX_CONNECTIONS", default_value_t = 1000)]
     pub max_connections: usize,
     /// Changes (applySource, refresh*, rollbackSource) per caller per minute; 0 = unlimited.
@@ -202,6 +210,10 @@ impl ServeArgs {
             max_batch: self.max_batch,
             max_connections: self.max_connections,
             max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            ws: crate::http::ws::WsOptions {
+                max_message_bytes: self.max_ws_message_bytes.max(1024),
+                init_timeout: std::time::Duration::from_secs_f64(self.ws_init_timeout.max(0.05)),
+            },
             schema: crate::graphql::SchemaOptions {
                 max_depth: self.max_depth,
                 max_complexity: self.max_complexity,

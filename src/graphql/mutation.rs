@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, InputObject, Json, Object, Result};
 
 use super::audit::{self, Target};
-use super::errors::{invalid_input, to_graphql};
+use super::errors::{self, invalid_input, to_graphql};
 use super::guards::OperatorAction;
 use super::types::{ApplyResult, RefreshJob, RefreshMode};
 use super::{actor, catalog};
@@ -30,7 +30,24 @@ pub struct SourceInput {
 }
 
 impl SourceInput {
+    /// Checks the arguments (id, properties shape and depth) and maps them to the core's patch.
     pub fn into_patch(self) -> Result<SourcePatch> {
+        errors::source_id("input.id", &self.id)?;
+        if let Some(Json(p)) = &self.properties {
+            // Checked before the YAML conversion, which recurses: deep nesting is refused in
+            // time linear in the input, and no real source needs more than a few levels.
+            let depth = errors::json_depth(p);
+            if depth > errors::MAX_PROPERTIES_DEPTH {
+                return Err(invalid_input(
+                    format!(
+                        "`input.properties` nests {depth} levels deep; at most {} levels are allowed",
+                        errors::MAX_PROPERTIES_DEPTH
+                    ),
+                    "input.properties",
+                    "send a flat object such as {\"yamlCatalogPath\": \"models.yaml\"}",
+                ));
+            }
+        }
         let properties = match self.properties {
             None => None,
             Some(Json(serde_json::Value::Object(_))) | Some(Json(serde_json::Value::Null)) => {
@@ -76,15 +93,27 @@ pub struct ApplyOptions {
     pub confirm_removals: bool,
 }
 
-impl From<Option<ApplyOptions>> for CoreApplyOptions {
-    fn from(o: Option<ApplyOptions>) -> Self {
+impl ApplyOptions {
+    /// Checks the options and maps them to the core's: `expectedRevision` is a revision
+    /// number (1 or more); anything else could never match and would read as a CONFLICT.
+    fn into_core(o: Option<ApplyOptions>) -> Result<CoreApplyOptions> {
         let o = o.unwrap_or_default();
-        CoreApplyOptions {
+        let expected_revision =
+            o.expected_revision.map(|r| errors::revision("options.expectedRevision", r)).transpose()?;
+        Ok(CoreApplyOptions {
             refresh_after_apply: o.refresh_after_apply,
             dry_run: o.dry_run,
-            expected_revision: o.expected_revision,
+            expected_revision,
             confirm_removals: o.confirm_removals,
-        }
+        })
+    }
+}
+
+/// The id as the audit trail records it: a refused, oversized id is cut, not stored whole.
+fn audit_id(id: &str) -> &str {
+    match id.char_indices().nth(errors::MAX_ID_LEN) {
+        Some((i, _)) => &id[..i],
+        None => id,
     }
 }
 
@@ -120,9 +149,10 @@ async fn refresh(
     source_id: Option<&str>,
     a: RefreshArgs,
 ) -> Result<RefreshJob> {
-    let target = Target { action, plugin, source_id };
+    let target = Target { action, plugin: audit_id(plugin), source_id: source_id.map(audit_id) };
     audited(ctx, target, |_| None, async {
-        let kind = super::plugin(plugin)?;
+        let kind = errors::plugin("plugin", plugin)?;
+        let source_id = source_id.map(|id| errors::source_id("id", id)).transpose()?;
         let req = RefreshRequest {
             mode: a.mode.unwrap_or(RefreshMode::Full).into(),
             dry_run: a.dry_run.unwrap_or(false),
@@ -150,11 +180,13 @@ impl Mutation {
         let id = input.id.to_string();
         let dry = options.as_ref().is_some_and(|o| o.dry_run);
         let action = if dry { "applySource(dryRun)" } else { "applySource" };
-        let target = Target { action, plugin: &plugin, source_id: Some(&id) };
+        let target = Target { action, plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
         audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
-            let kind = super::plugin(&plugin)?;
+            let kind = errors::plugin("plugin", &plugin)?;
+            let patch = input.into_patch()?;
+            let options = ApplyOptions::into_core(options)?;
             let c = catalog(ctx)?;
-            let out = c.apply(kind, input.into_patch()?, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
+            let out = c.apply(kind, patch, options, &actor(ctx)).await.map_err(to_graphql)?;
             Ok(ApplyResult(out))
         })
         .await
@@ -203,11 +235,13 @@ impl Mutation {
         revision: i32,
         options: Option<ApplyOptions>,
     ) -> Result<ApplyResult> {
-        let target = Target { action: "rollbackSource", plugin: &plugin, source_id: Some(&id) };
+        let target = Target { action: "rollbackSource", plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
         audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
-            let kind = super::plugin(&plugin)?;
-            let out =
-                catalog(ctx)?.rollback(kind, &id, revision, options.into(), &actor(ctx)).await.map_err(to_graphql)?;
+            let kind = errors::plugin("plugin", &plugin)?;
+            let id = errors::source_id("id", &id)?;
+            let revision = errors::revision("revision", revision)?;
+            let options = ApplyOptions::into_core(options)?;
+            let out = catalog(ctx)?.rollback(kind, id, revision, options, &actor(ctx)).await.map_err(to_graphql)?;
             Ok(ApplyResult(out))
         })
         .await

@@ -4,7 +4,7 @@ use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 
 use super::catalog;
-use super::errors::to_graphql;
+use super::errors::{self, invalid_input, to_graphql};
 use super::mutation::SourceInput;
 use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
 
@@ -51,7 +51,7 @@ impl Query {
     /// Sources in file order, optionally of one plugin.
     async fn sources(&self, ctx: &Context<'_>, plugin: Option<String>) -> Result<Vec<Source>> {
         let kind = match plugin.as_deref() {
-            Some(p) => Some(super::plugin(p)?),
+            Some(p) => Some(errors::plugin("plugin", p)?),
             None => None,
         };
         let list = catalog(ctx)?.sources(kind).await.map_err(to_graphql)?;
@@ -59,8 +59,9 @@ impl Query {
     }
 
     async fn source(&self, ctx: &Context<'_>, plugin: String, id: ID) -> Result<Option<Source>> {
-        let kind = super::plugin(&plugin)?;
-        Ok(catalog(ctx)?.source(kind, &id).await.map_err(to_graphql)?.map(Source))
+        let kind = errors::plugin("plugin", &plugin)?;
+        let id = errors::source_id("id", &id)?;
+        Ok(catalog(ctx)?.source(kind, id).await.map_err(to_graphql)?.map(Source))
     }
 
     /// Entities of a plugin, paginated (Relay cursors), with case-insensitive text search over
@@ -74,8 +75,33 @@ impl Query {
         #[graphql(validator(minimum = 0, maximum = 500))] first: Option<i32>,
         after: Option<String>,
     ) -> Result<EntityConnection> {
-        let kind = super::plugin(&plugin)?;
-        let all = catalog(ctx)?.entities(kind, source_id.as_ref().map(|s| s.as_str()), search.as_deref());
+        let kind = errors::plugin("plugin", &plugin)?;
+        let source_id = source_id.as_ref().map(|s| errors::source_id("sourceId", s)).transpose()?;
+        if let Some(s) = &search
+            && s.chars().count() > errors::MAX_SEARCH_LEN
+        {
+            return Err(invalid_input(
+                format!(
+                    "`search` is {} characters long; at most {} are allowed",
+                    s.chars().count(),
+                    errors::MAX_SEARCH_LEN
+                ),
+                "search",
+                "search for a shorter part of a name, description or provider",
+            ));
+        }
+        // async-graphql would fail a foreign cursor with a bare parse error (and no code); the
+        // cursor is our own format, so say what it is instead.
+        if let Some(a) = &after
+            && a.parse::<usize>().is_err()
+        {
+            return Err(invalid_input(
+                "`after` is not a cursor of this connection; pass `pageInfo.endCursor` from a previous page",
+                "after",
+                "pass `pageInfo.endCursor` (or an edge's `cursor`) from a previous page of the same query",
+            ));
+        }
+        let all = catalog(ctx)?.entities(kind, source_id, search.as_deref());
         let total = all.len();
         query(after, None, first, None, |after: Option<usize>, _before: Option<usize>, first, _last| async move {
             let start = after.map(|a| a + 1).unwrap_or(0).min(total);
@@ -104,11 +130,8 @@ impl Query {
     }
 
     /// The audit trail, newest first: who changed what, and the outcome.
-    async fn audit_log(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(default = 50, validator(minimum = 1, maximum = 1000))] limit: i32,
-    ) -> Result<Vec<AuditRecord>> {
+    async fn audit_log(&self, ctx: &Context<'_>, #[graphql(default = 50)] limit: i32) -> Result<Vec<AuditRecord>> {
+        let limit = errors::in_range("limit", limit, 1, 1000)?;
         let rows =
             catalog(ctx)?.db().audit_log(u64::try_from(limit).unwrap_or(50)).await.map_err(|e| to_graphql(e.into()))?;
         Ok(rows
@@ -126,22 +149,20 @@ impl Query {
     }
 
     /// Recent refresh jobs, newest first.
-    async fn refresh_jobs(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(default = 20, validator(minimum = 1, maximum = 500))] limit: i32,
-    ) -> Result<Vec<RefreshJob>> {
+    async fn refresh_jobs(&self, ctx: &Context<'_>, #[graphql(default = 20)] limit: i32) -> Result<Vec<RefreshJob>> {
+        let limit = errors::in_range("limit", limit, 1, 500)?;
         let jobs = catalog(ctx)?.recent_jobs(u64::try_from(limit).unwrap_or(20)).await.map_err(to_graphql)?;
         Ok(jobs.into_iter().map(RefreshJob).collect())
     }
 
     async fn refresh_job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<RefreshJob>> {
-        Ok(catalog(ctx)?.job(&id).await.map_err(to_graphql)?.map(RefreshJob))
+        let id = errors::job_id("id", &id)?;
+        Ok(catalog(ctx)?.job(id).await.map_err(to_graphql)?.map(RefreshJob))
     }
 
     /// Runs every validation layer on a proposed source. Changes nothing.
     async fn validate_source(&self, ctx: &Context<'_>, plugin: String, input: SourceInput) -> Result<ValidationReport> {
-        let kind = super::plugin(&plugin)?;
+        let kind = errors::plugin("plugin", &plugin)?;
         let c = catalog(ctx)?;
         let draft = c.draft(kind, input.into_patch()?);
         Ok(c.validate(draft).into())

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::{broadcast, watch};
 
 use super::catalog;
-use super::errors::{not_found, to_graphql};
+use super::errors::{self, not_found, to_graphql};
 use super::types::RefreshJob;
 use crate::catalog::events as core_events;
 use crate::catalog::jobs::RefreshJob as CoreJob;
@@ -132,6 +132,7 @@ impl Subscription {
     /// The job's current state first, then every change; completes when the job ends. A job
     /// that already ended yields its final state and completes.
     async fn refresh_progress(&self, ctx: &Context<'_>, job_id: ID) -> Result<impl Stream<Item = RefreshJob> + use<>> {
+        errors::job_id("jobId", &job_id)?;
         let c = catalog(ctx)?.clone();
         let budget = take_budget(ctx)?;
         let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
@@ -187,7 +188,7 @@ impl Subscription {
         plugin: Option<String>,
     ) -> Result<impl Stream<Item = CatalogEvent> + use<>> {
         if let Some(p) = &plugin {
-            super::plugin(p)?;
+            errors::plugin("plugin", p)?;
         }
         let c = catalog(ctx)?;
         let budget = take_budget(ctx)?;

@@ -36,6 +36,8 @@ pub struct HttpOptions {
     pub max_batch: usize,
     pub max_connections: usize,
     pub max_subscriptions_per_connection: usize,
+    /// WebSocket limits: message size, `connection_init` timeout.
+    pub ws: ws::WsOptions,
     pub schema: SchemaOptions,
 }
 
@@ -52,6 +54,7 @@ impl Default for HttpOptions {
             max_batch: 10,
             max_connections: 1000,
             max_subscriptions_per_connection: 20,
+            ws: ws::WsOptions::default(),
             schema: SchemaOptions::default(),
         }
     }

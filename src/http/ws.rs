@@ -1,45 +1,98 @@
 //! GraphQL subscriptions over WebSocket at `/graphql/ws`: `graphql-transport-ws` and the legacy
 //! `graphql-ws` (subscriptions-transport-ws) subprotocol.
 //!
-//! The protocol state machine is async-graphql's; this module adds server keep-alive pings
-//! (`ping` / legacy `ka`) so idle connections survive proxies, and ends the socket when the
-//! server shuts down (the subscription streams complete first, so clients get `complete`).
+//! The protocol state machine is async-graphql's. Around it this module adds what a server at
+//! the edge needs and the state machine does not do:
+//! - negotiation through `async_graphql_axum::GraphQLProtocol`, with a clear 400 when no
+//!   protocol fits;
+//! - limits: the message and frame size (a bigger message closes the socket with 1009 before it
+//!   is buffered), small read/write buffers, and a `connection_init` deadline (4408);
+//! - the connection slot (`--max-connections`), taken only once `connection_init` is accepted,
+//!   so sockets that never authenticate cannot lock authenticated clients out;
+//! - a protocol guard for graphql-transport-ws that closes with the protocol's codes: 4400
+//!   invalid message, 4401 subscribe before `connection_ack`, 4403 init refused, 4409 duplicate
+//!   subscription id, 4429 a second `connection_init`. The legacy protocol keeps the state
+//!   machine's behaviour;
+//! - keep-alive pings (`ping` / legacy `ka`) so idle connections survive proxies, and the
+//!   shutdown path (the subscription streams complete first, so clients get `complete`).
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
+use async_graphql_axum::GraphQLProtocol;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::AppState;
 use super::security::{self, ConnectionSlot};
 
-pub async fn upgrade(State(app): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+/// WebSocket limits (`--max-ws-message-bytes`, `--ws-init-timeout`).
+#[derive(Clone, Debug)]
+pub struct WsOptions {
+    /// Largest message and frame accepted from a client.
+    pub max_message_bytes: usize,
+    /// How long a socket may stay open before its `connection_init` is accepted.
+    pub init_timeout: Duration,
+}
+
+impl Default for WsOptions {
+    fn default() -> Self {
+        WsOptions { max_message_bytes: 64 * 1024, init_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Socket read chunk and write coalescing size. tungstenite's defaults (128 KiB each) are
+/// sized for bulk data; GraphQL messages are small, and the buffers exist per connection.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A close frame's reason may hold at most 123 bytes (RFC 6455 §5.5).
+const MAX_CLOSE_REASON: usize = 123;
+
+pub async fn upgrade(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    protocol: Result<GraphQLProtocol, StatusCode>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     // Browsers do not apply CORS to WebSockets: the Origin check is the only thing that stops a
     // foreign page from subscribing with the user's credentials.
     if !security::origin_allowed(&app, &headers) {
         return security::forbidden_origin();
     }
-    let Some(slot) = ConnectionSlot::acquire(&app) else {
+    // While authenticated connections hold every slot, say so before upgrading; the slot
+    // itself is taken only once `connection_init` is accepted (see `serve`).
+    if app.connections.load(Ordering::Acquire) >= app.options.max_connections {
         return security::too_many_connections();
-    };
+    }
     let header_token = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let protocol = headers
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').find_map(|p| WebSocketProtocols::from_str(p.trim()).ok()));
-    let Some(protocol) = protocol else {
+    let upgrade = upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS);
+    // GraphQLProtocol decides whether any protocol fits. The server must then speak the one
+    // axum names in the response header (the client's and the server's preference differ when
+    // a client offers both), so the state machine follows axum's choice.
+    let spoken =
+        upgrade.selected_protocol().and_then(|v| v.to_str().ok()).and_then(|p| WebSocketProtocols::from_str(p).ok());
+    let (Ok(_), Some(protocol)) = (protocol, spoken) else {
         return (
             StatusCode::BAD_REQUEST,
             "send Sec-WebSocket-Protocol: graphql-transport-ws (or the legacy graphql-ws)",
         )
             .into_response();
     };
+    let max = app.options.ws.max_message_bytes;
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(socket, app, protocol, header_token, slot))
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| serve(socket, app, protocol, header_token))
 }
 
 /// The token from `connection_init` (`{"authorization": "Bearer ..."}` or `{"token": "..."}`),
@@ -53,23 +106,199 @@ fn init_token(payload: &serde_json::Value, header: Option<&str>) -> Option<Strin
     from_payload.or_else(|| crate::auth::bearer(header).map(str::to_string))
 }
 
-async fn serve(
-    socket: WebSocket,
-    app: AppState,
-    protocol: WebSocketProtocols,
-    header_token: Option<String>,
-    _slot: ConnectionSlot,
-) {
+/// The connection's protocol state as the guard sees it: what the client sent (init,
+/// subscribe, complete) and what the server sent (ack, complete, error).
+struct Guard {
+    /// graphql-transport-ws: enforce the protocol's rules. Legacy: only track the ack.
+    strict: bool,
+    init_received: bool,
+    acked: bool,
+    /// Subscription ids the client started and that have not completed.
+    active: HashSet<String>,
+    /// Why the input ended, when the guard or a read error ended it: the close frame to send.
+    close: Option<(u16, String)>,
+}
+
+/// The parts of a client message the guard looks at.
+#[derive(serde::Deserialize)]
+struct ClientEnvelope {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+    payload: Option<serde_json::Value>,
+}
+
+/// The parts of a server message the guard looks at (the payload is skipped, not built).
+#[derive(serde::Deserialize)]
+struct ServerHead {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
+impl Guard {
+    fn new(strict: bool) -> Guard {
+        Guard { strict, init_received: false, acked: false, active: HashSet::new(), close: None }
+    }
+
+    /// Checks one client message before the state machine sees it; `Err` is the close frame.
+    fn incoming(&mut self, bytes: &[u8]) -> Result<(), (u16, String)> {
+        if !self.strict {
+            return Ok(());
+        }
+        let invalid = |why: String| (4400, format!("Invalid message received: {why}"));
+        let msg: ClientEnvelope = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        match msg.kind.as_str() {
+            "connection_init" => {
+                if self.init_received {
+                    return Err((4429, "Too many initialisation requests".into()));
+                }
+                self.init_received = true;
+            }
+            "subscribe" => {
+                let Some(id) = msg.id.filter(|i| !i.is_empty()) else {
+                    return Err(invalid("`subscribe` needs a non-empty `id`".into()));
+                };
+                if !msg.payload.as_ref().is_some_and(serde_json::Value::is_object) {
+                    return Err(invalid("`subscribe` needs a `payload` object".into()));
+                }
+                if !self.acked {
+                    return Err((4401, "Unauthorized".into()));
+                }
+                if self.active.contains(&id) {
+                    return Err((4409, format!("Subscriber for {id} already exists")));
+                }
+                self.active.insert(id);
+            }
+            "complete" => {
+                let Some(id) = msg.id else {
+                    return Err(invalid("`complete` needs an `id`".into()));
+                };
+                self.active.remove(&id);
+            }
+            "ping" | "pong" => {}
+            other => return Err(invalid(format!("unknown message type `{other}`"))),
+        }
+        Ok(())
+    }
+
+    /// Notes one server message; true when it is the `connection_ack`.
+    fn outgoing(&mut self, text: &str) -> bool {
+        let Ok(head) = serde_json::from_str::<ServerHead>(text) else { return false };
+        match head.kind.as_str() {
+            "connection_ack" => {
+                self.acked = true;
+                return true;
+            }
+            "complete" | "error" => {
+                if let Some(id) = head.id {
+                    self.active.remove(&id);
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// The state machine's own close codes, in graphql-transport-ws terms: it closes with
+    /// 1002 both for a refused `connection_init` (4403) and an unreadable message (4400).
+    fn close_code(&self, code: u16, reason: String) -> (u16, String) {
+        if !self.strict {
+            return (code, reason);
+        }
+        match code {
+            1002 if self.init_received && !self.acked => (4403, reason),
+            1002 => (4400, reason),
+            1011 if !self.acked => (4401, "Unauthorized".into()),
+            _ => (code, reason),
+        }
+    }
+}
+
+fn lock(g: &Mutex<Guard>) -> MutexGuard<'_, Guard> {
+    g.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn close_frame(code: u16, reason: impl Into<String>) -> Message {
+    let mut reason = reason.into();
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut cut = MAX_CLOSE_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+/// The close frame for a failed read: 1009 for a message over the limit (tungstenite stops at
+/// the frame header, so the body is never buffered), 1002 for anything else.
+fn read_failure(err: &axum::Error, max: usize) -> (u16, String) {
+    let inner = std::error::Error::source(err).and_then(|e| e.downcast_ref::<tungstenite::Error>());
+    match inner {
+        Some(tungstenite::Error::Capacity(_)) => {
+            (1009, format!("message too big: at most {max} bytes (--max-ws-message-bytes)"))
+        }
+        _ => (1002, format!("cannot read the message: {err}")),
+    }
+}
+
+/// What to do with one message from the state machine.
+enum Step {
+    Send(Message),
+    /// Send this close frame, then end the connection.
+    Close(Message),
+}
+
+/// Passes a state machine message through the guard; takes the connection slot on the ack.
+fn forward(app: &AppState, guard: &Mutex<Guard>, slot: &mut Option<ConnectionSlot>, msg: WsMessage) -> Step {
+    match msg {
+        WsMessage::Text(text) => {
+            if lock(guard).outgoing(&text) {
+                match ConnectionSlot::acquire(app) {
+                    Some(s) => *slot = Some(s),
+                    None => {
+                        return Step::Close(close_frame(
+                            1013,
+                            "too many open subscription connections; retry later (--max-connections)",
+                        ));
+                    }
+                }
+            }
+            Step::Send(Message::Text(text.into()))
+        }
+        WsMessage::Close(code, reason) => {
+            let (code, reason) = lock(guard).close_code(code, reason);
+            Step::Close(close_frame(code, reason))
+        }
+    }
+}
+
+async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, header_token: Option<String>) {
     let (mut sink, stream) = socket.split();
-    let input = stream
-        .take_while(|m| futures_util::future::ready(!matches!(m, Ok(Message::Close(_)) | Err(_))))
-        .filter_map(|m| {
-            futures_util::future::ready(match m {
-                Ok(Message::Text(t)) => Some(t.as_bytes().to_vec()),
-                Ok(Message::Binary(b)) => Some(b.to_vec()),
-                _ => None,
-            })
-        });
+    let guard = Arc::new(Mutex::new(Guard::new(protocol == WebSocketProtocols::GraphQLWS)));
+    let max = app.options.ws.max_message_bytes;
+    // The client's messages, through the guard. A violation (or a read error) records its close
+    // frame and ends the input, which ends the state machine's output; the loop below sends it.
+    let input = futures_util::stream::unfold((stream, guard.clone()), move |(mut stream, guard)| async move {
+        loop {
+            let bytes: Bytes = match stream.next().await? {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => m.into_data(),
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(e) => {
+                    lock(&guard).close = Some(read_failure(&e, max));
+                    return None;
+                }
+            };
+            let verdict = lock(&guard).incoming(&bytes);
+            if let Err(close) = verdict {
+                lock(&guard).close = Some(close);
+                return None;
+            }
+            return Some((bytes, (stream, guard)));
+        }
+    });
     let auth = app.options.auth.clone();
     let per_connection = app.options.max_subscriptions_per_connection;
     let on_init = move |payload: serde_json::Value| async move {
@@ -80,12 +309,8 @@ async fn serve(
         data.insert(crate::graphql::subscription::ConnectionBudget::new(per_connection));
         Ok(data)
     };
-    let mut out = async_graphql::http::WebSocket::new(app.schema.clone(), input, protocol)
-        .on_connection_init(on_init)
-        .map(|msg| match msg {
-            WsMessage::Text(text) => Message::Text(text.into()),
-            WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame { code, reason: reason.into() })),
-        });
+    let out = async_graphql::http::WebSocket::new(app.schema.clone(), input, protocol).on_connection_init(on_init);
+    let mut out = std::pin::pin!(out);
     let ping = match protocol {
         WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
         WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"ka"}"#,
@@ -93,28 +318,86 @@ async fn serve(
     let mut ticker = tokio::time::interval(app.options.keepalive);
     ticker.tick().await;
     let mut shutdown = app.catalog.shutdown_signal();
+    let mut init_deadline = std::pin::pin!(tokio::time::sleep(app.options.ws.init_timeout));
+    // Held from the ack to the end of the connection.
+    let mut slot: Option<ConnectionSlot> = None;
     loop {
         tokio::select! {
-            msg = out.next() => match msg {
-                Some(m) => if sink.send(m).await.is_err() { break },
-                None => break,
-            },
+            msg = out.next() => {
+                let Some(msg) = msg else {
+                    let close = lock(&guard).close.take();
+                    if let Some((code, reason)) = close {
+                        let _ = sink.send(close_frame(code, reason)).await;
+                    }
+                    break;
+                };
+                match forward(&app, &guard, &mut slot, msg) {
+                    Step::Send(m) => if sink.send(m).await.is_err() { break },
+                    Step::Close(m) => {
+                        let _ = sink.send(m).await;
+                        break;
+                    }
+                }
+            }
+            () = &mut init_deadline, if slot.is_none() => {
+                let _ = sink.send(close_frame(4408, "Connection initialisation timeout")).await;
+                break;
+            }
             _ = ticker.tick() => if sink.send(Message::Text(ping.into())).await.is_err() { break },
             _ = crate::graphql::subscription::stopped(&mut shutdown) => {
                 // Give the subscription streams a moment to emit `complete`, then close.
-                let mut grace = Box::pin(tokio::time::sleep(std::time::Duration::from_millis(200)));
+                let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_millis(200)));
                 loop {
                     tokio::select! {
-                        msg = out.next() => match msg {
-                            Some(m) => if sink.send(m).await.is_err() { break },
+                        msg = out.next() => match msg.map(|m| forward(&app, &guard, &mut slot, m)) {
+                            Some(Step::Send(m)) => if sink.send(m).await.is_err() { break },
+                            Some(Step::Close(m)) => {
+                                let _ = sink.send(m).await;
+                                return;
+                            }
                             None => break,
                         },
                         _ = &mut grace => break,
                     }
                 }
-                let _ = sink.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
+                let _ = sink.send(close_frame(1001, "server shutting down")).await;
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Guard;
+
+    #[test]
+    fn the_guard_applies_graphql_transport_ws_rules() {
+        let mut g = Guard::new(true);
+        let sub = br#"{"type":"subscribe","id":"1","payload":{"query":"subscription { catalogEvents { kind } }"}}"#;
+        assert_eq!(g.incoming(sub).unwrap_err().0, 4401, "subscribe before the ack");
+        assert!(g.incoming(br#"{"type":"connection_init"}"#).is_ok());
+        assert_eq!(g.incoming(br#"{"type":"connection_init"}"#).unwrap_err().0, 4429);
+        assert!(g.outgoing(r#"{"type":"connection_ack"}"#));
+        assert!(g.incoming(sub).is_ok());
+        let dup = g.incoming(sub).unwrap_err();
+        assert_eq!(dup, (4409, "Subscriber for 1 already exists".to_string()));
+        g.outgoing(r#"{"type":"complete","id":"1"}"#);
+        assert!(g.incoming(sub).is_ok(), "an id may be reused once its subscription completed");
+        assert_eq!(g.incoming(b"not json").unwrap_err().0, 4400);
+        assert_eq!(g.incoming(br#"{"type":"start","id":"2","payload":{}}"#).unwrap_err().0, 4400);
+    }
+
+    #[test]
+    fn the_legacy_protocol_is_left_to_the_state_machine() {
+        let mut g = Guard::new(false);
+        assert!(g.incoming(b"anything").is_ok());
+        assert_eq!(g.close_code(1011, "x".into()).0, 1011);
+    }
+
+    #[test]
+    fn close_reasons_fit_a_frame() {
+        let super::Message::Close(Some(f)) = super::close_frame(4409, "é".repeat(200)) else { panic!() };
+        assert!(f.reason.len() <= 123);
     }
 }
