@@ -187,6 +187,26 @@ pub fn check_url(allow: &UrlAllow, url: &reqwest::Url) -> Result<(), String> {
     }
 }
 
+/// The checks an apply can make before anything is stored: a URL with no host, an IP-literal
+/// host in a refused class, or a `localhost` name is refused up front (unless `--url-allow`
+/// lists it), so the mistake is reported on the input rather than on the next refresh. Other
+/// host names are checked after DNS resolution when fetched.
+pub fn check_source_url(allow: &UrlAllow, raw: &str) -> Result<(), String> {
+    if raw.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/')) {
+        return Err(format!("`{raw}` has no host; write http(s)://HOST/PATH"));
+    }
+    let Ok(url) = reqwest::Url::parse(raw) else {
+        // The syntax layer reports unparsable URLs.
+        return Ok(());
+    };
+    check_url(allow, &url)?;
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        allow.check(&host, IpAddr::from([127, 0, 0, 1]))?;
+    }
+    Ok(())
+}
+
 /// A DNS resolver (tokio's, i.e. the system's) that drops refused addresses and fails when
 /// none are left, naming the class and the flag.
 pub struct GuardedResolver {

@@ -604,18 +604,21 @@ struct Block {
 }
 
 /// Finds `key:` at exactly `indent` within `range`, and the extent of its block.
+/// What follows `key` at the start of `line`, the key written plain, `"quoted"` or `'quoted'`
+/// (YAML reads all three as the same key, so the splice must find all three).
+fn key_rest<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    if let Some(rest) = line.strip_prefix(key) {
+        return Some(rest);
+    }
+    ['"', '\''].into_iter().find_map(|q| line.strip_prefix(q)?.strip_prefix(key)?.strip_prefix(q))
+}
+
 fn find_key(lines: &[&str], range: Range<usize>, key: &str) -> Option<Block> {
     let indent = range.clone().filter(|&i| is_content(lines[i])).map(|i| indent_of(lines[i])).min()?;
     let end = range.end;
     let start = range.clone().find(|&i| {
         let l = lines[i];
-        is_content(l)
-            && indent_of(l) == indent
-            && l.trim_start().strip_prefix(key).is_some_and(|r| r.starts_with(':'))
-            && {
-                let q = l.trim_start();
-                !q.starts_with('"') && !q.starts_with('\'')
-            }
+        is_content(l) && indent_of(l) == indent && key_rest(l.trim_start(), key).is_some_and(|r| r.starts_with(':'))
     })?;
     let mut last = start;
     for (i, l) in lines.iter().enumerate().take(end).skip(start + 1) {
@@ -766,6 +769,22 @@ mod tests {
         let new2 = reparsed.with_entry(PluginKind::Models, &entry("b", "b.yaml"));
         let again = parse(&new2);
         assert_eq!(again.sources.iter().filter(|(p, _)| *p == PluginKind::Models).count(), 2);
+    }
+
+    #[test]
+    fn quoted_section_keys_are_found_not_duplicated() {
+        // Regression (issue 8 property tests): `"model_catalogs":` got a second section.
+        for key in ["\"model_catalogs\"", "'model_catalogs'"] {
+            let f = parse(&format!(
+                "{key}:\n  - name: A\n    id: a\n    type: yaml\n    properties:\n      yamlCatalogPath: a.yaml\n"
+            ));
+            let text = f.with_entry(PluginKind::Models, &entry("b", "b.yaml"));
+            assert_eq!(text.matches("model_catalogs").count(), 1, "{text}");
+            let reparsed = SourcesFile::parse(Path::new("/tmp/s.yaml"), text).unwrap();
+            assert!(
+                reparsed.find(PluginKind::Models, "a").is_some() && reparsed.find(PluginKind::Models, "b").is_some()
+            );
+        }
     }
 
     #[test]

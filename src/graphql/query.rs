@@ -163,8 +163,7 @@ impl Query {
     /// Runs every validation layer on a proposed source. Changes nothing.
     async fn validate_source(&self, ctx: &Context<'_>, plugin: String, input: SourceInput) -> Result<ValidationReport> {
         let kind = errors::plugin("plugin", &plugin)?;
-        let c = catalog(ctx)?;
-        let draft = c.draft(kind, input.into_patch()?);
-        Ok(c.validate(draft).into())
+        let patch = input.into_patch()?;
+        Ok(catalog(ctx)?.validate_source(kind, patch).await.into())
     }
 }

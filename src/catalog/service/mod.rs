@@ -627,6 +627,16 @@ impl Catalog {
     /// (`{id}-{plugin}.yaml` beside the sources file), an existing one keeps its own, and new
     /// content must be writable there (see `paths`). Refuses before anything is written.
     fn prepare(&self, file: &SourcesFile, mut draft: SourceDraft) -> Result<SourceDraft> {
+        if draft.entry.type_ == "url"
+            && let Some(url) = draft.entry.url()
+            && let Err(msg) = super::outbound::check_source_url(&self.options.fetch.url_allow, url)
+        {
+            return Err(CatalogError::Validation(ValidationReport::from_diagnostics(vec![
+                Diagnostic::error(super::diagnostics::Layer::Security, msg)
+                    .field("input.properties.url")
+                    .hint("point the source at a catalog host outside the cluster's private ranges, or list the host with --url-allow"),
+            ])));
+        }
         if draft.entry.type_ != "yaml" {
             return Ok(draft);
         }
@@ -654,6 +664,21 @@ impl Catalog {
         let file = self.file();
         let existing = file.find(plugin, &patch.id).cloned();
         patch.into_draft(plugin, existing.as_ref())
+    }
+
+    /// Validates a (partial) edit against the current sources file without changing anything.
+    /// The CPU work (YAML parsing, plugin checks) runs on the blocking pool, so a large or
+    /// hostile input never stalls the async workers that serve everyone else's requests; its
+    /// cost is bounded by the body limit and the linear-time depth check.
+    pub async fn validate_source(self: &Arc<Self>, plugin: PluginKind, patch: SourcePatch) -> ValidationReport {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.validate(this.draft(plugin, patch))).await {
+            Ok(report) => report,
+            Err(e) => ValidationReport::from_diagnostics(vec![Diagnostic::error(
+                super::diagnostics::Layer::Semantics,
+                format!("validation did not finish: {e}"),
+            )]),
+        }
     }
 
     pub fn validate(&self, draft: SourceDraft) -> ValidationReport {
@@ -755,25 +780,25 @@ impl Catalog {
         }
 
         let existing = file.find(plugin, &id).cloned();
-        // Where the content goes: re-checked here, under the lock, right before the write
+        let rel = draft.entry.yaml_catalog_path().filter(|_| draft.content.is_some());
+        let old_content = match rel {
+            Some(rel) => self.read_catalog(&file, plugin, &id, rel).map_err(|e| {
+                CatalogError::Internal(format!("cannot read the current catalog of {plugin}/{id} ({rel}): {e}"))
+            })?,
+            None => None,
+        };
+        let content_changed = draft.content.is_some() && draft.content != old_content;
+        // Where new content goes: re-checked here, under the lock, right before the write
         // (symlinks resolved, ownership, reserved files), not only when the input was checked.
-        let catalog_path = match (draft.entry.yaml_catalog_path(), &draft.content) {
-            (Some(rel), Some(_)) => Some(
+        // An entry-only edit writes no catalog, so a deployer's location outside the directory
+        // does not block a rename.
+        let catalog_path = match rel {
+            Some(rel) if content_changed => Some(
                 self.writable_catalog_path(&file, plugin, &id, rel)
                     .map_err(|d| CatalogError::Validation(ValidationReport::from_diagnostics(vec![d])))?,
             ),
             _ => None,
         };
-        let old_content = match &catalog_path {
-            Some(p) => read_optional(p).map_err(|e| {
-                CatalogError::Internal(format!(
-                    "cannot read the current catalog of {plugin}/{id} ({}): {e}",
-                    draft.entry.yaml_catalog_path().unwrap_or_default()
-                ))
-            })?,
-            None => None,
-        };
-        let content_changed = draft.content.is_some() && draft.content != old_content;
         let entry_changed = existing.as_ref() != Some(&draft.entry);
         let changed = content_changed || entry_changed || latest.is_none();
 
