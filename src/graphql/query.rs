@@ -65,6 +65,7 @@ impl Query {
 
     /// Entities of a plugin, paginated (Relay cursors), with case-insensitive text search over
     /// name, description and provider.
+    #[graphql(complexity = "usize::try_from(first.unwrap_or(50).clamp(0, 500)).unwrap_or(500) * child_complexity")]
     async fn entities(
         &self,
         ctx: &Context<'_>,
@@ -104,6 +105,7 @@ impl Query {
     }
 
     /// The audit trail, newest first: who changed what, and the outcome.
+    #[graphql(complexity = "usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000) * child_complexity")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -126,6 +128,7 @@ impl Query {
     }
 
     /// Recent refresh jobs, newest first.
+    #[graphql(complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity")]
     async fn refresh_jobs(
         &self,
         ctx: &Context<'_>,
