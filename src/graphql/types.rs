@@ -555,7 +555,7 @@ impl Model {
     async fn tasks(&self) -> Vec<String> {
         self.m().tasks.clone().unwrap_or_default()
     }
-    /// Free text that can be large: taken from the response budget.
+    // Free text that can be large: taken from the response budget.
     async fn readme(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
         charge_response(ctx, self.m().readme.as_ref().map_or(0, String::len))?;
         Ok(self.m().readme.as_deref())
@@ -751,7 +751,7 @@ impl McpServer {
     async fn certified(&self) -> Option<bool> {
         self.s().certified
     }
-    /// Free text that can be large: taken from the response budget.
+    // Free text that can be large: taken from the response budget.
     async fn readme(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
         charge_response(ctx, self.s().readme.as_ref().map_or(0, String::len))?;
         Ok(self.s().readme.as_deref())
