@@ -7,8 +7,8 @@
 //! through).
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest, NextSubscribe,
-    NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest, NextResolve,
+    NextSubscribe, NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, Request, Response, ServerError, ServerResult, ValidationResult, Variables};
@@ -444,6 +444,43 @@ impl Extension for GuardrailsExt {
             ));
         }
         Ok(doc)
+    }
+
+    /// Argument values async-graphql refuses while resolving (validators such as `maximum`,
+    /// input coercion) come without the argument's name: name the field and argument, keep the
+    /// allowed range, and mark them VALIDATION_FAILED.
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<async_graphql::Value>> {
+        let field = info.name.to_string();
+        let args: Vec<(String, async_graphql::Pos)> =
+            info.field.arguments.iter().map(|(n, v)| (n.node.to_string(), v.pos)).collect();
+        let mut result = next.run(ctx, info).await;
+        if let Err(e) = &mut result
+            && e.extensions.as_ref().is_none_or(|x| x.get("code").is_none())
+            && CLIENT_ERROR_PREFIXES.iter().any(|p| e.message.starts_with(p))
+        {
+            let arg = e.locations.first().and_then(|pos| args.iter().find(|(_, p)| p == pos)).map(|(n, _)| n.clone());
+            let detail = e.message.split_once(": ").map_or(e.message.as_str(), |(_, d)| d).to_string();
+            let mut ext = e.extensions.take().unwrap_or_default();
+            ext.set("code", "VALIDATION_FAILED");
+            ext.set("reason", "INVALID_ARGUMENT");
+            match arg {
+                Some(a) => {
+                    e.message = format!("argument `{a}` of `{field}`: {detail}");
+                    ext.set("field", format!("{field}.{a}"));
+                }
+                None => {
+                    e.message = format!("`{field}`: {}", e.message);
+                    ext.set("field", field);
+                }
+            }
+            e.extensions = Some(ext);
+        }
+        result
     }
 
     /// Depth and complexity, from async-graphql's own calculation (list fields cost their
