@@ -58,8 +58,7 @@ async fn get_never_runs_a_mutation_registered_by_apq_hash() {
     let pq = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}}).to_string();
     // Registered over POST (this runs it once, legitimately).
     let (status, _, body) =
-        post_json(&server, json!({"query": mutation, "extensions": serde_json::from_str::<Value>(&pq).unwrap()}))
-            .await;
+        post_json(&server, json!({"query": mutation, "extensions": serde_json::from_str::<Value>(&pq).unwrap()})).await;
     assert_eq!(status, 200);
     assert!(body["data"]["refreshPlugin"]["id"].is_string(), "{body:#}");
     let jobs = job_count(&server).await;
@@ -107,8 +106,14 @@ async fn get_never_runs_a_mutation_named_by_trusted_document_id() {
     let db = database_url(Backend::Sqlite, dir.path()).await;
     let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
     // Operators (everyone with --auth none) may also send other documents: used to count jobs.
-    let args =
-        ["--trusted-documents", contract.to_str().unwrap(), "--trusted-documents-exempt", "operator", "--rate-limit", "0"];
+    let args = [
+        "--trusted-documents",
+        contract.to_str().unwrap(),
+        "--trusted-documents-exempt",
+        "operator",
+        "--rate-limit",
+        "0",
+    ];
     let server = Server::start_with(dir.path(), None, &db, true, &args).await;
     let jobs = job_count(&server).await;
     let text = std::fs::read_to_string(contract.join("refresh-rollback.graphql")).unwrap();
@@ -225,16 +230,20 @@ async fn complexity_counts_list_sizes_and_content() {
         assert!(body["errors"][0]["message"].as_str().unwrap_or("").contains("--max-complexity"), "{q}: {body:#}");
     }
     // The largest entity page with a few fields still fits under the default.
-    let d = server.ok("{ entities(plugin: \"models\", first: 500) { edges { node { id name provider } } } }", json!({})).await;
+    let d = server
+        .ok("{ entities(plugin: \"models\", first: 500) { edges { node { id name provider } } } }", json!({}))
+        .await;
     assert!(d["entities"]["edges"].is_array());
     // The depth error names its flag too.
     let mut q = "name".to_string();
     for _ in 0..20 {
         q = format!("ofType {{ {q} }}");
     }
-    let (_, _, body) =
-        post_json(&server, json!({"query": format!("{{ __type(name: \"Source\") {{ fields {{ type {{ {q} }} }} }} }}")}))
-            .await;
+    let (_, _, body) = post_json(
+        &server,
+        json!({"query": format!("{{ __type(name: \"Source\") {{ fields {{ type {{ {q} }} }} }} }}")}),
+    )
+    .await;
     let msg = body["errors"][0]["message"].as_str().unwrap();
     assert!(msg.contains("--max-depth") && msg.contains("the limit is 16"), "{msg}");
     assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"));
@@ -314,7 +323,8 @@ async fn http_errors_are_graphql_shaped_and_carry_request_ids() {
     // ... and appears in the access log line of that request.
     let mut logged = false;
     for _ in 0..50 {
-        if server.log_text().lines().any(|l| l.contains("trace-me-7") && l.contains("status") && l.contains("latency")) {
+        if server.log_text().lines().any(|l| l.contains("trace-me-7") && l.contains("status") && l.contains("latency"))
+        {
             logged = true;
             break;
         }

@@ -196,7 +196,11 @@ impl Guardrails {
                 None => return Err(error("PersistedQueryNotFound", "NOT_FOUND", "PERSISTED_QUERY_NOT_FOUND")),
             }
         } else if sha256_hex(&request.query) != hash {
-            return Err(error("provided sha does not match query", "VALIDATION_FAILED", "PERSISTED_QUERY_HASH_MISMATCH"));
+            return Err(error(
+                "provided sha does not match query",
+                "VALIDATION_FAILED",
+                "PERSISTED_QUERY_HASH_MISMATCH",
+            ));
         } else if request.query.len() <= self.limits.max_document_bytes {
             self.apq.insert(hash, request.query.clone());
         }
@@ -273,8 +277,8 @@ const CLIENT_ERROR_PREFIXES: &[&str] = &[
 pub fn classify_errors(resp: &mut Response, request_id: Option<&str>) {
     let request_error = resp.data == async_graphql::Value::Null;
     for err in &mut resp.errors {
-        let client = (request_error && err.path.is_empty())
-            || CLIENT_ERROR_PREFIXES.iter().any(|p| err.message.starts_with(p));
+        let client =
+            (request_error && err.path.is_empty()) || CLIENT_ERROR_PREFIXES.iter().any(|p| err.message.starts_with(p));
         let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
         if ext.get("code").is_none() {
             if client {
@@ -397,7 +401,8 @@ impl Extension for GuardrailsExt {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        if let Some(id) = request.data.get(&std::any::TypeId::of::<RequestId>()).and_then(|d| d.downcast_ref::<RequestId>())
+        if let Some(id) =
+            request.data.get(&std::any::TypeId::of::<RequestId>()).and_then(|d| d.downcast_ref::<RequestId>())
         {
             *self.request_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.0.clone());
         }

@@ -97,7 +97,9 @@ fn respond(headers: &HeaderMap, mut batch: BatchResponse, max_response: usize) -
             add_codes(&mut r, request_id);
             match serde_json::to_string(&serde_json::json!({"errors": r.errors})) {
                 Ok(b) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], b).into_response(),
-                Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, &format!("cannot encode response: {e}")),
+                Err(e) => {
+                    error_body(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, &format!("cannot encode response: {e}"))
+                }
             }
         }
         Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response(),

@@ -148,7 +148,8 @@ pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: 
         return resp;
     }
     let content_type = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let is_json = content_type.starts_with("application/json") || content_type.starts_with("application/graphql-response+json");
+    let is_json =
+        content_type.starts_with("application/json") || content_type.starts_with("application/graphql-response+json");
     let (mut parts, body) = resp.into_parts();
     // Error bodies are small; a larger one is passed on untouched rather than buffered.
     let bytes = match axum::body::to_bytes(body, 256 * 1024).await {
@@ -168,7 +169,8 @@ pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: 
             _ if !text.is_empty() && text.len() <= 1024 => text,
             _ => status.canonical_reason().unwrap_or("error").to_string(),
         };
-        value = Some(serde_json::json!({"errors": [{"message": message, "extensions": {"code": status_code(status)}}]}));
+        value =
+            Some(serde_json::json!({"errors": [{"message": message, "extensions": {"code": status_code(status)}}]}));
         parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     let Some(mut value) = value else {

@@ -72,7 +72,11 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
     if body.len() > app.options.max_body_bytes {
         return bad(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body is {} bytes; the limit is {} (--max-body-bytes)", body.len(), app.options.max_body_bytes),
+            &format!(
+                "request body is {} bytes; the limit is {} (--max-body-bytes)",
+                body.len(),
+                app.options.max_body_bytes
+            ),
         );
     }
     match serde_json::from_slice::<Request>(&body) {
