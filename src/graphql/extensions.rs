@@ -401,9 +401,13 @@ impl Extension for GuardrailsExt {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        if let Some(id) =
-            request.data.get(&std::any::TypeId::of::<RequestId>()).and_then(|d| d.downcast_ref::<RequestId>())
-        {
+        // From the request (HTTP, SSE), else from the session (a WebSocket connection's init data).
+        let id = request
+            .data
+            .get(&std::any::TypeId::of::<RequestId>())
+            .and_then(|d| d.downcast_ref::<RequestId>())
+            .or_else(|| ctx.data_opt::<RequestId>());
+        if let Some(id) = id {
             *self.request_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.0.clone());
         }
         self.g.resolve_document(&mut request)?;
