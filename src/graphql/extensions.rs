@@ -464,15 +464,19 @@ impl Extension for GuardrailsExt {
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<async_graphql::Value>> {
-        let field = info.name.to_string();
-        let args: Vec<(String, async_graphql::Pos)> =
-            info.field.arguments.iter().map(|(n, v)| (n.node.to_string(), v.pos)).collect();
+        // References into the document: they outlive `info`, and are read only on an error.
+        let (name, field_node) = (info.name, info.field);
         let mut result = next.run(ctx, info).await;
         if let Err(e) = &mut result
             && e.extensions.as_ref().is_none_or(|x| x.get("code").is_none())
             && CLIENT_ERROR_PREFIXES.iter().any(|p| e.message.starts_with(p))
         {
-            let arg = e.locations.first().and_then(|pos| args.iter().find(|(_, p)| p == pos)).map(|(n, _)| n.clone());
+            let field = name.to_string();
+            let arg = e
+                .locations
+                .first()
+                .and_then(|pos| field_node.arguments.iter().find(|(_, v)| v.pos == *pos))
+                .map(|(n, _)| n.node.to_string());
             let detail = e.message.split_once(": ").map_or(e.message.as_str(), |(_, d)| d).to_string();
             let mut ext = e.extensions.take().unwrap_or_default();
             ext.set("code", "VALIDATION_FAILED");
