@@ -196,6 +196,28 @@ async fn responses_over_the_size_limit_are_refused_on_post_get_and_sse() {
     let text = r.text().await.unwrap();
     assert!(text.contains("RESPONSE_TOO_LARGE") && text.contains("event: complete"), "{text}");
 
+    // WebSocket: the budget is in every request's data, so `content` is refused there too, and
+    // the complexity limit holds (both come from the guardrails extension).
+    let mut ws = WsClient::connect(&server.base, None).await.unwrap();
+    ws.subscribe("1", "{ sources { id content } }", json!({})).await;
+    let m = ws.next_message(10).await.expect("a result");
+    assert_eq!(m["type"], "next", "{m}");
+    let errors = m["payload"]["errors"].as_array().unwrap();
+    assert!(!errors.is_empty(), "{m}");
+    for e in errors {
+        assert_eq!(e["extensions"]["reason"], "RESPONSE_TOO_LARGE", "{m}");
+        assert_eq!(e["extensions"]["code"], "VALIDATION_FAILED", "{m}");
+    }
+    let bomb = "{ source(plugin: \"models\", id: \"team_models\") { revisions(limit: 500) { content } } }";
+    ws.subscribe("2", bomb, json!({})).await;
+    let m = loop {
+        let m = ws.next_message(10).await.expect("a result");
+        if m["id"] == "2" {
+            break m;
+        }
+    };
+    assert!(m.to_string().contains("--max-complexity"), "{m}");
+
     // Small responses are untouched.
     let d = server.ok("{ plugins { name } }", json!({})).await;
     assert_eq!(d["plugins"].as_array().unwrap().len(), 2);

@@ -88,7 +88,11 @@ impl ResponseBudget {
     pub fn charge(&self, bytes: usize) -> async_graphql::Result<()> {
         let before = self.used.fetch_add(bytes, Ordering::Relaxed);
         if before.saturating_add(bytes) > self.limit {
-            return Err(response_too_large(self.limit).into());
+            // Built field by field: `ServerError` into `Error` would keep only the message.
+            let e = response_too_large(self.limit);
+            let mut err = async_graphql::Error::new(e.message);
+            err.extensions = e.extensions;
+            return Err(err);
         }
         Ok(())
     }
