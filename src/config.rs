@@ -135,9 +135,14 @@ pub struct ServeArgs {
     /// Deepest selection nesting.
     #[arg(long, env = "CATALOG_BFF_MAX_DEPTH", default_value_t = 16)]
     pub max_depth: usize,
-    /// Highest query complexity (each field counts 1).
-    #[arg(long, env = "CATALOG_BFF_MAX_COMPLEXITY", default_value_t = 1000)]
+    /// Highest query complexity: a field counts 1, a list field (`revisions(limit)`,
+    /// `entities(first)`, `auditLog(limit)`, `refreshJobs(limit)`) its size times its fields,
+    /// and a `content` field 50.
+    #[arg(long, env = "CATALOG_BFF_MAX_COMPLEXITY", default_value_t = crate::graphql::extensions::DEFAULT_MAX_COMPLEXITY)]
     pub max_complexity: usize,
+    /// Largest response body, in bytes; large fields stop resolving once it is used up.
+    #[arg(long, env = "CATALOG_BFF_MAX_RESPONSE_BYTES", default_value_t = crate::graphql::extensions::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
     /// Most aliases in a document.
     #[arg(long, env = "CATALOG_BFF_MAX_ALIASES", default_value_t = 30)]
     pub max_aliases: usize,
@@ -215,12 +220,13 @@ impl ServeArgs {
                 init_timeout: std::time::Duration::from_secs_f64(self.ws_init_timeout.max(0.05)),
             },
             schema: crate::graphql::SchemaOptions {
-                max_depth: self.max_depth,
-                max_complexity: self.max_complexity,
                 limits: crate::graphql::extensions::Limits {
                     max_document_bytes: self.max_document_bytes,
                     max_tokens: self.max_tokens,
                     max_aliases: self.max_aliases,
+                    max_depth: self.max_depth,
+                    max_complexity: self.max_complexity,
+                    max_response_bytes: self.max_response_bytes,
                 },
                 trusted,
                 trusted_exempt: match self.trusted_documents_exempt {

@@ -1,14 +1,24 @@
 //! Request guardrails that apply to every transport (POST, GET, WebSocket, SSE) because they
 //! run inside async-graphql: document size and token limits, the alias limit (async-graphql has
-//! none), automatic persisted queries, and trusted documents.
+//! none), depth and complexity (checked here rather than by the schema so the error names the
+//! limit and its flag), automatic persisted queries, trusted documents, the per-request
+//! response byte budget, and the error taxonomy for errors async-graphql raises itself
+//! (they get `extensions.code` and the request id here, in the one place every transport passes
+//! through).
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest, NextResolve,
+    NextSubscribe, NextValidation, ResolveInfo,
+};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Request, ServerError, ServerResult, Variables};
+use async_graphql::{ErrorExtensionValues, Request, Response, ServerError, ServerResult, ValidationResult, Variables};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use moka::sync::Cache;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::auth::{Caller, Role, sha256_hex};
 use crate::cache::normalize;
@@ -18,12 +28,95 @@ pub struct Limits {
     pub max_document_bytes: usize,
     pub max_tokens: usize,
     pub max_aliases: usize,
+    /// Deepest selection nesting (`--max-depth`).
+    pub max_depth: usize,
+    /// Highest complexity (`--max-complexity`); list fields cost their size times their
+    /// children, `content` fields cost [`CONTENT_COMPLEXITY`].
+    pub max_complexity: usize,
+    /// Largest response body (`--max-response-bytes`).
+    pub max_response_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_document_bytes: 32 * 1024, max_tokens: 4000, max_aliases: 30 }
+        Limits {
+            max_document_bytes: 32 * 1024,
+            max_tokens: 4000,
+            max_aliases: 30,
+            max_depth: 16,
+            max_complexity: DEFAULT_MAX_COMPLEXITY,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
     }
+}
+
+/// The default `--max-complexity`. 5000 rather than 1000 since list fields now cost
+/// `limit * children`: the largest page of entities (`first: 500`) with a handful of fields must
+/// still fit, while `revisions(limit: 500) { content }` (25,500) is refused.
+pub const DEFAULT_MAX_COMPLEXITY: usize = 5000;
+/// The default `--max-response-bytes` (8 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// What a `content` field (a whole catalog file) costs in complexity: it is typically kilobytes,
+/// not the few bytes of a scalar.
+pub const CONTENT_COMPLEXITY: usize = 50;
+
+/// The request's id (from `X-Request-Id`), put in the request data by the transports; it is
+/// copied into `extensions.requestId` of every error.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Marks a request whose document the HTTP layer already checked against the size and token
+/// limits (before its cache lookup), so the check is not repeated. Holds the checked length.
+#[derive(Clone, Copy, Debug)]
+pub struct DocumentChecked(pub usize);
+
+/// Bytes a response may still use. Put in every request's data by the guardrails; large fields
+/// ([`ResponseBudget::charge`]) take from it as they resolve, so a response that would exceed
+/// `--max-response-bytes` fails before it is built in full.
+#[derive(Debug)]
+pub struct ResponseBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl ResponseBudget {
+    pub fn new(limit: usize) -> ResponseBudget {
+        ResponseBudget { limit, used: AtomicUsize::new(0) }
+    }
+
+    /// Takes `bytes` from the budget, or fails (and keeps failing) once it is exhausted.
+    pub fn charge(&self, bytes: usize) -> async_graphql::Result<()> {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.limit {
+            // Built field by field: `ServerError` into `Error` would keep only the message.
+            let e = response_too_large(self.limit);
+            let mut err = async_graphql::Error::new(e.message);
+            err.extensions = e.extensions;
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// Charges `bytes` to the request's response budget, if it has one (every request executed
+/// through the schema does).
+pub fn charge_response(ctx: &async_graphql::Context<'_>, bytes: usize) -> async_graphql::Result<()> {
+    match ctx.data_opt::<ResponseBudget>() {
+        Some(b) => b.charge(bytes),
+        None => Ok(()),
+    }
+}
+
+/// The error for a response over `--max-response-bytes`.
+pub fn response_too_large(limit: usize) -> ServerError {
+    error(
+        format!(
+            "the response is larger than {limit} bytes, the limit (--max-response-bytes); ask for fewer items \
+             (a smaller `limit` or `first`) or leave out large fields such as `content`"
+        ),
+        "VALIDATION_FAILED",
+        "RESPONSE_TOO_LARGE",
+    )
 }
 
 /// sha256 (hex) → document, built from `ui-contract/` (one document per `.graphql` file).
@@ -70,7 +163,7 @@ impl TrustedDocuments {
         serde_json::to_string_pretty(&sorted).unwrap_or_default()
     }
 
-    fn contains_text(&self, query: &str) -> bool {
+    pub(crate) fn contains_text(&self, query: &str) -> bool {
         self.normalized.contains_key(&normalize(query))
     }
 }
@@ -87,17 +180,125 @@ impl Guardrails {
     pub fn new(limits: Limits, trusted: Option<TrustedDocuments>, trusted_exempt: Option<Role>) -> Guardrails {
         Guardrails { limits, trusted, trusted_exempt, apq: Cache::new(10_000) }
     }
+
+    /// Swaps in the document a request names by APQ hash (`extensions.persistedQuery.sha256Hash`)
+    /// or trusted-document id (`extensions.documentId`) when it has no text, and registers an APQ
+    /// document sent with its hash. Shared by the extension and the HTTP layer, which must know
+    /// the real document before it decides anything (GET runs queries only; the cache key).
+    /// Idempotent: a second call on the resolved request changes nothing.
+    pub fn resolve_document(&self, request: &mut Request) -> ServerResult<()> {
+        let id = persisted_hash(request)
+            .or_else(|| request.extensions.get("documentId").map(|v| v.to_string().trim_matches('"').to_string()));
+        let Some(hash) = id else {
+            return Ok(());
+        };
+        if request.query.is_empty() {
+            let known =
+                self.trusted.as_ref().and_then(|t| t.by_hash.get(&hash).cloned()).or_else(|| self.apq.get(&hash));
+            match known {
+                Some(q) => request.query = q,
+                None => return Err(error("PersistedQueryNotFound", "NOT_FOUND", "PERSISTED_QUERY_NOT_FOUND")),
+            }
+        } else if sha256_hex(&request.query) != hash {
+            return Err(error(
+                "provided sha does not match query",
+                "VALIDATION_FAILED",
+                "PERSISTED_QUERY_HASH_MISMATCH",
+            ));
+        } else if request.query.len() <= self.limits.max_document_bytes {
+            self.apq.insert(hash, request.query.clone());
+        }
+        Ok(())
+    }
+
+    /// Whether a document was registered by APQ (so it has been seen before).
+    pub fn is_registered(&self, query: &str) -> bool {
+        self.apq.contains_key(&sha256_hex(query))
+    }
+
+    /// Whether a document is one of the trusted documents.
+    pub fn is_trusted(&self, query: &str) -> bool {
+        self.trusted.as_ref().is_some_and(|t| t.contains_text(query))
+    }
+
+    /// The document size and token limits: the one check used by the extension and by the HTTP
+    /// layer before its cache lookup (so a padded copy of a cached query is refused too).
+    pub fn check_document(&self, query: &str) -> ServerResult<()> {
+        let l = &self.limits;
+        if query.len() > l.max_document_bytes {
+            return Err(error(
+                format!(
+                    "the document is {} bytes; the limit is {} (--max-document-bytes)",
+                    query.len(),
+                    l.max_document_bytes
+                ),
+                "VALIDATION_FAILED",
+                "DOCUMENT_TOO_LARGE",
+            ));
+        }
+        let tokens = count_tokens(query);
+        if tokens > l.max_tokens {
+            return Err(error(
+                format!("the document has {tokens} tokens; the limit is {} (--max-tokens)", l.max_tokens),
+                "VALIDATION_FAILED",
+                "TOO_MANY_TOKENS",
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub struct GuardrailsFactory(pub Arc<Guardrails>);
 
 impl ExtensionFactory for GuardrailsFactory {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GuardrailsExt(self.0.clone()))
+        Arc::new(GuardrailsExt { g: self.0.clone(), request_id: Arc::new(Mutex::new(None)) })
     }
 }
 
-struct GuardrailsExt(Arc<Guardrails>);
+/// One per request (the factory creates one for each): `request_id` is read from the request
+/// data in `prepare_request` and stamped on the errors in `request` / `subscribe`, which run
+/// before the request data is available to them.
+struct GuardrailsExt {
+    g: Arc<Guardrails>,
+    request_id: Arc<Mutex<Option<String>>>,
+}
+
+/// Messages of errors async-graphql raises itself about the client's input (argument
+/// validators, input coercion, operation selection): client mistakes, so VALIDATION_FAILED.
+const CLIENT_ERROR_PREFIXES: &[&str] = &[
+    "Invalid value for argument",
+    "Failed to parse",
+    "Unknown operation named",
+    "Operation name required",
+    "Invalid value",
+    "Internal: Invalid value",
+];
+
+/// Gives every error an `extensions.code` (and the request id): errors from our resolvers keep
+/// theirs; errors async-graphql raised about the request (parse, validation, argument
+/// validators, input types) are VALIDATION_FAILED; anything else is INTERNAL.
+pub fn classify_errors(resp: &mut Response, request_id: Option<&str>) {
+    let request_error = resp.data == async_graphql::Value::Null;
+    for err in &mut resp.errors {
+        let client =
+            (request_error && err.path.is_empty()) || CLIENT_ERROR_PREFIXES.iter().any(|p| err.message.starts_with(p));
+        let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
+        if ext.get("code").is_none() {
+            if client {
+                ext.set("code", "VALIDATION_FAILED");
+                ext.set("reason", "GRAPHQL_VALIDATION");
+            } else {
+                ext.set("code", "INTERNAL");
+            }
+        }
+        if let Some(id) = request_id
+            && ext.get("requestId").is_none()
+        {
+            ext.set("requestId", id);
+        }
+    }
+}
 
 fn error(message: impl Into<String>, code: &str, reason: &str) -> ServerError {
     let mut e = ServerError::new(message, None);
@@ -173,37 +374,49 @@ fn persisted_hash(req: &Request) -> Option<String> {
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for GuardrailsExt {
-    /// Automatic persisted queries: a request may carry only the sha256 of a document the server
-    /// has seen (or that is trusted); a request with both registers the document.
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut resp = next.run(ctx).await;
+        let id = self.request_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        classify_errors(&mut resp, id.as_deref());
+        resp
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        let id = self.request_id.clone();
+        next.run(ctx, stream)
+            .map(move |mut resp| {
+                let id = id.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                classify_errors(&mut resp, id.as_deref());
+                resp
+            })
+            .boxed()
+    }
+
+    /// Automatic persisted queries and trusted-document ids (see
+    /// [`Guardrails::resolve_document`]); puts the response budget in the request data.
     async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        let id = persisted_hash(&request)
-            .or_else(|| request.extensions.get("documentId").map(|v| v.to_string().trim_matches('"').to_string()));
-        if let Some(hash) = id {
-            if request.query.is_empty() {
-                let known = self
-                    .0
-                    .trusted
-                    .as_ref()
-                    .and_then(|t| t.by_hash.get(&hash).cloned())
-                    .or_else(|| self.0.apq.get(&hash));
-                match known {
-                    Some(q) => request.query = q,
-                    None => return Err(error("PersistedQueryNotFound", "NOT_FOUND", "PERSISTED_QUERY_NOT_FOUND")),
-                }
-            } else if sha256_hex(&request.query) != hash {
-                return Err(error(
-                    "provided sha does not match query",
-                    "VALIDATION_FAILED",
-                    "PERSISTED_QUERY_HASH_MISMATCH",
-                ));
-            } else if request.query.len() <= self.0.limits.max_document_bytes {
-                self.0.apq.insert(hash, request.query.clone());
-            }
+        // From the request (HTTP, SSE), else from the session (a WebSocket connection's init data).
+        let id = request
+            .data
+            .get(&std::any::TypeId::of::<RequestId>())
+            .and_then(|d| d.downcast_ref::<RequestId>())
+            .or_else(|| ctx.data_opt::<RequestId>());
+        if let Some(id) = id {
+            *self.request_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.0.clone());
+        }
+        self.g.resolve_document(&mut request)?;
+        if request.data.get(&std::any::TypeId::of::<ResponseBudget>()).is_none() {
+            request.data.insert(ResponseBudget::new(self.g.limits.max_response_bytes));
         }
         next.run(ctx, request).await
     }
@@ -215,25 +428,14 @@ impl Extension for GuardrailsExt {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let l = &self.0.limits;
-        if query.len() > l.max_document_bytes {
-            return Err(error(
-                format!("the document is {} bytes; the limit is {}", query.len(), l.max_document_bytes),
-                "VALIDATION_FAILED",
-                "DOCUMENT_TOO_LARGE",
-            ));
+        let l = &self.g.limits;
+        let checked = ctx.data_opt::<DocumentChecked>().is_some_and(|c| c.0 == query.len());
+        if !checked {
+            self.g.check_document(query)?;
         }
-        let tokens = count_tokens(query);
-        if tokens > l.max_tokens {
-            return Err(error(
-                format!("the document has {tokens} tokens; the limit is {}", l.max_tokens),
-                "VALIDATION_FAILED",
-                "TOO_MANY_TOKENS",
-            ));
-        }
-        if let Some(trusted) = &self.0.trusted {
+        if let Some(trusted) = &self.g.trusted {
             let caller = ctx.data_opt::<Caller>();
-            let exempt = match (caller, self.0.trusted_exempt) {
+            let exempt = match (caller, self.g.trusted_exempt) {
                 (Some(c), Some(min)) => c.role >= min,
                 _ => false,
             };
@@ -249,12 +451,88 @@ impl Extension for GuardrailsExt {
         let aliases = count_aliases(&doc);
         if aliases > l.max_aliases {
             return Err(error(
-                format!("the document uses {aliases} aliases; the limit is {}", l.max_aliases),
+                format!("the document uses {aliases} aliases; the limit is {} (--max-aliases)", l.max_aliases),
                 "VALIDATION_FAILED",
                 "TOO_MANY_ALIASES",
             ));
         }
         Ok(doc)
+    }
+
+    /// Argument values async-graphql refuses while resolving (validators such as `maximum`,
+    /// input coercion) come without the argument's name: name the field and argument, keep the
+    /// allowed range, and mark them VALIDATION_FAILED.
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<async_graphql::Value>> {
+        // References into the document: they outlive `info`, and are read only on an error.
+        let (name, field_node) = (info.name, info.field);
+        let mut result = next.run(ctx, info).await;
+        if let Err(e) = &mut result
+            && e.extensions.as_ref().is_none_or(|x| x.get("code").is_none())
+            && CLIENT_ERROR_PREFIXES.iter().any(|p| e.message.starts_with(p))
+        {
+            let field = name.to_string();
+            let arg = e
+                .locations
+                .first()
+                .and_then(|pos| field_node.arguments.iter().find(|(_, v)| v.pos == *pos))
+                .map(|(n, _)| n.node.to_string());
+            let detail = e.message.split_once(": ").map_or(e.message.as_str(), |(_, d)| d).to_string();
+            let mut ext = e.extensions.take().unwrap_or_default();
+            ext.set("code", "VALIDATION_FAILED");
+            ext.set("reason", "INVALID_ARGUMENT");
+            match arg {
+                Some(a) => {
+                    e.message = format!("argument `{a}` of `{field}`: {detail}");
+                    ext.set("field", format!("{field}.{a}"));
+                }
+                None => {
+                    e.message = format!("`{field}`: {}", e.message);
+                    ext.set("field", field);
+                }
+            }
+            e.extensions = Some(ext);
+        }
+        result
+    }
+
+    /// Depth and complexity, from async-graphql's own calculation (list fields cost their
+    /// `limit`/`first` times their children; see the `complexity` attributes), with errors that
+    /// name the limit and the flag that sets it.
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        let l = &self.g.limits;
+        if result.depth > l.max_depth {
+            return Err(vec![error(
+                format!(
+                    "the query is nested too deep: {} levels; the limit is {} (--max-depth)",
+                    result.depth, l.max_depth
+                ),
+                "VALIDATION_FAILED",
+                "TOO_DEEP",
+            )]);
+        }
+        if result.complexity > l.max_complexity {
+            return Err(vec![error(
+                format!(
+                    "the query is too complex: its complexity is {}; the limit is {} (--max-complexity). \
+                     Lists cost their `limit`/`first` times the fields selected in them and `content` costs {CONTENT_COMPLEXITY}: \
+                     ask for fewer items, fewer aliases or fewer large fields",
+                    result.complexity, l.max_complexity
+                ),
+                "VALIDATION_FAILED",
+                "TOO_COMPLEX",
+            )]);
+        }
+        Ok(result)
     }
 }
 

@@ -19,11 +19,10 @@ pub type CatalogSchema = Schema<query::Query, mutation::Mutation, subscription::
 
 pub use crate::auth::Caller;
 
-/// Schema-level limits and guardrails.
+/// Schema-level limits and guardrails. Depth and complexity live in `limits`: the guardrails
+/// extension checks them (not the schema) so the error names the limit and its flag.
 #[derive(Clone)]
 pub struct SchemaOptions {
-    pub max_depth: usize,
-    pub max_complexity: usize,
     pub limits: extensions::Limits,
     pub trusted: Option<extensions::TrustedDocuments>,
     pub trusted_exempt: Option<crate::auth::Role>,
@@ -34,8 +33,6 @@ pub struct SchemaOptions {
 impl Default for SchemaOptions {
     fn default() -> Self {
         SchemaOptions {
-            max_depth: 16,
-            max_complexity: 1000,
             limits: extensions::Limits::default(),
             trusted: None,
             trusted_exempt: None,
@@ -49,12 +46,23 @@ pub fn build_schema(
     gauge: Option<Arc<subscription::SubscriptionGauge>>,
     options: &SchemaOptions,
 ) -> CatalogSchema {
-    let guardrails =
-        extensions::Guardrails::new(options.limits.clone(), options.trusted.clone(), options.trusted_exempt);
+    build_schema_with(catalog, gauge, options, guardrails(options))
+}
+
+/// The guardrails for `options`; the HTTP layer shares them with the schema (document
+/// resolution and limits before the cache lookup).
+pub fn guardrails(options: &SchemaOptions) -> Arc<extensions::Guardrails> {
+    Arc::new(extensions::Guardrails::new(options.limits.clone(), options.trusted.clone(), options.trusted_exempt))
+}
+
+pub fn build_schema_with(
+    catalog: Option<Arc<Catalog>>,
+    gauge: Option<Arc<subscription::SubscriptionGauge>>,
+    options: &SchemaOptions,
+    guardrails: Arc<extensions::Guardrails>,
+) -> CatalogSchema {
     let mut b = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
-        .limit_depth(options.max_depth)
-        .limit_complexity(options.max_complexity)
-        .extension(extensions::GuardrailsFactory(Arc::new(guardrails)))
+        .extension(extensions::GuardrailsFactory(guardrails))
         .data(guards::RateLimiter::new(options.changes_per_minute));
     if let Some(c) = catalog {
         b = b.data(c);
@@ -83,4 +91,14 @@ pub(crate) fn plugin(name: &str) -> async_graphql::Result<PluginKind> {
         let known: Vec<&str> = PluginKind::ALL.iter().map(|p| p.name()).collect();
         errors::not_found(format!("plugin `{name}` does not exist; known plugins: {}", known.join(", ")))
     })
+}
+
+/// The request data every transport adds to a request: the request id (copied into
+/// `extensions.requestId` of errors). The response budget is added by the guardrails
+/// extension itself, per request, on every transport.
+pub fn request_data(request: async_graphql::Request, request_id: Option<&str>) -> async_graphql::Request {
+    match request_id {
+        Some(id) => request.data(extensions::RequestId(id.to_string())),
+        None => request,
+    }
 }

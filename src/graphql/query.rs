@@ -66,6 +66,7 @@ impl Query {
 
     /// Entities of a plugin, paginated (Relay cursors), with case-insensitive text search over
     /// name, description and provider.
+    #[graphql(complexity = "usize::try_from(first.unwrap_or(50).clamp(0, 500)).unwrap_or(500) * child_complexity")]
     async fn entities(
         &self,
         ctx: &Context<'_>,
@@ -130,6 +131,7 @@ impl Query {
     }
 
     /// The audit trail, newest first: who changed what, and the outcome.
+    #[graphql(complexity = "usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000) * child_complexity")]
     async fn audit_log(&self, ctx: &Context<'_>, #[graphql(default = 50)] limit: i32) -> Result<Vec<AuditRecord>> {
         let limit = errors::in_range("limit", limit, 1, 1000)?;
         let rows =
@@ -149,6 +151,7 @@ impl Query {
     }
 
     /// Recent refresh jobs, newest first.
+    #[graphql(complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity")]
     async fn refresh_jobs(&self, ctx: &Context<'_>, #[graphql(default = 20)] limit: i32) -> Result<Vec<RefreshJob>> {
         let limit = errors::in_range("limit", limit, 1, 500)?;
         let jobs = catalog(ctx)?.recent_jobs(u64::try_from(limit).unwrap_or(20)).await.map_err(to_graphql)?;

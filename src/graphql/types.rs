@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::catalog;
 use super::errors::to_graphql;
+use super::extensions::charge_response;
 use crate::catalog::diagnostics as core_diag;
 use crate::catalog::jobs as core_jobs;
 use crate::catalog::plugins::{Entity, PluginKind, mcp, models};
@@ -222,8 +223,12 @@ impl Source {
         self.0.entry.excluded_models.as_deref()
     }
     /// The catalog YAML of a yaml source (secrets redacted); null for other types.
+    // A whole file: costs more than a scalar up front, and takes its size from the response budget.
+    #[graphql(complexity = "crate::graphql::extensions::CONTENT_COMPLEXITY")]
     async fn content(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        Ok(catalog(ctx)?.content(self.0.plugin, &self.0.entry.id))
+        let content = catalog(ctx)?.content(self.0.plugin, &self.0.entry.id);
+        charge_response(ctx, content.as_ref().map_or(0, String::len))?;
+        Ok(content)
     }
     /// The current revision number; pass it as `expectedRevision` to avoid lost updates.
     async fn revision(&self) -> Option<i32> {
@@ -233,6 +238,8 @@ impl Source {
         SourceStatus(self.0.status.clone())
     }
     /// Recorded revisions, newest first.
+    // Costs `limit` times the fields selected per revision (the limit is clamped as below).
+    #[graphql(complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity")]
     async fn revisions(&self, ctx: &Context<'_>, #[graphql(default = 20)] limit: i32) -> Result<Vec<SourceRevision>> {
         let limit = u64::try_from(limit.clamp(1, 500)).unwrap_or(20);
         let list = catalog(ctx)?.revisions(self.0.plugin, &self.0.entry.id, limit).await.map_err(to_graphql)?;
@@ -303,8 +310,10 @@ impl SourceRevision {
         Json(self.0.entry.clone())
     }
     /// The catalog content at this revision (secrets redacted).
-    async fn content(&self) -> Option<&str> {
-        self.0.content.as_deref()
+    #[graphql(complexity = "crate::graphql::extensions::CONTENT_COMPLEXITY")]
+    async fn content(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        charge_response(ctx, self.0.content.as_ref().map_or(0, String::len))?;
+        Ok(self.0.content.as_deref())
     }
 }
 
@@ -546,8 +555,10 @@ impl Model {
     async fn tasks(&self) -> Vec<String> {
         self.m().tasks.clone().unwrap_or_default()
     }
-    async fn readme(&self) -> Option<&str> {
-        self.m().readme.as_deref()
+    // Free text that can be large: taken from the response budget.
+    async fn readme(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        charge_response(ctx, self.m().readme.as_ref().map_or(0, String::len))?;
+        Ok(self.m().readme.as_deref())
     }
     async fn logo(&self) -> Option<&str> {
         self.m().logo.as_deref()
@@ -740,8 +751,10 @@ impl McpServer {
     async fn certified(&self) -> Option<bool> {
         self.s().certified
     }
-    async fn readme(&self) -> Option<&str> {
-        self.s().readme.as_deref()
+    // Free text that can be large: taken from the response budget.
+    async fn readme(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        charge_response(ctx, self.s().readme.as_ref().map_or(0, String::len))?;
+        Ok(self.s().readme.as_deref())
     }
     async fn logo(&self) -> Option<&str> {
         self.s().logo.as_deref()

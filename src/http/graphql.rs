@@ -4,14 +4,17 @@
 //! `application/graphql-response+json` regardless of `Accept`, parse any Content-Type as JSON
 //! and run mutations over GET. Here:
 //! - POST needs `Content-Type: application/json` (else 415); the body is capped.
-//! - GET runs queries only (a mutation is 405) and reads `operationName`; without `query` it
-//!   serves GraphiQL.
+//! - GET runs queries only (a mutation is 405), whatever names the document: its text, an APQ
+//!   hash or a trusted-document id; the document is resolved first, then the operation type is
+//!   decided. Without `query` and without `extensions` it serves GraphiQL.
+//! - Document size and token limits are checked before the cache lookup, so they hold on cache
+//!   hits too; the serialised response is checked against `--max-response-bytes`.
 //! - The response type follows `Accept`; with `application/graphql-response+json`, a request
 //!   that fails to parse or validate answers 400.
 //! - Every error carries `extensions.code`.
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, Request, Response, ServerError, Variables};
+use async_graphql::{BatchRequest, BatchResponse, Request, Response, Variables};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,6 +30,7 @@ use super::{AppState, security};
 use crate::auth::Caller;
 use crate::cache::{CacheKey, normalize};
 use crate::graphql::errors::{INTERNAL, VALIDATION_FAILED};
+use crate::graphql::extensions::{DocumentChecked, classify_errors, response_too_large};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
@@ -52,25 +56,10 @@ fn error_body(status: StatusCode, code: &str, message: &str) -> axum::response::
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static(APPLICATION_JSON))], body.to_string()).into_response()
 }
 
-/// Adds `extensions.code` to errors that have none (parse and validation errors from
-/// async-graphql itself), so every error carries one.
-fn add_codes(resp: &mut Response) {
-    let request_error = resp.data == async_graphql::Value::Null;
-    for err in &mut resp.errors {
-        add_code(err, request_error);
-    }
-}
-
-fn add_code(err: &mut ServerError, request_error: bool) {
-    let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
-    if ext.get("code").is_none() {
-        if request_error && err.path.is_empty() {
-            ext.set("code", VALIDATION_FAILED);
-            ext.set("reason", "GRAPHQL_VALIDATION");
-        } else {
-            ext.set("code", INTERNAL);
-        }
-    }
+/// Last resort: the guardrails extension already gives every error a code and the request id
+/// (on every transport); this covers errors made here, outside the schema.
+fn add_codes(resp: &mut Response, request_id: Option<&str>) {
+    classify_errors(resp, request_id);
 }
 
 /// A response with only errors and no data: the request itself was rejected.
@@ -78,12 +67,14 @@ fn is_request_error(resp: &Response) -> bool {
     resp.data == async_graphql::Value::Null && !resp.errors.is_empty() && resp.errors.iter().all(|e| e.path.is_empty())
 }
 
-fn respond(headers: &HeaderMap, mut batch: BatchResponse) -> axum::response::Response {
+fn respond(headers: &HeaderMap, mut batch: BatchResponse, max_response: usize) -> axum::response::Response {
     let graphql_response = wants_graphql_response(headers);
+    let request_id = security::request_id(headers).map(str::to_string);
+    let request_id = request_id.as_deref();
     let mut status = StatusCode::OK;
     let body = match &mut batch {
         BatchResponse::Single(r) => {
-            add_codes(r);
+            add_codes(r, request_id);
             if is_request_error(r) {
                 if graphql_response {
                     status = StatusCode::BAD_REQUEST;
@@ -95,12 +86,22 @@ fn respond(headers: &HeaderMap, mut batch: BatchResponse) -> axum::response::Res
             }
         }
         BatchResponse::Batch(list) => {
-            list.iter_mut().for_each(add_codes);
+            list.iter_mut().for_each(|r| add_codes(r, request_id));
             serde_json::to_string(&batch)
         }
     };
     let content_type = if graphql_response { GRAPHQL_RESPONSE_JSON } else { APPLICATION_JSON };
     match body {
+        Ok(body) if body.len() > max_response => {
+            let mut r = Response::from_errors(vec![response_too_large(max_response)]);
+            add_codes(&mut r, request_id);
+            match serde_json::to_string(&serde_json::json!({"errors": r.errors})) {
+                Ok(b) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], b).into_response(),
+                Err(e) => {
+                    error_body(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, &format!("cannot encode response: {e}"))
+                }
+            }
+        }
         Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response(),
         Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, &format!("cannot encode response: {e}")),
     }
@@ -140,8 +141,11 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
             );
         }
     };
+    let request_id = security::request_id(&headers).map(str::to_string);
     match batch {
-        BatchRequest::Single(req) => execute_single(&app, &headers, req.data(caller)).await,
+        BatchRequest::Single(req) => {
+            execute_single(&app, &headers, crate::graphql::request_data(req.data(caller), request_id.as_deref())).await
+        }
         BatchRequest::Batch(list) => {
             let cap = app.options.max_batch;
             if cap == 0 {
@@ -158,9 +162,18 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
                     &format!("the batch has {} requests; the limit is {cap} (--max-batch)", list.len()),
                 );
             }
+            // Resolve persisted documents first, so a hash-only mutation in a batch still
+            // invalidates the cache; a document that does not resolve fails in the schema.
+            let mut list = list;
+            for r in &mut list {
+                let _ = app.guardrails.resolve_document(r);
+            }
             let mutates = list.iter().any(|r| !is_query(r));
-            let names: Vec<String> = list.iter().map(operation_label).collect();
-            let list = list.into_iter().map(|r| r.data(caller.clone())).collect();
+            let names: Vec<String> = list.iter().map(|r| operation_label(&app, r)).collect();
+            let list = list
+                .into_iter()
+                .map(|r| crate::graphql::request_data(r.data(caller.clone()), request_id.as_deref()))
+                .collect();
             let resp = app.schema.execute_batch(BatchRequest::Batch(list)).await;
             if mutates {
                 invalidate(&app);
@@ -170,7 +183,7 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
                     app.metrics.operation(name, &outcome(r));
                 }
             }
-            respond(&headers, resp)
+            respond(&headers, resp, app.options.schema.limits.max_response_bytes)
         }
     }
 }
@@ -188,25 +201,41 @@ fn outcome(resp: &Response) -> String {
     }
 }
 
-/// The operation name for metrics: the given name, the document's single operation's name, or
-/// `anonymous`.
-fn operation_label(req: &Request) -> String {
-    if let Some(n) = &req.operation_name {
-        return n.clone();
-    }
-    async_graphql::parser::parse_query(&req.query)
-        .ok()
-        .and_then(|doc| match doc.operations {
+/// The operation label for metrics: the given name or the document's single operation's name,
+/// bounded by [`super::metrics::HttpMetrics::operation_label`] (`other` for names of one-off
+/// documents and beyond the cap), or `anonymous`.
+fn operation_label(app: &AppState, req: &Request) -> String {
+    let name = req.operation_name.clone().or_else(|| {
+        async_graphql::parser::parse_query(&req.query).ok().and_then(|doc| match doc.operations {
             DocumentOperations::Single(_) => None,
             DocumentOperations::Multiple(map) if map.len() == 1 => map.keys().next().map(|k| k.to_string()),
             DocumentOperations::Multiple(_) => None,
         })
-        .unwrap_or_else(|| "anonymous".into())
+    });
+    let known = app.guardrails.is_trusted(&req.query) || app.guardrails.is_registered(&req.query);
+    app.metrics.operation_label(name.as_deref(), &req.query, known)
 }
 
 /// Runs one request through the response cache: queries are looked up and stored, anything
-/// else invalidates the cache before the response is sent.
-async fn execute_single(app: &AppState, headers: &HeaderMap, req: Request) -> axum::response::Response {
+/// else invalidates the cache before the response is sent. The persisted document is resolved
+/// and the document limits are checked first (once: the extension skips them afterwards), so
+/// no limit is skipped by a cache hit.
+async fn execute_single(app: &AppState, headers: &HeaderMap, mut req: Request) -> axum::response::Response {
+    let max_response = app.options.schema.limits.max_response_bytes;
+    let checked = app.guardrails.resolve_document(&mut req).and_then(|()| app.guardrails.check_document(&req.query));
+    if let Err(e) = checked {
+        let label = operation_label(app, &req);
+        let resp = Response::from_errors(vec![e]);
+        app.metrics.operation(&label, &outcome(&resp));
+        return respond(headers, BatchResponse::Single(resp), max_response);
+    }
+    let len = req.query.len();
+    let req = req.data(DocumentChecked(len));
+    execute_checked(app, headers, req).await
+}
+
+async fn execute_checked(app: &AppState, headers: &HeaderMap, req: Request) -> axum::response::Response {
+    let max_response = app.options.schema.limits.max_response_bytes;
     let cacheable = app.cache.enabled() && is_query(&req);
     let key = cacheable.then(|| CacheKey {
         // Read before executing: see the module docs of `cache`.
@@ -221,7 +250,7 @@ async fn execute_single(app: &AppState, headers: &HeaderMap, req: Request) -> ax
             .map(|c| format!("{}:{}", c.role.as_str(), c.name))
             .unwrap_or_default(),
     });
-    let label = operation_label(&req);
+    let label = operation_label(app, &req);
     let graphql_response = wants_graphql_response(headers);
     if let Some(key) = &key
         && let Some(body) = app.cache.get(key).await
@@ -234,17 +263,18 @@ async fn execute_single(app: &AppState, headers: &HeaderMap, req: Request) -> ax
     if mutates {
         invalidate(app);
     }
-    add_codes(&mut resp);
+    add_codes(&mut resp, security::request_id(headers));
     app.metrics.operation(&label, &outcome(&resp));
     if let Some(key) = key
         && resp.errors.is_empty()
         && let Ok(body) = serde_json::to_string(&resp)
+        && body.len() <= max_response
     {
         let body = Arc::new(body);
         app.cache.insert(key, body.clone()).await;
         return cached(graphql_response, &body, "miss");
     }
-    respond(headers, BatchResponse::Single(resp))
+    respond(headers, BatchResponse::Single(resp), max_response)
 }
 
 fn cached(graphql_response: bool, body: &str, outcome: &'static str) -> axum::response::Response {
@@ -290,7 +320,11 @@ pub async fn get(
         variables: params.get("variables").cloned(),
         extensions: params.get("extensions").cloned(),
     };
-    let Some(query) = params.query else {
+    let query = params.query.unwrap_or_default();
+    let extensions = params.extensions.filter(|s| !s.is_empty());
+    // GraphiQL only for a bare GET: a hash-only request (Apollo Client's GET mode) has no
+    // `query` but has `extensions`, and wants its result.
+    if query.is_empty() && extensions.is_none() {
         return Html(
             GraphiQLSource::build()
                 .endpoint("/graphql")
@@ -299,48 +333,75 @@ pub async fn get(
                 .finish(),
         )
         .into_response();
+    }
+    let mut req = match get_request(query, params.operation_name, params.variables, extensions) {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
-    let mut req = Request::new(query);
-    if let Some(op) = params.operation_name.filter(|s| !s.is_empty()) {
-        req = req.operation_name(op);
-    }
-    if let Some(vars) = params.variables.filter(|s| !s.is_empty()) {
-        match serde_json::from_str::<serde_json::Value>(&vars) {
-            Ok(v) => req = req.variables(Variables::from_json(v)),
-            Err(e) => {
-                return error_body(
-                    StatusCode::BAD_REQUEST,
-                    VALIDATION_FAILED,
-                    &format!("`variables` is not JSON: {e}"),
-                );
-            }
-        }
-    }
-    if let Some(ext) = params.extensions.filter(|s| !s.is_empty()) {
-        match serde_json::from_str::<std::collections::HashMap<String, async_graphql::Value>>(&ext) {
-            Ok(map) => req.extensions = async_graphql::Extensions(map),
-            Err(e) => {
-                return error_body(
-                    StatusCode::BAD_REQUEST,
-                    VALIDATION_FAILED,
-                    &format!("`extensions` is not a JSON object: {e}"),
-                );
-            }
-        }
-    }
     let caller = match security::authenticate(&app, &headers).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let req = req.data(caller);
+    // The document first (APQ hash or trusted-document id), then the decision.
+    if let Err(e) = app.guardrails.resolve_document(&mut req) {
+        let resp = Response::from_errors(vec![e]);
+        return respond(&headers, BatchResponse::Single(resp), app.options.schema.limits.max_response_bytes);
+    }
     // Mutations over GET would let a link or an <img> change configuration.
     if is_mutation(&req) {
-        let mut resp =
-            error_body(StatusCode::METHOD_NOT_ALLOWED, VALIDATION_FAILED, "mutations must be sent with POST");
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return resp;
+        return mutation_over_get();
     }
+    let req = crate::graphql::request_data(req.data(caller), security::request_id(&headers));
     execute_single(&app, &headers, req).await
+}
+
+/// 405 for a mutation sent with GET.
+pub(crate) fn mutation_over_get() -> axum::response::Response {
+    let mut resp = error_body(
+        StatusCode::METHOD_NOT_ALLOWED,
+        VALIDATION_FAILED,
+        "mutations must be sent with POST (GET runs queries only, whether the document is sent as text, by APQ hash or by trusted-document id)",
+    );
+    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    resp
+}
+
+/// A GraphQL request from GET parameters (shared by `/graphql` and `/graphql/stream`).
+pub(crate) fn get_request(
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+) -> Result<Request, axum::response::Response> {
+    let mut req = Request::new(query);
+    if let Some(op) = operation_name.filter(|s| !s.is_empty()) {
+        req = req.operation_name(op);
+    }
+    if let Some(vars) = variables.filter(|s| !s.is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(&vars) {
+            Ok(v) => req = req.variables(Variables::from_json(v)),
+            Err(e) => {
+                return Err(error_body(
+                    StatusCode::BAD_REQUEST,
+                    VALIDATION_FAILED,
+                    &format!("`variables` is not JSON: {e}"),
+                ));
+            }
+        }
+    }
+    if let Some(ext) = extensions.filter(|s| !s.is_empty()) {
+        match serde_json::from_str::<std::collections::HashMap<String, async_graphql::Value>>(&ext) {
+            Ok(map) => req.extensions = async_graphql::Extensions(map),
+            Err(e) => {
+                return Err(error_body(
+                    StatusCode::BAD_REQUEST,
+                    VALIDATION_FAILED,
+                    &format!("`extensions` is not a JSON object: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(req)
 }
 
 pub(crate) fn is_mutation(req: &Request) -> bool {

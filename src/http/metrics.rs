@@ -5,21 +5,70 @@ use axum::extract::State;
 use axum::http::{Request, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::collections::BTreeMap;
+use moka::sync::Cache;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use super::AppState;
+use crate::auth::sha256_hex;
+use crate::cache::normalize;
 use crate::catalog::refresh::DURATION_BUCKETS;
 
-#[derive(Default)]
+/// Distinct client-chosen operation names that may become a label; the rest count as `other`.
+pub const MAX_OPERATION_NAMES: usize = 200;
+
 pub struct HttpMetrics {
     requests: Mutex<BTreeMap<u16, u64>>,
     operations: Mutex<BTreeMap<(String, String), u64>>,
+    /// Operation names admitted as labels (at most [`MAX_OPERATION_NAMES`]).
+    names: Mutex<HashSet<String>>,
+    /// sha256 of the normalised documents seen so far (bounded), so a name is used only for a
+    /// document that is not one-off.
+    seen: Cache<String, ()>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Mutex::default(),
+            operations: Mutex::default(),
+            names: Mutex::default(),
+            seen: Cache::new(10_000),
+        }
+    }
 }
 
 impl HttpMetrics {
+    /// The `operation` label: the client's name only for a trusted document or one seen before
+    /// (including APQ-registered ones), and only for the first [`MAX_OPERATION_NAMES`] distinct
+    /// names; otherwise `other`. Keeps the series count bounded whatever clients send.
+    pub fn operation_label(&self, name: Option<&str>, document: &str, known: bool) -> String {
+        let key = sha256_hex(&normalize(document));
+        let seen = known || self.seen.contains_key(&key);
+        self.seen.insert(key, ());
+        let Some(name) = name else {
+            return "anonymous".into();
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !seen || !valid {
+            return "other".into();
+        }
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.contains(name) {
+            return name.to_string();
+        }
+        if names.len() < MAX_OPERATION_NAMES {
+            names.insert(name.to_string());
+            return name.to_string();
+        }
+        "other".into()
+    }
+
     pub fn operation(&self, name: &str, outcome: &str) {
         let mut m = self.operations.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((name.to_string(), outcome.to_string())).or_insert(0) += 1;

@@ -1,5 +1,11 @@
 //! HTTP: the axum router, the GraphQL endpoint (POST/GET), subscriptions over WebSocket and
 //! SSE, GraphiQL, probes and metrics, with authentication, origin checks, CORS and limits.
+//!
+//! The edge layers, outermost first: a sanity check on a client's `X-Request-Id`, then
+//! tower-http's request-id (set, else generate; echoed on the response), the access log (one
+//! line per request with method, path, status, latency and request id), compression (never for
+//! `text/event-stream`), CORS, the status counter, and GraphQL-shaped JSON bodies for every
+//! error status the HTTP layer makes (413, 405, 415, ...), each carrying the request id.
 
 pub mod graphql;
 pub mod metrics;
@@ -17,6 +23,7 @@ use std::time::Duration;
 use crate::auth::{Authenticator, NoAuth};
 use crate::cache::ResponseCache;
 use crate::catalog::service::Catalog;
+use crate::graphql::extensions::Guardrails;
 use crate::graphql::subscription::SubscriptionGauge;
 use crate::graphql::{CatalogSchema, SchemaOptions};
 
@@ -64,6 +71,9 @@ impl Default for HttpOptions {
 pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub schema: CatalogSchema,
+    /// The schema's guardrails, shared so the HTTP layer resolves persisted documents and
+    /// checks document limits before it decides (GET is read-only) or looks in the cache.
+    pub guardrails: Arc<Guardrails>,
     pub cache: Arc<ResponseCache>,
     pub subscriptions: Arc<SubscriptionGauge>,
     pub connections: Arc<AtomicUsize>,
@@ -73,11 +83,18 @@ pub struct AppState {
 
 pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
     let subscriptions = Arc::new(SubscriptionGauge::default());
-    let schema = crate::graphql::build_schema(Some(catalog.clone()), Some(subscriptions.clone()), &options.schema);
+    let guardrails = crate::graphql::guardrails(&options.schema);
+    let schema = crate::graphql::build_schema_with(
+        Some(catalog.clone()),
+        Some(subscriptions.clone()),
+        &options.schema,
+        guardrails.clone(),
+    );
     let cache = Arc::new(ResponseCache::new(options.cache_ttl, options.cache_size));
     let state = AppState {
         catalog,
         schema,
+        guardrails,
         cache,
         subscriptions,
         connections: Arc::new(AtomicUsize::new(0)),
@@ -94,7 +111,26 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         // Bodies are read in full by the handlers, which enforce the limit with a clear error;
         // this cap (a little above it) stops a huge upload before it is buffered.
         .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), security::cors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), security::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
+        .layer(security::cors_layer(&state.options.cors_origins))
+        // The default predicate skips `text/event-stream` (SSE must flush event by event),
+        // images and tiny bodies.
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(security::access_log_span)
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Millis),
+                )
+                // One line per request: the response line already carries a 5xx status.
+                .on_failure(()),
+        )
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
+        .layer(axum::middleware::from_fn(security::sanitize_request_id))
         .with_state(state)
 }

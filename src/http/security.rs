@@ -1,5 +1,6 @@
 //! Edge security: authentication of requests, Origin checks for WebSocket and SSE, CORS (off
-//! unless origins are configured), and the open-connection limit.
+//! unless origins are configured), the open-connection limit, request ids, and GraphQL-shaped
+//! JSON bodies for every error status.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -84,35 +85,120 @@ pub fn too_many_connections() -> Response {
     r
 }
 
-/// CORS for the configured origins only; without configuration no CORS headers are sent, so
-/// browsers keep cross-origin reads blocked.
-pub async fn cors(State(app): State<AppState>, req: Request<Body>, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let allowed = origin
-        .as_deref()
-        .filter(|o| app.options.cors_origins.iter().any(|c| c == "*" || c.eq_ignore_ascii_case(o)))
-        .map(str::to_string);
-    if req.method() == Method::OPTIONS {
-        let Some(o) = allowed else {
-            return StatusCode::NO_CONTENT.into_response();
+/// CORS for the configured origins only (tower-http's CorsLayer); without configuration no
+/// origin matches, so no `Access-Control-Allow-Origin` is sent and browsers keep cross-origin
+/// reads blocked.
+pub fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        AllowOrigin::list(list)
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT, REQUEST_ID.clone()])
+        .expose_headers([REQUEST_ID.clone()])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+pub static REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// The request id of a request (set by the request-id layer before any handler runs).
+pub fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
+}
+
+/// A client's `X-Request-Id` is echoed only when it is sane (1-128 characters of
+/// `[A-Za-z0-9._:-]`): anything else could forge log lines or carry a payload, so it is dropped
+/// and the request-id layer generates a fresh one.
+pub async fn sanitize_request_id(mut req: Request<Body>, next: Next) -> Response {
+    let sane = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+    };
+    let values: Vec<&HeaderValue> = req.headers().get_all(&REQUEST_ID).iter().collect();
+    if values.len() > 1 || values.first().is_some_and(|v| !sane(v)) {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(req).await
+}
+
+/// The span of the access log line: method, path and request id.
+pub fn access_log_span(req: &Request<Body>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %request_id(req.headers()).unwrap_or("-"),
+    )
+}
+
+/// Every error status the HTTP layer answers (413 from the body limit, 405 from the router,
+/// 415, 429, ...) gets a GraphQL-shaped JSON body `{"errors": [{"message", "extensions":
+/// {"code", "requestId"}}]}`; JSON error bodies made by the handlers get the request id added.
+pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let request_id = request_id(req.headers()).map(str::to_string);
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let content_type = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let is_json =
+        content_type.starts_with("application/json") || content_type.starts_with("application/graphql-response+json");
+    let (mut parts, body) = resp.into_parts();
+    // Error bodies are small; a larger one is passed on untouched rather than buffered.
+    let bytes = match axum::body::to_bytes(body, 256 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return (parts, Body::empty()).into_response(),
+    };
+    let mut value = if is_json { serde_json::from_slice::<serde_json::Value>(&bytes).ok() } else { None };
+    if value.is_none() {
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        let max = app.options.max_body_bytes;
+        let message = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                format!("the request body is too large; the limit is {max} bytes (--max-body-bytes)")
+            }
+            StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not accept this method; see the Allow header"),
+            StatusCode::NOT_FOUND if text.is_empty() => format!("no such path: {path}"),
+            _ if !text.is_empty() && text.len() <= 1024 => text,
+            _ => status.canonical_reason().unwrap_or("error").to_string(),
         };
-        let mut r = StatusCode::NO_CONTENT.into_response();
-        let h = r.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&o) {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        value =
+            Some(serde_json::json!({"errors": [{"message": message, "extensions": {"code": status_code(status)}}]}));
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    let Some(mut value) = value else {
+        return (parts, Body::from(bytes)).into_response();
+    };
+    if let (Some(id), Some(errors)) = (&request_id, value.get_mut("errors").and_then(|e| e.as_array_mut())) {
+        for e in errors {
+            if let Some(obj) = e.as_object_mut() {
+                let ext = obj.entry("extensions").or_insert_with(|| serde_json::json!({}));
+                if let Some(ext) = ext.as_object_mut() {
+                    ext.entry("requestId").or_insert_with(|| serde_json::Value::String(id.clone()));
+                }
+            }
         }
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type, accept"));
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        return r;
     }
-    let mut resp = next.run(req).await;
-    if let Some(o) = allowed
-        && let Ok(v) = HeaderValue::from_str(&o)
-    {
-        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    (parts, Body::from(value.to_string())).into_response()
+}
+
+/// The `extensions.code` for an HTTP error status.
+fn status_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::FORBIDDEN => "FORBIDDEN",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
+        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+        s if s.is_client_error() => "VALIDATION_FAILED",
+        _ => "INTERNAL",
     }
-    resp
 }

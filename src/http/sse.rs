@@ -3,8 +3,10 @@
 //! `query`, `operationName`, `variables`), `Accept: text/event-stream`; the answer is a stream of
 //! `event: next` messages with one execution result each, then `event: complete`. Queries and
 //! mutations work too (one `next`, then `complete`). Keep-alive comments are sent while idle.
+//! GET runs no mutation, whatever names the document (text, APQ hash, trusted-document id);
+//! each event is checked against `--max-response-bytes`.
 
-use async_graphql::{Request, Variables};
+use async_graphql::Request;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -16,6 +18,7 @@ use std::collections::HashMap;
 
 use super::AppState;
 use super::security::{self, ConnectionSlot};
+use crate::graphql::extensions::{classify_errors, response_too_large};
 
 fn bad(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({"errors": [{"message": message, "extensions": {"code": "VALIDATION_FAILED"}}]})))
@@ -34,16 +37,23 @@ async fn open(app: AppState, headers: &HeaderMap, req: Request) -> Response {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    stream(app, req.data(caller), slot)
+    let req = crate::graphql::request_data(req.data(caller), security::request_id(headers));
+    stream(app, req, slot, security::request_id(headers).map(str::to_string))
 }
 
-fn stream(app: AppState, req: Request, slot: ConnectionSlot) -> Response {
+fn stream(app: AppState, req: Request, slot: ConnectionSlot, request_id: Option<String>) -> Response {
     let keepalive = app.options.keepalive;
+    let max = app.options.schema.limits.max_response_bytes;
     let events = app
         .schema
         .execute_stream(req)
-        .map(|resp| {
-            let data = serde_json::to_string(&resp).unwrap_or_else(|_| "{}".into());
+        .map(move |resp| {
+            let mut data = serde_json::to_string(&resp).unwrap_or_else(|_| "{}".into());
+            if data.len() > max {
+                let mut r = async_graphql::Response::from_errors(vec![response_too_large(max)]);
+                classify_errors(&mut r, request_id.as_deref());
+                data = serde_json::to_string(&r).unwrap_or_else(|_| "{}".into());
+            }
             Ok::<_, std::convert::Infallible>(Event::default().event("next").data(data))
         })
         .chain(futures_util::stream::once(async move {
@@ -60,7 +70,14 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
         return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the operation as JSON (Content-Type: application/json)");
     }
     if body.len() > app.options.max_body_bytes {
-        return bad(StatusCode::PAYLOAD_TOO_LARGE, "request body too large (--max-body-bytes)");
+        return bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "request body is {} bytes; the limit is {} (--max-body-bytes)",
+                body.len(),
+                app.options.max_body_bytes
+            ),
+        );
     }
     match serde_json::from_slice::<Request>(&body) {
         Ok(req) => open(app, &headers, req).await,
@@ -73,21 +90,25 @@ pub async fn get(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(query) = params.get("query") else {
-        return bad(StatusCode::BAD_REQUEST, "pass the operation as ?query=...");
+    let query = params.get("query").cloned().unwrap_or_default();
+    let extensions = params.get("extensions").cloned().filter(|s| !s.is_empty());
+    if query.is_empty() && extensions.is_none() {
+        return bad(StatusCode::BAD_REQUEST, "pass the operation as ?query=... (or its hash in ?extensions=...)");
+    }
+    let mut req = match super::graphql::get_request(
+        query,
+        params.get("operationName").cloned(),
+        params.get("variables").cloned(),
+        extensions,
+    ) {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
-    let mut req = Request::new(query.clone());
-    if let Some(op) = params.get("operationName").filter(|s| !s.is_empty()) {
-        req = req.operation_name(op.clone());
-    }
-    if let Some(vars) = params.get("variables").filter(|s| !s.is_empty()) {
-        match serde_json::from_str::<serde_json::Value>(vars) {
-            Ok(v) => req = req.variables(Variables::from_json(v)),
-            Err(e) => return bad(StatusCode::BAD_REQUEST, &format!("`variables` is not JSON: {e}")),
-        }
-    }
+    // Resolve the persisted document before deciding: GET never runs a mutation. A document
+    // that does not resolve is reported by the stream itself.
+    let _ = app.guardrails.resolve_document(&mut req);
     if super::graphql::is_mutation(&req) {
-        return bad(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
+        return super::graphql::mutation_over_get();
     }
     open(app, &headers, req).await
 }

@@ -73,6 +73,7 @@ pub async fn upgrade(
         return security::too_many_connections();
     }
     let header_token = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let request_id = security::request_id(&headers).map(str::to_string);
     let upgrade = upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS);
     // GraphQLProtocol decides whether any protocol fits. The server must then speak the one
     // axum names in the response header (the client's and the server's preference differ when
@@ -92,7 +93,7 @@ pub async fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| serve(socket, app, protocol, header_token))
+        .on_upgrade(move |socket| serve(socket, app, protocol, Upgrade { header_token, request_id }))
 }
 
 /// The token from `connection_init` (`{"authorization": "Bearer ..."}` or `{"token": "..."}`),
@@ -274,7 +275,16 @@ fn forward(app: &AppState, guard: &Mutex<Guard>, slot: &mut Option<ConnectionSlo
     }
 }
 
-async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, header_token: Option<String>) {
+/// What the upgrade request carried that the connection keeps.
+struct Upgrade {
+    /// The Authorization header, used when `connection_init` carries no token.
+    header_token: Option<String>,
+    /// The upgrade request's id: every error on this connection carries it.
+    request_id: Option<String>,
+}
+
+async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, upgrade: Upgrade) {
+    let Upgrade { header_token, request_id } = upgrade;
     let (mut sink, stream) = socket.split();
     let guard = Arc::new(Mutex::new(Guard::new(protocol == WebSocketProtocols::GraphQLWS)));
     let max = app.options.ws.max_message_bytes;
@@ -307,6 +317,9 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, h
         let mut data = async_graphql::Data::default();
         data.insert(caller);
         data.insert(crate::graphql::subscription::ConnectionBudget::new(per_connection));
+        if let Some(id) = request_id {
+            data.insert(crate::graphql::extensions::RequestId(id));
+        }
         Ok(data)
     };
     let out = async_graphql::http::WebSocket::new(app.schema.clone(), input, protocol).on_connection_init(on_init);
