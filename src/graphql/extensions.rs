@@ -273,6 +273,8 @@ const CLIENT_ERROR_PREFIXES: &[&str] = &[
     "Operation name required",
     "Invalid value",
     "Internal: Invalid value",
+    "Variable ",
+    "Expected input type",
 ];
 
 /// Gives every error an `extensions.code` (and the request id): errors from our resolvers keep

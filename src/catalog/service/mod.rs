@@ -627,16 +627,6 @@ impl Catalog {
     /// (`{id}-{plugin}.yaml` beside the sources file), an existing one keeps its own, and new
     /// content must be writable there (see `paths`). Refuses before anything is written.
     fn prepare(&self, file: &SourcesFile, mut draft: SourceDraft) -> Result<SourceDraft> {
-        if draft.entry.type_ == "url"
-            && let Some(url) = draft.entry.url()
-            && let Err(msg) = super::outbound::check_source_url(&self.options.fetch.url_allow, url)
-        {
-            return Err(CatalogError::Validation(ValidationReport::from_diagnostics(vec![
-                Diagnostic::error(super::diagnostics::Layer::Security, msg)
-                    .field("input.properties.url")
-                    .hint("point the source at a catalog host outside the cluster's private ranges, or list the host with --url-allow"),
-            ])));
-        }
         if draft.entry.type_ != "yaml" {
             return Ok(draft);
         }
@@ -657,6 +647,25 @@ impl Catalog {
             draft.content = self.read_catalog(file, plugin, &id, &rel).ok().flatten();
         }
         Ok(draft)
+    }
+
+    /// The layered validation of a prepared draft plus what needs the server's settings: the
+    /// outbound URL policy of `url` sources (`--url-allow`).
+    fn check_draft(&self, draft: &SourceDraft, existing: Option<&SourceEntry>) -> super::validate::Checked {
+        let mut checked = check(draft, existing);
+        if draft.entry.type_ == "url"
+            && let Some(url) = draft.entry.url()
+            && let Err(msg) = super::outbound::check_source_url(&self.options.fetch.url_allow, url)
+        {
+            let mut diags: Vec<Diagnostic> = checked.report.diagnostics().cloned().collect();
+            diags.push(
+                Diagnostic::error(super::diagnostics::Layer::Security, msg)
+                    .field("input.properties.url")
+                    .hint("point the source at a catalog host outside the cluster's private ranges, or list the host with --url-allow"),
+            );
+            checked.report = ValidationReport::from_diagnostics(diags);
+        }
+        checked
     }
 
     /// Turns a partial edit into a full draft against the current sources file.
@@ -685,7 +694,7 @@ impl Catalog {
         let file = self.file();
         let existing = file.find(draft.plugin, &draft.entry.id).cloned();
         match self.prepare(&file, draft) {
-            Ok(draft) => check(&draft, existing.as_ref()).report,
+            Ok(draft) => self.check_draft(&draft, existing.as_ref()).report,
             Err(CatalogError::Validation(report)) => report,
             Err(e) => ValidationReport::from_diagnostics(vec![Diagnostic::error(
                 super::diagnostics::Layer::Semantics,
@@ -754,7 +763,7 @@ impl Catalog {
         let plugin = draft.plugin;
         let id = draft.entry.id.clone();
         let draft = self.prepare(&file, draft)?;
-        let checked = check(&draft, file.find(plugin, &id));
+        let checked = self.check_draft(&draft, file.find(plugin, &id));
         if !checked.report.valid() {
             return Err(CatalogError::Validation(checked.report));
         }
