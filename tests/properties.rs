@@ -212,6 +212,9 @@ struct FileSpec {
     zero_indent: bool,
     /// The file starts with a `---` document marker.
     doc_marker: bool,
+    /// The models section key is written quoted (`"model_catalogs":`), which YAML reads as the
+    /// same key (regression: the splice used to add a second section).
+    quoted_key: bool,
 }
 
 fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
@@ -225,9 +228,21 @@ fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
         any::<bool>(),
         "[\\PC]{0,12}",
         (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        any::<bool>(),
     )
         .prop_map(
-            |(sectioned, models, mcp, head_comment, comments_between, unknown_first, deprecated_key, t, shape)| {
+            |(
+                sectioned,
+                models,
+                mcp,
+                head_comment,
+                comments_between,
+                unknown_first,
+                deprecated_key,
+                t,
+                shape,
+                quoted_key,
+            )| {
                 // Ids are unique within a plugin (a duplicate is a validation error).
                 let dedup = |list: Vec<(SourceEntry, Style)>| {
                     let mut seen = std::collections::HashSet::new();
@@ -247,15 +262,12 @@ fn file_spec_strategy() -> impl Strategy<Value = FileSpec> {
                     empty_flow: shape.2,
                     zero_indent: shape.3,
                     doc_marker: shape.4,
+                    quoted_key,
                 }
             },
         )
 }
 
-/// Not generated: a quoted section key (`"model_catalogs":`). `with_entry` does not recognise
-/// it and appends a second, unquoted section, so the result has a duplicate key and does not
-/// parse (apply then refuses with INTERNAL). Reported with its minimal input for a fix in
-/// src/catalog/sources.rs; add the shape here once the splice handles it.
 fn build_file(spec: &FileSpec) -> GenFile {
     let mut lines: Vec<String> = Vec::new();
     let mut ranges = Vec::new();
@@ -327,6 +339,7 @@ fn build_file(spec: &FileSpec) -> GenFile {
         }
         let model_key = if spec.deprecated_key { "catalogs" } else { "model_catalogs" };
         let indent = if spec.zero_indent { 0 } else { 2 };
+        let model_key = if spec.quoted_key { format!("\"{model_key}\"") } else { model_key.to_string() };
         section(&mut lines, &mut ranges, PluginKind::Models, &spec.models, format!("{model_key}:\n"), indent);
         section(&mut lines, &mut ranges, PluginKind::Mcp, &spec.mcp, "mcp_catalogs:\n".into(), indent);
         if !spec.unknown_first {
