@@ -32,10 +32,22 @@ pub struct ResponseCache {
 }
 
 impl ResponseCache {
-    /// `ttl` zero turns the cache off.
-    pub fn new(ttl: Duration, max_entries: u64) -> ResponseCache {
-        let cache = (!ttl.is_zero() && max_entries > 0)
-            .then(|| Cache::builder().time_to_live(ttl).max_capacity(max_entries).build());
+    /// `ttl` zero turns the cache off. The cache holds at most `max_entries` entries and at most
+    /// `max_bytes` bytes of keys and bodies: moka has one capacity, in weight, so every entry
+    /// weighs its bytes but at least `max_bytes / max_entries` (a few big answers cannot grow
+    /// memory past the byte budget, and many small ones cannot pass the entry count).
+    pub fn new(ttl: Duration, max_entries: u64, max_bytes: u64) -> ResponseCache {
+        let floor = u32::try_from(max_bytes / max_entries.max(1)).unwrap_or(u32::MAX).max(1);
+        let cache = (!ttl.is_zero() && max_entries > 0 && max_bytes > 0).then(|| {
+            Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(max_bytes)
+                .weigher(move |k: &CacheKey, v: &Arc<String>| {
+                    let bytes = k.document.len() + k.variables.len() + v.len();
+                    u32::try_from(bytes).unwrap_or(u32::MAX).max(floor)
+                })
+                .build()
+        });
         ResponseCache { cache, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
@@ -133,7 +145,7 @@ pub fn normalize(document: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{Arc, CacheKey, Duration, ResponseCache, normalize};
 
     #[test]
     fn whitespace_and_comments_do_not_matter_but_strings_do() {
@@ -147,5 +159,37 @@ mod tests {
             normalize(r#"{ entities(search: "a b") { totalCount } }"#)
         );
         assert_eq!(normalize(r#"{ e(s: "x \" y") }"#), r#"{e(s:"x \" y")}"#);
+    }
+
+    fn key(i: usize) -> CacheKey {
+        CacheKey {
+            generation: 1,
+            document: format!("{{q{i}}}"),
+            operation: None,
+            variables: String::new(),
+            role: String::new(),
+        }
+    }
+
+    /// Review finding: the cache was bounded by entry count only, so a few near-limit answers
+    /// could hold gigabytes. Both bounds hold now.
+    #[tokio::test]
+    async fn holds_at_most_its_byte_budget_and_its_entry_count() {
+        let by_bytes = ResponseCache::new(Duration::from_secs(60), 1000, 10_000);
+        for i in 0..20 {
+            by_bytes.insert(key(i), Arc::new("x".repeat(1000))).await;
+        }
+        let c = by_bytes.cache.as_ref().unwrap();
+        c.run_pending_tasks().await;
+        assert!(c.weighted_size() <= 10_000, "{} bytes held", c.weighted_size());
+        assert!(c.entry_count() < 20);
+
+        let by_count = ResponseCache::new(Duration::from_secs(60), 5, 1_000_000);
+        for i in 0..20 {
+            by_count.insert(key(i), Arc::new("small".into())).await;
+        }
+        let c = by_count.cache.as_ref().unwrap();
+        c.run_pending_tasks().await;
+        assert!(c.entry_count() <= 5, "{} entries held", c.entry_count());
     }
 }

@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// Query response cache: maximum number of entries.
     #[arg(long, env = "CATALOG_BFF_CACHE_SIZE", default_value_t = 10_000)]
     pub cache_size: u64,
+    /// Query response cache: most bytes of cached responses (keys included).
+    #[arg(long, env = "CATALOG_BFF_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
     /// Seconds between keep-alive pings on WebSocket and SSE subscriptions.
     #[arg(long, env = "CATALOG_BFF_KEEPALIVE_INTERVAL", default_value_t = 15.0)]
     pub keepalive_interval: f64,
@@ -205,9 +208,10 @@ impl ServeArgs {
             None => None,
         };
         Ok(crate::http::HttpOptions {
-            cache_ttl: std::time::Duration::from_secs_f64(self.cache_ttl.max(0.0)),
+            cache_ttl: seconds(self.cache_ttl),
             cache_size: self.cache_size,
-            keepalive: std::time::Duration::from_secs_f64(self.keepalive_interval.max(0.05)),
+            cache_max_bytes: self.cache_max_bytes,
+            keepalive: seconds(self.keepalive_interval.max(0.05)),
             auth,
             allowed_origins: self.allowed_origins.clone(),
             cors_origins: self.cors_origins.clone(),
@@ -217,7 +221,7 @@ impl ServeArgs {
             max_subscriptions_per_connection: self.max_subscriptions_per_connection,
             ws: crate::http::ws::WsOptions {
                 max_message_bytes: self.max_ws_message_bytes.max(1024),
-                init_timeout: std::time::Duration::from_secs_f64(self.ws_init_timeout.max(0.05)),
+                init_timeout: seconds(self.ws_init_timeout.max(0.05)),
             },
             schema: crate::graphql::SchemaOptions {
                 limits: crate::graphql::extensions::Limits {

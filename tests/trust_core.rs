@@ -338,3 +338,68 @@ async fn deeply_nested_yaml_is_refused_before_parsing() {
     assert_eq!(r["refreshSource"]["results"][0]["status"], "FAILURE");
     assert!(r.to_string().contains("--max-yaml-depth"), "{r}");
 }
+
+/// Review finding: a custom `authHeader` followed a redirect to another origin (reqwest strips
+/// only `Authorization` and cookies). A credentialed request refuses cross-origin redirects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentialed_fetch_never_follows_a_redirect_to_another_origin() {
+    let target = CatalogHost::start(models_yaml(2)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let to = target.url.clone();
+    let app = axum::Router::new()
+        .route("/catalog.yaml", axum::routing::get(move || async move { axum::response::Redirect::temporary(&to) }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("catalog-host")).unwrap();
+    std::fs::write(secrets.join("catalog-host/token"), "TOPSECRET\n").unwrap();
+    let sources = dir.path().join("sources.yaml");
+    std::fs::write(
+        &sources,
+        format!(
+            "model_catalogs:\n  - name: R\n    id: r\n    type: url\n    properties:\n      url: http://127.0.0.1:{port}/catalog.yaml\n      authSecretRef: {{name: catalog-host, key: token}}\n      authHeader: X-Api-Key\n  - name: Plain\n    id: plain\n    type: url\n    properties:\n      url: http://127.0.0.1:{port}/catalog.yaml\n"
+        ),
+    )
+    .unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start_with(
+        dir.path(),
+        Some(&sources),
+        &db,
+        true,
+        &["--url-allow", "127.0.0.1", "--secrets-dir", secrets.to_str().unwrap()],
+    )
+    .await;
+    let (state, err) = state_and_error(&server, "r").await;
+    assert_eq!(state, "ERROR");
+    assert!(err.contains("another origin"), "{err}");
+    // Only the uncredentialed source reached the other origin, and no secret ever did.
+    assert_eq!(state_and_error(&server, "plain").await.0, "AVAILABLE");
+    let host = target.state.lock().unwrap();
+    assert_eq!(host.requests, 1, "the credentialed fetch followed the redirect");
+    assert!(host.last_auth.is_none());
+}
+
+/// Review finding: 20,000 duplicate names cost quadratic time in `validateSource` and a report
+/// of 20,000 diagnostics. Positions are now found in one pass, and a report lists at most 200
+/// diagnostics per layer plus one that counts the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_duplicate_names_give_a_bounded_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::example(Backend::Sqlite, dir.path()).await;
+    let content = format!("models:\n{}", "- name: a\n".repeat(20_000));
+    let body = server
+        .ok(
+            "query($i: SourceInput!) { validateSource(plugin: \"models\", input: $i) { valid errors { message } } }",
+            json!({"i": {"id": "team_models", "content": content}}),
+        )
+        .await;
+    let report = &body["validateSource"];
+    assert_eq!(report["valid"], false);
+    let errors = report["errors"].as_array().unwrap();
+    assert!(errors.len() <= 201, "{} errors", errors.len());
+    assert!(errors.iter().any(|e| e["message"].as_str().unwrap().contains("more")), "{errors:?}");
+}

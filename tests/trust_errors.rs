@@ -63,6 +63,20 @@ fn cases() -> Vec<Case> {
             says: &["options.expectedRevision", "revisions start at 1"],
         },
         Case {
+            name: "revisions(limit: 0) (review finding: was silently clamped)",
+            query: "{ source(plugin: \"models\", id: \"team_models\") { revisions(limit: 0) { revision } } }",
+            variables: json!({}),
+            code: "VALIDATION_FAILED",
+            says: &["`limit`", "between 1 and 500"],
+        },
+        Case {
+            name: "revisions(limit: 100000)",
+            query: "{ source(plugin: \"models\", id: \"team_models\") { revisions(limit: 100000) { revision } } }",
+            variables: json!({}),
+            code: "VALIDATION_FAILED",
+            says: &["`limit`", "between 1 and 500"],
+        },
+        Case {
             name: "auditLog(limit: 0)",
             query: "{ auditLog(limit: 0) { actor } }",
             variables: json!({}),

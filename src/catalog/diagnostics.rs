@@ -131,6 +131,9 @@ pub struct LayerReport {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// The most diagnostics a report lists per layer; the rest are counted in one more.
+pub const MAX_DIAGNOSTICS_PER_LAYER: usize = 200;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ValidationReport {
     pub layers: Vec<LayerReport>,
@@ -139,11 +142,20 @@ pub struct ValidationReport {
 impl ValidationReport {
     /// Builds a report from a flat list, running layers in order: once a layer has an error the
     /// later layers are reported as skipped.
+    /// At most [`MAX_DIAGNOSTICS_PER_LAYER`] diagnostics are kept per layer, plus one that says
+    /// how many more there were: a hostile file must not turn into a huge report.
     pub fn from_diagnostics(diags: Vec<Diagnostic>) -> Self {
         let mut layers = Vec::new();
         let mut failed = false;
         for layer in Layer::ALL {
-            let mine: Vec<Diagnostic> = diags.iter().filter(|d| d.layer == layer).cloned().collect();
+            let all: Vec<&Diagnostic> = diags.iter().filter(|d| d.layer == layer).collect();
+            let mut mine: Vec<Diagnostic> = all.iter().take(MAX_DIAGNOSTICS_PER_LAYER).map(|d| (*d).clone()).collect();
+            if all.len() > MAX_DIAGNOSTICS_PER_LAYER {
+                let more = all.len() - MAX_DIAGNOSTICS_PER_LAYER;
+                let errors = all.iter().skip(MAX_DIAGNOSTICS_PER_LAYER).any(|d| d.is_error());
+                let message = format!("{more} more diagnostics of this layer are not shown");
+                mine.push(if errors { Diagnostic::error(layer, message) } else { Diagnostic::warning(layer, message) });
+            }
             let has_error = mine.iter().any(Diagnostic::is_error);
             layers.push(LayerReport { layer, passed: !failed && !has_error, skipped: failed, diagnostics: mine });
             failed |= has_error;

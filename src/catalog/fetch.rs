@@ -61,13 +61,23 @@ pub enum Fetched {
 }
 
 pub fn client(cfg: &FetchConfig) -> reqwest::Client {
+    build_client(cfg, false)
+}
+
+/// The client for url sources. With `same_origin_redirects` (used when the request carries a
+/// secret header) a redirect to another scheme, host or port is refused: reqwest strips only
+/// `Authorization` and cookies across origins, so a custom `authHeader` would follow it.
+fn build_client(cfg: &FetchConfig, same_origin_redirects: bool) -> reqwest::Client {
     crate::tls::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.timeout)
         .user_agent(concat!("catalog-bff/", env!("CARGO_PKG_VERSION")))
         .dns_resolver(Arc::new(GuardedResolver { allow: cfg.url_allow.clone() }))
-        .redirect(redirect_policy(cfg.url_allow.clone()))
+        .redirect(redirect_policy(cfg.url_allow.clone(), same_origin_redirects))
+        // An HTTP(S)_PROXY from the environment would resolve host names itself, past the
+        // address guard: url sources connect directly.
+        .no_proxy()
         .build()
         .unwrap_or_else(|e| {
             // Never fall back to a client without the address guard: one that cannot
@@ -179,6 +189,14 @@ pub async fn fetch(
         return Err(fail(&url, msg));
     }
     let auth = auth_header(entry, cfg)?;
+    // A request with a secret never follows a redirect to another origin.
+    let credentialed;
+    let client = if auth.is_some() {
+        credentialed = build_client(cfg, true);
+        &credentialed
+    } else {
+        client
+    };
     let mut delay = cfg.backoff;
     let mut last = String::new();
     for attempt in 1..=cfg.retries + 1 {

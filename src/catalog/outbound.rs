@@ -152,6 +152,29 @@ fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
         Some("multicast")
     } else if ip.is_broadcast() {
         Some("broadcast")
+    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+        Some("IETF protocol assignments (192.0.0.0/24)")
+    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+        Some("benchmarking (198.18.0.0/15)")
+    } else if o[0] >= 240 {
+        Some("reserved (240.0.0.0/4)")
+    } else {
+        None
+    }
+}
+
+/// The IPv4 address embedded in an IPv6 translation or transition form: NAT64 (64:ff9b::/96),
+/// 6to4 (2002::/16) and IPv4-translated (::ffff:0:a.b.c.d). Such an address reaches the
+/// embedded IPv4 host, so it gets that host's class.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from(((u32::from(hi)) << 16) | u32::from(lo));
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0) {
+        Some(v4(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(v4(s[1], s[2]))
+    } else if s[0..4].iter().all(|&x| x == 0) && s[4] == 0xffff && s[5] == 0 {
+        Some(v4(s[6], s[7]))
     } else {
         None
     }
@@ -169,6 +192,8 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
         Some("private")
     } else if ip.is_multicast() {
         Some("multicast")
+    } else if let Some(v4) = embedded_v4(ip) {
+        v4_class(v4)
     } else if let Some(v4) = ip.to_ipv4() {
         // IPv4-compatible (`::a.b.c.d`, deprecated) forms of refused IPv4 addresses.
         if s[0..6].iter().all(|&x| x == 0) { v4_class(v4) } else { None }
@@ -196,13 +221,13 @@ pub fn check_source_url(allow: &UrlAllow, raw: &str) -> Result<(), String> {
         return Err(format!("`{raw}` has no host; write http(s)://HOST/PATH"));
     }
     let Ok(url) = reqwest::Url::parse(raw) else {
-        // The syntax layer reports unparsable URLs.
-        return Ok(());
+        return Err(format!("`{raw}` is not a URL this server can fetch; write http(s)://HOST/PATH"));
     };
     check_url(allow, &url)?;
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
     if host == "localhost" || host.ends_with(".localhost") {
-        allow.check(&host, IpAddr::from([127, 0, 0, 1]))?;
+        allow.check(host, IpAddr::from([127, 0, 0, 1]))?;
     }
     Ok(())
 }
@@ -239,11 +264,21 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// Follows up to 10 redirects, refusing any whose target is a refused IP literal.
-pub fn redirect_policy(allow: Arc<UrlAllow>) -> reqwest::redirect::Policy {
+/// Follows up to 10 redirects, refusing any whose target is a refused IP literal (host names
+/// are checked by the resolver when connecting) and, with `same_origin`, any to another origin.
+pub fn redirect_policy(allow: Arc<UrlAllow>, same_origin: bool) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= 10 {
             return attempt.error(Refused("more than 10 redirects".into()));
+        }
+        if same_origin
+            && let Some(first) = attempt.previous().first()
+            && first.origin() != attempt.url().origin()
+        {
+            let to = attempt.url().to_string();
+            return attempt.error(Refused(format!(
+                "redirected to {to}, another origin: a request carrying authSecretRef credentials only follows redirects on its own scheme, host and port"
+            )));
         }
         match check_url(&allow, attempt.url()) {
             Ok(()) => attempt.follow(),
@@ -273,6 +308,13 @@ mod tests {
             ("192.168.1.1", Some("private")),
             ("100.64.0.1", Some("carrier-grade NAT (100.64.0.0/10)")),
             ("100.128.0.1", None),
+            ("192.0.0.1", Some("IETF protocol assignments (192.0.0.0/24)")),
+            ("198.18.0.1", Some("benchmarking (198.18.0.0/15)")),
+            ("240.0.0.1", Some("reserved (240.0.0.0/4)")),
+            ("64:ff9b::7f00:1", Some("loopback")),
+            ("2002:7f00:1::", Some("loopback")),
+            ("::ffff:0:7f00:1", Some("loopback")),
+            ("2002:808:808::", None),
             ("224.0.0.1", Some("multicast")),
             ("255.255.255.255", Some("broadcast")),
             ("8.8.8.8", None),

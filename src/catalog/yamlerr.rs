@@ -88,6 +88,25 @@ fn expected_names(msg: &str) -> Vec<String> {
 
 /// Best-effort position of `key: value` in a YAML text, for semantic errors found after parsing
 /// (duplicate names, bad values). Returns the 1-based line and column of the key.
+/// A 1-based (line, column), when known.
+pub type Position = (Option<u32>, Option<u32>);
+
+/// Every `key: value` line of `text`, by value, with its (line, column), in one pass: for
+/// locating many values (e.g. every duplicate name) without rescanning the text per value.
+pub fn key_value_positions<'t>(text: &'t str, key: &str) -> std::collections::HashMap<&'t str, Vec<Position>> {
+    let mut out: std::collections::HashMap<&str, Vec<Position>> = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        let Some(rest) = trimmed.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else {
+            continue;
+        };
+        let v = rest.trim().trim_matches(|c| c == '"' || c == '\'');
+        let col = line.len() - trimmed.len() + 1;
+        out.entry(v).or_default().push((u32::try_from(i + 1).ok(), u32::try_from(col).ok()));
+    }
+    out
+}
+
 pub fn find_key_value(text: &str, key: &str, value: &str, nth: usize) -> (Option<u32>, Option<u32>) {
     let mut seen = 0;
     for (i, line) in text.lines().enumerate() {

@@ -205,7 +205,7 @@ fn need_id(target: &str) -> Result<(String, String), CliError> {
 const JOB_FIELDS: &str = "id plugin sourceId phase total completed currentSource error actor startedAt finishedAt results { plugin sourceId status entitiesLoaded entitiesAdded entitiesRemoved entitiesUpdated entitiesUnchanged artifactsLoaded durationMs summary diagnostics { severity message file line column } }";
 
 async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
-    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    let timeout = Duration::try_from_secs_f64(cli.timeout.max(0.1)).unwrap_or(Duration::from_secs(24 * 3600));
     let client = Client::new(&cli.server, cli.token.clone(), timeout);
     match &cli.command {
         Command::Sources { plugin } => {

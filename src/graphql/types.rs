@@ -238,10 +238,10 @@ impl Source {
         SourceStatus(self.0.status.clone())
     }
     /// Recorded revisions, newest first.
-    // Costs `limit` times the fields selected per revision (the limit is clamped as below).
+    // Costs `limit` times the fields selected per revision; out-of-range limits are refused.
     #[graphql(complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity")]
     async fn revisions(&self, ctx: &Context<'_>, #[graphql(default = 20)] limit: i32) -> Result<Vec<SourceRevision>> {
-        let limit = u64::try_from(limit.clamp(1, 500)).unwrap_or(20);
+        let limit = u64::try_from(super::errors::in_range("limit", limit, 1, 500)?).unwrap_or(20);
         let list = catalog(ctx)?.revisions(self.0.plugin, &self.0.entry.id, limit).await.map_err(to_graphql)?;
         Ok(list.into_iter().map(SourceRevision).collect())
     }

@@ -31,6 +31,8 @@ use crate::graphql::{CatalogSchema, SchemaOptions};
 pub struct HttpOptions {
     pub cache_ttl: Duration,
     pub cache_size: u64,
+    /// Response cache: most bytes of keys and bodies held.
+    pub cache_max_bytes: u64,
     /// Interval of keep-alive pings on WebSocket and SSE subscriptions.
     pub keepalive: Duration,
     pub auth: Arc<dyn Authenticator>,
@@ -53,6 +55,7 @@ impl Default for HttpOptions {
         HttpOptions {
             cache_ttl: Duration::from_secs(30),
             cache_size: 10_000,
+            cache_max_bytes: 64 * 1024 * 1024,
             keepalive: Duration::from_secs(15),
             auth: Arc::new(NoAuth),
             allowed_origins: Vec::new(),
@@ -90,7 +93,7 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         &options.schema,
         guardrails.clone(),
     );
-    let cache = Arc::new(ResponseCache::new(options.cache_ttl, options.cache_size));
+    let cache = Arc::new(ResponseCache::new(options.cache_ttl, options.cache_size, options.cache_max_bytes));
     let state = AppState {
         catalog,
         schema,

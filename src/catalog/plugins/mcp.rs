@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::locate;
 use super::models::CustomProperties;
 use super::{Entity, Loaded, unique_names};
 use crate::catalog::diagnostics::{Diagnostic, Layer};
@@ -286,7 +287,7 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
         let s = &servers[i];
         let mut ok = true;
         let mut bad = |field: String, key: &str, value: &str, allowed: &[&str]| {
-            let (line, col) = find_key_value(text, key, value, 0);
+            let (line, col) = locate(&diagnostics, || find_key_value(text, key, value, 0));
             diagnostics.push(
                 Diagnostic::error(Layer::Plugin, format!("invalid {key} `{value}` in server `{}`", s.name))
                     .in_file(file)

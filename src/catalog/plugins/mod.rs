@@ -111,14 +111,34 @@ impl Entity {
 }
 
 /// Checks name presence and uniqueness, shared by both plugins. Returns the indexes to keep.
+/// The position of a diagnostic, searched in the text only for the first 100 diagnostics of a
+/// load: each search scans the text, so locating every one of many errors would be quadratic.
+pub(crate) fn locate(
+    so_far: &[Diagnostic],
+    search: impl FnOnce() -> (Option<u32>, Option<u32>),
+) -> (Option<u32>, Option<u32>) {
+    if so_far.len() < 100 { search() } else { (None, None) }
+}
+
 pub(crate) fn unique_names(names: &[&str], text: &str, file: &str, list_key: &str) -> (Vec<usize>, Vec<Diagnostic>) {
     use super::diagnostics::Layer;
-    use super::yamlerr::find_key_value;
+    use super::yamlerr::key_value_positions;
+    /// Diagnostics past this many duplicates are summed up in one: a file of 100k copies of one
+    /// name must not produce a response of 100k diagnostics.
+    const MAX_REPORTED: usize = 100;
     let mut keep = Vec::new();
     let mut diags = Vec::new();
     let mut seen = std::collections::HashMap::<&str, usize>::new();
+    // Positions are computed once, on the first duplicate (one pass over the text, not one per
+    // duplicate: that was quadratic in the number of duplicates).
+    let mut positions = None;
+    let mut unreported = 0usize;
     for (i, name) in names.iter().enumerate() {
         if name.trim().is_empty() {
+            if diags.len() >= MAX_REPORTED {
+                unreported += 1;
+                continue;
+            }
             diags.push(
                 Diagnostic::error(Layer::Plugin, "entity has an empty name; it was skipped")
                     .in_file(file)
@@ -130,7 +150,13 @@ pub(crate) fn unique_names(names: &[&str], text: &str, file: &str, list_key: &st
         let count = seen.entry(name).or_insert(0);
         *count += 1;
         if *count > 1 {
-            let (line, col) = find_key_value(text, "name", name, *count - 1);
+            if diags.len() >= MAX_REPORTED {
+                unreported += 1;
+                continue;
+            }
+            let nth = *count - 1;
+            let at = positions.get_or_insert_with(|| key_value_positions(text, "name"));
+            let (line, col) = at.get(name).and_then(|v| v.get(nth)).copied().unwrap_or((None, None));
             diags.push(
                 Diagnostic::error(Layer::Plugin, format!("duplicate name `{name}`; the later entry was skipped"))
                     .in_file(file)
@@ -141,6 +167,16 @@ pub(crate) fn unique_names(names: &[&str], text: &str, file: &str, list_key: &st
             continue;
         }
         keep.push(i);
+    }
+    if unreported > 0 {
+        diags.push(
+            Diagnostic::error(
+                Layer::Plugin,
+                format!("{unreported} more entities with an empty or duplicate name were skipped"),
+            )
+            .in_file(file)
+            .hint("names must be non-empty and unique within a source"),
+        );
     }
     (keep, diags)
 }

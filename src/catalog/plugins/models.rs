@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
+use super::locate;
 use super::{Entity, Loaded, unique_names};
 use crate::catalog::diagnostics::{Diagnostic, Layer};
 use crate::catalog::yamlerr::{find_key_value, strict_parse};
@@ -99,7 +100,7 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
             let field = format!("models[{i}].artifacts[{j}]");
             let kind = a.artifact_type.as_deref().unwrap_or("model-artifact");
             if !ARTIFACT_TYPES.contains(&kind) {
-                let (line, col) = find_key_value(text, "artifactType", kind, 0);
+                let (line, col) = locate(&diagnostics, || find_key_value(text, "artifactType", kind, 0));
                 diagnostics.push(
                     Diagnostic::error(Layer::Plugin, format!("unknown artifactType `{kind}` in model `{}`", m.name))
                         .in_file(file)
@@ -130,7 +131,7 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
                         .hint("set `performance-metrics` or `accuracy-metrics`"),
                     ),
                     Some(t) if !METRICS_TYPES.contains(&t) => {
-                        let (line, col) = find_key_value(text, "metricsType", t, 0);
+                        let (line, col) = locate(&diagnostics, || find_key_value(text, "metricsType", t, 0));
                         diagnostics.push(
                             Diagnostic::error(
                                 Layer::Plugin,
