@@ -82,7 +82,11 @@ impl Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_fails_fast_with_unavailable_and_recovers() {
     if !backends().contains(&Backend::Postgres) {
-        eprintln!("SKIPPED postgres_outage_fails_fast_with_unavailable_and_recovers: needs PostgreSQL (run .ci/run)");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED postgres_outage_fails_fast_with_unavailable_and_recovers: needs PostgreSQL (run .ci/run)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

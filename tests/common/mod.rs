@@ -52,7 +52,11 @@ pub fn upstream_fixtures(test: &str) -> Option<PathBuf> {
     if p.is_dir() {
         return Some(p);
     }
-    eprintln!(
+    // Written to the process's stderr directly, not through `eprintln!`, which the test harness
+    // captures and hides for passing tests: a skip must be visible in the run's output.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED {test}: upstream fixtures not found at {} (set CATALOG_BFF_FIXTURES or put ../shared beside the repo)",
         p.display()
     );
