@@ -7,29 +7,11 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use serde_json::json;
 use std::path::{Path, PathBuf};
-
-const LIST: &str = "{ sources { plugin id enabled status { state entityCount lastError } } }";
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/samples")
-}
-
-async fn states(server: &Server) -> BTreeMap<String, (String, u64)> {
-    let data = server.ok(LIST, json!({})).await;
-    data["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s: &Value| {
-            (
-                format!("{}/{}", s["plugin"].as_str().unwrap(), s["id"].as_str().unwrap()),
-                (s["status"]["state"].as_str().unwrap().to_string(), s["status"]["entityCount"].as_u64().unwrap()),
-            )
-        })
-        .collect()
 }
 
 /// Copies one sample tree into a scratch dir (the server may write) and starts on it.
@@ -45,7 +27,7 @@ async fn start_copy(tree: &str, sources: &str) -> (Server, tempfile::TempDir, Pa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubeflow_dialect_sample_loads_with_counts_states_and_errors() {
     let (server, _work, _) = start_copy("kubeflow", "sources.yaml").await;
-    let st = states(&server).await;
+    let st = source_states(&server).await;
     assert_eq!(st["models/fleet_models"], ("AVAILABLE".to_string(), 3));
     assert_eq!(st["models/edge_models"], ("ERROR".to_string(), 0));
     assert_eq!(st["models/retired_models"], ("DISABLED".to_string(), 0));
@@ -81,7 +63,7 @@ async fn kubeflow_dialect_sample_loads_with_counts_states_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sectioned_dialect_sample_loads_flat_mcp_and_warns_on_unknown_sections() {
     let (server, _work, _) = start_copy("sectioned", "config/sources.yaml").await;
-    let st = states(&server).await;
+    let st = source_states(&server).await;
     assert_eq!(st.len(), 3, "{st:?}");
     assert_eq!(st["models/lab_models"], ("AVAILABLE".to_string(), 2));
     assert_eq!(st["models/staging_models"], ("AVAILABLE".to_string(), 1));
@@ -103,7 +85,7 @@ async fn sectioned_dialect_sample_loads_flat_mcp_and_warns_on_unknown_sections()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_catalogs_alias_sample_loads_with_a_deprecation_warning() {
     let (server, _work, _) = start_copy("kubeflow", "legacy-sources.yaml").await;
-    let st = states(&server).await;
+    let st = source_states(&server).await;
     assert_eq!(st["models/fleet_models"], ("AVAILABLE".to_string(), 3));
     assert_eq!(st["models/edge_models"].0, "ERROR");
     assert!(server.log_text().contains("deprecated name of `model_catalogs:`"));
@@ -140,7 +122,7 @@ async fn writing_back_samples_keeps_every_other_byte_in_both_dialects() {
     let agents_block = &agents[..agents.find("\n\n").unwrap_or(agents.len())];
     assert!(after.contains(agents_block), "agent_catalogs changed:\n{after}");
     assert!(after.contains("# namedQueries: reusable filter presets, kept as they are."));
-    assert_eq!(states(&server).await["mcp/nosource_mcp_servers"].0, "DISABLED");
+    assert_eq!(source_states(&server).await["mcp/nosource_mcp_servers"].0, "DISABLED");
     // Only the one entry's lines changed: everything before and after it is byte-identical.
     let start = before.find("  - name: \"Unlabelled MCP Servers\"").unwrap();
     let end = before.find("\n\n# A section for a plugin").unwrap();

@@ -5,25 +5,8 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::BTreeMap;
-
-const LIST: &str = "{ sources { plugin id enabled status { state entityCount lastError } } }";
-
-async fn states(server: &Server) -> BTreeMap<String, (String, u64)> {
-    let data = server.ok(LIST, json!({})).await;
-    data["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s: &Value| {
-            (
-                format!("{}/{}", s["plugin"].as_str().unwrap(), s["id"].as_str().unwrap()),
-                (s["status"]["state"].as_str().unwrap().to_string(), s["status"]["entityCount"].as_u64().unwrap()),
-            )
-        })
-        .collect()
-}
 
 async fn start_on(sources: &std::path::Path, dir: &std::path::Path) -> Server {
     let db = database_url(Backend::Sqlite, dir).await;
@@ -40,7 +23,7 @@ async fn kubeflow_demo_and_kf_reg_load_with_upstream_counts() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_on(&fx.join("kubeflow/demo/dev-sources.yaml"), dir.path()).await;
     assert_eq!(
-        states(&server).await,
+        source_states(&server).await,
         expect(&[
             ("models/organization_ai_models", "AVAILABLE", 6),
             ("models/validated_ai_models", "AVAILABLE", 5),
@@ -71,7 +54,7 @@ async fn kubeflow_demo_and_kf_reg_load_with_upstream_counts() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_on(&fx.join("kf-reg/config/sources.yaml"), dir.path()).await;
     assert_eq!(
-        states(&server).await,
+        source_states(&server).await,
         expect(&[
             ("models/organization_ai_models", "AVAILABLE", 6),
             ("models/validated_ai_models", "AVAILABLE", 4),
@@ -101,7 +84,7 @@ async fn error_disabled_and_legacy_cases() {
     let dir = tempfile::tempdir().unwrap();
     // Absolute /shared-data paths do not exist here: every source is an error, none crash.
     let server = start_on(&fx.join("kubeflow/odh/default-sources.yaml"), dir.path()).await;
-    let st = states(&server).await;
+    let st = source_states(&server).await;
     assert_eq!(st, expect(&[("models/redhat_ai", "ERROR", 0), ("models/redhat_ai_validated", "ERROR", 0)]));
     let errs = server.ok(LIST, json!({})).await;
     assert!(
@@ -115,7 +98,7 @@ async fn error_disabled_and_legacy_cases() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_on(&fx.join("kubeflow/testdata/test-catalog-sources.yaml"), dir.path()).await;
     assert_eq!(
-        states(&server).await,
+        source_states(&server).await,
         expect(&[("models/catalog1", "AVAILABLE", 3), ("models/catalog2", "DISABLED", 0)])
     );
     // Extra properties pass through (and nothing secret-looking is redacted).
@@ -127,7 +110,7 @@ async fn error_disabled_and_legacy_cases() {
     // position and field, while the other sources load; agent_catalogs is kept with a warning.
     let dir = tempfile::tempdir().unwrap();
     let server = start_on(&fx.join("opendatahub/demo/dev-sources.yaml"), dir.path()).await;
-    let st = states(&server).await;
+    let st = source_states(&server).await;
     assert_eq!(st["models/validated_ai_models"], ("ERROR".to_string(), 0));
     assert_eq!(st["models/organization_ai_models"], ("AVAILABLE".to_string(), 6));
     assert_eq!(st["mcp/community_mcp_servers"], ("AVAILABLE".to_string(), 4));
@@ -140,7 +123,7 @@ async fn error_disabled_and_legacy_cases() {
     // `type: hf` sources are kept and show an error; the yaml one loads.
     let dir = tempfile::tempdir().unwrap();
     let server = start_on(&fx.join("kubeflow/base/hf-sources-example.yaml"), dir.path()).await;
-    let st = states(&server).await;
+    let st = source_states(&server).await;
     assert_eq!(st["models/sample_catalog"], ("AVAILABLE".to_string(), 1));
     assert_eq!(st["models/hf-specific"].0, "ERROR");
     assert_eq!(st["models/hf-meta-llama"].0, "DISABLED");
@@ -150,13 +133,13 @@ async fn error_disabled_and_legacy_cases() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_on(&fx.join("opendatahub/testdata/test-sources-with-mcp.yaml"), dir.path()).await;
     assert_eq!(
-        states(&server).await,
+        source_states(&server).await,
         expect(&[("models/test-models", "AVAILABLE", 3), ("mcp/test-mcp-servers", "AVAILABLE", 7)])
     );
     drop(server);
     let dir = tempfile::tempdir().unwrap();
     let server = start_on(&fx.join("kubeflow/demo/legacy-dev-catalog-sources.yaml"), dir.path()).await;
-    assert_eq!(states(&server).await.len(), 3);
+    assert_eq!(source_states(&server).await.len(), 3);
     assert!(server.log_text().contains("deprecated name of `model_catalogs:`"));
 }
 
@@ -208,7 +191,7 @@ async fn writing_back_keeps_unknown_sections_byte_for_byte_in_both_dialects() {
     let agents_block = &agents[..agents.find("\n\n").unwrap_or(agents.len())];
     assert!(after.contains(agents_block), "agent_catalogs changed:\n{after}");
     assert!(after.contains("# namedQueries define reusable server-side filter presets"));
-    let st = states(&server).await;
+    let st = source_states(&server).await;
     assert_eq!(st["mcp/community_mcp_servers"].0, "DISABLED");
     // Only the one entry's lines changed.
     let changed: Vec<_> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).collect();

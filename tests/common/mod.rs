@@ -63,6 +63,25 @@ pub fn upstream_fixtures(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Every source's query for [`source_states`] (and for reading `lastError`).
+pub const LIST: &str = "{ sources { plugin id enabled status { state entityCount lastError } } }";
+
+/// `plugin/id` → (state, entity count) of every source.
+pub async fn source_states(server: &Server) -> std::collections::BTreeMap<String, (String, u64)> {
+    let data = server.ok(LIST, json!({})).await;
+    data["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s: &Value| {
+            (
+                format!("{}/{}", s["plugin"].as_str().unwrap(), s["id"].as_str().unwrap()),
+                (s["status"]["state"].as_str().unwrap().to_string(), s["status"]["entityCount"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
 /// A fresh database URL for one server.
 pub async fn database_url(backend: Backend, dir: &Path) -> String {
     match backend {
