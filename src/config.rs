@@ -29,6 +29,19 @@ pub enum Command {
 pub enum AuthMode {
     None,
     Static,
+    /// A bearer token is checked with a Kubernetes TokenReview and authorised with a
+    /// SubjectAccessReview (see `--auth-resource`, `--auth-viewer-verb`, `--auth-operator-verb`).
+    Kubernetes,
+}
+
+/// Where source configuration lives.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreMode {
+    /// The sources file and catalog files beside it (`--sources`).
+    File,
+    /// One ConfigMap per plugin, `<--configmap-prefix>-<plugin>`, written through the
+    /// Kubernetes API.
+    Kubernetes,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,13 +118,58 @@ pub struct ServeArgs {
     /// Seconds between keep-alive pings on WebSocket and SSE subscriptions.
     #[arg(long, env = "CATALOG_BFF_KEEPALIVE_INTERVAL", default_value_t = 15.0)]
     pub keepalive_interval: f64,
-    /// Authentication: `none` (only on a loopback address unless --allow-unauthenticated) or
-    /// `static` (a tokens file, see --tokens-file).
+    /// Where source configuration lives: `file` (the sources file) or `kubernetes` (one ConfigMap
+    /// per plugin in --namespace, through the Kubernetes API; in-cluster service account, else
+    /// KUBECONFIG).
+    #[arg(long, env = "CATALOG_BFF_STORE", value_enum, default_value = "file")]
+    pub store: StoreMode,
+    /// Kubernetes namespace of the ConfigMaps (and of SubjectAccessReviews). Default: the pod's
+    /// namespace, else the kubeconfig context's, else `default`.
+    #[arg(long, env = "CATALOG_BFF_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// ConfigMap names are `<prefix>-<plugin>`, e.g. `catalog-bff-models`.
+    #[arg(long, env = "CATALOG_BFF_CONFIGMAP_PREFIX", default_value = "catalog-bff")]
+    pub configmap_prefix: String,
+    /// With --store kubernetes: namespaces an `authSecretRef.namespace` may name (comma-separated).
+    /// Default: only --namespace.
+    #[arg(long, env = "CATALOG_BFF_SECRET_NAMESPACES", value_delimiter = ',')]
+    pub secret_namespaces: Vec<String>,
+    /// With --store kubernetes and an empty cluster: the sources file whose sources (and yaml
+    /// catalogs) seed the ConfigMaps on first start. Without it, the ConfigMaps start empty.
+    #[arg(long, env = "CATALOG_BFF_SEED")]
+    pub seed: Option<PathBuf>,
+    /// Seconds a request with `X-Catalog-Min-Generation` waits for this replica to catch up
+    /// before it fails with UNAVAILABLE.
+    #[arg(long, env = "CATALOG_BFF_CONSISTENCY_WAIT", default_value_t = 5.0)]
+    pub consistency_wait: f64,
+    /// Seconds a refresh job's lease lasts (renewed every third of it); a job whose replica
+    /// stopped renewing is marked FAILED by another replica after this.
+    #[arg(long, env = "CATALOG_BFF_JOB_LEASE", default_value_t = 15.0)]
+    pub job_lease: f64,
+    /// This replica's name in job leases and logs. Default: the host name (the pod name).
+    #[arg(long, env = "CATALOG_BFF_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// Authentication: `none` (only on a loopback address unless --allow-unauthenticated),
+    /// `static` (a tokens file, see --tokens-file) or `kubernetes` (TokenReview +
+    /// SubjectAccessReview).
     #[arg(long, env = "CATALOG_BFF_AUTH", value_enum, default_value = "none")]
     pub auth: AuthMode,
     /// With --auth static: YAML file `tokens: [{name, role: viewer|operator, sha256}]`.
     #[arg(long, env = "CATALOG_BFF_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// With --auth kubernetes: the resource a SubjectAccessReview asks about, `[GROUP/]RESOURCE`
+    /// (in --namespace, named for the plugin's ConfigMap when one is known).
+    #[arg(long, env = "CATALOG_BFF_AUTH_RESOURCE", default_value = "configmaps")]
+    pub auth_resource: String,
+    /// With --auth kubernetes: the verb that makes a caller a viewer.
+    #[arg(long, env = "CATALOG_BFF_AUTH_VIEWER_VERB", default_value = "get")]
+    pub auth_viewer_verb: String,
+    /// With --auth kubernetes: the verb that makes a caller an operator.
+    #[arg(long, env = "CATALOG_BFF_AUTH_OPERATOR_VERB", default_value = "update")]
+    pub auth_operator_verb: String,
+    /// With --auth kubernetes: seconds a TokenReview/SubjectAccessReview decision is reused.
+    #[arg(long, env = "CATALOG_BFF_AUTH_CACHE_TTL", default_value_t = 10.0)]
+    pub auth_cache_ttl: f64,
     /// Allow --auth none on a non-loopback address (everyone becomes an operator).
     #[arg(long, env = "CATALOG_BFF_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
@@ -180,20 +238,60 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "CATALOG_BFF_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Check the settings, print them as JSON and exit without starting (nothing is read,
+    /// written or connected to). Deploy checks use it to prove a manifest's args parse.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl ServeArgs {
+    /// Settings that cannot work together, found without reading or connecting to anything.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.auth == AuthMode::None {
+            anyhow::ensure!(
+                self.listen.ip().is_loopback() || self.allow_unauthenticated,
+                "--auth none on {} would let anyone on the network change the catalog; \
+                 use --auth static --tokens-file FILE or --auth kubernetes, listen on 127.0.0.1, or pass --allow-unauthenticated",
+                self.listen
+            );
+        }
+        if self.auth == AuthMode::Static {
+            anyhow::ensure!(self.tokens_file.is_some(), "--auth static needs --tokens-file FILE");
+        }
+        if self.store == StoreMode::File {
+            anyhow::ensure!(
+                self.seed.is_none(),
+                "--seed is for --store kubernetes; with --store file the sources file is --sources"
+            );
+        }
+        Ok(())
+    }
+
+    /// What `--check-config` prints: the settings that decide how the server runs.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "store": format!("{:?}", self.store).to_lowercase(),
+            "namespace": self.namespace,
+            "configmapPrefix": self.configmap_prefix,
+            "sources": self.sources.as_ref().map(|p| p.display().to_string()),
+            "seed": self.seed.as_ref().map(|p| p.display().to_string()),
+            "database": crate::server::redact_url(&self.database_url()),
+            "auth": format!("{:?}", self.auth).to_lowercase(),
+            "tokensFile": self.tokens_file.as_ref().map(|p| p.display().to_string()),
+            "secretsDir": self.secrets_dir.display().to_string(),
+            "secretNamespaces": self.secret_namespaces,
+            "trustedDocuments": self.trusted_documents.as_ref().map(|p| p.display().to_string()),
+            "logFormat": format!("{:?}", self.log_format).to_lowercase(),
+        })
+    }
+
     pub fn http_options(&self) -> anyhow::Result<crate::http::HttpOptions> {
         use crate::auth::{Authenticator, NoAuth, Role, StaticTokens};
         use std::sync::Arc;
         let auth: Arc<dyn Authenticator> = match self.auth {
             AuthMode::None => {
-                anyhow::ensure!(
-                    self.listen.ip().is_loopback() || self.allow_unauthenticated,
-                    "--auth none on {} would let anyone on the network change the catalog; \
-                     use --auth static --tokens-file FILE, listen on 127.0.0.1, or pass --allow-unauthenticated",
-                    self.listen
-                );
+                self.check()?;
                 Arc::new(NoAuth)
             }
             AuthMode::Static => {
@@ -202,6 +300,7 @@ impl ServeArgs {
                 };
                 Arc::new(StaticTokens::load(path)?)
             }
+            AuthMode::Kubernetes => anyhow::bail!("--auth kubernetes is not built yet"),
         };
         let trusted = match &self.trusted_documents {
             Some(p) => Some(crate::graphql::extensions::TrustedDocuments::load(p)?),

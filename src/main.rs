@@ -22,6 +22,16 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
+        Command::Serve(args) if args.check_config => match args.check() {
+            Ok(()) => {
+                println!("{:#}", args.summary());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("catalog-bff: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        },
         Command::Serve(args) => {
             catalog_bff::server::init_logging(args.log_format);
             match catalog_bff::server::serve(*args).await {

@@ -78,7 +78,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     // postgres://user:password@host/db → postgres://user:***@host/db
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {

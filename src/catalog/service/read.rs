@@ -1,0 +1,179 @@
+//! The read model: plugins, sources with status, entities, content, revisions, jobs, readiness.
+
+use super::*;
+
+impl Catalog {
+    // ---- reads ---------------------------------------------------------------------------------
+
+    pub fn plugins(&self) -> Vec<PluginView> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        PluginKind::ALL
+            .into_iter()
+            .map(|p| PluginView {
+                name: p.name(),
+                source_count: state.file.sources.iter().filter(|(k, _)| *k == p).count(),
+                entity_count: state.snapshots.iter().filter(|((k, _), _)| *k == p).map(|(_, s)| s.entities.len()).sum(),
+            })
+            .collect()
+    }
+
+    pub async fn sources(&self, plugin: Option<PluginKind>) -> Result<Vec<SourceView>> {
+        let file = self.file();
+        let statuses: HashMap<(String, String), StatusRow> = self
+            .db
+            .all_statuses()
+            .await?
+            .into_iter()
+            .map(|r| ((r.plugin_name.clone(), r.source_id.clone()), r))
+            .collect();
+        let revisions: HashMap<(String, String), i32> =
+            self.db.latest_revision_numbers().await?.into_iter().map(|(p, s, r)| ((p, s), r)).collect();
+        Ok(file
+            .sources
+            .iter()
+            .filter(|(p, _)| plugin.is_none_or(|want| want == *p))
+            .map(|(p, e)| {
+                let k = (p.name().to_string(), e.id.clone());
+                self.view(*p, e, statuses.get(&k), revisions.get(&k).copied())
+            })
+            .collect())
+    }
+
+    pub async fn source(&self, plugin: PluginKind, id: &str) -> Result<Option<SourceView>> {
+        let file = self.file();
+        let Some(entry) = file.find(plugin, id) else {
+            return Ok(None);
+        };
+        let status = self.db.status(plugin.name(), id).await?;
+        let revision = self.db.latest_revision(plugin.name(), id).await?.map(|r| r.revision);
+        Ok(Some(self.view(plugin, entry, status.as_ref(), revision)))
+    }
+
+    pub(super) fn view(
+        &self,
+        plugin: PluginKind,
+        entry: &SourceEntry,
+        row: Option<&StatusRow>,
+        revision: Option<i32>,
+    ) -> SourceView {
+        let snapshot = self.snapshot(&(plugin, entry.id.clone()));
+        let entity_count = snapshot.map(|s| s.entities.len()).unwrap_or(0);
+        let state = if !entry.enabled {
+            SourceState::Disabled
+        } else {
+            row.map(|r| SourceState::parse(&r.state)).unwrap_or(SourceState::Loading)
+        };
+        let status = SourceStatus {
+            state,
+            entity_count,
+            last_refresh_time: row.and_then(|r| r.last_refresh_time),
+            last_refresh_status: row.and_then(|r| r.last_refresh_status.clone()),
+            last_refresh_summary: row.and_then(|r| r.last_refresh_summary.clone()),
+            last_error: row.and_then(|r| r.last_error.clone()),
+            entities_loaded: row.map(|r| r.entities_loaded).unwrap_or(0),
+            entities_removed: row.map(|r| r.entities_removed).unwrap_or(0),
+            duration_ms: row.map(|r| r.duration_ms).unwrap_or(0),
+            diagnostics: row.and_then(|r| serde_json::from_str(&r.diagnostics).ok()).unwrap_or_default(),
+        };
+        SourceView {
+            plugin,
+            properties: redact_json(&yaml_to_json(&serde_yaml_ng::Value::Mapping(entry.properties.clone()))),
+            entry: entry.clone(),
+            revision,
+            status,
+        }
+    }
+
+    /// The catalog YAML of a yaml source, secrets redacted. `None` for other types or a missing
+    /// file.
+    pub fn content(&self, plugin: PluginKind, id: &str) -> Option<String> {
+        let file = self.file();
+        let entry = file.find(plugin, id)?;
+        self.read_content(&file, entry).ok().flatten().map(|t| redact_yaml_text(&t))
+    }
+
+    /// Entities of a plugin, optionally of one source and matching a search text, in file order.
+    pub fn entities(
+        &self,
+        plugin: PluginKind,
+        source_id: Option<&str>,
+        search: Option<&str>,
+    ) -> Vec<(String, Arc<Entity>)> {
+        let file = self.file();
+        let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+        let mut out = Vec::new();
+        for (p, e) in &file.sources {
+            if *p != plugin || source_id.is_some_and(|s| s != e.id) {
+                continue;
+            }
+            if let Some(snap) = self.snapshot(&(*p, e.id.clone())) {
+                for ent in &snap.entities {
+                    if needle.as_deref().is_none_or(|n| ent.matches(n)) {
+                        out.push((e.id.clone(), ent.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub async fn revisions(&self, plugin: PluginKind, id: &str, limit: u64) -> Result<Vec<RevisionView>> {
+        Ok(self.db.revisions(plugin.name(), id, limit).await?.into_iter().map(revision_view).collect())
+    }
+
+    /// Recent jobs, newest first (running ones with their live state).
+    pub async fn recent_jobs(&self, limit: u64) -> Result<Vec<RefreshJob>> {
+        Ok(self
+            .db
+            .recent_jobs(limit)
+            .await?
+            .into_iter()
+            .map(|row| self.jobs.get(&row.id).unwrap_or_else(|| job_from_row(row)))
+            .collect())
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<RefreshJob>> {
+        if let Some(job) = self.jobs.get(id) {
+            return Ok(Some(job));
+        }
+        Ok(self.db.job(id).await?.map(job_from_row))
+    }
+
+    /// The readiness checks. Answers within about a second whatever the database does: the
+    /// ping is cut at 800 ms (probes usually time out at 1 s).
+    pub async fn readiness(&self) -> Vec<ReadyCheck> {
+        let db = match tokio::time::timeout(std::time::Duration::from_millis(800), self.db.ping()).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Unavailable("no answer to a ping within 800 ms".into())),
+        };
+        let first = self.first_refresh_done.load(Ordering::Acquire);
+        let config_errors = self.config_errors();
+        let config_ok = self.sources_path.exists() && config_errors.is_empty();
+        vec![
+            ReadyCheck {
+                name: "config",
+                ok: config_ok,
+                detail: match config_errors.first() {
+                    _ if config_ok => format!("loaded {}", self.sources_path.display()),
+                    Some(d) => {
+                        format!("the sources file on disk is invalid (the last good one is in use): {}", d.render())
+                    }
+                    None => format!("{} is not readable", self.sources_path.display()),
+                },
+            },
+            ReadyCheck {
+                name: "firstRefresh",
+                ok: first,
+                detail: if first { "done".into() } else { "initial refresh still running".into() },
+            },
+            ReadyCheck {
+                name: "database",
+                ok: db.is_ok(),
+                detail: match db {
+                    Ok(()) => format!("{} reachable", self.db.backend()),
+                    Err(e) => e.to_string(),
+                },
+            },
+        ]
+    }
+}
