@@ -13,5 +13,6 @@ pub mod db;
 pub mod example;
 pub mod graphql;
 pub mod http;
+pub mod k8s;
 pub mod server;
 pub mod tls;
