@@ -15,6 +15,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
+    /// Copy a sources file and its yaml catalogs into the ConfigMaps `<prefix>-<plugin>` (the
+    /// `kubernetes` store), e.g. `catalog-bff import --sources sources.yaml --namespace kubeflow`.
+    Import(ImportArgs),
     /// Print the GraphQL schema (SDL); `schema/schema.graphql` is this output.
     Schema,
     /// Print the trusted-documents manifest ({sha256: document}) for a directory of .graphql
@@ -23,6 +26,22 @@ pub enum Command {
         /// Directory of .graphql files.
         dir: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// The sources file to import (either dialect); its yaml catalogs are read beside it.
+    #[arg(long)]
+    pub sources: PathBuf,
+    /// Namespace of the ConfigMaps. Default: the pod's, else the kubeconfig context's.
+    #[arg(long, env = "CATALOG_BFF_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// ConfigMap names are `<prefix>-<plugin>`.
+    #[arg(long, env = "CATALOG_BFF_CONFIGMAP_PREFIX", default_value = "catalog-bff")]
+    pub configmap_prefix: String,
+    /// Replace the sources of ConfigMaps that exist already (default: refuse).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -358,7 +377,6 @@ impl ServeArgs {
             tracing::warn!(entry = %entry, "ignoring a --url-allow entry that is neither a host name, an IP nor a CIDR");
         }
         crate::catalog::service::CatalogOptions {
-            reserved_paths: self.sqlite_path().into_iter().collect(),
             refresh_concurrency: self.refresh_concurrency.max(1),
             max_running_jobs: self.max_running_jobs.max(1),
             watch_interval: if self.watch_interval > 0.0 { Some(secs(self.watch_interval)) } else { None },
@@ -370,6 +388,7 @@ impl ServeArgs {
                 backoff: Duration::from_millis(self.fetch_backoff_ms),
                 secrets_dir: self.secrets_dir.clone(),
                 url_allow: std::sync::Arc::new(url_allow),
+                kube_secrets: None,
             },
         }
     }

@@ -22,6 +22,18 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
+        Command::Import(args) => match catalog_bff::server::import(args).await {
+            Ok(written) => {
+                for name in written {
+                    println!("wrote ConfigMap {name}");
+                }
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("catalog-bff: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) if args.check_config => match args.check() {
             Ok(()) => {
                 println!("{:#}", args.summary());

@@ -3,9 +3,14 @@
 use anyhow::Context;
 use std::sync::Arc;
 
+use crate::catalog::fetch::KubeSecrets;
 use crate::catalog::service::Catalog;
-use crate::config::{LogFormat, ServeArgs};
+use crate::catalog::store::ConfigStore;
+use crate::catalog::store::file::FileStore;
+use crate::catalog::store::kubernetes::KubeStore;
+use crate::config::{LogFormat, ServeArgs, StoreMode};
 use crate::db::Db;
+use std::path::PathBuf;
 
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -21,7 +26,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Settings errors (auth mode, tokens file, trusted documents) stop start-up before anything
     // is written.
     let http_options = args.http_options()?;
+    if args.store == StoreMode::File {
+        anyhow::ensure!(
+            args.seed.is_none(),
+            "--seed is for --store kubernetes; with --store file the sources file is --sources"
+        );
+    }
     let sources = match &args.sources {
+        _ if args.store == StoreMode::Kubernetes => PathBuf::new(),
         Some(p) => {
             anyhow::ensure!(
                 p.is_file(),
@@ -45,13 +57,40 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
     crate::tls::install_crypto_provider();
-    let catalog = Catalog::open(sources.clone(), db, args.catalog_options()).await?;
+    let mut options = args.catalog_options();
+    let store: Arc<dyn ConfigStore> = match args.store {
+        StoreMode::File => Arc::new(FileStore::new(sources.clone(), args.sqlite_path().into_iter().collect())),
+        StoreMode::Kubernetes => {
+            let (client, namespace) = crate::k8s::connect(args.namespace.as_deref()).await?;
+            let store = KubeStore::new(client.clone(), &namespace, &args.configmap_prefix).watching();
+            let seed = match &args.seed {
+                Some(path) => Some(crate::catalog::sources::SourcesFile::read(path).map_err(|d| {
+                    anyhow::anyhow!(
+                        "the --seed file is invalid:\n{}",
+                        d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n")
+                    )
+                })?),
+                None => None,
+            };
+            for name in store.seed(seed.as_ref()).await? {
+                tracing::info!(configmap = %name, namespace = %namespace, seeded = seed.is_some(), "created the ConfigMap");
+            }
+            let mut allowed = args.secret_namespaces.clone();
+            if allowed.is_empty() {
+                allowed.push(namespace.clone());
+            }
+            options.fetch.kube_secrets = Some(Arc::new(KubeSecrets::new(client, &namespace, allowed)));
+            Arc::new(store)
+        }
+    };
+    let described = store.describe();
+    let catalog = Catalog::open(store, db, options).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on :0.
-    tracing::info!(%addr, sources = %sources.display(), database = %redact_url(&url), "listening; GraphiQL at http://{addr}/graphql");
+    tracing::info!(%addr, sources = %described, database = %redact_url(&url), "listening; GraphiQL at http://{addr}/graphql");
 
     let initial: Arc<Catalog> = catalog.clone();
     tokio::spawn(async move {
@@ -76,6 +115,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// `catalog-bff import`: a sources file and its catalogs into the ConfigMaps. Everything is
+/// checked (the file, every catalog readable, every ConfigMap under 1 MiB, none in the way)
+/// before the first ConfigMap is written.
+pub async fn import(args: crate::config::ImportArgs) -> anyhow::Result<Vec<String>> {
+    let file = crate::catalog::sources::SourcesFile::read(&args.sources).map_err(|d| {
+        anyhow::anyhow!(
+            "{} is invalid:\n{}",
+            args.sources.display(),
+            d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    let (client, namespace) = crate::k8s::connect(args.namespace.as_deref()).await?;
+    KubeStore::new(client, &namespace, &args.configmap_prefix).import(&file, args.overwrite).await
 }
 
 pub fn redact_url(url: &str) -> String {

@@ -8,7 +8,9 @@
 //!   a Secret data key (checked again here for a deployer's file). The header value comes from
 //!   the env var `CATALOG_BFF_SECRET_<NAME>_<KEY>` (upper-cased, non-alphanumerics as `_`), else
 //!   from the file `<secrets-dir>/<name>/<key>` (the layout of a mounted Kubernetes Secret),
-//!   which must resolve (symlinks followed) inside the secrets directory.
+//!   which must resolve (symlinks followed) inside the secrets directory. With `--store
+//!   kubernetes` it is read from the Kubernetes Secret through the API instead (never a file);
+//!   `namespace` defaults to the server's and must be one of `--secret-namespaces`.
 //!
 //! Where the client may connect is decided by [`super::outbound`]: refused address classes
 //! unless `--url-allow` lists them, after DNS resolution and on every redirect.
@@ -39,6 +41,73 @@ pub struct FetchConfig {
     pub secrets_dir: PathBuf,
     /// `--url-allow`: hosts and CIDRs exempt from the outbound address guard.
     pub url_allow: Arc<UrlAllow>,
+    /// `--store kubernetes`: secrets come from the Kubernetes API, not from files.
+    pub kube_secrets: Option<Arc<KubeSecrets>>,
+}
+
+/// `authSecretRef` through the Kubernetes Secret API.
+pub struct KubeSecrets {
+    client: kube::Client,
+    namespace: String,
+    allowed: Vec<String>,
+}
+
+impl std::fmt::Debug for KubeSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSecrets").field("namespace", &self.namespace).field("allowed", &self.allowed).finish()
+    }
+}
+
+impl KubeSecrets {
+    pub fn new(client: kube::Client, namespace: &str, allowed: Vec<String>) -> KubeSecrets {
+        KubeSecrets { client, namespace: namespace.to_string(), allowed }
+    }
+
+    async fn read(&self, name: &str, key: &str, namespace: Option<&str>) -> Result<String, Diagnostic> {
+        use k8s_openapi::api::core::v1::Secret;
+        let ns = namespace.unwrap_or(&self.namespace);
+        let refuse = |msg: String, hint: String| {
+            Diagnostic::error(Layer::Semantics, msg).field("properties.authSecretRef").hint(hint)
+        };
+        if !self.allowed.iter().any(|a| a == ns) {
+            return Err(refuse(
+                format!("secret {name}/{key}: namespace {ns} is not one this server may read secrets from"),
+                format!("use a namespace listed in --secret-namespaces ({})", self.allowed.join(", ")),
+            ));
+        }
+        let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), ns);
+        let secret = match api.get_opt(name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(refuse(
+                    format!("secret {name} not found in namespace {ns}"),
+                    format!("create it: kubectl -n {ns} create secret generic {name} --from-literal={key}=..."),
+                ));
+            }
+            Err(kube::Error::Api(s)) => {
+                return Err(refuse(
+                    format!("secret {name} in namespace {ns}: the Kubernetes API said {} ({})", s.code, s.message),
+                    "the server's service account needs `get` on secrets in that namespace".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    format!("secret {name} in namespace {ns}: the Kubernetes API is unreachable: {e}"),
+                    "retry the refresh when the API server is reachable".into(),
+                ));
+            }
+        };
+        let bytes = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()).ok_or_else(|| {
+            refuse(
+                format!("secret {name} in namespace {ns} has no key {key}"),
+                "name one of the Secret's data keys".into(),
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            refuse(format!("secret {name}/{key} in namespace {ns} is not UTF-8 text"), "store the token as text".into())
+        })?;
+        Ok(text.trim_end_matches(['\n', '\r']).to_string())
+    }
 }
 
 impl Default for FetchConfig {
@@ -51,6 +120,7 @@ impl Default for FetchConfig {
             backoff: Duration::from_millis(200),
             secrets_dir: PathBuf::from("/var/run/secrets/catalog-bff"),
             url_allow: Arc::new(UrlAllow::default()),
+            kube_secrets: None,
         }
     }
 }
@@ -103,7 +173,7 @@ fn env_name(name: &str, key: &str) -> String {
 }
 
 /// Resolves the auth header for a source, if it has an `authSecretRef`.
-pub fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Option<(String, String)>, Diagnostic> {
+pub async fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Option<(String, String)>, Diagnostic> {
     let Some(r) = prop(entry, "authSecretRef") else {
         return Ok(None);
     };
@@ -118,10 +188,15 @@ pub fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Option<(Str
             .field("properties.authSecretRef")
             .hint("write authSecretRef: {name: my-secret, key: token}"));
     };
-    let var = env_name(&name, &key);
-    let value = match std::env::var(&var) {
-        Ok(v) => v,
-        Err(_) => read_secret_file(&cfg.secrets_dir, &name, &key, &var)?,
+    let value = match &cfg.kube_secrets {
+        Some(kube) => kube.read(&name, &key, field("namespace").as_deref()).await?,
+        None => {
+            let var = env_name(&name, &key);
+            match std::env::var(&var) {
+                Ok(v) => v,
+                Err(_) => read_secret_file(&cfg.secrets_dir, &name, &key, &var)?,
+            }
+        }
     };
     let header = prop(entry, "authHeader").and_then(Value::as_str).unwrap_or("Authorization").to_string();
     let scheme = prop(entry, "authScheme").and_then(Value::as_str).unwrap_or("Bearer");
@@ -188,7 +263,7 @@ pub async fn fetch(
     {
         return Err(fail(&url, msg));
     }
-    let auth = auth_header(entry, cfg)?;
+    let auth = auth_header(entry, cfg).await?;
     // A request with a secret never follows a redirect to another origin.
     let credentialed;
     let client = if auth.is_some() {

@@ -522,6 +522,22 @@ pub fn secret_ref_problems(e: &SourceEntry) -> Vec<Diagnostic> {
             .hint("use one of the Secret's data keys: letters, digits, '-', '_' and '.', at most 253 characters, not `.` or `..`"),
         );
     }
+    if let Some(ns) = r.get("namespace") {
+        let ok = ns.as_str().is_some_and(|ns| {
+            !ns.is_empty()
+                && ns.len() <= 63
+                && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-')
+        });
+        if !ok {
+            out.push(
+                Diagnostic::error(Layer::Semantics, "authSecretRef namespace is not a Kubernetes namespace name")
+                    .field("properties.authSecretRef.namespace")
+                    .hint("use a namespace name (lowercase letters, digits and '-', at most 63 characters), or leave it out for the server's own namespace"),
+            );
+        }
+    }
     out
 }
 

@@ -1,6 +1,13 @@
 //! Validate, apply and rollback: the write path (invariants 2, 3, 4b and 6).
 
 use super::*;
+use crate::catalog::paths;
+use crate::catalog::sources::SourcesFile;
+use crate::catalog::store::{StoreError, Write};
+
+/// How many times an apply re-reads and retries after someone else wrote the same plugin's
+/// configuration (a ConfigMap 409) without touching the applied source.
+const COMMIT_ATTEMPTS: usize = 3;
 
 impl Catalog {
     // ---- validate / apply / rollback ----------------------------------------------------------
@@ -9,13 +16,13 @@ impl Catalog {
     /// and decides where its bytes go: the server assigns the location of a new source
     /// (`{id}-{plugin}.yaml` beside the sources file), an existing one keeps its own, and new
     /// content must be writable there (see `paths`). Refuses before anything is written.
-    fn prepare(&self, file: &SourcesFile, mut draft: SourceDraft) -> Result<SourceDraft> {
+    fn prepare(&self, config: &Config, mut draft: SourceDraft) -> Result<SourceDraft> {
         if draft.entry.type_ != "yaml" {
             return Ok(draft);
         }
         let plugin = draft.plugin;
         let id = draft.entry.id.clone();
-        let existing = file.find(plugin, &id);
+        let existing = config.find(plugin, &id);
         let requested = draft
             .entry
             .properties
@@ -25,9 +32,12 @@ impl Catalog {
         let rel = paths::assign(plugin, &id, requested.as_deref(), existing).map_err(invalid)?;
         draft.entry.properties.insert("yamlCatalogPath".into(), rel.clone().into());
         if draft.content.is_some() {
-            self.writable_catalog_path(file, plugin, &id, &rel).map_err(invalid)?;
+            let doc = config
+                .doc(plugin)
+                .ok_or_else(|| CatalogError::Internal(format!("no configuration for plugin {plugin}")))?;
+            self.check_writable(doc, plugin, &id, &rel).map_err(invalid)?;
         } else if existing.is_some() {
-            draft.content = self.read_catalog(file, plugin, &id, &rel).ok().flatten();
+            draft.content = self.read_catalog(config, plugin, &id, &rel);
         }
         Ok(draft)
     }
@@ -53,8 +63,8 @@ impl Catalog {
 
     /// Turns a partial edit into a full draft against the current sources file.
     pub fn draft(&self, plugin: PluginKind, patch: SourcePatch) -> SourceDraft {
-        let file = self.file();
-        let existing = file.find(plugin, &patch.id).cloned();
+        let config = self.config();
+        let existing = config.find(plugin, &patch.id).cloned();
         patch.into_draft(plugin, existing.as_ref())
     }
 
@@ -74,9 +84,9 @@ impl Catalog {
     }
 
     pub fn validate(&self, draft: SourceDraft) -> ValidationReport {
-        let file = self.file();
-        let existing = file.find(draft.plugin, &draft.entry.id).cloned();
-        match self.prepare(&file, draft) {
+        let config = self.config();
+        let existing = config.find(draft.plugin, &draft.entry.id).cloned();
+        match self.prepare(&config, draft) {
             Ok(draft) => self.check_draft(&draft, existing.as_ref()).report,
             Err(CatalogError::Validation(report)) => report,
             Err(e) => ValidationReport::from_diagnostics(vec![Diagnostic::error(
@@ -126,186 +136,40 @@ impl Catalog {
         action: &str,
     ) -> Result<ApplyOutcome> {
         let guard = self.write_lock.lock().await;
-
-        // Merge and splice against the same bytes: the file as it is on disk now, read under
-        // the lock (not our cached copy, which may be a watch interval old).
-        let file = SourcesFile::read(&self.sources_path).map_err(|diags| {
-            let lines: Vec<String> = diags.iter().map(Diagnostic::render).collect();
-            CatalogError::Internal(format!(
-                "the sources file on disk is invalid, fix it before applying:\n{}",
-                lines.join("\n")
-            ))
-        })?;
-        let draft = match proposed {
-            Proposed::Draft(d) => d,
-            Proposed::Patch(plugin, patch) => {
-                let existing = file.find(plugin, &patch.id).cloned();
-                patch.into_draft(plugin, existing.as_ref())
+        let mut attempt = 0;
+        let (draft, row, write, report, impact) = loop {
+            attempt += 1;
+            // Merge and splice against the same bytes: the configuration as the store has it
+            // now, read under the lock (not our cached copy, which may be a watch interval old).
+            let config = self.store.load().await.map_err(|e| match e {
+                LoadError::Invalid(_) => CatalogError::Internal(format!(
+                    "the sources configuration ({}) is invalid, fix it before applying:\n{}",
+                    self.store.describe(),
+                    e.render()
+                )),
+                LoadError::Unavailable(msg) => CatalogError::Unavailable { message: msg, retry_after_secs: 5 },
+            })?;
+            match self.apply_once(&config, &proposed, &opts, actor, action).await? {
+                Step::Done { draft, row, report, impact } => {
+                    let write = self.note_write();
+                    break (draft, row, write, report, impact);
+                }
+                Step::Unchanged(outcome) => {
+                    drop(guard);
+                    return self.unchanged(outcome, &opts, actor).await;
+                }
+                Step::Raced(msg) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::info!(attempt, "the configuration changed while applying ({msg}); re-reading");
+                }
+                Step::Raced(msg) => {
+                    return Err(CatalogError::Internal(format!(
+                        "the configuration kept changing while applying ({msg}); nothing was changed, retry"
+                    )));
+                }
             }
         };
         let plugin = draft.plugin;
         let id = draft.entry.id.clone();
-        let draft = self.prepare(&file, draft)?;
-        let checked = self.check_draft(&draft, file.find(plugin, &id));
-        if !checked.report.valid() {
-            return Err(CatalogError::Validation(checked.report));
-        }
-        let latest = self.db.latest_revision(plugin.name(), &id).await?;
-        let current = latest.as_ref().map(|r| r.revision).unwrap_or(0);
-        if let Some(expected) = opts.expected_revision
-            && expected != current
-        {
-            return Err(CatalogError::Conflict { expected, current });
-        }
-        let key = (plugin, id.clone());
-        let old_snapshot = self.snapshot(&key);
-        let new_entities = filter_entities(&draft.entry, checked.entities.clone().unwrap_or_default());
-        let impact = if draft.entry.enabled {
-            diff(old_snapshot.as_deref(), &new_entities)
-        } else {
-            diff(old_snapshot.as_deref(), &[])
-        };
-        // Disabling a source removes its entities on purpose; the guard is for content that
-        // shrank (a truncated file), so it applies to enabled sources only.
-        if draft.entry.enabled && impact.needs_confirmation() && !opts.confirm_removals {
-            return Err(CatalogError::RemovalsNeedConfirmation(impact));
-        }
-
-        let existing = file.find(plugin, &id).cloned();
-        let rel = draft.entry.yaml_catalog_path().filter(|_| draft.content.is_some());
-        let old_content = match rel {
-            Some(rel) => self.read_catalog(&file, plugin, &id, rel).map_err(|e| {
-                CatalogError::Internal(format!("cannot read the current catalog of {plugin}/{id} ({rel}): {e}"))
-            })?,
-            None => None,
-        };
-        let content_changed = draft.content.is_some() && draft.content != old_content;
-        // Where new content goes: re-checked here, under the lock, right before the write
-        // (symlinks resolved, ownership, reserved files), not only when the input was checked.
-        // An entry-only edit writes no catalog, so a deployer's location outside the directory
-        // does not block a rename.
-        let catalog_path = match rel {
-            Some(rel) if content_changed => Some(
-                self.writable_catalog_path(&file, plugin, &id, rel)
-                    .map_err(|d| CatalogError::Validation(ValidationReport::from_diagnostics(vec![d])))?,
-            ),
-            _ => None,
-        };
-        let entry_changed = existing.as_ref() != Some(&draft.entry);
-        let changed = content_changed || entry_changed || latest.is_none();
-
-        if opts.dry_run || !changed {
-            drop(guard);
-            let refresh = if !opts.dry_run && opts.refresh_after_apply {
-                // Nothing was written: any running job sees the current content.
-                let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, Some(&id), actor) };
-                Some(self.refresh(req).await?)
-            } else {
-                None
-            };
-            // A dry run of a new source has nothing stored yet: show the draft.
-            let source = match self.source(plugin, &id).await? {
-                Some(s) => s,
-                None => self.view(plugin, &draft.entry, None, None),
-            };
-            return Ok(ApplyOutcome {
-                source,
-                revision: current,
-                changed: false,
-                dry_run: opts.dry_run,
-                validation: checked.report,
-                impact,
-                refresh,
-            });
-        }
-
-        // Compute the new sources text and prove it reads back to exactly our entry before
-        // touching the disk.
-        let new_sources_text = if entry_changed { Some(file.with_entry(plugin, &draft.entry)) } else { None };
-        let new_file = match &new_sources_text {
-            Some(text) => {
-                let parsed = SourcesFile::parse(&self.sources_path, text.clone()).map_err(|d| {
-                    CatalogError::Internal(format!(
-                        "refusing to write: the rewritten sources file does not parse: {}",
-                        d[0].render()
-                    ))
-                })?;
-                if parsed.find(plugin, &id) != Some(&draft.entry) {
-                    return Err(CatalogError::Internal(
-                        "refusing to write: the rewritten sources file does not read back to the applied entry".into(),
-                    ));
-                }
-                parsed
-            }
-            None => file.clone(),
-        };
-
-        let mut undo: Vec<(PathBuf, Option<String>)> = Vec::new();
-        let result: Result<RevisionRow> = async {
-            if content_changed && let (Some(path), Some(content)) = (&catalog_path, &draft.content) {
-                undo.push((path.clone(), old_content.clone()));
-                write_atomic(path, content.as_bytes()).map_err(|e| {
-                    CatalogError::Internal(format!("writing {} failed: {e}; nothing was changed", path.display()))
-                })?;
-            }
-            if let Some(text) = &new_sources_text {
-                undo.push((self.sources_path.clone(), Some(file.text.clone())));
-                write_atomic(&self.sources_path, text.as_bytes()).map_err(|e| {
-                    CatalogError::Internal(format!(
-                        "writing {} failed: {e}; nothing was changed",
-                        self.sources_path.display()
-                    ))
-                })?;
-            }
-            let row = self
-                .db
-                .insert_revision(NewRevision {
-                    plugin: plugin.name(),
-                    source_id: &id,
-                    revision: current + 1,
-                    content_hash: &revision_hash(&draft.entry, draft.content.as_deref()),
-                    entry: &entry_json(&draft.entry),
-                    content: draft.content.as_deref(),
-                    action,
-                    actor,
-                })
-                .await
-                .map_err(|e| match e {
-                    DbError::RevisionTaken { .. } => CatalogError::Conflict {
-                        expected: opts.expected_revision.unwrap_or(current),
-                        current: current + 1,
-                    },
-                    DbError::Unavailable(_) => CatalogError::Unavailable {
-                        message:
-                            "the database is unavailable, so the revision could not be recorded; nothing was changed"
-                                .into(),
-                        retry_after_secs: 5,
-                    },
-                    other => {
-                        CatalogError::Internal(format!("recording the revision failed: {other}; nothing was changed"))
-                    }
-                })?;
-            Ok(row)
-        }
-        .await;
-        let row = match result {
-            Ok(row) => row,
-            Err(e) => {
-                for (path, old) in undo.iter().rev() {
-                    let restored = match old {
-                        Some(bytes) => write_atomic(path, bytes.as_bytes()),
-                        None => std::fs::remove_file(path),
-                    };
-                    if let Err(re) = restored {
-                        tracing::error!(path = %path.display(), error = %re, "could not restore a file after a failed apply");
-                    }
-                }
-                return Err(e);
-            }
-        };
-        self.state.write().unwrap_or_else(|p| p.into_inner()).file = Arc::new(new_file);
-        self.set_known(key.clone(), row.content_hash.clone());
-        let write = self.note_write();
         self.bump();
         drop(guard);
         tracing::info!(plugin = plugin.name(), source = %id, revision = row.revision, actor, action, "source applied");
@@ -333,11 +197,240 @@ impl Catalog {
             revision: row.revision,
             changed: true,
             dry_run: false,
-            validation: checked.report,
+            validation: report,
             impact,
             refresh,
         })
     }
+
+    /// A dry run or an apply that changes nothing: no write; an optional refresh.
+    async fn unchanged(self: &Arc<Self>, outcome: Unchanged, opts: &ApplyOptions, actor: &str) -> Result<ApplyOutcome> {
+        let Unchanged { draft, current, report, impact } = outcome;
+        let plugin = draft.plugin;
+        let id = draft.entry.id.clone();
+        let refresh = if !opts.dry_run && opts.refresh_after_apply {
+            // Nothing was written: any running job sees the current content.
+            let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, Some(&id), actor) };
+            Some(self.refresh(req).await?)
+        } else {
+            None
+        };
+        // A dry run of a new source has nothing stored yet: show the draft.
+        let source = match self.source(plugin, &id).await? {
+            Some(s) => s,
+            None => self.view(plugin, &draft.entry, None, None),
+        };
+        Ok(ApplyOutcome {
+            source,
+            revision: current,
+            changed: false,
+            dry_run: opts.dry_run,
+            validation: report,
+            impact,
+            refresh,
+        })
+    }
+
+    /// One attempt of an apply against `config` (read under the write lock): every check, then
+    /// the commit and the revision. `Raced`: the store refused the commit because someone else
+    /// wrote the plugin's configuration and the applied source did not move; the caller
+    /// re-reads and tries again.
+    async fn apply_once(
+        &self,
+        config: &Config,
+        proposed: &Proposed,
+        opts: &ApplyOptions,
+        actor: &str,
+        action: &str,
+    ) -> Result<Step> {
+        let draft = match proposed {
+            Proposed::Draft(d) => d.clone(),
+            Proposed::Patch(plugin, patch) => {
+                let existing = config.find(*plugin, &patch.id).cloned();
+                patch.clone().into_draft(*plugin, existing.as_ref())
+            }
+        };
+        let plugin = draft.plugin;
+        let id = draft.entry.id.clone();
+        let doc = config
+            .doc(plugin)
+            .cloned()
+            .ok_or_else(|| CatalogError::Internal(format!("no configuration for plugin {plugin}")))?;
+        let draft = self.prepare(config, draft)?;
+        let checked = self.check_draft(&draft, config.find(plugin, &id));
+        if !checked.report.valid() {
+            return Err(CatalogError::Validation(checked.report));
+        }
+        let latest = self.db.latest_revision(plugin.name(), &id).await?;
+        let current = latest.as_ref().map(|r| r.revision).unwrap_or(0);
+        if let Some(expected) = opts.expected_revision
+            && expected != current
+        {
+            return Err(CatalogError::Conflict { expected, current });
+        }
+        let key = (plugin, id.clone());
+        let old_snapshot = self.snapshot(&key);
+        let new_entities = filter_entities(&draft.entry, checked.entities.clone().unwrap_or_default());
+        let impact = if draft.entry.enabled {
+            diff(old_snapshot.as_deref(), &new_entities)
+        } else {
+            diff(old_snapshot.as_deref(), &[])
+        };
+        // Disabling a source removes its entities on purpose; the guard is for content that
+        // shrank (a truncated file), so it applies to enabled sources only.
+        if draft.entry.enabled && impact.needs_confirmation() && !opts.confirm_removals {
+            return Err(CatalogError::RemovalsNeedConfirmation(impact));
+        }
+
+        let existing = config.find(plugin, &id).cloned();
+        let rel = draft.entry.yaml_catalog_path().filter(|_| draft.content.is_some()).map(str::to_string);
+        let old_content = rel.as_deref().and_then(|rel| self.read_catalog(config, plugin, &id, rel));
+        let content_changed = draft.content.is_some() && draft.content != old_content;
+        // Where new content goes: re-checked here, under the lock, right before the write
+        // (symlinks resolved, ownership, reserved files), not only when the input was checked.
+        // An entry-only edit writes no catalog, so a deployer's location outside the directory
+        // does not block a rename.
+        let invalid = |d: Diagnostic| CatalogError::Validation(ValidationReport::from_diagnostics(vec![d]));
+        if let Some(rel) = rel.as_deref().filter(|_| content_changed) {
+            self.check_writable(&doc, plugin, &id, rel).map_err(invalid)?;
+        }
+        let entry_changed = existing.as_ref() != Some(&draft.entry);
+        let changed = content_changed || entry_changed || latest.is_none();
+
+        // Compute the new sources text and prove it reads back to exactly our entry before
+        // touching the store.
+        let new_sources_text = if entry_changed { Some(doc.file.with_entry(plugin, &draft.entry)) } else { None };
+        if let Some(text) = &new_sources_text {
+            let parsed = SourcesFile::parse(&doc.file.path, text.clone()).map_err(|d| {
+                CatalogError::Internal(format!(
+                    "refusing to write: the rewritten sources file does not parse: {}",
+                    d[0].render()
+                ))
+            })?;
+            if parsed.find(plugin, &id) != Some(&draft.entry) {
+                return Err(CatalogError::Internal(
+                    "refusing to write: the rewritten sources file does not read back to the applied entry".into(),
+                ));
+            }
+        }
+        let write = Write {
+            plugin,
+            source_id: &id,
+            base: &doc,
+            sources_text: new_sources_text,
+            catalog: match (&rel, &draft.content) {
+                (Some(rel), Some(content)) if content_changed => Some((rel.clone(), content.clone())),
+                _ => None,
+            },
+        };
+        // What the store cannot hold (a ConfigMap over 1 MiB) is refused before anything is
+        // written, dry runs included.
+        self.store.check_write(&write).map_err(invalid)?;
+        if opts.dry_run || !changed {
+            return Ok(Step::Unchanged(Unchanged { draft, current, report: checked.report, impact }));
+        }
+
+        let committed = match self.store.commit(write).await {
+            Ok(c) => c,
+            Err(StoreError::Conflict(msg)) => return self.raced(plugin, &id, &doc, msg, opts, current).await,
+            Err(StoreError::Invalid(d)) => return Err(invalid(*d)),
+            Err(StoreError::Unavailable(message)) => {
+                return Err(CatalogError::Unavailable {
+                    message: format!("{message}; nothing was changed"),
+                    retry_after_secs: 5,
+                });
+            }
+            Err(StoreError::Failed(msg)) => return Err(CatalogError::Internal(msg)),
+        };
+        let recorded = self
+            .db
+            .insert_revision(NewRevision {
+                plugin: plugin.name(),
+                source_id: &id,
+                revision: current + 1,
+                content_hash: &revision_hash(&draft.entry, draft.content.as_deref()),
+                entry: &entry_json(&draft.entry),
+                content: draft.content.as_deref(),
+                action,
+                actor,
+            })
+            .await
+            .map_err(|e| match e {
+                DbError::RevisionTaken { .. } => {
+                    CatalogError::Conflict { expected: opts.expected_revision.unwrap_or(current), current: current + 1 }
+                }
+                DbError::Unavailable(_) => CatalogError::Unavailable {
+                    message: "the database is unavailable, so the revision could not be recorded; nothing was changed"
+                        .into(),
+                    retry_after_secs: 5,
+                },
+                other => CatalogError::Internal(format!("recording the revision failed: {other}; nothing was changed")),
+            });
+        let row = match recorded {
+            Ok(row) => row,
+            Err(e) => {
+                self.store.revert(committed).await;
+                return Err(e);
+            }
+        };
+        // What we wrote is what the store now has: read it back (cheap; a ConfigMap GET or a
+        // file read) rather than assembling it by hand.
+        match self.store.load().await {
+            Ok(new_config) => self.state.write().unwrap_or_else(|p| p.into_inner()).config = Arc::new(new_config),
+            Err(e) => {
+                tracing::warn!(error = %e.render(), "re-reading the configuration after an apply failed; the watcher will retry")
+            }
+        }
+        self.set_known(key, row.content_hash.clone());
+        Ok(Step::Done { draft, row, report: checked.report, impact })
+    }
+
+    /// The store refused a commit because the plugin's configuration changed since it was read.
+    /// If the applied source itself changed (entry or catalog), that is a CONFLICT: the other
+    /// write is recorded as a revision first, so the caller can see what it is. Otherwise the
+    /// caller re-reads and tries again.
+    async fn raced(
+        &self,
+        plugin: PluginKind,
+        id: &str,
+        base: &Doc,
+        msg: String,
+        opts: &ApplyOptions,
+        current: i32,
+    ) -> Result<Step> {
+        let now = self
+            .store
+            .load()
+            .await
+            .map_err(|e| CatalogError::Unavailable { message: e.render(), retry_after_secs: 5 })?;
+        let before = base.file.find(plugin, id);
+        let after = now.find(plugin, id);
+        let content = |doc: &Doc, e: Option<&SourceEntry>| {
+            e.and_then(|e| e.yaml_catalog_path().and_then(|rel| self.store.read_catalog(doc, plugin, id, rel)))
+        };
+        let moved = before != after || now.doc(plugin).is_none_or(|d| content(d, after) != content(base, before));
+        if !moved {
+            return Ok(Step::Raced(msg));
+        }
+        let recorded = self.record_disk_revisions(&now, ("external", "external")).await?;
+        let latest = recorded.iter().find(|(k, _)| k.0 == plugin && k.1 == id).map(|(_, r)| *r).unwrap_or(current);
+        Err(CatalogError::Conflict { expected: opts.expected_revision.unwrap_or(current), current: latest })
+    }
+}
+
+/// The result of one apply attempt.
+enum Step {
+    Done { draft: SourceDraft, row: RevisionRow, report: ValidationReport, impact: Impact },
+    Unchanged(Unchanged),
+    Raced(String),
+}
+
+/// A dry run, or an apply whose input equals what is stored.
+struct Unchanged {
+    draft: SourceDraft,
+    current: i32,
+    report: ValidationReport,
+    impact: Impact,
 }
 
 /// What an apply proposes: a partial edit (merged under the write lock) or a whole source (a

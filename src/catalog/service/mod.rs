@@ -1,11 +1,11 @@
-//! The catalog service: apply, refresh, rollback and the read model, tying together the sources
-//! file, the plugins, the store, the database and the in-memory snapshots.
+//! The catalog service: apply, refresh, rollback and the read model, tying together the config
+//! store (file or ConfigMaps), the plugins, the database and the in-memory snapshots.
 //!
 //! Invariants:
 //! - Invalid input changes nothing: validation and the removal guard run before any write.
-//! - One writer at a time (`write_lock`): read sources file → check expectedRevision → write
-//!   catalog file → write sources file → record revision. A failure after a file write restores
-//!   the previous bytes, so files and revisions never disagree.
+//! - One writer at a time (`write_lock`): read the config → check expectedRevision → commit the
+//!   plugin's change to the store → record revision. A failure after the commit reverts it, so
+//!   the store and revisions never disagree.
 //! - A refresh swaps a source's snapshot only on success; failures keep the last good entities.
 
 mod apply;
@@ -26,7 +26,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
@@ -35,19 +34,18 @@ use super::diagnostics::{Diagnostic, ValidationReport};
 use super::events::{EventKind, Events};
 use super::fetch::FetchConfig;
 use super::jobs::{JobPhase, JobRegistry, RefreshJob};
-use super::paths;
 use super::plugins::{Entity, PluginKind};
 use super::redact::{redact_json, redact_yaml_text};
 use super::refresh::{Impact, RefreshMode, Snapshot, diff};
-use super::sources::{SourceEntry, SourcesFile, glob_match};
-use super::store::write_atomic;
+use super::sources::{SourceEntry, glob_match};
+use super::store::{Config, ConfigStore, Doc, LoadError};
 use super::validate::{SourceDraft, SourcePatch, check, yaml_to_json};
 use crate::db::{Db, DbError, JobRow, NewRevision, RevisionRow, StatusRow};
 
 type SourceKey = (PluginKind, String);
 
 struct State {
-    file: Arc<SourcesFile>,
+    config: Arc<Config>,
     snapshots: HashMap<SourceKey, Arc<Snapshot>>,
 }
 
@@ -61,9 +59,6 @@ pub struct CatalogOptions {
     pub fetch: FetchConfig,
     /// How often to look for edits made outside the API; `None` turns the watcher off.
     pub watch_interval: Option<std::time::Duration>,
-    /// Files no source may write or read back (the SQLite database; `-wal`/`-shm`/`-journal`
-    /// are implied).
-    pub reserved_paths: Vec<PathBuf>,
 }
 
 impl Default for CatalogOptions {
@@ -73,13 +68,12 @@ impl Default for CatalogOptions {
             max_running_jobs: 4,
             fetch: FetchConfig::default(),
             watch_interval: Some(std::time::Duration::from_secs(2)),
-            reserved_paths: Vec::new(),
         }
     }
 }
 
 pub struct Catalog {
-    sources_path: PathBuf,
+    store: Arc<dyn ConfigStore>,
     db: Db,
     options: CatalogOptions,
     http: reqwest::Client,
@@ -120,25 +114,20 @@ fn revision_hash(entry: &SourceEntry, content: Option<&str>) -> String {
     sha256_hex(&[entry_json(entry).as_bytes(), content.unwrap_or_default().as_bytes()])
 }
 
-/// Reads a file that may legitimately be missing.
-fn read_optional(path: &Path) -> std::io::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 impl Catalog {
-    /// Reads the sources file and records a revision for every source whose on-disk content
+    /// Reads the configuration and records a revision for every source whose stored content
     /// is not the latest recorded one. Does not refresh: call [`Catalog::refresh_all`].
-    pub async fn open(sources_path: PathBuf, db: Db, options: CatalogOptions) -> anyhow::Result<Arc<Catalog>> {
-        let file = SourcesFile::read(&sources_path).map_err(|diags| {
-            let lines: Vec<String> = diags.iter().map(Diagnostic::render).collect();
-            anyhow::anyhow!("the sources file is invalid:\n{}", lines.join("\n"))
+    pub async fn open(store: Arc<dyn ConfigStore>, db: Db, options: CatalogOptions) -> anyhow::Result<Arc<Catalog>> {
+        let config = store.load().await.map_err(|e| match e {
+            LoadError::Invalid(_) => {
+                anyhow::anyhow!("the sources configuration ({}) is invalid:\n{}", store.describe(), e.render())
+            }
+            LoadError::Unavailable(_) => anyhow::anyhow!("cannot read the sources configuration: {}", e.render()),
         })?;
-        for w in &file.warnings {
-            tracing::warn!("{}", w.render());
+        for doc in config.docs() {
+            for w in &doc.file.warnings {
+                tracing::warn!("{}", w.render());
+            }
         }
         let interrupted = db.fail_interrupted_jobs(Utc::now()).await?;
         if interrupted > 0 {
@@ -147,7 +136,7 @@ impl Catalog {
         let http = super::fetch::client(&options.fetch);
         let job_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_jobs.max(1)));
         let catalog = Arc::new(Catalog {
-            sources_path,
+            store,
             db,
             options,
             http,
@@ -157,7 +146,7 @@ impl Catalog {
             config_error: std::sync::Mutex::new(None),
             shutdown: tokio::sync::watch::channel(false).0,
             job_slots,
-            state: RwLock::new(State { file: Arc::new(file), snapshots: HashMap::new() }),
+            state: RwLock::new(State { config: Arc::new(config), snapshots: HashMap::new() }),
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),
             jobs: JobRegistry::default(),
@@ -165,7 +154,7 @@ impl Catalog {
             events: Events::default(),
             first_refresh_done: AtomicBool::new(false),
         });
-        catalog.record_disk_revisions(("import", "system")).await?;
+        catalog.record_disk_revisions(&catalog.config(), ("import", "system")).await?;
         Ok(catalog)
     }
 
@@ -173,8 +162,13 @@ impl Catalog {
         &self.db
     }
 
-    fn file(&self) -> Arc<SourcesFile> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).file.clone()
+    fn config(&self) -> Arc<Config> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).config.clone()
+    }
+
+    /// `file` or `kubernetes`.
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
     }
 
     fn snapshot(&self, key: &SourceKey) -> Option<Arc<Snapshot>> {
@@ -184,12 +178,11 @@ impl Catalog {
     /// Records a revision for sources whose entry or content changed since the last revision
     /// (first start: action `import`, actor `system`; later: `external`). Returns the sources
     /// that got a new revision.
-    async fn record_disk_revisions(&self, first: (&str, &str)) -> Result<Vec<(SourceKey, i32)>> {
-        let file = self.file();
+    async fn record_disk_revisions(&self, config: &Config, first: (&str, &str)) -> Result<Vec<(SourceKey, i32)>> {
         let mut changed = Vec::new();
-        for (plugin, entry) in &file.sources {
-            let key = (*plugin, entry.id.clone());
-            let content = self.read_content(&file, entry).ok().flatten();
+        for (plugin, entry) in config.sources() {
+            let key = (plugin, entry.id.clone());
+            let content = self.read_content(config, plugin, entry);
             let hash = revision_hash(entry, content.as_deref());
             if self.known_hash(&key).as_deref() == Some(hash.as_str()) {
                 continue;
@@ -263,55 +256,29 @@ impl Catalog {
         self.config_error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
     }
 
-    /// The catalog text of a yaml source, for the API (`content`) and revisions. Only what
-    /// `paths::readable_catalog_path` allows is read: never the sources file, the database,
-    /// another source's file, or anything outside the sources file's directory (a deployer's
-    /// outside location still loads on refresh; its text is just not shown).
-    fn read_content(&self, file: &SourcesFile, entry: &SourceEntry) -> std::io::Result<Option<String>> {
-        let Some(rel) = entry.yaml_catalog_path().filter(|_| entry.type_ == "yaml") else {
-            return Ok(None);
-        };
-        // Callers pass an entry of `file`; find its plugin (by identity, else by equal entry).
-        let plugin = file
-            .sources
-            .iter()
-            .find(|(_, e)| std::ptr::eq(e, entry))
-            .or_else(|| file.sources.iter().find(|(_, e)| e == entry))
-            .map(|(p, _)| *p);
-        match plugin {
-            Some(plugin) => self.read_catalog(file, plugin, &entry.id, rel),
-            None => Ok(None),
-        }
+    /// The catalog text of a yaml source, for the API (`content`) and revisions. Only what the
+    /// store allows is read: a location the source owns (for files `paths::readable_catalog_path`:
+    /// never the sources file, the database, another source's file, or anything outside the
+    /// sources file's directory; a deployer's outside location still loads on refresh, its
+    /// text is just not shown).
+    fn read_content(&self, config: &Config, plugin: PluginKind, entry: &SourceEntry) -> Option<String> {
+        let rel = entry.yaml_catalog_path().filter(|_| entry.type_ == "yaml")?;
+        self.read_catalog(config, plugin, &entry.id, rel)
     }
 
-    fn read_catalog(
+    fn read_catalog(&self, config: &Config, plugin: PluginKind, id: &str, rel: &str) -> Option<String> {
+        self.store.read_catalog(config.doc(plugin)?, plugin, id, rel)
+    }
+
+    /// Checks a catalog location right before writing it. Apply calls this under the write
+    /// lock; the store checks again in `commit`.
+    fn check_writable(
         &self,
-        file: &SourcesFile,
+        doc: &Doc,
         plugin: PluginKind,
         id: &str,
         rel: &str,
-    ) -> std::io::Result<Option<String>> {
-        if file.path_conflict(plugin, id).is_some() {
-            return Ok(None);
-        }
-        match paths::readable_catalog_path(file, plugin, id, rel, &self.options.reserved_paths) {
-            Ok(path) => read_optional(&path),
-            Err(_) => Ok(None),
-        }
-    }
-
-    /// Checks a catalog location right before writing it (symlinks resolved on the real
-    /// filesystem) and returns the path to write. Apply calls this under the write lock.
-    pub fn writable_catalog_path(
-        &self,
-        file: &SourcesFile,
-        plugin: PluginKind,
-        id: &str,
-        rel: &str,
-    ) -> std::result::Result<PathBuf, Diagnostic> {
-        if let Some(d) = file.path_conflict(plugin, id) {
-            return Err(d.clone().field(paths::FIELD));
-        }
-        paths::writable_catalog_path(file, plugin, id, rel, &self.options.reserved_paths)
+    ) -> std::result::Result<(), Diagnostic> {
+        self.store.check_writable(doc, plugin, id, rel)
     }
 }

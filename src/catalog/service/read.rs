@@ -11,14 +11,14 @@ impl Catalog {
             .into_iter()
             .map(|p| PluginView {
                 name: p.name(),
-                source_count: state.file.sources.iter().filter(|(k, _)| *k == p).count(),
+                source_count: state.config.sources().filter(|(k, _)| *k == p).count(),
                 entity_count: state.snapshots.iter().filter(|((k, _), _)| *k == p).map(|(_, s)| s.entities.len()).sum(),
             })
             .collect()
     }
 
     pub async fn sources(&self, plugin: Option<PluginKind>) -> Result<Vec<SourceView>> {
-        let file = self.file();
+        let config = self.config();
         let statuses: HashMap<(String, String), StatusRow> = self
             .db
             .all_statuses()
@@ -28,20 +28,19 @@ impl Catalog {
             .collect();
         let revisions: HashMap<(String, String), i32> =
             self.db.latest_revision_numbers().await?.into_iter().map(|(p, s, r)| ((p, s), r)).collect();
-        Ok(file
-            .sources
-            .iter()
+        Ok(config
+            .sources()
             .filter(|(p, _)| plugin.is_none_or(|want| want == *p))
             .map(|(p, e)| {
                 let k = (p.name().to_string(), e.id.clone());
-                self.view(*p, e, statuses.get(&k), revisions.get(&k).copied())
+                self.view(p, e, statuses.get(&k), revisions.get(&k).copied())
             })
             .collect())
     }
 
     pub async fn source(&self, plugin: PluginKind, id: &str) -> Result<Option<SourceView>> {
-        let file = self.file();
-        let Some(entry) = file.find(plugin, id) else {
+        let config = self.config();
+        let Some(entry) = config.find(plugin, id) else {
             return Ok(None);
         };
         let status = self.db.status(plugin.name(), id).await?;
@@ -87,9 +86,9 @@ impl Catalog {
     /// The catalog YAML of a yaml source, secrets redacted. `None` for other types or a missing
     /// file.
     pub fn content(&self, plugin: PluginKind, id: &str) -> Option<String> {
-        let file = self.file();
-        let entry = file.find(plugin, id)?;
-        self.read_content(&file, entry).ok().flatten().map(|t| redact_yaml_text(&t))
+        let config = self.config();
+        let entry = config.find(plugin, id)?;
+        self.read_content(&config, plugin, entry).map(|t| redact_yaml_text(&t))
     }
 
     /// Entities of a plugin, optionally of one source and matching a search text, in file order.
@@ -99,14 +98,14 @@ impl Catalog {
         source_id: Option<&str>,
         search: Option<&str>,
     ) -> Vec<(String, Arc<Entity>)> {
-        let file = self.file();
+        let config = self.config();
         let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
         let mut out = Vec::new();
-        for (p, e) in &file.sources {
-            if *p != plugin || source_id.is_some_and(|s| s != e.id) {
+        for (p, e) in config.sources() {
+            if p != plugin || source_id.is_some_and(|s| s != e.id) {
                 continue;
             }
-            if let Some(snap) = self.snapshot(&(*p, e.id.clone())) {
+            if let Some(snap) = self.snapshot(&(p, e.id.clone())) {
                 for ent in &snap.entities {
                     if needle.as_deref().is_none_or(|n| ent.matches(n)) {
                         out.push((e.id.clone(), ent.clone()));
@@ -148,17 +147,19 @@ impl Catalog {
         };
         let first = self.first_refresh_done.load(Ordering::Acquire);
         let config_errors = self.config_errors();
-        let config_ok = self.sources_path.exists() && config_errors.is_empty();
+        let config_ok = config_errors.is_empty();
         vec![
             ReadyCheck {
                 name: "config",
                 ok: config_ok,
                 detail: match config_errors.first() {
-                    _ if config_ok => format!("loaded {}", self.sources_path.display()),
-                    Some(d) => {
-                        format!("the sources file on disk is invalid (the last good one is in use): {}", d.render())
-                    }
-                    None => format!("{} is not readable", self.sources_path.display()),
+                    _ if config_ok => format!("loaded {}", self.store.describe()),
+                    Some(d) => format!(
+                        "the configuration in {} is invalid or unreadable (the last good one is in use): {}",
+                        self.store.describe(),
+                        d.render()
+                    ),
+                    None => format!("{} is not readable", self.store.describe()),
                 },
             },
             ReadyCheck {

@@ -16,7 +16,7 @@ use crate::catalog::fetch::{Fetched, fetch};
 use crate::catalog::jobs::{JobPhase, RefreshJob, Registered};
 use crate::catalog::plugins::{Entity, PluginKind};
 use crate::catalog::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
-use crate::catalog::sources::SourcesFile;
+use crate::catalog::store::Config;
 use crate::db::StatusRow;
 
 enum Loaded {
@@ -67,15 +67,15 @@ impl Catalog {
     /// missed (`after_write`): then it waits for that job to end and starts its own.
     pub async fn refresh(self: &Arc<Self>, req: RefreshRequest) -> Result<RefreshJob> {
         let plugin = req.plugin;
-        let file = self.file();
+        let config = self.config();
         let sources: Vec<String> = match req.source_id.as_deref() {
             Some(id) => {
-                if file.find(plugin, id).is_none() {
+                if config.find(plugin, id).is_none() {
                     return Err(CatalogError::NotFound(format!("source {plugin}/{id} does not exist")));
                 }
                 vec![id.to_string()]
             }
-            None => file.sources.iter().filter(|(p, _)| *p == plugin).map(|(_, e)| e.id.clone()).collect(),
+            None => config.sources().filter(|(p, _)| *p == plugin).map(|(_, e)| e.id.clone()).collect(),
         };
         let mut rx = loop {
             let job = RefreshJob {
@@ -221,7 +221,7 @@ impl Catalog {
         let _guard = lock.lock().await;
         let started = Utc::now();
         let clock = std::time::Instant::now();
-        let file = self.file();
+        let config = self.config();
         let old = self.snapshot(&key);
         let old_count = old.as_ref().map(|s| s.entities.len()).unwrap_or(0);
         let mut result = RefreshResult {
@@ -243,7 +243,7 @@ impl Catalog {
             diagnostics: Vec::new(),
         };
         let etag = if mode == RefreshMode::Incremental { old.as_ref().and_then(|s| s.etag.clone()) } else { None };
-        let outcome = self.load_source(&file, plugin, id, etag.as_deref()).await;
+        let outcome = self.load_source(&config, plugin, id, etag.as_deref()).await;
         let keep_old_unchanged = |result: &mut RefreshResult| {
             result.entities_loaded = old_count;
             result.entities_unchanged = old_count;
@@ -369,14 +369,8 @@ impl Catalog {
         }
     }
 
-    async fn load_source(
-        &self,
-        file: &SourcesFile,
-        plugin: PluginKind,
-        id: &str,
-        if_none_match: Option<&str>,
-    ) -> Loaded {
-        let Some(entry) = file.find(plugin, id) else {
+    async fn load_source(&self, config: &Config, plugin: PluginKind, id: &str, if_none_match: Option<&str>) -> Loaded {
+        let (Some(entry), Some(doc)) = (config.find(plugin, id), config.doc(plugin)) else {
             return Loaded::Failed(vec![Diagnostic::error(
                 Layer::Semantics,
                 format!("source {plugin}/{id} is no longer in the sources file"),
@@ -386,7 +380,7 @@ impl Catalog {
             return Loaded::Disabled;
         }
         // A location already owned by another source (or the sources file): not loaded.
-        if let Some(d) = file.path_conflict(plugin, id) {
+        if let Some(d) = config.path_conflict(plugin, id) {
             return Loaded::Failed(vec![d.clone()]);
         }
         let (text, label, etag) = match entry.type_.as_str() {
@@ -397,17 +391,13 @@ impl Catalog {
                             .field("properties.yamlCatalogPath"),
                     ]);
                 };
-                let path = file.resolve(rel);
-                match tokio::fs::read_to_string(&path).await {
+                match self.store.load_catalog(doc, rel).await {
                     Ok(t) => (t, rel.to_string(), None),
                     Err(e) => {
                         return Loaded::Failed(vec![
-                            Diagnostic::error(
-                                Layer::Syntax,
-                                format!("cannot read catalog file {}: {e}", path.display()),
-                            )
-                            .in_file(rel)
-                            .hint("check that the file exists and is readable by the server"),
+                            Diagnostic::error(Layer::Syntax, e)
+                                .in_file(rel)
+                                .hint("check that the catalog exists and is readable by the server"),
                         ]);
                     }
                 }

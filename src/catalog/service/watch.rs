@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::{Catalog, RefreshRequest, Result, SourceKey};
 use crate::catalog::diagnostics::{Diagnostic, Layer};
 use crate::catalog::events::EventKind;
-use crate::catalog::sources::SourcesFile;
+use crate::catalog::store::LoadError;
 
 impl Catalog {
     /// Runs until shutdown.
@@ -24,8 +24,11 @@ impl Catalog {
         };
         let mut shutdown = self.shutdown_signal();
         loop {
+            // The store's own notification (a ConfigMap watch event) or the interval, whichever
+            // comes first: the interval doubles as a resync when a notification was missed.
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                _ = self.store.changed() => {}
                 _ = shutdown.changed() => return,
             }
             if let Err(e) = self.check_external().await {
@@ -50,43 +53,38 @@ impl Catalog {
     /// One check for external edits. Returns the sources that changed.
     pub async fn check_external(self: &Arc<Self>) -> Result<Vec<SourceKey>> {
         let guard = self.write_lock.lock().await;
-        let current = self.file();
-        let text = match tokio::fs::read_to_string(&self.sources_path).await {
-            Ok(t) => t,
-            Err(e) => {
-                self.set_config_error(Some(vec![
-                    Diagnostic::error(Layer::Syntax, format!("cannot read the sources file: {e}"))
-                        .in_file(self.sources_path.display().to_string()),
-                ]));
+        let current = self.config();
+        let new = match self.store.load().await {
+            Ok(c) => c,
+            Err(LoadError::Invalid(diags)) => {
+                self.set_config_error(Some(diags));
+                return Ok(Vec::new());
+            }
+            Err(LoadError::Unavailable(msg)) => {
+                self.set_config_error(Some(vec![Diagnostic::error(Layer::Syntax, msg)]));
                 return Ok(Vec::new());
             }
         };
         let mut removed = Vec::new();
-        if text != current.text {
-            match SourcesFile::parse(&self.sources_path, text) {
-                Err(diags) => {
-                    self.set_config_error(Some(diags));
-                    return Ok(Vec::new());
-                }
-                Ok(new) => {
-                    for w in &new.warnings {
-                        tracing::warn!("{}", w.render());
-                    }
-                    for (p, e) in &current.sources {
-                        if new.find(*p, &e.id).is_none() {
-                            removed.push((*p, e.id.clone()));
-                        }
-                    }
-                    let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-                    for key in &removed {
-                        state.snapshots.remove(key);
-                    }
-                    state.file = Arc::new(new);
+        if !new.same_text(&current) {
+            for doc in new.docs() {
+                for w in &doc.file.warnings {
+                    tracing::warn!("{}", w.render());
                 }
             }
+            for (p, e) in current.sources() {
+                if new.find(p, &e.id).is_none() {
+                    removed.push((p, e.id.clone()));
+                }
+            }
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for key in &removed {
+                state.snapshots.remove(key);
+            }
+            state.config = Arc::new(new);
         }
         self.set_config_error(None);
-        let changed = self.record_disk_revisions(("external", "external")).await?;
+        let changed = self.record_disk_revisions(&self.config(), ("external", "external")).await?;
         if changed.is_empty() && removed.is_empty() {
             return Ok(Vec::new());
         }

@@ -1,4 +1,4 @@
-//! The file config store: atomic, durable writes of the sources file and catalog files.
+//! Atomic, durable file writes (the file config store, the example seed).
 //!
 //! A write is: temp file in the same directory → write → fsync → rename over the target →
 //! fsync the directory. Readers see the old file or the new one, never a torn one, and after
