@@ -2,6 +2,8 @@
 //! file or a real PostgreSQL database, and talk to it over real HTTP.
 #![allow(dead_code)]
 
+pub mod fake_kube;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
