@@ -1,0 +1,289 @@
+//! `--store kubernetes`: the real binary against a fake Kubernetes API server over real HTTP
+//! (tests/common/fake_kube.rs), reached through a kubeconfig as in a cluster. On PostgreSQL
+//! when it is configured, else SQLite.
+
+mod common;
+
+use common::fake_kube::FakeKube;
+use common::{APPLY, Backend, Server, database_url, error_code, models_yaml};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const NS: &str = "catalogs";
+const MODELS_CM: &str = "catalog-bff-models";
+const MCP_CM: &str = "catalog-bff-mcp";
+
+fn backend() -> Backend {
+    *common::backends().last().unwrap()
+}
+
+/// A seed sources file of the project's own (Kubeflow dialect) with one yaml source.
+fn write_seed(dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("team.yaml"), models_yaml(2)).unwrap();
+    let path = dir.join("sources.yaml");
+    std::fs::write(
+        &path,
+        "# seed\nmodel_catalogs:\n  - name: Team\n    id: team\n    type: yaml\n    properties:\n      yamlCatalogPath: team.yaml\nmcp_catalogs: []\n",
+    )
+    .unwrap();
+    path
+}
+
+struct Cluster {
+    kube: FakeKube,
+    server: Server,
+    /// The server's data directory: nothing but the SQLite database may appear in it.
+    data: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+async fn start_cluster(extra: &[&str]) -> Cluster {
+    let tmp = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let kubeconfig = kube.kubeconfig(tmp.path(), NS);
+    let seed = write_seed(&tmp.path().join("seed"));
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db_dir = tmp.path().join("db");
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let db = database_url(backend(), &db_dir).await;
+    let seed_arg = seed.display().to_string();
+    let mut args =
+        vec!["--store", "kubernetes", "--namespace", NS, "--seed", seed_arg.as_str(), "--watch-interval", "30"];
+    args.extend_from_slice(extra);
+    let server =
+        Server::start_with_env(&data, None, &db, true, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]).await;
+    Cluster { kube, server, data, _tmp: tmp }
+}
+
+fn data_of(kube: &FakeKube, name: &str) -> BTreeMap<String, String> {
+    kube.configmap_data(NS, name).unwrap_or_else(|| panic!("ConfigMap {name} missing"))
+}
+
+fn rv_of(kube: &FakeKube, name: &str) -> String {
+    kube.configmap(NS, name).unwrap()["metadata"]["resourceVersion"].as_str().unwrap().to_string()
+}
+
+async fn source(server: &Server, id: &str) -> Value {
+    server
+        .ok(
+            "query($id: ID!) { source(plugin: \"models\", id: $id) { id revision content status { state entityCount } revisions(limit: 10) { revision action actor } } }",
+            json!({"id": id}),
+        )
+        .await["source"]
+        .clone()
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn apply_vars(id: &str, content: &str) -> Value {
+    json!({"plugin": "models", "input": {"id": id, "name": id, "type": "yaml", "content": content},
+           "options": {"refreshAfterApply": true}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_then_save_refresh_see_with_no_file_written() {
+    let c = start_cluster(&[]).await;
+    // Seeded from the file: the models ConfigMap holds the sources list and the catalog under
+    // the server-assigned key; the mcp one exists, empty.
+    let models = data_of(&c.kube, MODELS_CM);
+    assert!(models["sources.yaml"].contains("id: team"), "{models:?}");
+    assert!(models["sources.yaml"].contains("yamlCatalogPath: team-models.yaml"), "{models:?}");
+    assert_eq!(models["team-models.yaml"], models_yaml(2));
+    assert!(data_of(&c.kube, MCP_CM)["sources.yaml"].contains("mcp_catalogs"));
+    let team = source(&c.server, "team").await;
+    assert_eq!(team["status"]["entityCount"], 2, "{team}");
+
+    let before: Vec<_> = std::fs::read_dir(&c.data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let body = c.server.gql(APPLY, apply_vars("fresh", &models_yaml(3))).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["applySource"]["source"]["status"]["entityCount"], 3, "{body}");
+    assert_eq!(body["data"]["applySource"]["revision"], 1);
+    // Written through the API, into the ConfigMap; the data directory gained nothing.
+    let models = data_of(&c.kube, MODELS_CM);
+    assert_eq!(models["fresh-models.yaml"], models_yaml(3));
+    assert!(models["sources.yaml"].contains("id: fresh"));
+    assert!(models["sources.yaml"].contains("id: team"), "the other source is kept: {}", models["sources.yaml"]);
+    let after: Vec<_> = std::fs::read_dir(&c.data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before, after, "apply in kubernetes mode wrote a file");
+    assert!(c.kube.count_requests("PUT /api/v1/namespaces/catalogs/configmaps/catalog-bff-models") >= 1);
+    // Content is read back from the ConfigMap.
+    assert_eq!(source(&c.server, "fresh").await["content"], models_yaml(3));
+    // The readiness check names the store.
+    let ready: Value =
+        c.server.client.get(format!("{}/readyz", c.server.base)).send().await.unwrap().json().await.unwrap();
+    assert!(ready.to_string().contains("ConfigMaps catalog-bff-"), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_edit_becomes_an_external_revision_and_a_refresh() {
+    let c = start_cluster(&[]).await;
+    let mut data = data_of(&c.kube, MODELS_CM);
+    data.insert("team-models.yaml".into(), models_yaml(5));
+    c.kube.put_configmap(NS, MODELS_CM, data);
+    // The watch event wakes the server long before its 30 s poll.
+    wait_for("the edited catalog to load", async || source(&c.server, "team").await["status"]["entityCount"] == 5)
+        .await;
+    let team = source(&c.server, "team").await;
+    let revisions = team["revisions"].as_array().unwrap();
+    assert_eq!(revisions[0]["actor"], "external", "{team}");
+    assert_eq!(revisions[0]["revision"], 2, "{team}");
+    assert_eq!(team["content"], models_yaml(5));
+
+    // An edit that breaks the sources list keeps the last good configuration and says why.
+    let mut data = data_of(&c.kube, MODELS_CM);
+    data.insert("sources.yaml".into(), "model_catalogs:\n  - id: [broken\n".into());
+    c.kube.put_configmap(NS, MODELS_CM, data);
+    wait_for("readiness to report the invalid ConfigMap", async || {
+        let r = c.server.client.get(format!("{}/readyz", c.server.base)).send().await.unwrap();
+        r.status() == 503
+    })
+    .await;
+    assert_eq!(source(&c.server, "team").await["status"]["entityCount"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_write_elsewhere_is_retried_and_one_to_the_same_source_conflicts() {
+    let c = start_cluster(&[]).await;
+    // Someone adds an unrelated key between our read and our write: 409, re-read, retry; both
+    // changes survive.
+    c.kube.race_next_update(NS, MODELS_CM, |d| {
+        d.insert("notes.txt".into(), "kept".into());
+    });
+    let body = c.server.gql(APPLY, apply_vars("one", &models_yaml(1))).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let data = data_of(&c.kube, MODELS_CM);
+    assert_eq!(data["notes.txt"], "kept");
+    assert_eq!(data["one-models.yaml"], models_yaml(1));
+
+    // Someone rewrites the very catalog we are applying: CONFLICT, theirs stays, and their
+    // write is recorded as a revision the caller can see.
+    c.kube.race_next_update(NS, MODELS_CM, |d| {
+        d.insert("team-models.yaml".into(), models_yaml(4));
+    });
+    let vars = json!({"plugin": "models", "input": {"id": "team", "content": models_yaml(7)},
+                      "options": {"expectedRevision": 1}});
+    let body = c.server.gql(APPLY, vars).await;
+    assert_eq!(error_code(&body).as_deref(), Some("CONFLICT"), "{body}");
+    assert_eq!(data_of(&c.kube, MODELS_CM)["team-models.yaml"], models_yaml(4));
+    let team = source(&c.server, "team").await;
+    assert_eq!(team["revisions"][0]["actor"], "external", "{team}");
+}
+
+/// A model catalog of about `bytes` bytes.
+fn big_catalog(bytes: usize) -> String {
+    let mut s = String::from("source: Big\nmodels:\n");
+    let mut i = 0;
+    while s.len() < bytes {
+        s.push_str(&format!("  - name: big/m{i}\n    description: {}\n", "x".repeat(200)));
+        i += 1;
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_past_one_mib_is_refused_up_front_and_nothing_changes() {
+    let c = start_cluster(&[]).await;
+    let body = c.server.gql(APPLY, apply_vars("half", &big_catalog(600 * 1024))).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let rv = rv_of(&c.kube, MODELS_CM);
+    let puts = c.kube.count_requests("PUT /api/v1/namespaces/catalogs/configmaps/catalog-bff-models");
+
+    for dry_run in [true, false] {
+        let mut vars = apply_vars("more", &big_catalog(600 * 1024));
+        vars["options"]["dryRun"] = json!(dry_run);
+        let body = c.server.gql(APPLY, vars).await;
+        assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"), "{body}");
+        let text = body.to_string();
+        assert!(
+            text.contains("catalog-bff-models") && text.contains("1048576"),
+            "names the ConfigMap and limit: {text}"
+        );
+        assert!(text.contains("url"), "says what to do: {text}");
+    }
+    // Nothing was sent, nothing changed.
+    assert_eq!(rv_of(&c.kube, MODELS_CM), rv);
+    assert_eq!(c.kube.count_requests("PUT /api/v1/namespaces/catalogs/configmaps/catalog-bff-models"), puts);
+    let body = c.server.gql("{ source(plugin: \"models\", id: \"more\") { id } }", json!({})).await;
+    assert!(body["data"]["source"].is_null(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_secret_ref_reads_the_kubernetes_secret_through_the_api() {
+    let c = start_cluster(&["--url-allow", "127.0.0.1", "--secret-namespaces", "catalogs,shared"]).await;
+    let host = common::CatalogHost::start(models_yaml(2)).await;
+    c.kube.set_secret(NS, "hub-token", BTreeMap::from([("token".to_string(), b"s3cret\n".to_vec())]));
+    c.kube.set_secret("shared", "other", BTreeMap::from([("token".to_string(), b"t2".to_vec())]));
+    c.kube.set_secret("private", "other", BTreeMap::from([("token".to_string(), b"no".to_vec())]));
+    let url_source = |id: &str, secret: Value| {
+        json!({"plugin": "models", "input": {"id": id, "name": id, "type": "url",
+               "properties": {"url": host.url, "authSecretRef": secret}},
+               "options": {"refreshAfterApply": true}})
+    };
+    let body = c.server.gql(APPLY, url_source("hub", json!({"name": "hub-token", "key": "token"}))).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["applySource"]["source"]["status"]["entityCount"], 2, "{body}");
+    assert_eq!(host.state.lock().unwrap().last_auth.as_deref(), Some("Bearer s3cret"));
+    assert!(c.kube.count_requests("GET /api/v1/namespaces/catalogs/secrets/hub-token") >= 1);
+
+    let body = c
+        .server
+        .gql(APPLY, url_source("shared", json!({"name": "other", "key": "token", "namespace": "shared"})))
+        .await;
+    assert_eq!(body["data"]["applySource"]["source"]["status"]["state"], "AVAILABLE", "{body}");
+    assert_eq!(host.state.lock().unwrap().last_auth.as_deref(), Some("Bearer t2"));
+
+    // A namespace outside --secret-namespaces is never asked for.
+    let body = c
+        .server
+        .gql(APPLY, url_source("private", json!({"name": "other", "key": "token", "namespace": "private"})))
+        .await;
+    let source = &body["data"]["applySource"]["source"];
+    assert_eq!(source["status"]["state"], "ERROR", "{body}");
+    assert_eq!(c.kube.count_requests("/namespaces/private/secrets"), 0);
+    let view = common::source_states(&c.server).await;
+    assert_eq!(view["models/private"].0, "ERROR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_copies_a_sources_file_into_the_configmaps_and_refuses_what_cannot_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let kubeconfig = kube.kubeconfig(tmp.path(), NS);
+    let seed = write_seed(&tmp.path().join("src"));
+    let import = |extra: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("import")
+            .arg("--sources")
+            .arg(&seed)
+            .args(["--namespace", NS])
+            .args(extra)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap()
+    };
+    let out = import(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(data_of(&kube, MODELS_CM)["team-models.yaml"], models_yaml(2));
+    // A second import does not overwrite without being asked to.
+    let out = import(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+    // A catalog too large for a ConfigMap: refused, naming the limit, nothing written.
+    std::fs::write(tmp.path().join("src/team.yaml"), big_catalog(1100 * 1024)).unwrap();
+    let rv = rv_of(&kube, MODELS_CM);
+    let out = import(&["--overwrite"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1048576") && err.contains(MODELS_CM), "{err}");
+    assert_eq!(rv_of(&kube, MODELS_CM), rv);
+}
