@@ -171,7 +171,20 @@ impl Server {
         wait_ready: bool,
         extra: &[&str],
     ) -> Server {
+        Server::start_with_env(dir, sources, database, wait_ready, extra, &[]).await
+    }
+
+    /// Like `start_with`, with extra environment variables (e.g. `KUBECONFIG`).
+    pub async fn start_with_env(
+        dir: &Path,
+        sources: Option<&Path>,
+        database: &str,
+        wait_ready: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
