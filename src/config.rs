@@ -319,7 +319,14 @@ impl ServeArgs {
                 };
                 Arc::new(StaticTokens::load(path)?)
             }
-            AuthMode::Kubernetes => anyhow::bail!("--auth kubernetes is not built yet"),
+            AuthMode::Kubernetes => crate::auth::kubernetes::shared(crate::auth::kubernetes::Settings {
+                namespace: self.namespace.clone(),
+                configmap_prefix: self.configmap_prefix.clone(),
+                resource: self.auth_resource.clone(),
+                viewer_verb: self.auth_viewer_verb.clone(),
+                operator_verb: self.auth_operator_verb.clone(),
+                cache_ttl: seconds(self.auth_cache_ttl.max(0.0)),
+            })?,
         };
         let trusted = match &self.trusted_documents {
             Some(p) => Some(crate::graphql::extensions::TrustedDocuments::load(p)?),

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::AppState;
-use crate::auth::{Caller, bearer};
+use crate::auth::{AuthError, Caller, bearer};
 
 pub fn gql_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]});
@@ -22,14 +22,26 @@ pub fn gql_error(status: StatusCode, code: &str, message: &str) -> Response {
     resp
 }
 
-/// The caller of an HTTP request, or the 401 to send.
+/// The caller of an HTTP request, or the error to send: 401 (who are you?), 403 (known, but no
+/// role here), 503 with `Retry-After` (the identity provider could not be asked).
 pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, Response> {
     let token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    app.options
-        .auth
-        .authenticate(token)
-        .await
-        .map_err(|e| gql_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &e.to_string()))
+    app.options.auth.authenticate(token).await.map_err(|e| match e {
+        AuthError::Unauthenticated(m) => gql_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &m),
+        AuthError::Forbidden(m) => gql_error(StatusCode::FORBIDDEN, "FORBIDDEN", &m),
+        AuthError::Unavailable { message, retry_after_secs } => {
+            let body = serde_json::json!({"errors": [{"message": message, "extensions": {
+                "code": "UNAVAILABLE", "retryAfter": retry_after_secs}}]});
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                body.to_string(),
+            )
+                .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            r
+        }
+    })
 }
 
 /// Browsers send `Origin` on WebSocket and cross-site requests. Same-origin (Origin host equals

@@ -85,6 +85,8 @@ struct State {
     allows: Vec<Allow>,
     requests: Vec<String>,
     sa_token: String,
+    /// Set by [`FakeKube::set_failing`]: every request answers 500.
+    failing: bool,
 }
 
 impl State {
@@ -126,6 +128,7 @@ impl FakeKube {
                 allows: Vec::new(),
                 requests: Vec::new(),
                 sa_token: format!("sa-{}", uuid::Uuid::new_v4().simple()),
+                failing: false,
             }),
             events,
             stopped,
@@ -150,6 +153,12 @@ impl FakeKube {
         if let Some(tx) = self.shutdown.lock().unwrap().take() {
             let _ = tx.send(());
         }
+    }
+
+    /// While on, every request answers 500 `InternalError` (an overloaded or broken API server;
+    /// 500 rather than 503 because kube's client retries 503 for minutes).
+    pub fn set_failing(&self, on: bool) {
+        self.state().failing = on;
     }
 
     /// The bearer token of the fake's service account (what `kubeconfig` holds).
@@ -606,6 +615,14 @@ async fn handle(
     {
         let mut st = inner.state.lock().unwrap();
         st.requests.push(line);
+        if st.failing {
+            return *status(
+                500,
+                "InternalError",
+                "Internal error occurred: etcdserver: request timed out".into(),
+                Value::Null,
+            );
+        }
         let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
         if token != Some(st.sa_token.as_str()) {
             return *status(401, "Unauthorized", "Unauthorized".into(), Value::Null);

@@ -16,6 +16,9 @@
 //!       role: operator
 //!       sha256: 6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b
 //!   ```
+//! - `kubernetes`: TokenReview + SubjectAccessReview against the cluster ([`kubernetes`]).
+
+pub mod kubernetes;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -48,8 +51,16 @@ pub struct Caller {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// No token, or one nobody knows: HTTP 401, code UNAUTHENTICATED.
     #[error("{0}")]
     Unauthenticated(String),
+    /// A known caller without any role here: HTTP 403, code FORBIDDEN.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Whoever decides (the Kubernetes API server) could not be asked: HTTP 503, code
+    /// UNAVAILABLE; never cached, the client retries.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_secs: u64 },
 }
 
 pub trait Authenticator: Send + Sync {
