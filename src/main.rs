@@ -23,7 +23,9 @@ async fn main() -> std::process::ExitCode {
             }
         },
         Command::Healthcheck { listen, path, timeout } => {
-            let timeout = std::time::Duration::try_from_secs_f64(timeout.clamp(0.1, 60.0)).unwrap_or_default();
+            let timeout =
+                std::time::Duration::try_from_secs_f64(if timeout.is_nan() { 3.0 } else { timeout.clamp(0.1, 60.0) })
+                    .unwrap_or(std::time::Duration::from_secs(3));
             match tokio::time::timeout(timeout, healthcheck(listen, &path)).await {
                 Ok(Ok(())) => std::process::ExitCode::SUCCESS,
                 Ok(Err(e)) => {
