@@ -26,6 +26,20 @@ pub enum Command {
         /// Directory of .graphql files.
         dir: PathBuf,
     },
+    /// Exit 0 if the server on this machine answers `GET /healthz` with 200, else 1. The
+    /// container image's HEALTHCHECK runs it: the image has no curl or wget.
+    Healthcheck {
+        /// The server's listen address (the same env var as `serve --listen`); an unspecified
+        /// address (0.0.0.0, [::]) is reached on loopback.
+        #[arg(long, env = "CATALOG_BFF_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Path to ask for.
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// Seconds before giving up.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]

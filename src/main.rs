@@ -34,6 +34,22 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Healthcheck { listen, path, timeout } => {
+            let timeout =
+                std::time::Duration::try_from_secs_f64(if timeout.is_nan() { 3.0 } else { timeout.clamp(0.1, 60.0) })
+                    .unwrap_or(std::time::Duration::from_secs(3));
+            match tokio::time::timeout(timeout, healthcheck(listen, &path)).await {
+                Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("catalog-bff healthcheck: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+                Err(_) => {
+                    eprintln!("catalog-bff healthcheck: no answer from {listen}{path} within {timeout:?}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) if args.check_config => match args.check() {
             Ok(()) => {
                 println!("{:#}", args.summary());
@@ -56,4 +72,31 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+/// `GET path` over plain HTTP/1.1 on this machine; Ok only for a 200. Hand-rolled on a TCP
+/// stream because it is all a container HEALTHCHECK needs (no TLS, no redirects, no client
+/// set-up), and the slim image has no curl.
+async fn healthcheck(mut listen: std::net::SocketAddr, path: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if listen.ip().is_unspecified() {
+        listen.set_ip(match listen {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    anyhow::ensure!(
+        path.starts_with('/') && !path.contains(char::is_whitespace),
+        "--path must be an absolute path such as /healthz"
+    );
+    let mut stream =
+        tokio::net::TcpStream::connect(listen).await.map_err(|e| anyhow::anyhow!("cannot connect to {listen}: {e}"))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    // The status line is all that matters; read at most a little of the answer.
+    let mut head = Vec::new();
+    stream.take(4096).read_to_end(&mut head).await?;
+    let text = String::from_utf8_lossy(&head);
+    let status = text.lines().next().unwrap_or_default();
+    anyhow::ensure!(status.split_whitespace().nth(1) == Some("200"), "{listen}{path} answered {status:?}, not 200");
+    Ok(())
 }
