@@ -55,7 +55,32 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
+/// What a source's `type` says about where its catalog comes from. The entry keeps the text
+/// as written (a deployer's `hf` or `git` source round-trips unchanged); code decides on this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A catalog stored with the configuration (a file, or a ConfigMap key).
+    Yaml,
+    /// A catalog fetched over HTTP.
+    Url,
+    /// A type this server does not load (kept as it is, state ERROR on refresh).
+    Unsupported,
+}
+
 impl SourceEntry {
+    pub fn kind(&self) -> SourceKind {
+        match self.type_.as_str() {
+            "yaml" => SourceKind::Yaml,
+            "url" => SourceKind::Url,
+            _ => SourceKind::Unsupported,
+        }
+    }
+
+    /// The catalog location of a yaml source (`None` for other kinds).
+    pub fn yaml_catalog(&self) -> Option<&str> {
+        self.yaml_catalog_path().filter(|_| self.kind() == SourceKind::Yaml)
+    }
+
     pub fn yaml_catalog_path(&self) -> Option<&str> {
         self.properties.get("yamlCatalogPath").and_then(Value::as_str)
     }
@@ -295,7 +320,7 @@ impl SourcesFile {
         let mut owners: std::collections::HashMap<PathBuf, (PluginKind, String)> = std::collections::HashMap::new();
         let mut out = Vec::new();
         for (plugin, e) in &self.sources {
-            let Some(rel) = e.yaml_catalog_path().filter(|_| e.type_ == "yaml") else { continue };
+            let Some(rel) = e.yaml_catalog() else { continue };
             let key = super::paths::normalized(&self.resolve(rel).to_string_lossy());
             let (line, col) = find_key_value(&self.text, "id", &e.id, 0);
             let problem = if key == own {

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 use super::diagnostics::{Diagnostic, Layer, ValidationReport};
 use super::plugins::{Entity, PluginKind};
 use super::redact::{REDACTED, find_inline_secrets, is_secret_key};
-use super::sources::{SourceEntry, validate_entry};
+use super::sources::{SourceEntry, SourceKind, validate_entry};
 use super::yamlerr::syntax_check;
 
 /// A source as proposed by a caller: the entry for the sources file and, for `yaml` sources,
@@ -74,7 +74,7 @@ pub fn check(draft: &SourceDraft, existing: Option<&SourceEntry>) -> Checked {
     let mut entities = None;
     if let Some(content) = &draft.content {
         let file = content_label(&draft.entry);
-        if draft.entry.type_ != "yaml" {
+        if draft.entry.kind() != SourceKind::Yaml {
             diags.push(
                 Diagnostic::error(
                     Layer::Semantics,
@@ -107,7 +107,7 @@ pub fn check(draft: &SourceDraft, existing: Option<&SourceEntry>) -> Checked {
         for s in find_inline_secrets(content) {
             diags.push(secret_warning(&s.key).in_file(&file).at(Some(s.line), Some(s.column)));
         }
-    } else if draft.entry.type_ == "yaml" && !keeps_outside_location(draft, existing) {
+    } else if draft.entry.kind() == SourceKind::Yaml && !keeps_outside_location(draft, existing) {
         diags.push(
             Diagnostic::error(
                 Layer::Semantics,

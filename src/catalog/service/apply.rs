@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::catalog::paths;
-use crate::catalog::sources::SourcesFile;
+use crate::catalog::sources::{SourceKind, SourcesFile};
 use crate::catalog::store::{StoreError, Write};
 
 /// How many times an apply re-reads and retries after someone else wrote the same plugin's
@@ -17,7 +17,7 @@ impl Catalog {
     /// (`{id}-{plugin}.yaml` beside the sources file), an existing one keeps its own, and new
     /// content must be writable there (see `paths`). Refuses before anything is written.
     fn prepare(&self, config: &Config, mut draft: SourceDraft) -> Result<SourceDraft> {
-        if draft.entry.type_ != "yaml" {
+        if draft.entry.kind() != SourceKind::Yaml {
             return Ok(draft);
         }
         let plugin = draft.plugin;
@@ -46,7 +46,7 @@ impl Catalog {
     /// outbound URL policy of `url` sources (`--url-allow`).
     fn check_draft(&self, draft: &SourceDraft, existing: Option<&SourceEntry>) -> crate::catalog::validate::Checked {
         let mut checked = check(draft, existing);
-        if draft.entry.type_ == "url"
+        if draft.entry.kind() == SourceKind::Url
             && let Some(url) = draft.entry.url()
             && let Err(msg) = crate::catalog::outbound::check_source_url(&self.options.fetch.url_allow, url)
         {
@@ -106,7 +106,7 @@ impl Catalog {
         opts: ApplyOptions,
         actor: &str,
     ) -> Result<ApplyOutcome> {
-        self.apply_as(Proposed::Patch(plugin, patch), opts, actor, "apply").await
+        self.apply_as(Proposed::Patch(plugin, patch), opts, actor, RevisionAction::Apply).await
     }
 
     pub async fn rollback(
@@ -124,7 +124,7 @@ impl Catalog {
         let entry: SourceEntry = serde_json::from_str(&row.entry)
             .map_err(|e| CatalogError::Internal(format!("revision {revision} of {plugin}/{id} is unreadable: {e}")))?;
         let draft = SourceDraft { plugin, entry, content: row.content };
-        self.apply_as(Proposed::Draft(draft), opts, actor, "rollback").await
+        self.apply_as(Proposed::Draft(draft), opts, actor, RevisionAction::Rollback).await
     }
 
     #[tracing::instrument(name = "apply", skip_all, fields(action, actor))]
@@ -133,7 +133,7 @@ impl Catalog {
         proposed: Proposed,
         opts: ApplyOptions,
         actor: &str,
-        action: &str,
+        action: RevisionAction,
     ) -> Result<ApplyOutcome> {
         let guard = self.write_lock.lock().await;
         let mut attempt = 0;
@@ -143,7 +143,8 @@ impl Catalog {
             // now, read under the lock (not our cached copy, which may be a watch interval old).
             let config = self.store.load().await.map_err(|e| match e {
                 LoadError::Invalid(_) => CatalogError::Internal(format!(
-                    "the sources configuration ({}) is invalid, fix it before applying:\n{}",
+                    "the sources {} is invalid ({}), fix it before applying:\n{}",
+                    if self.store.kind() == "file" { "file on disk" } else { "ConfigMap" },
                     self.store.describe(),
                     e.render()
                 )),
@@ -172,8 +173,8 @@ impl Catalog {
         let id = draft.entry.id.clone();
         self.bump();
         drop(guard);
-        tracing::info!(plugin = plugin.name(), source = %id, revision = row.revision, actor, action, "source applied");
-        let kind = if action == "rollback" { EventKind::RolledBack } else { EventKind::Applied };
+        tracing::info!(plugin = plugin.name(), source = %id, revision = row.revision, actor, action = action.as_str(), "source applied");
+        let kind = if action == RevisionAction::Rollback { EventKind::RolledBack } else { EventKind::Applied };
         self.events.publish(kind, plugin.name(), Some(&id), Some(row.revision), None);
 
         let refresh = if opts.refresh_after_apply {
@@ -241,7 +242,7 @@ impl Catalog {
         proposed: &Proposed,
         opts: &ApplyOptions,
         actor: &str,
-        action: &str,
+        action: RevisionAction,
     ) -> Result<Step> {
         let draft = match proposed {
             Proposed::Draft(d) => d.clone(),
@@ -351,7 +352,7 @@ impl Catalog {
                 content_hash: &revision_hash(&draft.entry, draft.content.as_deref()),
                 entry: &entry_json(&draft.entry),
                 content: draft.content.as_deref(),
-                action,
+                action: action.as_str(),
                 actor,
             })
             .await
@@ -412,7 +413,7 @@ impl Catalog {
         if !moved {
             return Ok(Step::Raced(msg));
         }
-        let recorded = self.record_disk_revisions(&now, ("external", "external")).await?;
+        let recorded = self.record_disk_revisions(&now, RevisionAction::External).await?;
         let latest = recorded.iter().find(|(k, _)| k.0 == plugin && k.1 == id).map(|(_, r)| *r).unwrap_or(current);
         Err(CatalogError::Conflict { expected: opts.expected_revision.unwrap_or(current), current: latest })
     }

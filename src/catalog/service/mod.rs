@@ -154,7 +154,7 @@ impl Catalog {
             events: Events::default(),
             first_refresh_done: AtomicBool::new(false),
         });
-        catalog.record_disk_revisions(&catalog.config(), ("import", "system")).await?;
+        catalog.record_disk_revisions(&catalog.config(), RevisionAction::Import).await?;
         Ok(catalog)
     }
 
@@ -178,7 +178,7 @@ impl Catalog {
     /// Records a revision for sources whose entry or content changed since the last revision
     /// (first start: action `import`, actor `system`; later: `external`). Returns the sources
     /// that got a new revision.
-    async fn record_disk_revisions(&self, config: &Config, first: (&str, &str)) -> Result<Vec<(SourceKey, i32)>> {
+    async fn record_disk_revisions(&self, config: &Config, first: RevisionAction) -> Result<Vec<(SourceKey, i32)>> {
         let mut changed = Vec::new();
         for (plugin, entry) in config.sources() {
             let key = (plugin, entry.id.clone());
@@ -189,8 +189,8 @@ impl Catalog {
             }
             let latest = self.db.latest_revision(plugin.name(), &entry.id).await?;
             let (revision, action, actor) = match &latest {
-                None => (1, first.0, first.1),
-                Some(r) if r.content_hash != hash => (r.revision + 1, "external", "external"),
+                None => (1, first, if first == RevisionAction::Import { "system" } else { "external" }),
+                Some(r) if r.content_hash != hash => (r.revision + 1, RevisionAction::External, "external"),
                 Some(_) => {
                     self.set_known(key, hash);
                     continue;
@@ -204,7 +204,7 @@ impl Catalog {
                     content_hash: &hash,
                     entry: &entry_json(entry),
                     content: content.as_deref(),
-                    action,
+                    action: action.as_str(),
                     actor,
                 })
                 .await?;
@@ -262,7 +262,7 @@ impl Catalog {
     /// sources file's directory; a deployer's outside location still loads on refresh, its
     /// text is just not shown).
     fn read_content(&self, config: &Config, plugin: PluginKind, entry: &SourceEntry) -> Option<String> {
-        let rel = entry.yaml_catalog_path().filter(|_| entry.type_ == "yaml")?;
+        let rel = entry.yaml_catalog()?;
         self.read_catalog(config, plugin, &entry.id, rel)
     }
 

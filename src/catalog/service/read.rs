@@ -147,7 +147,8 @@ impl Catalog {
         };
         let first = self.first_refresh_done.load(Ordering::Acquire);
         let config_errors = self.config_errors();
-        let config_ok = config_errors.is_empty();
+        let reachable = self.store.reachable().await;
+        let config_ok = config_errors.is_empty() && reachable.is_ok();
         vec![
             ReadyCheck {
                 name: "config",
@@ -159,7 +160,7 @@ impl Catalog {
                         self.store.describe(),
                         d.render()
                     ),
-                    None => format!("{} is not readable", self.store.describe()),
+                    None => reachable.err().unwrap_or_else(|| format!("{} is not readable", self.store.describe())),
                 },
             },
             ReadyCheck {

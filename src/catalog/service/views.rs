@@ -24,13 +24,20 @@ impl SourceState {
         }
     }
 
+    /// A state as stored in `catalog_refresh_status.state`. A word this version does not know
+    /// (a newer replica wrote it, or the row was edited by hand) reads as ERROR, loudly, rather
+    /// than silently as some other state.
     pub(super) fn parse(s: &str) -> SourceState {
         match s {
             "AVAILABLE" => SourceState::Available,
             "PARTIALLY_AVAILABLE" => SourceState::PartiallyAvailable,
             "ERROR" => SourceState::Error,
             "DISABLED" => SourceState::Disabled,
-            _ => SourceState::Loading,
+            "LOADING" => SourceState::Loading,
+            other => {
+                tracing::warn!(state = other, "unknown source state in the database; showing ERROR");
+                SourceState::Error
+            }
         }
     }
 }
@@ -59,6 +66,31 @@ pub struct SourceView {
     pub properties: serde_json::Value,
     pub revision: Option<i32>,
     pub status: SourceStatus,
+}
+
+/// Why a revision was recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevisionAction {
+    /// `applySource`.
+    Apply,
+    /// `rollbackSource`: a new revision with an older one's content.
+    Rollback,
+    /// The configuration found on first start.
+    Import,
+    /// An edit made outside the API (a file edit, `kubectl edit`).
+    External,
+}
+
+impl RevisionAction {
+    /// The word stored in the database and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionAction::Apply => "apply",
+            RevisionAction::Rollback => "rollback",
+            RevisionAction::Import => "import",
+            RevisionAction::External => "external",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::{Catalog, RefreshRequest, Result, SourceKey};
+use super::{Catalog, RefreshRequest, Result, RevisionAction, SourceKey};
 use crate::catalog::diagnostics::{Diagnostic, Layer};
 use crate::catalog::events::EventKind;
 use crate::catalog::store::LoadError;
@@ -84,7 +84,7 @@ impl Catalog {
             state.config = Arc::new(new);
         }
         self.set_config_error(None);
-        let changed = self.record_disk_revisions(&self.config(), ("external", "external")).await?;
+        let changed = self.record_disk_revisions(&self.config(), RevisionAction::External).await?;
         if changed.is_empty() && removed.is_empty() {
             return Ok(Vec::new());
         }

@@ -130,6 +130,15 @@ impl ConfigStore for FileStore {
         })
     }
 
+    fn reachable(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            match std::fs::File::open(&self.sources_path) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("{} is not readable: {e}", self.sources_path.display())),
+            }
+        })
+    }
+
     fn changed(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::pending())
     }

@@ -134,8 +134,7 @@ pub fn data_from_file(
                 continue;
             }
             let mut e = e.clone();
-            if e.type_ == "yaml"
-                && let Some(rel) = e.yaml_catalog_path().map(str::to_string)
+            if let Some(rel) = e.yaml_catalog().map(str::to_string)
             {
                 let path = file.resolve(&rel);
                 let text = std::fs::read_to_string(&path).map_err(|err| {
@@ -427,6 +426,17 @@ impl ConfigStore for KubeStore {
             };
             if let Err(e) = result {
                 tracing::error!(configmap = %name, error = %e, "could not restore a ConfigMap after a failed apply");
+            }
+        })
+    }
+
+    fn reachable(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let name = self.name(PluginKind::Models);
+            match tokio::time::timeout(std::time::Duration::from_millis(800), self.api.get_opt(&name)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(api_error(&e, &format!("reading ConfigMap {name}")).to_string()),
+                Err(_) => Err(format!("reading ConfigMap {name}: no answer from the Kubernetes API within 800 ms")),
             }
         })
     }

@@ -171,6 +171,8 @@ pub trait ConfigStore: Send + Sync {
     fn commit<'a>(&'a self, write: Write<'a>) -> BoxFuture<'a, Result<Committed, StoreError>>;
     /// Undoes a commit (best effort; logs what it could not restore).
     fn revert(&self, committed: Committed) -> BoxFuture<'_, ()>;
+    /// Whether the store can be read right now (for `/readyz`; answers quickly).
+    fn reachable(&self) -> BoxFuture<'_, Result<(), String>>;
     /// Resolves when the configuration may have changed outside the API (a watch event); the
     /// watcher also polls, so a store without notifications never resolves.
     fn changed(&self) -> BoxFuture<'_, ()>;
