@@ -126,6 +126,7 @@ impl Catalog {
         action: &str,
     ) -> Result<ApplyOutcome> {
         let guard = self.write_lock.lock().await;
+        let guard = (guard, self.db.lock_plugin(proposed.plugin().name()).await?);
 
         // Merge and splice against the same bytes: the file as it is on disk now, read under
         // the lock (not our cached copy, which may be a watch interval old).

@@ -9,6 +9,7 @@
 //! - A refresh swaps a source's snapshot only on success; failures keep the last good entities.
 
 mod apply;
+mod cluster;
 mod error;
 mod read;
 mod refresh;
@@ -17,6 +18,7 @@ mod views;
 mod watch;
 
 use apply::filter_entities;
+pub use cluster::{ClusterOptions, default_replica_id};
 pub use error::{CatalogError, Result};
 pub use refresh::RefreshRequest;
 use rows::*;
@@ -64,6 +66,8 @@ pub struct CatalogOptions {
     /// Files no source may write or read back (the SQLite database; `-wal`/`-shm`/`-journal`
     /// are implied).
     pub reserved_paths: Vec<PathBuf>,
+    /// Several replicas on one PostgreSQL (see `cluster`).
+    pub cluster: ClusterOptions,
 }
 
 impl Default for CatalogOptions {
@@ -74,6 +78,7 @@ impl Default for CatalogOptions {
             fetch: FetchConfig::default(),
             watch_interval: Some(std::time::Duration::from_secs(2)),
             reserved_paths: Vec::new(),
+            cluster: ClusterOptions::default(),
         }
     }
 }
@@ -132,7 +137,7 @@ fn read_optional(path: &Path) -> std::io::Result<Option<String>> {
 impl Catalog {
     /// Reads the sources file and records a revision for every source whose on-disk content
     /// is not the latest recorded one. Does not refresh: call [`Catalog::refresh_all`].
-    pub async fn open(sources_path: PathBuf, db: Db, options: CatalogOptions) -> anyhow::Result<Arc<Catalog>> {
+    pub async fn open(sources_path: PathBuf, db: Db, mut options: CatalogOptions) -> anyhow::Result<Arc<Catalog>> {
         let file = SourcesFile::read(&sources_path).map_err(|diags| {
             let lines: Vec<String> = diags.iter().map(Diagnostic::render).collect();
             anyhow::anyhow!("the sources file is invalid:\n{}", lines.join("\n"))
@@ -140,9 +145,15 @@ impl Catalog {
         for w in &file.warnings {
             tracing::warn!("{}", w.render());
         }
-        let interrupted = db.fail_interrupted_jobs(Utc::now()).await?;
-        if interrupted > 0 {
-            tracing::warn!(count = interrupted, "marked refresh jobs interrupted by a restart as FAILED");
+        // One replica (SQLite): every unfinished job is this process's own, left by a restart.
+        // On PostgreSQL only expired leases are failed (`cluster`), never a live replica's jobs;
+        // the external-edit check runs there under the cluster locks instead of the watcher.
+        let poll = if db.is_postgres() { options.watch_interval.take() } else { None };
+        if !db.is_postgres() {
+            let interrupted = db.fail_interrupted_jobs(Utc::now()).await?;
+            if interrupted > 0 {
+                tracing::warn!(count = interrupted, "marked refresh jobs interrupted by a restart as FAILED");
+            }
         }
         let http = super::fetch::client(&options.fetch);
         let job_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_jobs.max(1)));
@@ -165,7 +176,11 @@ impl Catalog {
             events: Events::default(),
             first_refresh_done: AtomicBool::new(false),
         });
-        catalog.record_disk_revisions(("import", "system")).await?;
+        {
+            let _cluster = catalog.lock_all_plugins().await?;
+            catalog.record_disk_revisions(("import", "system")).await?;
+        }
+        catalog.start_cluster(poll).await?;
         Ok(catalog)
     }
 
