@@ -51,7 +51,7 @@ pub enum Claim {
     /// The job row is inserted, owned by this replica: run it.
     Mine,
     /// A live job for the same target (or its whole plugin) runs already: follow it.
-    Running(JobRow),
+    Running(Box<JobRow>),
 }
 
 /// A job whose lease ran out, now FAILED.
@@ -389,7 +389,7 @@ impl Db {
         match found {
             None => Ok(Claim::Mine),
             Some(id) => match self.job(&id).await? {
-                Some(other) => Ok(Claim::Running(other)),
+                Some(other) => Ok(Claim::Running(Box::new(other))),
                 // Gone between the two reads (it cannot be deleted; be safe): run ours.
                 None => Ok(Claim::Mine),
             },

@@ -120,7 +120,7 @@ impl Catalog {
                         }
                         Ok(Claim::Running(other)) => {
                             self.jobs.finish(&job);
-                            let mut theirs = self.follow_remote_job(job_from_row(other)).await;
+                            let mut theirs = self.follow_remote_job(job_from_row(*other)).await;
                             if req.after_write.is_none() {
                                 break theirs;
                             }
