@@ -32,6 +32,9 @@ use std::time::Duration;
 /// sequence value that a failed insert used up).
 pub const GAP_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a change that cannot be applied is retried before it is skipped.
+pub const GIVE_UP: Duration = Duration::from_secs(30);
+
 /// Cluster settings (`--replica-id`, `--job-lease`, `--consistency-wait`).
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -307,8 +310,16 @@ impl Catalog {
                 if id != at + 1 && row.age_secs < GAP_GRACE.as_secs_f64() {
                     return Ok(true);
                 }
-                if row.origin != self.replica() {
-                    self.apply_remote(row).await;
+                if row.origin != self.replica()
+                    && let Err(e) = self.apply_remote(row).await
+                {
+                    // Not applied: stay before it and try again shortly (a re-read is
+                    // idempotent), but never let one change stall the feed for good.
+                    if row.age_secs < GIVE_UP.as_secs_f64() {
+                        tracing::warn!(generation = id, error = %e, "could not apply a change from another replica; retrying");
+                        return Ok(true);
+                    }
+                    tracing::error!(generation = id, error = %e, "skipping a change from another replica that could not be applied");
                 }
                 at = id;
                 self.events.set_applied(at);
@@ -319,8 +330,9 @@ impl Catalog {
         }
     }
 
-    /// Brings this replica up to date with one change another replica made.
-    async fn apply_remote(self: &Arc<Self>, row: &ChangeRow) {
+    /// Brings this replica up to date with one change another replica made. Fails only when
+    /// the config could not be re-read (the change is then retried, not skipped).
+    async fn apply_remote(self: &Arc<Self>, row: &ChangeRow) -> Result<()> {
         let plugin = PluginKind::parse(&row.plugin);
         if row.kind == JOB_KIND {
             if let Some(id) = &row.job_id
@@ -334,17 +346,15 @@ impl Catalog {
                 }
             }
             self.bump();
-            return;
+            return Ok(());
         }
         let Some(kind) = EventKind::parse(&row.kind) else {
             tracing::debug!(kind = %row.kind, "ignoring a change of an unknown kind (a newer replica?)");
-            return;
+            return Ok(());
         };
         match kind {
             EventKind::Applied | EventKind::RolledBack | EventKind::ConfigChangedExternally => {
-                if let Err(e) = self.reread_config().await {
-                    tracing::warn!(error = %e, "re-reading the config after a change on another replica failed");
-                }
+                self.reread_config().await?;
             }
             EventKind::Refreshed => {
                 if let (Some(p), Some(id)) = (plugin, &row.source_id) {
@@ -362,6 +372,7 @@ impl Catalog {
             job_id: row.job_id.clone(),
             at: row.created_at,
         });
+        Ok(())
     }
 
     /// Renews this replica's job leases every third of `--job-lease`, fails the jobs of
