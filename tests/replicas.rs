@@ -394,3 +394,36 @@ async fn a_change_made_while_a_replica_lost_its_feed_reaches_it_after_reconnecti
     let (read, _) = post(&b, LABELS, json!({"id": "local"}), token).await;
     assert_eq!(read["data"]["source"]["labels"], json!(["while B was away"]), "{read:#}");
 }
+
+/// Replicas starting together: B starts while A's initial job runs, joins it, and still serves
+/// the sources that job refreshed before B was listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_joins_a_running_initial_job_serves_every_source() {
+    if skip("a_replica_that_joins_a_running_initial_job_serves_every_source") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(3)).await;
+    write_sources(dir.path(), &host);
+    host.state.lock().unwrap().delay_ms = 3000;
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let args = ["--watch-interval", "0", "--url-allow", "127.0.0.1", "--replica-id", "replica-a"];
+    let a = Server::start_with(dir.path(), Some(&dir.path().join("sources.yaml")), &db, false, &args).await;
+    // A's start-up job has loaded `local` and waits on the slow host.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (jobs, _) = post(&a, "{ refreshJobs(limit: 10) { phase completed total } }", json!({}), None).await;
+        let list = jobs["data"]["refreshJobs"].as_array().cloned().unwrap_or_default();
+        if list.iter().any(|j| j["phase"] == "RUNNING" && j["total"] == 2 && j["completed"] == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's start-up job never got half way: {jobs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = replica(dir.path(), &db, "replica-b", &[]).await;
+    let (ents, _) = post(&b, "{ entities(plugin: \"models\") { totalCount } }", json!({}), None).await;
+    assert_eq!(ents["data"]["entities"]["totalCount"], 5, "B misses what A's job loaded before B listened: {ents:#}");
+    let (jobs, _) = post(&b, "{ refreshJobs(limit: 10) { total } }", json!({}), None).await;
+    let plugin_jobs = jobs["data"]["refreshJobs"].as_array().unwrap().iter().filter(|j| j["total"] == 2).count();
+    assert_eq!(plugin_jobs, 1, "B ran its own start-up job instead of joining A's: {jobs:#}");
+}

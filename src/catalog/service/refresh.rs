@@ -219,8 +219,17 @@ impl Catalog {
     pub async fn refresh_all(self: &Arc<Self>) {
         for plugin in PluginKind::ALL {
             let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, None, "system") };
-            if let Err(e) = self.refresh(req).await {
-                tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed");
+            match self.refresh(req).await {
+                Ok(job) => {
+                    // Joined another replica's job (replicas starting together): the sources it
+                    // refreshed before this replica listened have no snapshot here yet.
+                    for id in &job.sources {
+                        if self.snapshot(&(plugin, id.clone())).is_none() {
+                            self.reload_snapshot(plugin, id).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed"),
             }
         }
         self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
