@@ -444,15 +444,53 @@ impl Db {
     }
 }
 
-/// A LISTEN connection on the change feed's channel, from the shared pool.
-pub async fn listen(pool: &PgPool, timeout: Duration) -> Result<sqlx::postgres::PgListener, DbError> {
-    let connect = async {
-        let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
-        l.listen(CHANNEL).await?;
-        Ok::<_, sqlx::Error>(l)
-    };
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(r) => r.map_err(sqlx_err),
-        Err(_) => Err(DbError::Unavailable("no LISTEN connection within --db-timeout".into())),
+/// A LISTEN connection on the change feed's channel (a dedicated connection from the shared
+/// pool), so the core never sees a sqlx type.
+pub struct Feed {
+    listener: sqlx::postgres::PgListener,
+    timeout: Duration,
+}
+
+/// What [`Feed::next`] saw.
+pub enum FeedEvent {
+    /// A notification: read the table.
+    Notified,
+    /// Nothing for `quiet`, and the connection answered a ping.
+    Quiet,
+    /// The connection is gone (or hangs): reconnect.
+    Lost,
+}
+
+impl Db {
+    /// Opens the change feed's LISTEN connection, within `--db-timeout`.
+    pub async fn listen(&self) -> Result<Feed, DbError> {
+        let Some(pool) = self.pg_pool() else {
+            return Err(DbError::Unavailable("the change feed needs PostgreSQL".into()));
+        };
+        let connect = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+            l.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(r) => r.map(|listener| Feed { listener, timeout: self.timeout }).map_err(sqlx_err),
+            Err(_) => Err(self.unavailable("opening the LISTEN connection")),
+        }
+    }
+}
+
+impl Feed {
+    /// Waits up to `quiet` for a notification; after silence, pings the connection (a cut
+    /// network is silent, not closed).
+    pub async fn next(&mut self, quiet: Duration) -> FeedEvent {
+        match tokio::time::timeout(quiet, self.listener.try_recv()).await {
+            Ok(Ok(Some(_))) => FeedEvent::Notified,
+            Ok(Ok(None)) | Ok(Err(_)) => FeedEvent::Lost,
+            Err(_) => {
+                let ping =
+                    tokio::time::timeout(self.timeout, sqlx::query("SELECT 1").execute(&mut self.listener)).await;
+                if matches!(ping, Ok(Ok(_))) { FeedEvent::Quiet } else { FeedEvent::Lost }
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@
 use super::apply::Proposed;
 use super::*;
 use crate::catalog::events::{CatalogEvent, JOB_KIND};
-use crate::db::cluster::{ChangeRow, NewChange, PluginLock};
+use crate::db::cluster::{ChangeRow, FeedEvent, NewChange, PluginLock};
 use std::time::Duration;
 
 /// How long a hole in the change ids is waited for before it is taken as permanent (a
@@ -233,15 +233,17 @@ impl Catalog {
 
     /// LISTENs for changes; reconnects with backoff and resynchronises after a lost connection.
     async fn feed_loop(self: Arc<Self>) {
-        let Some(pool) = self.db.pg_pool().cloned() else { return };
+        if !self.db.is_postgres() {
+            return;
+        }
         let mut shutdown = self.shutdown_signal();
         let mut pause = Duration::from_millis(100);
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let mut listener = match crate::db::cluster::listen(&pool, self.db.timeout()).await {
-                Ok(l) => l,
+            let mut feed = match self.db.listen().await {
+                Ok(f) => f,
                 Err(e) => {
                     self.events.set_feed(false, format!("LISTEN connection down, reconnecting: {e}"));
                     tokio::select! {
@@ -258,25 +260,16 @@ impl Catalog {
             self.events.set_feed(true, format!("listening on {}", crate::db::cluster::CHANNEL));
             tracing::info!(generation = self.cluster_generation(), "change feed connected");
             loop {
-                let wait = if gap { Duration::from_millis(50) } else { Duration::from_secs(2) };
+                // A hole in the ids is looked at again soon; otherwise the heartbeat also
+                // catches a notification that was missed.
+                let quiet = if gap { Duration::from_millis(50) } else { Duration::from_secs(2) };
                 let next = tokio::select! {
-                    n = tokio::time::timeout(wait, listener.try_recv()) => n,
+                    n = feed.next(quiet) => n,
                     _ = shutdown.wait_for(|s| *s) => return,
                 };
                 match next {
-                    Ok(Ok(Some(_))) => gap = self.catch_up_logged().await,
-                    Ok(Ok(None)) | Ok(Err(_)) => break,
-                    Err(_) => {
-                        // Quiet: make sure the connection is alive (a cut network is silent),
-                        // and look at the table in case a notification was missed.
-                        let ping =
-                            tokio::time::timeout(self.db.timeout(), sqlx::query("SELECT 1").execute(&mut listener))
-                                .await;
-                        if !matches!(ping, Ok(Ok(_))) {
-                            break;
-                        }
-                        gap = self.catch_up_logged().await;
-                    }
+                    FeedEvent::Notified | FeedEvent::Quiet => gap = self.catch_up_logged().await,
+                    FeedEvent::Lost => break,
                 }
             }
             self.events.set_feed(false, "LISTEN connection lost; reconnecting".into());
