@@ -192,9 +192,16 @@ async fn a_job_on_a_is_followed_from_c_to_its_end_and_shared_by_b() {
         .collect();
     assert_eq!(single.len(), 1, "{jobs:#}");
     assert_eq!(single[0]["id"], id);
-    // B's wait:true follows A's job too, when it is the running one.
-    let (done, _) = post(&b, JOB, json!({"id": id}), None).await;
-    assert_eq!(done["data"]["refreshJob"]["phase"], "SUCCEEDED");
+    // B, which joined A's job, converges on its end too (by the feed, a few ms behind C maybe).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (done, _) = post(&b, JOB, json!({"id": id}), None).await;
+        if done["data"]["refreshJob"]["phase"] == "SUCCEEDED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never saw A's job end: {done:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(a);
 }
 
@@ -426,4 +433,36 @@ async fn a_replica_that_joins_a_running_initial_job_serves_every_source() {
     let (jobs, _) = post(&b, "{ refreshJobs(limit: 10) { total } }", json!({}), None).await;
     let plugin_jobs = jobs["data"]["refreshJobs"].as_array().unwrap().iter().filter(|j| j["total"] == 2).count();
     assert_eq!(plugin_jobs, 1, "B ran its own start-up job instead of joining A's: {jobs:#}");
+}
+
+/// A replica restarted under the same `--replica-id` (a StatefulSet pod) fails the jobs its
+/// previous process left at once, instead of renewing their leases forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_under_its_id_fails_its_previous_jobs_at_start() {
+    if skip("a_replica_restarted_under_its_id_fails_its_previous_jobs_at_start") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(3)).await;
+    write_sources(dir.path(), &host);
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let lease = ["--job-lease", "600"];
+    let a = replica(dir.path(), &db, "replica-a", &lease).await;
+    host.state.lock().unwrap().delay_ms = 60_000;
+    let (job, _) =
+        post(&a, "mutation { refreshSource(plugin: \"models\", id: \"slow\", wait: false) { id } }", json!({}), None)
+            .await;
+    let id = job["data"]["refreshSource"]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while post(&a, JOB, json!({"id": id}), None).await.0["data"]["refreshJob"]["phase"] != "RUNNING" {
+        assert!(Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = a.kill();
+    host.state.lock().unwrap().delay_ms = 0;
+    let a = replica(dir.path(), &db, "replica-a", &lease).await;
+    let (j, _) = post(&a, JOB, json!({"id": id}), None).await;
+    assert_eq!(j["data"]["refreshJob"]["phase"], "FAILED", "{j:#}");
+    let error = j["data"]["refreshJob"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("interrupted") && error.contains("replica-a") && error.contains("restarted"), "{error}");
 }

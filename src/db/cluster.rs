@@ -414,6 +414,36 @@ impl Db {
         Ok(done.rows_affected())
     }
 
+    /// At start: marks FAILED the unfinished jobs owned by `owner`: replica ids are unique
+    /// among live replicas, so these were left by this replica's previous process (a restart
+    /// with the same `--replica-id`), which would otherwise renew their leases forever.
+    pub async fn fail_own_jobs(&self, owner: &str) -> Result<Vec<Expired>, DbError> {
+        let Some(pool) = self.pg_pool() else { return Ok(Vec::new()) };
+        let rows = self
+            .timed_sqlx(
+                "failing this replica's interrupted jobs",
+                sqlx::query(
+                    "UPDATE catalog_refresh_jobs
+                     SET phase = 'FAILED', current_source = NULL, finished_at = now(),
+                         error = 'interrupted: replica ' || owner || ' restarted'
+                     WHERE phase IN ('QUEUED', 'RUNNING') AND owner = $1
+                     RETURNING id, plugin, target",
+                )
+                .bind(owner)
+                .fetch_all(pool),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Expired {
+                    id: r.try_get("id").map_err(sqlx_err)?,
+                    plugin: r.try_get("plugin").map_err(sqlx_err)?,
+                    target: r.try_get("target").map_err(sqlx_err)?,
+                })
+            })
+            .collect()
+    }
+
     /// Marks FAILED every unfinished job whose lease expired (or that has none: left by a
     /// version without leases), naming the replica that stopped renewing. Never touches a job
     /// of a live replica. Returns the jobs it failed.

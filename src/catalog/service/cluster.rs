@@ -115,10 +115,13 @@ impl Catalog {
             job_lease_s = c.job_lease.as_secs_f64(),
             "cluster mode: changes travel by PostgreSQL LISTEN/NOTIFY"
         );
+        // Before anything runs here: what this replica id still owns is from a previous life.
+        let own = self.db.fail_own_jobs(&c.replica_id).await?;
         self.events.set_feed(false, "connecting".into());
         tokio::spawn(self.clone().publisher_loop(rx));
         tokio::spawn(self.clone().feed_loop());
         tokio::spawn(self.clone().lease_loop());
+        self.announce_failed(own, "its previous process stopped");
         if let Some(every) = poll {
             tokio::spawn(self.clone().poll_loop(every));
         }
@@ -382,22 +385,12 @@ impl Catalog {
             }
             match self.db.expire_leases().await {
                 Ok(expired) => {
-                    for job in expired {
-                        let source = job.target.as_deref().and_then(|t| t.split_once('/')).map(|(_, s)| s.to_string());
-                        tracing::warn!(job = %job.id, plugin = %job.plugin, "refresh job FAILED: its replica stopped renewing its lease");
-                        self.events.job_changed(&job.plugin, &job.id);
-                        self.events.publish(
-                            EventKind::RefreshFinished,
-                            &job.plugin,
-                            source.as_deref(),
-                            None,
-                            Some(&job.id),
-                        );
+                    for job in &expired {
                         if let Ok(Some(row)) = self.db.job(&job.id).await {
                             self.jobs.update_remote(&job_from_row(row));
                         }
-                        self.bump();
                     }
+                    self.announce_failed(expired, "its replica stopped renewing its lease");
                 }
                 Err(e) => tracing::warn!(error = %e, "could not check job leases"),
             }
@@ -416,6 +409,17 @@ impl Catalog {
                 _ = tokio::time::sleep(period) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
+        }
+    }
+
+    /// Tells everyone (the feed, local subscribers) that these jobs were failed here.
+    fn announce_failed(&self, jobs: Vec<crate::db::cluster::Expired>, why: &str) {
+        for job in jobs {
+            let source = job.target.as_deref().and_then(|t| t.split_once('/')).map(|(_, s)| s.to_string());
+            tracing::warn!(job = %job.id, plugin = %job.plugin, "refresh job FAILED: {why}");
+            self.events.job_changed(&job.plugin, &job.id);
+            self.events.publish(EventKind::RefreshFinished, &job.plugin, source.as_deref(), None, Some(&job.id));
+            self.bump();
         }
     }
 
