@@ -4,7 +4,8 @@
 //! with its consistency token, B's and C's subscribers get its event, a job on A is followed
 //! from C, a killed replica's job is failed by another after its lease, two applies with the
 //! same expectedRevision on two replicas have exactly one winner, and a replica that lost its
-//! feed catches up after reconnecting.
+//! feed (a PostgreSQL restart or a silent network cut, by a TCP proxy) catches up after
+//! reconnecting.
 
 mod common;
 
@@ -297,11 +298,13 @@ async fn concurrent_applies_on_two_replicas_with_one_expected_revision_have_one_
     }
 }
 
-/// A TCP proxy to PostgreSQL that can be taken down like a restart: every connection is closed
-/// and new ones are refused until it comes back.
+/// A TCP proxy to PostgreSQL that can be taken down like a restart (every connection closed,
+/// new ones refused) or, `silent`, like a cut network (every connection held open, nothing
+/// forwarded) until it comes back.
 struct Proxy {
     port: u16,
     down: watch::Sender<bool>,
+    silent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -309,44 +312,98 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (down, down_rx) = watch::channel(false);
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mode = silent.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else { return };
-                if *down_rx.borrow() {
-                    drop(client);
-                    continue;
-                }
                 let upstream = upstream.clone();
-                let rx = down_rx.clone();
-                tokio::spawn(async move { Proxy::relay(client, upstream, rx).await });
+                let mut rx = down_rx.clone();
+                let silent = mode.clone();
+                tokio::spawn(async move {
+                    if *rx.borrow() {
+                        if silent.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ = rx.wait_for(|d| !*d).await;
+                        }
+                        drop(client);
+                        return;
+                    }
+                    Proxy::relay(client, upstream, rx, silent).await
+                });
             }
         });
-        Proxy { port, down }
+        Proxy { port, down, silent }
     }
 
-    async fn relay(mut client: TcpStream, upstream: String, mut down: watch::Receiver<bool>) {
+    fn take_down(&self, silent: bool) {
+        self.silent.store(silent, std::sync::atomic::Ordering::SeqCst);
+        self.down.send_replace(true);
+    }
+
+    async fn relay(
+        mut client: TcpStream,
+        upstream: String,
+        mut down: watch::Receiver<bool>,
+        silent: Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
         let (mut a, mut b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
         enum Step {
             ToServer(usize),
             ToClient(usize),
+            Down,
             Stop,
         }
         loop {
             let step = tokio::select! {
                 n = client.read(&mut a) => match n { Ok(0) | Err(_) => Step::Stop, Ok(n) => Step::ToServer(n) },
                 n = server.read(&mut b) => match n { Ok(0) | Err(_) => Step::Stop, Ok(n) => Step::ToClient(n) },
-                r = down.wait_for(|d| *d) => { drop(r); Step::Stop },
+                r = down.wait_for(|d| *d) => { drop(r); Step::Down },
             };
             let written = match step {
                 Step::ToServer(n) => server.write_all(&a[..n]).await,
                 Step::ToClient(n) => client.write_all(&b[..n]).await,
+                Step::Down => {
+                    if silent.load(std::sync::atomic::Ordering::SeqCst) {
+                        let _ = down.wait_for(|d| !*d).await;
+                    }
+                    return;
+                }
                 Step::Stop => return,
             };
             if written.is_err() {
                 return;
             }
         }
+    }
+}
+
+/// Waits until B's `/readyz` names `changeFeed` as failing.
+async fn wait_feed_down(b: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let quick = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    loop {
+        if let Ok(r) = quick.get(format!("{}/readyz", b.base)).send().await {
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            if body["failed"].as_array().is_some_and(|f| f.contains(&json!("changeFeed"))) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "/readyz never named the lost change feed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_ready_again(b: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = b.client.get(format!("{}/readyz", b.base)).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "B never became ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -368,38 +425,23 @@ async fn a_change_made_while_a_replica_lost_its_feed_reaches_it_after_reconnecti
     on_b.subscribe("1", EVENTS, json!({"p": "models"})).await;
     wait_subscribers(&b, 1.0).await;
 
-    proxy.down.send_replace(true);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = b.client.get(format!("{}/readyz", b.base)).send().await.unwrap();
-        let body: Value = r.json().await.unwrap();
-        if body["failed"].as_array().is_some_and(|f| f.contains(&json!("changeFeed"))) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/readyz never named the lost change feed: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // A restart (connections closed, then refused), then a cut network (silence).
+    for (round, silent) in [false, true].into_iter().enumerate() {
+        proxy.take_down(silent);
+        wait_feed_down(&b).await;
+        let label = format!("while B was away {round}");
+        let (out, token) =
+            post(&a, APPLY, json!({"plugin": "models", "input": {"id": "local", "labels": [label]}}), None).await;
+        assert!(out["errors"].is_null(), "{out:#}");
+        let revision = out["data"]["applySource"]["revision"].as_i64().unwrap();
+        proxy.down.send_replace(false);
+        wait_ready_again(&b).await;
+        // The NOTIFY was lost with the connection; the resync from the table delivered it.
+        let ev = next_event(&mut on_b, "APPLIED").await;
+        assert_eq!(ev["revision"], revision, "round {round}");
+        let (read, _) = post(&b, LABELS, json!({"id": "local"}), token).await;
+        assert_eq!(read["data"]["source"]["labels"], json!([label]), "round {round}: {read:#}");
     }
-    let (out, token) =
-        post(&a, APPLY, json!({"plugin": "models", "input": {"id": "local", "labels": ["while B was away"]}}), None)
-            .await;
-    assert!(out["errors"].is_null(), "{out:#}");
-    let revision = out["data"]["applySource"]["revision"].as_i64().unwrap();
-
-    proxy.down.send_replace(false);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = b.client.get(format!("{}/readyz", b.base)).send().await.unwrap();
-        if r.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B never became ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The NOTIFY was lost with the connection; the resync from the table delivered it.
-    let ev = next_event(&mut on_b, "APPLIED").await;
-    assert_eq!(ev["revision"], revision);
-    let (read, _) = post(&b, LABELS, json!({"id": "local"}), token).await;
-    assert_eq!(read["data"]["source"]["labels"], json!(["while B was away"]), "{read:#}");
 }
 
 /// Replicas starting together: B starts while A's initial job runs, joins it, and still serves
