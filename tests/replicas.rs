@@ -508,3 +508,65 @@ async fn a_replica_restarted_under_its_id_fails_its_previous_jobs_at_start() {
     let error = j["data"]["refreshJob"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("interrupted") && error.contains("replica-a") && error.contains("restarted"), "{error}");
 }
+
+/// An edit made outside the API is seen by every replica's watcher; it is recorded once (the
+/// re-reads hold the cluster locks) and every replica serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_edit_is_recorded_once_and_served_by_every_replica() {
+    if skip("an_external_edit_is_recorded_once_and_served_by_every_replica") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(3)).await;
+    write_sources(dir.path(), &host);
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let sources = dir.path().join("sources.yaml");
+    let mut servers = Vec::new();
+    for name in ["replica-a", "replica-b", "replica-c"] {
+        let args = ["--watch-interval", "0.1", "--url-allow", "127.0.0.1", "--replica-id", name];
+        servers.push(Server::start_with(dir.path(), Some(&sources), &db, true, &args).await);
+    }
+    std::fs::write(dir.path().join("local.yaml"), models_yaml(4)).unwrap();
+    let revisions = "{ source(plugin: \"models\", id: \"local\") { revision revisions(limit: 10) { action } } entities(plugin: \"models\", sourceId: \"local\") { totalCount } }";
+    for s in &servers {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (r, _) = post(s, revisions, json!({}), None).await;
+            if r["data"]["entities"]["totalCount"] == 4 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a replica never served the external edit: {r:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // A while longer: every watcher has looked many times.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (r, _) = post(&servers[0], revisions, json!({}), None).await;
+    let actions: Vec<&str> =
+        r["data"]["source"]["revisions"].as_array().unwrap().iter().map(|v| v["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["external", "import"], "{r:#}");
+    assert_eq!(r["data"]["source"]["revision"], 2);
+
+    // Applies on A while B's and C's watchers poll the same files: none of them records A's
+    // written-but-not-yet-recorded bytes as an external edit, so every apply wins.
+    for i in 0..30 {
+        let (out, _) = post(
+            &servers[0],
+            APPLY,
+            json!({"plugin": "models", "input": {"id": "local", "content": models_yaml(5 + i % 2)}}),
+            None,
+        )
+        .await;
+        assert!(out["errors"].is_null(), "apply {i}: {out:#}");
+    }
+    let (r, _) = post(
+        &servers[0],
+        "{ source(plugin: \"models\", id: \"local\") { revisions(limit: 50) { action } } }",
+        json!({}),
+        None,
+    )
+    .await;
+    let external =
+        r["data"]["source"]["revisions"].as_array().unwrap().iter().filter(|v| v["action"] == "external").count();
+    assert_eq!(external, 1, "{r:#}");
+}
