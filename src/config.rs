@@ -411,6 +411,11 @@ impl ServeArgs {
                 url_allow: std::sync::Arc::new(url_allow),
                 kube_secrets: None,
             },
+            cluster: crate::catalog::service::ClusterOptions {
+                replica_id: self.replica_id.clone().unwrap_or_else(crate::catalog::service::default_replica_id),
+                job_lease: secs(self.job_lease),
+                consistency_wait: secs(self.consistency_wait),
+            },
         }
     }
 

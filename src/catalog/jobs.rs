@@ -2,6 +2,12 @@
 //!
 //! A job's live state sits in a `watch` channel: readers (the mutation waiting for the end,
 //! later subscriptions) always see the latest snapshot and never slow the job down.
+//!
+//! With several replicas the registry also holds the jobs this replica *follows*: jobs that
+//! run on another replica, mirrored from the change feed (each job notification re-reads the
+//! job's row). They look like local running jobs to readers, so `refreshProgress` and
+//! `refreshJob` work the same on every replica, and a local request for the same target joins
+//! them.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -78,6 +84,8 @@ struct Running {
     /// The catalog's write sequence when the job was registered. The job reads the files after
     /// this moment, so it sees every write numbered up to `write_seq`.
     write_seq: u64,
+    /// Runs on another replica; mirrored from the change feed.
+    remote: bool,
 }
 
 #[derive(Default)]
@@ -126,7 +134,7 @@ impl JobRegistry {
         }
         let (tx, rx) = watch::channel(job.clone());
         reg.by_target.insert(mine, job.id.clone());
-        reg.by_id.insert(job.id, Running { tx, write_seq });
+        reg.by_id.insert(job.id, Running { tx, write_seq, remote: false });
         Registered::Started(rx)
     }
 
@@ -156,7 +164,48 @@ impl JobRegistry {
         reg.by_id.get(id).map(|r| r.tx.subscribe())
     }
 
+    /// Jobs running on this replica (followed ones are not counted).
     pub fn running_count(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.values().filter(|r| !r.remote).count()
+    }
+
+    /// Follows `job`, running on another replica: registers it (unless known) and returns a
+    /// receiver of its state. A local request for its target joins it, except one that must see
+    /// a local write (the other replica may have read the files before it).
+    pub fn follow_remote(&self, job: RefreshJob) -> watch::Receiver<RefreshJob> {
+        let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = reg.by_id.get(&job.id) {
+            return running.tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(job.clone());
+        if !job.phase.is_done() {
+            reg.by_target.entry(target(&job.plugin, job.source_id.as_deref())).or_insert_with(|| job.id.clone());
+            reg.by_id.insert(job.id, Running { tx, write_seq: 0, remote: true });
+        }
+        rx
+    }
+
+    /// A followed job's new state (read from its row); forgets it once it ended.
+    pub fn update_remote(&self, job: &RefreshJob) {
+        let known = {
+            let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            reg.by_id.get(&job.id).map(|r| r.remote)
+        };
+        match known {
+            Some(true) if job.phase.is_done() => self.finish(job),
+            Some(true) => self.update(job),
+            _ => {}
+        }
+    }
+
+    /// Is `id` a job this replica follows (not one it runs)?
+    pub fn is_remote(&self, id: &str) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.get(id).is_some_and(|r| r.remote)
+    }
+
+    /// The ids of the jobs this replica follows.
+    pub fn remote_ids(&self) -> Vec<String> {
+        let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        reg.by_id.iter().filter(|(_, r)| r.remote).map(|(id, _)| id.clone()).collect()
     }
 }

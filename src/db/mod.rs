@@ -1,9 +1,13 @@
 //! Persistence: refresh status, source revisions and refresh jobs, through sea-orm on SQLite
 //! (the default) or PostgreSQL. Migrations run on connect.
 //!
+//! Several replicas on one PostgreSQL also share a change feed, advisory locks and job leases:
+//! see [`cluster`].
+//!
 //! The catalog core talks to the database only through [`Db`]: plain records in, plain records
 //! out, so no sea-orm type leaks into the core's API.
 
+pub mod cluster;
 pub mod entities;
 
 use chrono::{DateTime, Utc};
@@ -48,6 +52,8 @@ pub struct Db {
     backend: &'static str,
     /// Upper bound for one database call (pool acquire included).
     timeout: std::time::Duration,
+    /// Cross-replica write locks held by this process (PostgreSQL; see [`cluster`]).
+    locks: std::sync::Arc<cluster::ClusterLocks>,
 }
 
 /// A new revision to record.
@@ -116,7 +122,12 @@ impl Db {
                 .await?;
         }
         Migrator::up(&conn, None).await?;
-        Ok(Db { conn, backend, timeout })
+        Ok(Db { conn, backend, timeout, locks: Default::default() })
+    }
+
+    /// The bound of one database call (`--db-timeout`).
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
     }
 
     pub fn backend(&self) -> &'static str {

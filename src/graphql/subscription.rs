@@ -136,7 +136,7 @@ impl Subscription {
         let c = catalog(ctx)?.clone();
         let budget = take_budget(ctx)?;
         let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
-        let state = match c.jobs.subscribe(&job_id) {
+        let state = match c.follow_job(&job_id).await {
             Some(rx) => {
                 let first = rx.borrow().clone();
                 Progress {

@@ -12,6 +12,11 @@
 //! - The response type follows `Accept`; with `application/graphql-response+json`, a request
 //!   that fails to parse or validate answers 400.
 //! - Every error carries `extensions.code`.
+//! - Read-your-writes across replicas: a mutation's response carries the cluster generation
+//!   after it (`extensions.catalogGeneration` and `X-Catalog-Generation`); a request with
+//!   `X-Catalog-Min-Generation: N` first waits until this replica has applied N (bounded by
+//!   `--consistency-wait`, then UNAVAILABLE). The wait comes before the cache key is read, so
+//!   the key's generation is one that includes N.
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse, Request, Response, Variables};
@@ -31,6 +36,48 @@ use crate::auth::Caller;
 use crate::cache::{CacheKey, normalize};
 use crate::graphql::errors::{INTERNAL, VALIDATION_FAILED};
 use crate::graphql::extensions::{DocumentChecked, classify_errors, response_too_large};
+
+/// The consistency token on a mutation's response.
+pub const GENERATION_HEADER: &str = "x-catalog-generation";
+/// The token a client sends back to read its own writes on any replica.
+pub const MIN_GENERATION_HEADER: &str = "x-catalog-min-generation";
+
+/// Waits for `X-Catalog-Min-Generation`; the error response when it is invalid or this replica
+/// did not catch up in time.
+async fn wait_min_generation(app: &AppState, headers: &HeaderMap) -> Result<(), axum::response::Response> {
+    let Some(raw) = headers.get(MIN_GENERATION_HEADER) else { return Ok(()) };
+    let wanted = match raw.to_str().ok().map(str::trim).and_then(|v| v.parse::<u64>().ok()) {
+        Some(n) => n,
+        None => {
+            return Err(error_body(
+                StatusCode::BAD_REQUEST,
+                VALIDATION_FAILED,
+                "header X-Catalog-Min-Generation must be a non-negative integer: send back the X-Catalog-Generation of a mutation's response",
+            ));
+        }
+    };
+    match app.catalog.wait_for_generation(wanted).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let resp = Response::from_errors(vec![
+                crate::graphql::errors::to_graphql(e).into_server_error(Default::default()),
+            ]);
+            Err(respond(headers, BatchResponse::Single(resp), app.options.schema.limits.max_response_bytes))
+        }
+    }
+}
+
+/// Puts the consistency token on a mutation's response body (`extensions.catalogGeneration`).
+fn stamp_extensions(resp: &mut Response, generation: u64) {
+    resp.extensions.insert("catalogGeneration".into(), async_graphql::Value::from(generation));
+}
+
+/// ... and header.
+fn stamp_header(resp: &mut axum::response::Response, generation: u64) {
+    if let Ok(v) = HeaderValue::from_str(&generation.to_string()) {
+        resp.headers_mut().insert(HeaderName::from_static(GENERATION_HEADER), v);
+    }
+}
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
@@ -141,6 +188,9 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
             );
         }
     };
+    if let Err(resp) = wait_min_generation(&app, &headers).await {
+        return resp;
+    }
     let request_id = security::request_id(&headers).map(str::to_string);
     match batch {
         BatchRequest::Single(req) => {
@@ -174,16 +224,27 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
                 .into_iter()
                 .map(|r| crate::graphql::request_data(r.data(caller.clone()), request_id.as_deref()))
                 .collect();
-            let resp = app.schema.execute_batch(BatchRequest::Batch(list)).await;
-            if mutates {
+            let mut resp = app.schema.execute_batch(BatchRequest::Batch(list)).await;
+            let token = if mutates {
                 invalidate(&app);
-            }
+                let token = app.catalog.consistency_token().await;
+                if let BatchResponse::Batch(rs) = &mut resp {
+                    rs.iter_mut().for_each(|r| stamp_extensions(r, token));
+                }
+                Some(token)
+            } else {
+                None
+            };
             if let BatchResponse::Batch(rs) = &resp {
                 for (name, r) in names.iter().zip(rs) {
                     app.metrics.operation(name, &outcome(r));
                 }
             }
-            respond(&headers, resp, app.options.schema.limits.max_response_bytes)
+            let mut out = respond(&headers, resp, app.options.schema.limits.max_response_bytes);
+            if let Some(token) = token {
+                stamp_header(&mut out, token);
+            }
+            out
         }
     }
 }
@@ -260,9 +321,14 @@ async fn execute_checked(app: &AppState, headers: &HeaderMap, req: Request) -> a
     }
     let mutates = !is_query(&req);
     let mut resp = app.schema.execute(req).await;
-    if mutates {
+    let token = if mutates {
         invalidate(app);
-    }
+        let token = app.catalog.consistency_token().await;
+        stamp_extensions(&mut resp, token);
+        Some(token)
+    } else {
+        None
+    };
     add_codes(&mut resp, security::request_id(headers));
     app.metrics.operation(&label, &outcome(&resp));
     if let Some(key) = key
@@ -274,7 +340,11 @@ async fn execute_checked(app: &AppState, headers: &HeaderMap, req: Request) -> a
         app.cache.insert(key, body.clone()).await;
         return cached(graphql_response, &body, "miss");
     }
-    respond(headers, BatchResponse::Single(resp), max_response)
+    let mut out = respond(headers, BatchResponse::Single(resp), max_response);
+    if let Some(token) = token {
+        stamp_header(&mut out, token);
+    }
+    out
 }
 
 fn cached(graphql_response: bool, body: &str, outcome: &'static str) -> axum::response::Response {
@@ -352,6 +422,9 @@ pub async fn get(
         return mutation_over_get();
     }
     let req = crate::graphql::request_data(req.data(caller), security::request_id(&headers));
+    if let Err(resp) = wait_min_generation(&app, &headers).await {
+        return resp;
+    }
     execute_single(&app, &headers, req).await
 }
 

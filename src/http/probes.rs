@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers) and `/readyz` (config loaded, first refresh done, database
-//! reachable), with a JSON body naming each check.
+//! reachable; with several replicas, the change feed listening), with a JSON body naming each
+//! check.
 
 use axum::Json;
 use axum::extract::State;
@@ -14,7 +15,11 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let checks = app.catalog.readiness().await;
+    let mut checks = app.catalog.readiness().await;
+    // Several replicas: a replica whose LISTEN connection is down would serve stale data.
+    if let Some((ok, detail)) = app.catalog.change_feed_check() {
+        checks.push(crate::catalog::service::ReadyCheck { name: "changeFeed", ok, detail });
+    }
     let ready = checks.iter().all(|c| c.ok);
     let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -136,6 +136,8 @@ impl Catalog {
         action: RevisionAction,
     ) -> Result<ApplyOutcome> {
         let guard = self.write_lock.lock().await;
+        // Across replicas: the plugin's advisory lock (a no-op on SQLite), released with `guard`.
+        let guard = (guard, self.db.lock_plugin(proposed.plugin().name()).await?);
         let mut attempt = 0;
         let (draft, row, write, report, impact) = loop {
             attempt += 1;

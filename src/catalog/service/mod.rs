@@ -9,6 +9,7 @@
 //! - A refresh swaps a source's snapshot only on success; failures keep the last good entities.
 
 mod apply;
+mod cluster;
 mod error;
 mod read;
 mod refresh;
@@ -17,6 +18,7 @@ mod views;
 mod watch;
 
 use apply::filter_entities;
+pub use cluster::{ClusterOptions, default_replica_id};
 pub use error::{CatalogError, Result};
 pub use refresh::RefreshRequest;
 use rows::*;
@@ -59,6 +61,8 @@ pub struct CatalogOptions {
     pub fetch: FetchConfig,
     /// How often to look for edits made outside the API; `None` turns the watcher off.
     pub watch_interval: Option<std::time::Duration>,
+    /// Several replicas on one PostgreSQL (see `cluster`).
+    pub cluster: ClusterOptions,
 }
 
 impl Default for CatalogOptions {
@@ -68,6 +72,7 @@ impl Default for CatalogOptions {
             max_running_jobs: 4,
             fetch: FetchConfig::default(),
             watch_interval: Some(std::time::Duration::from_secs(2)),
+            cluster: ClusterOptions::default(),
         }
     }
 }
@@ -117,7 +122,11 @@ fn revision_hash(entry: &SourceEntry, content: Option<&str>) -> String {
 impl Catalog {
     /// Reads the configuration and records a revision for every source whose stored content
     /// is not the latest recorded one. Does not refresh: call [`Catalog::refresh_all`].
-    pub async fn open(store: Arc<dyn ConfigStore>, db: Db, options: CatalogOptions) -> anyhow::Result<Arc<Catalog>> {
+    pub async fn open(
+        store: Arc<dyn ConfigStore>,
+        db: Db,
+        mut options: CatalogOptions,
+    ) -> anyhow::Result<Arc<Catalog>> {
         let config = store.load().await.map_err(|e| match e {
             LoadError::Invalid(_) => {
                 anyhow::anyhow!("the sources configuration ({}) is invalid:\n{}", store.describe(), e.render())
@@ -129,9 +138,15 @@ impl Catalog {
                 tracing::warn!("{}", w.render());
             }
         }
-        let interrupted = db.fail_interrupted_jobs(Utc::now()).await?;
-        if interrupted > 0 {
-            tracing::warn!(count = interrupted, "marked refresh jobs interrupted by a restart as FAILED");
+        // One replica (SQLite): every unfinished job is this process's own, left by a restart.
+        // On PostgreSQL only expired leases are failed (`cluster`), never a live replica's jobs;
+        // the external-edit check runs there under the cluster locks instead of the watcher.
+        let poll = if db.is_postgres() { options.watch_interval.take() } else { None };
+        if !db.is_postgres() {
+            let interrupted = db.fail_interrupted_jobs(Utc::now()).await?;
+            if interrupted > 0 {
+                tracing::warn!(count = interrupted, "marked refresh jobs interrupted by a restart as FAILED");
+            }
         }
         let http = super::fetch::client(&options.fetch);
         let job_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_jobs.max(1)));
@@ -154,7 +169,11 @@ impl Catalog {
             events: Events::default(),
             first_refresh_done: AtomicBool::new(false),
         });
-        catalog.record_disk_revisions(&catalog.config(), RevisionAction::Import).await?;
+        {
+            let _cluster = catalog.lock_all_plugins().await?;
+            catalog.record_disk_revisions(&catalog.config(), RevisionAction::Import).await?;
+        }
+        catalog.start_cluster(poll).await?;
         Ok(catalog)
     }
 

@@ -9,7 +9,10 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-use super::{Catalog, CatalogError, Result, SourceKey, SourceState, filter_entities, job_row, sha256_hex, state_word};
+use super::{
+    Catalog, CatalogError, Result, SourceKey, SourceState, filter_entities, job_from_row, job_row, sha256_hex,
+    state_word,
+};
 use crate::catalog::diagnostics::{Diagnostic, Layer};
 use crate::catalog::events::EventKind;
 use crate::catalog::fetch::{Fetched, fetch};
@@ -18,6 +21,7 @@ use crate::catalog::plugins::{Entity, PluginKind};
 use crate::catalog::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
 use crate::catalog::store::Config;
 use crate::db::StatusRow;
+use crate::db::cluster::Claim;
 
 enum Loaded {
     Disabled,
@@ -99,14 +103,31 @@ impl Catalog {
             match self.jobs.start_or_join(job.clone(), self.write_seq(), req.after_write) {
                 Registered::Joined(rx) => break rx,
                 Registered::Started(rx) => {
-                    if let Err(e) = self.db.upsert_job(job_row(&job)).await {
-                        self.jobs.finish(&job);
-                        return Err(e.into());
+                    // Cluster-wide: a live job for this target on another replica wins.
+                    let target = crate::catalog::jobs::target(&job.plugin, job.source_id.as_deref());
+                    let cluster = &self.options.cluster;
+                    match self.db.claim_job(&job_row(&job), &target, &cluster.replica_id, cluster.job_lease).await {
+                        Err(e) => {
+                            self.jobs.finish(&job);
+                            return Err(e.into());
+                        }
+                        Ok(Claim::Mine) => {
+                            self.events.job_changed(&job.plugin, &job.id);
+                            let this = self.clone();
+                            let confirm_removals = req.confirm_removals;
+                            tokio::spawn(async move { this.run_job(job, confirm_removals).await });
+                            break rx;
+                        }
+                        Ok(Claim::Running(other)) => {
+                            self.jobs.finish(&job);
+                            let mut theirs = self.follow_remote_job(job_from_row(*other)).await;
+                            if req.after_write.is_none() {
+                                break theirs;
+                            }
+                            // It may have read the config before our write: let it end, retry.
+                            let _ = theirs.wait_for(|j| j.phase.is_done()).await;
+                        }
                     }
-                    let this = self.clone();
-                    let confirm_removals = req.confirm_removals;
-                    tokio::spawn(async move { this.run_job(job, confirm_removals).await });
-                    break rx;
                 }
                 Registered::TooOld(mut older) => {
                     // That job may have read the files before our write: let it finish (the
@@ -177,6 +198,7 @@ impl Catalog {
         if let Err(e) = self.db.upsert_job(job_row(&job)).await {
             tracing::error!(job = %job.id, error = %e, "could not persist the finished refresh job");
         }
+        self.events.job_changed(&job.plugin, &job.id);
         self.bump();
         self.jobs.finish(&job);
         self.events.publish(EventKind::RefreshFinished, &job.plugin, job.source_id.as_deref(), None, Some(&job.id));
@@ -189,14 +211,25 @@ impl Catalog {
         if let Err(e) = self.db.upsert_job(job_row(job)).await {
             tracing::warn!(job = %job.id, error = %e, "could not persist refresh job progress");
         }
+        // After the row is written: other replicas re-read it.
+        self.events.job_changed(&job.plugin, &job.id);
     }
 
     /// Refreshes every source once; marks the catalog ready when done.
     pub async fn refresh_all(self: &Arc<Self>) {
         for plugin in PluginKind::ALL {
             let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, None, "system") };
-            if let Err(e) = self.refresh(req).await {
-                tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed");
+            match self.refresh(req).await {
+                Ok(job) => {
+                    // Joined another replica's job (replicas starting together): the sources it
+                    // refreshed before this replica listened have no snapshot here yet.
+                    for id in &job.sources {
+                        if self.snapshot(&(plugin, id.clone())).is_none() {
+                            self.reload_snapshot(plugin, id).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed"),
             }
         }
         self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
@@ -360,6 +393,41 @@ impl Catalog {
             "refreshed"
         );
         result
+    }
+
+    /// Another replica refreshed this source: load it again into memory, without writing a
+    /// status row or starting a job. The shared status row says what that refresh decided: a
+    /// failed one (ERROR) kept the last good entities, so this replica keeps its own too.
+    pub(super) async fn reload_snapshot(&self, plugin: PluginKind, id: &str) {
+        let key = (plugin, id.to_string());
+        let lock = self.source_lock(&key);
+        let _guard = lock.lock().await;
+        let state = match self.db.status(plugin.name(), id).await {
+            Ok(Some(r)) => SourceState::parse(&r.state),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(plugin = plugin.name(), source = id, error = %e, "could not read the status of a source another replica refreshed");
+                return;
+            }
+        };
+        let snapshot = match state {
+            SourceState::Error | SourceState::Loading => return,
+            SourceState::Disabled => Snapshot::default(),
+            SourceState::Available | SourceState::PartiallyAvailable => {
+                let config = self.config();
+                match self.load_source(&config, plugin, id, None).await {
+                    Loaded::Ok { entities, content_hash, etag, .. } => {
+                        let mut snap = Snapshot::new(entities, content_hash);
+                        snap.etag = etag;
+                        snap
+                    }
+                    Loaded::Disabled => Snapshot::default(),
+                    Loaded::Failed(_) | Loaded::NotModified => return,
+                }
+            }
+        };
+        self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key, Arc::new(snapshot));
+        self.bump();
     }
 
     async fn current_state(&self, key: &SourceKey) -> SourceState {

@@ -134,8 +134,7 @@ pub fn data_from_file(
                 continue;
             }
             let mut e = e.clone();
-            if let Some(rel) = e.yaml_catalog().map(str::to_string)
-            {
+            if let Some(rel) = e.yaml_catalog().map(str::to_string) {
                 let path = file.resolve(&rel);
                 let text = std::fs::read_to_string(&path).map_err(|err| {
                     format!("source {plugin}/{}: cannot read its catalog {}: {err}", e.id, path.display())

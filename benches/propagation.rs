@@ -1,0 +1,138 @@
+//! Cross-replica propagation latency: two real server binaries (A and B) on one PostgreSQL and
+//! one sources directory, the file watcher off, so only the change feed (NOTIFY/LISTEN) carries
+//! changes. Measures, over 200 applies on A, the time from sending the mutation to A until a
+//! graphql-transport-ws subscriber on B receives its APPLIED event (B has re-read the config
+//! by then).
+//!
+//! Run by hand: `CATALOG_BFF_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
+//! cargo bench --bench propagation` (prints p50 / p99 / max).
+
+use futures_util::{SinkExt, StreamExt};
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn start(dir: &Path, db: &str, name: &str, seed: bool) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_catalog-bff"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--rate-limit", "0"])
+        .args(["--watch-interval", "0", "--replica-id", name, "--database", db, "--data-dir"])
+        .arg(dir);
+    if !seed {
+        cmd.arg("--sources").arg(dir.join("sources.yaml"));
+    }
+    let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("start server");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && let Some(a) = v["fields"]["addr"].as_str()
+            {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server address");
+    (child, addr)
+}
+
+async fn wait_ready(http: &reqwest::Client, addr: &str) {
+    loop {
+        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let Ok(admin) = std::env::var("CATALOG_BFF_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED propagation bench: set CATALOG_BFF_TEST_POSTGRES_URL to a PostgreSQL server");
+        return;
+    };
+    catalog_bff::tls::install_crypto_provider();
+    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let conn = sea_orm::Database::connect(&admin).await.expect("connect to PostgreSQL");
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let db = match admin.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{name}", &admin[..i]),
+        _ => format!("{admin}/{name}"),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+    let (mut a, addr_a) = start(dir.path(), &db, "bench-a", true);
+    wait_ready(&http, &addr_a).await;
+    let (mut b, addr_b) = start(dir.path(), &db, "bench-b", false);
+    wait_ready(&http, &addr_b).await;
+
+    let mut req = format!("ws://{addr_b}/graphql/ws").into_client_request().expect("request");
+    req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().expect("header"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws");
+    ws.send(Message::Text(json!({"type": "connection_init"}).to_string().into())).await.expect("init");
+    let _ack = ws.next().await;
+    let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { catalogEvents(plugin: \"models\") { kind revision } }"}});
+    ws.send(Message::Text(sub.to_string().into())).await.expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    tokio::spawn(async move {
+        while let Some(Ok(Message::Text(t))) = ws.next().await {
+            let at = Instant::now();
+            if let Ok(v) = serde_json::from_str::<Value>(&t)
+                && v["payload"]["data"]["catalogEvents"]["kind"] == "APPLIED"
+                && let Some(rev) = v["payload"]["data"]["catalogEvents"]["revision"].as_i64()
+            {
+                let _ = etx.send((rev, at));
+            }
+        }
+    });
+
+    let (mut rtt, mut propagation) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let t0 = Instant::now();
+        let q = json!({"query": "mutation($l: [String!]) { applySource(plugin: \"models\", input: {id: \"team_models\", labels: $l}) { revision } }", "variables": {"l": [format!("bench {i}")]}});
+        let resp: Value = http
+            .post(format!("http://{addr_a}/graphql"))
+            .json(&q)
+            .send()
+            .await
+            .expect("apply")
+            .json()
+            .await
+            .expect("body");
+        rtt.push(t0.elapsed());
+        let Some(rev) = resp["data"]["applySource"]["revision"].as_i64() else { panic!("apply failed: {resp}") };
+        loop {
+            let (seen, at) = erx.recv().await.expect("event stream ended");
+            if seen == rev {
+                propagation.push(at.duration_since(t0));
+                break;
+            }
+        }
+    }
+    for (label, v) in [("apply round trip on A", &mut rtt), ("apply sent to A -> APPLIED on B", &mut propagation)] {
+        println!(
+            "{label:34} p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}  (n={})",
+            pct(v, 0.5),
+            pct(v, 0.99),
+            pct(v, 1.0),
+            v.len()
+        );
+    }
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = a.wait();
+    let _ = b.wait();
+}
