@@ -287,3 +287,75 @@ async fn import_copies_a_sources_file_into_the_configmaps_and_refuses_what_canno
     assert!(err.contains("1048576") && err.contains(MODELS_CM), "{err}");
     assert_eq!(rv_of(&kube, MODELS_CM), rv);
 }
+
+/// Two replicas of `--store kubernetes` on one PostgreSQL and one API server: an apply on A is
+/// read on B with A's consistency token, and a `kubectl edit` reaches both, recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_configmaps_and_a_kubectl_edit_reaches_both() {
+    if !common::backends().contains(&Backend::Postgres) {
+        use std::io::Write;
+        let _ =
+            writeln!(std::io::stderr(), "SKIPPED two_replicas_share_the_configmaps: needs PostgreSQL (run .ci/run)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let kubeconfig = kube.kubeconfig(tmp.path(), NS);
+    let seed = write_seed(&tmp.path().join("seed"));
+    let db = database_url(Backend::Postgres, tmp.path()).await;
+    let seed_arg = seed.display().to_string();
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let data = tmp.path().join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let args = [
+            "--store",
+            "kubernetes",
+            "--namespace",
+            NS,
+            "--seed",
+            seed_arg.as_str(),
+            "--replica-id",
+            name,
+            "--watch-interval",
+            "30",
+        ];
+        replicas.push(Server::start_with_env(&data, None, &db, true, &args, &env).await);
+    }
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let resp = a
+        .client
+        .post(format!("{}/graphql", a.base))
+        .json(&json!({"query": APPLY, "variables": apply_vars("shared", &models_yaml(4))}))
+        .send()
+        .await
+        .unwrap();
+    let token = resp.headers()["x-catalog-generation"].to_str().unwrap().to_string();
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["errors"].is_null(), "{body}");
+    let read = b
+        .client
+        .post(format!("{}/graphql", b.base))
+        .header("x-catalog-min-generation", &token)
+        .json(&json!({"query": "{ source(plugin: \"models\", id: \"shared\") { revision content status { entityCount } } }"}))
+        .send()
+        .await
+        .unwrap();
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["data"]["source"]["revision"], 1, "{read}");
+    assert_eq!(read["data"]["source"]["content"], models_yaml(4), "{read}");
+    assert_eq!(read["data"]["source"]["status"]["entityCount"], 4, "{read}");
+
+    // Someone edits the ConfigMap: both replicas load it, and it is one external revision.
+    let mut data = data_of(&kube, MODELS_CM);
+    data.insert("team-models.yaml".into(), models_yaml(6));
+    kube.put_configmap(NS, MODELS_CM, data);
+    for server in [a, b] {
+        wait_for("the edit on every replica", async || source(server, "team").await["status"]["entityCount"] == 6)
+            .await;
+    }
+    let team = source(b, "team").await;
+    let externals = team["revisions"].as_array().unwrap().iter().filter(|r| r["actor"] == "external").count();
+    assert_eq!(externals, 1, "{team}");
+}
