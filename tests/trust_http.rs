@@ -304,7 +304,9 @@ async fn http_errors_are_graphql_shaped_and_carry_request_ids() {
     let server =
         Server::start_with(dir.path(), None, &db, true, &["--cors-origins", "https://console.example.com"]).await;
     let url = format!("{}/graphql", server.base);
-    let c = &server.client;
+    // No connection reuse: a refusal that leaves the body unread ends its connection, and a
+    // pooled client could pick that connection for the next request (IncompleteMessage).
+    let c = &reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     // 413 beyond the body limit (the layer's own refusal, before the handler).
     let big = "x".repeat(2 * 1024 * 1024);
     let r = c.post(&url).header("content-type", "application/json").body(format!("{{\"query\":\"{big}\"}}")).send();
