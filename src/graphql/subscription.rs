@@ -194,7 +194,7 @@ impl Subscription {
         let budget = take_budget(ctx)?;
         let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
         let state = Events {
-            rx: c.events.subscribe(),
+            rx: c.subscribe_events(),
             plugin,
             shutdown: c.shutdown_signal(),
             _count: Counted::new(gauge, budget),

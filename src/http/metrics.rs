@@ -110,7 +110,7 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
             esc(outcome)
         );
     }
-    let stats = app.catalog.refresh_stats.snapshot();
+    let stats = app.catalog.refresh_stats();
     head(&mut out, "refresh_operations_total", "counter", "Source refreshes by plugin and status.");
     for ((plugin, status), n) in &stats.counts {
         let _ = writeln!(out, "refresh_operations_total{{plugin=\"{}\",status=\"{status}\"}} {n}", esc(plugin));
@@ -156,7 +156,7 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         "catalog_bff_refresh_jobs_running",
         "gauge",
         "Refresh jobs in progress.",
-        app.catalog.jobs.running_count().to_string(),
+        app.catalog.running_jobs().to_string(),
     );
     gauge(
         "catalog_bff_catalog_generation",

@@ -85,9 +85,9 @@ pub struct Catalog {
     state: RwLock<State>,
     write_lock: Mutex<()>,
     source_locks: std::sync::Mutex<HashMap<SourceKey, Arc<Mutex<()>>>>,
-    pub jobs: JobRegistry,
-    pub events: Events,
-    pub refresh_stats: crate::catalog::refresh::RefreshStats,
+    jobs: JobRegistry,
+    events: Events,
+    refresh_stats: crate::catalog::refresh::RefreshStats,
     first_refresh_done: AtomicBool,
     /// Bumped after every change a reader can see; response caches key on it.
     generation: AtomicU64,
@@ -239,6 +239,21 @@ impl Catalog {
 
     fn set_known(&self, key: SourceKey, hash: String) {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key, hash);
+    }
+
+    /// Change events from now on (a bounded broadcast: a slow receiver skips, never blocks).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<super::events::CatalogEvent> {
+        self.events.subscribe()
+    }
+
+    /// Refresh counters since start, for `/metrics`.
+    pub fn refresh_stats(&self) -> super::refresh::StatsSnapshot {
+        self.refresh_stats.snapshot()
+    }
+
+    /// Refresh jobs running in this process.
+    pub fn running_jobs(&self) -> usize {
+        self.jobs.running_count()
     }
 
     /// A number that changes whenever anything a reader can see changed.
