@@ -115,7 +115,7 @@ async fn seed_then_save_refresh_see_with_no_file_written() {
     assert!(models["sources.yaml"].contains("id: team"), "the other source is kept: {}", models["sources.yaml"]);
     let after: Vec<_> = std::fs::read_dir(&c.data).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before, after, "apply in kubernetes mode wrote a file");
-    assert!(c.kube.count_requests("PUT /api/v1/namespaces/catalogs/configmaps/catalog-bff-models") >= 1);
+    assert!(c.kube.count_requests("PATCH /api/v1/namespaces/catalogs/configmaps/catalog-bff-models") >= 1);
     // Content is read back from the ConfigMap.
     assert_eq!(source(&c.server, "fresh").await["content"], models_yaml(3));
     // The readiness check names the store.
@@ -179,6 +179,31 @@ async fn a_concurrent_write_elsewhere_is_retried_and_one_to_the_same_source_conf
     assert_eq!(team["revisions"][0]["actor"], "external", "{team}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_keeps_labels_annotations_and_keys_it_does_not_own() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams};
+    let c = start_cluster(&[]).await;
+    // A GitOps tool labels and annotates the ConfigMap and keeps a binary key in it.
+    let kubeconfig = kube::config::Kubeconfig::read_from(c.kube.kubeconfig(c._tmp.path(), NS)).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    catalog_bff::tls::install_crypto_provider();
+    let api: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), NS);
+    let patch = json!({"metadata": {"labels": {"argocd.argoproj.io/instance": "catalogs"},
+                                    "annotations": {"owner": "platform-team"}},
+                       "binaryData": {"logo.png": "iVBORw0K"}});
+    api.patch(MODELS_CM, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+
+    let body = c.server.gql(APPLY, apply_vars("kept", &models_yaml(1))).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let cm = c.kube.configmap(NS, MODELS_CM).unwrap();
+    assert_eq!(cm["metadata"]["labels"]["argocd.argoproj.io/instance"], "catalogs", "{cm}");
+    assert_eq!(cm["metadata"]["annotations"]["owner"], "platform-team", "{cm}");
+    assert_eq!(cm["binaryData"]["logo.png"], "iVBORw0K", "{cm}");
+    assert_eq!(cm["data"]["kept-models.yaml"], models_yaml(1));
+    assert_eq!(cm["data"]["team-models.yaml"], models_yaml(2));
+}
+
 /// A model catalog of about `bytes` bytes.
 fn big_catalog(bytes: usize) -> String {
     let mut s = String::from("source: Big\nmodels:\n");
@@ -196,7 +221,8 @@ async fn a_configmap_past_one_mib_is_refused_up_front_and_nothing_changes() {
     let body = c.server.gql(APPLY, apply_vars("half", &big_catalog(600 * 1024))).await;
     assert!(body["errors"].is_null(), "{body}");
     let rv = rv_of(&c.kube, MODELS_CM);
-    let puts = c.kube.count_requests("PUT /api/v1/namespaces/catalogs/configmaps/catalog-bff-models");
+    let writes = c.kube.count_requests("/api/v1/namespaces/catalogs/configmaps/catalog-bff-models")
+        - c.kube.count_requests("GET /api/v1/namespaces/catalogs/configmaps/catalog-bff-models");
 
     for dry_run in [true, false] {
         let mut vars = apply_vars("more", &big_catalog(600 * 1024));
@@ -212,7 +238,9 @@ async fn a_configmap_past_one_mib_is_refused_up_front_and_nothing_changes() {
     }
     // Nothing was sent, nothing changed.
     assert_eq!(rv_of(&c.kube, MODELS_CM), rv);
-    assert_eq!(c.kube.count_requests("PUT /api/v1/namespaces/catalogs/configmaps/catalog-bff-models"), puts);
+    let writes_now = c.kube.count_requests("/api/v1/namespaces/catalogs/configmaps/catalog-bff-models")
+        - c.kube.count_requests("GET /api/v1/namespaces/catalogs/configmaps/catalog-bff-models");
+    assert_eq!(writes_now, writes, "a refused apply sent a write");
     let body = c.server.gql("{ source(plugin: \"models\", id: \"more\") { id } }", json!({})).await;
     assert!(body["data"]["source"].is_null(), "{body}");
 }

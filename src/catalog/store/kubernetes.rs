@@ -4,8 +4,9 @@
 //! ConfigMap `<prefix>-<plugin>` (e.g. `catalog-bff-models`) in `--namespace` holds key
 //! `sources.yaml` (that plugin's sources, Kubeflow dialect) and one key per yaml catalog (the
 //! source's `yamlCatalogPath` is the key, `<id>-<plugin>.yaml` for sources made through the API).
-//! - Writes replace the ConfigMap with the `resourceVersion` it was read at: a 409 means someone
-//!   else wrote ([`StoreError::Conflict`]); the service re-reads and decides.
+//! - Writes are merge patches of the changed keys, conditional on the `resourceVersion` they were
+//!   computed against: a 409 means someone else wrote ([`StoreError::Conflict`]); the service
+//!   re-reads and decides. Labels, annotations and keys the write does not change are kept.
 //! - Kubernetes refuses a ConfigMap over 1 MiB: a write that would pass it is refused before
 //!   anything is sent ([`ConfigStore::check_write`]), naming the size, the limit and what to do.
 //! - kube-runtime's watcher on each ConfigMap wakes the catalog's watcher ([`ConfigStore::changed`]),
@@ -15,7 +16,7 @@
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -400,27 +401,56 @@ impl ConfigStore for KubeStore {
                 d.insert(SOURCES_KEY.to_string(), write.base.file.text.clone());
                 d
             });
-            let cm = configmap(&name, &self.namespace, write.base.version.clone(), data);
             let what = format!("writing ConfigMap {name}");
             let stored = match &write.base.version {
-                Some(_) => self.api.replace(&name, &PostParams::default(), &cm).await,
-                None => self.api.create(&PostParams::default(), &cm).await,
+                // A merge patch of the keys this write changes, conditional on the
+                // resourceVersion it was computed against (a mismatch is a 409): labels,
+                // annotations (a GitOps tool's), binaryData and other keys stay as they are.
+                Some(version) => {
+                    let mut changed = serde_json::Map::new();
+                    if let Some(text) = &write.sources_text {
+                        changed.insert(SOURCES_KEY.into(), text.clone().into());
+                    }
+                    if let Some((key, text)) = &write.catalog {
+                        changed.insert(key.clone(), text.clone().into());
+                    }
+                    let patch = serde_json::json!({"metadata": {"resourceVersion": version}, "data": changed});
+                    self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
+                }
+                None => self.api.create(&PostParams::default(), &configmap(&name, &self.namespace, None, data)).await,
             }
             .map_err(|e| api_error(&e, &what))?;
             self.changes.notify_one();
-            Ok(Committed::ConfigMap { name, previous, version: stored.metadata.resource_version.unwrap_or_default() })
+            let written = [
+                Some(SOURCES_KEY.to_string()).filter(|_| write.sources_text.is_some()),
+                write.catalog.as_ref().map(|(k, _)| k.clone()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            Ok(Committed::ConfigMap {
+                name,
+                previous,
+                version: stored.metadata.resource_version.unwrap_or_default(),
+                written,
+            })
         })
     }
 
     fn revert(&self, committed: Committed) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let Committed::ConfigMap { name, previous, version } = committed else { return };
+            let Committed::ConfigMap { name, previous, version, written } = committed else { return };
             let result = match previous {
-                Some(data) => self
-                    .api
-                    .replace(&name, &PostParams::default(), &configmap(&name, &self.namespace, Some(version), data))
-                    .await
-                    .map(|_| ()),
+                Some(data) => {
+                    // Put back the keys the commit wrote (removing those it added), if nobody
+                    // wrote since.
+                    let keys: serde_json::Map<String, serde_json::Value> = written
+                        .iter()
+                        .map(|k| (k.clone(), data.get(k).map_or(serde_json::Value::Null, |v| v.clone().into())))
+                        .collect();
+                    let patch = serde_json::json!({"metadata": {"resourceVersion": version}, "data": keys});
+                    self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+                }
                 None => self.api.delete(&name, &Default::default()).await.map(|_| ()),
             };
             if let Err(e) = result {

@@ -113,8 +113,9 @@ pub struct Write<'a> {
 pub enum Committed {
     /// Files written, each with its previous bytes (`None`: it did not exist).
     Files(Vec<(std::path::PathBuf, Option<String>)>),
-    /// A ConfigMap replaced: its previous data and the resourceVersion the write produced.
-    ConfigMap { name: String, previous: Option<BTreeMap<String, String>>, version: String },
+    /// A ConfigMap written: its previous data (`None`: created), the resourceVersion the write
+    /// produced and the keys it wrote.
+    ConfigMap { name: String, previous: Option<BTreeMap<String, String>>, version: String, written: Vec<String> },
 }
 
 #[derive(Debug, thiserror::Error)]
