@@ -25,13 +25,8 @@ pub fn init_logging(format: LogFormat) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Settings errors (auth mode, tokens file, trusted documents) stop start-up before anything
     // is written.
+    args.check()?;
     let http_options = args.http_options()?;
-    if args.store == StoreMode::File {
-        anyhow::ensure!(
-            args.seed.is_none(),
-            "--seed is for --store kubernetes; with --store file the sources file is --sources"
-        );
-    }
     let sources = match &args.sources {
         _ if args.store == StoreMode::Kubernetes => PathBuf::new(),
         Some(p) => {

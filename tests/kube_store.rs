@@ -149,6 +149,16 @@ async fn a_kubectl_edit_becomes_an_external_revision_and_a_refresh() {
     })
     .await;
     assert_eq!(source(&c.server, "team").await["status"]["entityCount"], 5);
+
+    // A deleted ConfigMap (a GitOps prune) is not "every source removed": the last good
+    // configuration stays in use and readiness says why.
+    c.kube.delete_configmap(NS, MODELS_CM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = c.server.client.get(format!("{}/readyz", c.server.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.to_string().contains("does not exist"), "{body}");
+    assert_eq!(source(&c.server, "team").await["status"]["entityCount"], 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,9 +259,19 @@ async fn a_configmap_past_one_mib_is_refused_up_front_and_nothing_changes() {
 async fn auth_secret_ref_reads_the_kubernetes_secret_through_the_api() {
     let c = start_cluster(&["--url-allow", "127.0.0.1", "--secret-namespaces", "catalogs,shared"]).await;
     let host = common::CatalogHost::start(models_yaml(2)).await;
+    const LABEL: &str = "catalog-bff.io/source-credential";
     c.kube.set_secret(NS, "hub-token", BTreeMap::from([("token".to_string(), b"s3cret\n".to_vec())]));
+    c.kube.label_secret(NS, "hub-token", LABEL, "true");
     c.kube.set_secret("shared", "other", BTreeMap::from([("token".to_string(), b"t2".to_vec())]));
+    c.kube.label_secret("shared", "other", LABEL, "true");
     c.kube.set_secret("private", "other", BTreeMap::from([("token".to_string(), b"no".to_vec())]));
+    c.kube.label_secret("private", "other", LABEL, "true");
+    // The server's own Secret (say, the database password) is not labelled for sources.
+    c.kube.set_secret(
+        NS,
+        "catalog-bff-db",
+        BTreeMap::from([("DATABASE_URL".to_string(), b"postgres://x:pw@db/x".to_vec())]),
+    );
     let url_source = |id: &str, secret: Value| {
         json!({"plugin": "models", "input": {"id": id, "name": id, "type": "url",
                "properties": {"url": host.url, "authSecretRef": secret}},
@@ -280,6 +300,14 @@ async fn auth_secret_ref_reads_the_kubernetes_secret_through_the_api() {
     assert_eq!(c.kube.count_requests("/namespaces/private/secrets"), 0);
     let view = common::source_states(&c.server).await;
     assert_eq!(view["models/private"].0, "ERROR");
+
+    // An operator cannot send a Secret that is not labelled for sources to a URL of theirs.
+    host.state.lock().unwrap().last_auth = None;
+    let body = c.server.gql(APPLY, url_source("steal", json!({"name": "catalog-bff-db", "key": "DATABASE_URL"}))).await;
+    assert_eq!(body["data"]["applySource"]["source"]["status"]["state"], "ERROR", "{body}");
+    assert_eq!(host.state.lock().unwrap().last_auth, None, "the unlabelled secret was sent");
+    let err = c.server.ok(common::LIST, json!({})).await.to_string();
+    assert!(err.contains(LABEL), "the error says how to opt in: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,14 @@ pub struct KubernetesAuth {
     rejections: moka::future::Cache<String, String>,
 }
 
+/// A user as a TokenReview answered: everything a SubjectAccessReview must repeat.
+struct Reviewed {
+    name: String,
+    groups: Vec<String>,
+    uid: Option<String>,
+    extra: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
 impl KubernetesAuth {
     /// Checks the settings and that a Kubernetes configuration exists (nothing is connected to).
     pub fn new(settings: Settings) -> anyhow::Result<KubernetesAuth> {
@@ -110,12 +118,9 @@ impl KubernetesAuth {
             .map_err(|e| unavailable(format!("{e:#}")))
     }
 
-    /// Who the token belongs to: Ok(Ok(user)), Ok(Err(why not)) for a token the API server
+    /// Who the token belongs to (what a SubjectAccessReview needs to ask about them): Ok(Ok(user)), Ok(Err(why not)) for a token the API server
     /// rejects, Err for an API server that did not answer.
-    async fn review_token(
-        &self,
-        token: &str,
-    ) -> Result<Result<(String, Vec<String>, Option<String>), String>, AuthError> {
+    async fn review_token(&self, token: &str) -> Result<Result<Reviewed, String>, AuthError> {
         let (client, _) = self.client().await?;
         let review = TokenReview {
             spec: TokenReviewSpec { token: token.to_string(), audiences: None },
@@ -126,24 +131,24 @@ impl KubernetesAuth {
         let status = answer.status.unwrap_or_default();
         let user = status.user.unwrap_or_default();
         match (status.authenticated, user.username) {
-            (Some(true), Some(name)) if !name.is_empty() => Ok(Ok((name, user.groups.unwrap_or_default(), user.uid))),
+            (Some(true), Some(name)) if !name.is_empty() => {
+                Ok(Ok(Reviewed { name, groups: user.groups.unwrap_or_default(), uid: user.uid, extra: user.extra }))
+            }
             _ => Ok(Err("the token is not valid for this cluster (TokenReview: not authenticated)".into())),
         }
     }
 
     /// Whether `user` may `verb` the configured resource named `name`.
-    async fn may(
-        &self,
-        user: &(String, Vec<String>, Option<String>),
-        verb: &str,
-        name: &str,
-    ) -> Result<bool, AuthError> {
+    async fn may(&self, user: &Reviewed, verb: &str, name: &str) -> Result<bool, AuthError> {
         let (client, namespace) = self.client().await?;
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
-                user: Some(user.0.clone()),
-                groups: Some(user.1.clone()),
-                uid: user.2.clone(),
+                user: Some(user.name.clone()),
+                groups: Some(user.groups.clone()),
+                uid: user.uid.clone(),
+                // Token scopes (OpenShift's `scopes.authorization.openshift.io`) travel in
+                // `extra`: without them a scoped token would be judged as its whole user.
+                extra: user.extra.clone(),
                 resource_attributes: Some(ResourceAttributes {
                     namespace: Some(namespace.clone()),
                     verb: Some(verb.to_string()),
@@ -162,7 +167,7 @@ impl KubernetesAuth {
     }
 
     /// The role over all plugins: the lowest of each plugin's.
-    async fn decide(&self, user: (String, Vec<String>, Option<String>)) -> Result<Decision, AuthError> {
+    async fn decide(&self, user: Reviewed) -> Result<Decision, AuthError> {
         let mut role = Role::Operator;
         for plugin in PluginKind::ALL {
             let name = format!("{}-{}", self.settings.configmap_prefix, plugin.name());
@@ -180,12 +185,12 @@ impl KubernetesAuth {
                 return Ok(Decision::Forbidden(format!(
                     "Kubernetes user {:?} may neither {} nor {} {} {name:?} in namespace {namespace:?}; \
                      grant one of them with a Role and RoleBinding",
-                    user.0, self.settings.viewer_verb, self.settings.operator_verb, self.settings.resource,
+                    user.name, self.settings.viewer_verb, self.settings.operator_verb, self.settings.resource,
                 )));
             };
             role = role.min(here);
         }
-        Ok(Decision::Allowed(Caller { name: user.0, role }))
+        Ok(Decision::Allowed(Caller { name: user.name, role }))
     }
 
     async fn authenticate_token(&self, token: &str) -> Result<Caller, AuthError> {

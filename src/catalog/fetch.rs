@@ -10,7 +10,9 @@
 //!   from the file `<secrets-dir>/<name>/<key>` (the layout of a mounted Kubernetes Secret),
 //!   which must resolve (symlinks followed) inside the secrets directory. With `--store
 //!   kubernetes` it is read from the Kubernetes Secret through the API instead (never a file);
-//!   `namespace` defaults to the server's and must be one of `--secret-namespaces`.
+//!   `namespace` defaults to the server's and must be one of `--secret-namespaces`, and the
+//!   Secret must carry the label `catalog-bff.io/source-credential: "true"` (an opt-in by its
+//!   owner, so an operator cannot send the server's other Secrets to a URL).
 //!
 //! Where the client may connect is decided by [`super::outbound`]: refused address classes
 //! unless `--url-allow` lists them, after DNS resolution and on every redirect.
@@ -45,6 +47,11 @@ pub struct FetchConfig {
     pub kube_secrets: Option<Arc<KubeSecrets>>,
 }
 
+/// The label a Secret must carry before a source may send its value anywhere: the server's
+/// service account can read Secrets of its namespace, but an operator (who may only update the
+/// catalog ConfigMaps) must not be able to point a url source at, say, the database password.
+pub const CREDENTIAL_LABEL: &str = "catalog-bff.io/source-credential";
+
 /// `authSecretRef` through the Kubernetes Secret API.
 pub struct KubeSecrets {
     client: kube::Client,
@@ -76,7 +83,7 @@ impl KubeSecrets {
             ));
         }
         let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), ns);
-        let secret = match api.get_opt(name).await {
+        let secret = match super::store::kubernetes::bounded(api.get_opt(name)).await {
             Ok(Some(s)) => s,
             Ok(None) => {
                 return Err(refuse(
@@ -97,6 +104,18 @@ impl KubeSecrets {
                 ));
             }
         };
+        let opted_in =
+            secret.metadata.labels.as_ref().and_then(|l| l.get(CREDENTIAL_LABEL)).is_some_and(|v| v == "true");
+        if !opted_in {
+            return Err(refuse(
+                format!(
+                    "secret {name} in namespace {ns} is not labelled {CREDENTIAL_LABEL}=true, so no source may send it"
+                ),
+                format!(
+                    "label the Secret meant for catalog sources: kubectl -n {ns} label secret {name} {CREDENTIAL_LABEL}=true"
+                ),
+            ));
+        }
         let bytes = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()).ok_or_else(|| {
             refuse(
                 format!("secret {name} in namespace {ns} has no key {key}"),

@@ -224,6 +224,16 @@ impl FakeKube {
         st.secrets.insert((ns.to_string(), name.to_string()), obj);
     }
 
+    /// Sets a label on a stored Secret (as `kubectl label secret` would).
+    pub fn label_secret(&self, ns: &str, name: &str, key: &str, value: &str) {
+        let mut st = self.state();
+        let rv = st.next_rv();
+        if let Some(obj) = st.secrets.get_mut(&(ns.to_string(), name.to_string())) {
+            obj["metadata"]["labels"][key] = json!(value);
+            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        }
+    }
+
     /// The next UPDATE (PUT or PATCH) of this ConfigMap first sees a concurrent write (one extra
     /// MODIFIED with `data` changed by `change`), so the client's resourceVersion is stale → 409.
     pub fn race_next_update(

@@ -165,9 +165,10 @@ impl Catalog {
                     tracing::info!(attempt, "the configuration changed while applying ({msg}); re-reading");
                 }
                 Step::Raced(msg) => {
-                    return Err(CatalogError::Internal(format!(
-                        "the configuration kept changing while applying ({msg}); nothing was changed, retry"
-                    )));
+                    return Err(CatalogError::Unavailable {
+                        message: format!("the configuration kept changing while applying ({msg}); nothing was changed"),
+                        retry_after_secs: 1,
+                    });
                 }
             }
         };
@@ -415,7 +416,9 @@ impl Catalog {
         if !moved {
             return Ok(Step::Raced(msg));
         }
-        let recorded = self.record_disk_revisions(&now, RevisionAction::External).await?;
+        // Only this plugin's sources: another plugin's document may hold a write another
+        // replica is recording right now under that plugin's lock, which we do not hold.
+        let recorded = self.record_disk_revisions_of(&now, Some(plugin), RevisionAction::External).await?;
         let latest = recorded.iter().find(|(k, _)| k.0 == plugin && k.1 == id).map(|(_, r)| *r).unwrap_or(current);
         Err(CatalogError::Conflict { expected: opts.expected_revision.unwrap_or(current), current: latest })
     }

@@ -198,8 +198,18 @@ impl Catalog {
     /// (first start: action `import`, actor `system`; later: `external`). Returns the sources
     /// that got a new revision.
     async fn record_disk_revisions(&self, config: &Config, first: RevisionAction) -> Result<Vec<(SourceKey, i32)>> {
+        self.record_disk_revisions_of(config, None, first).await
+    }
+
+    /// [`Catalog::record_disk_revisions`] for one plugin's sources only (`Some`).
+    async fn record_disk_revisions_of(
+        &self,
+        config: &Config,
+        only: Option<PluginKind>,
+        first: RevisionAction,
+    ) -> Result<Vec<(SourceKey, i32)>> {
         let mut changed = Vec::new();
-        for (plugin, entry) in config.sources() {
+        for (plugin, entry) in config.sources().filter(|(p, _)| only.is_none_or(|o| o == *p)) {
             let key = (plugin, entry.id.clone());
             let content = self.read_content(config, plugin, entry);
             let hash = revision_hash(entry, content.as_deref());

@@ -99,15 +99,18 @@ impl Catalog {
         for ((plugin, id), revision) in &changed {
             tracing::info!(plugin = plugin.name(), source = %id, revision, "source changed outside the API");
             self.events.publish(EventKind::ConfigChangedExternally, plugin.name(), Some(id), Some(*revision), None);
-            if let Err(e) = self
-                .refresh(RefreshRequest {
-                    after_write: Some(write),
-                    ..RefreshRequest::new(*plugin, Some(id), "external")
-                })
-                .await
-            {
-                tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "refresh after an external edit failed");
-            }
+            // In its own task: the caller may hold the cluster's plugin locks (a re-read from the
+            // change feed), and a refresh can take long (a queue, url retries); nothing here
+            // may keep other replicas' applies waiting on it.
+            let this = self.clone();
+            let (plugin, id) = (*plugin, id.clone());
+            tokio::spawn(async move {
+                let req =
+                    RefreshRequest { after_write: Some(write), ..RefreshRequest::new(plugin, Some(&id), "external") };
+                if let Err(e) = this.refresh(req).await {
+                    tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "refresh after an external edit failed");
+                }
+            });
         }
         Ok(changed.into_iter().map(|(k, _)| k).chain(removed).collect())
     }

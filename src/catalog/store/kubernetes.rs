@@ -49,6 +49,21 @@ impl Drop for KubeStore {
     }
 }
 
+/// How long one call to the Kubernetes API may take (the watcher's long polls excepted).
+pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Every call to the API server is bounded: a half-open connection must never hold the write
+/// lock (or a cluster lock) for long. A timeout reads as an unreachable API server.
+pub async fn bounded<T>(call: impl std::future::Future<Output = Result<T, kube::Error>>) -> Result<T, kube::Error> {
+    match tokio::time::timeout(API_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from the Kubernetes API within {} s", API_TIMEOUT.as_secs()),
+        )))),
+    }
+}
+
 /// Whether `key` may name a catalog in a ConfigMap: the Kubernetes key syntax, not the sources
 /// list's key.
 pub fn valid_key(key: &str) -> bool {
@@ -80,7 +95,8 @@ fn too_large(name: &str, size: usize) -> Diagnostic {
 /// How a Kubernetes API failure reads to an operator.
 fn api_error(e: &kube::Error, what: &str) -> StoreError {
     match e {
-        kube::Error::Api(s) if s.code == 409 => StoreError::Conflict(format!("{what}: {}", s.message)),
+        // 404: deleted since it was read; like a conflict, the caller re-reads and decides.
+        kube::Error::Api(s) if s.code == 409 || s.code == 404 => StoreError::Conflict(format!("{what}: {}", s.message)),
         kube::Error::Api(s) if s.code == 422 => StoreError::Invalid(Box::new(
             Diagnostic::error(Layer::Semantics, format!("{what}: the Kubernetes API refused it: {}", s.message))
                 .hint("make the change smaller (a `url` source for a large catalog)"),
@@ -240,9 +256,7 @@ impl KubeStore {
         let mut created = Vec::new();
         for plugin in PluginKind::ALL {
             let name = self.name(plugin);
-            let existing = self
-                .api
-                .get_opt(&name)
+            let existing = bounded(self.api.get_opt(&name))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", api_error(&e, &format!("reading ConfigMap {name}"))))?;
             if existing.is_some() {
@@ -252,7 +266,8 @@ impl KubeStore {
                 .as_ref()
                 .and_then(|d| d.get(&plugin).cloned())
                 .unwrap_or_else(|| BTreeMap::from([(SOURCES_KEY.to_string(), render_sources(plugin, &[]))]));
-            match self.api.create(&PostParams::default(), &configmap(&name, &self.namespace, None, data)).await {
+            match bounded(self.api.create(&PostParams::default(), &configmap(&name, &self.namespace, None, data))).await
+            {
                 Ok(_) => created.push(name),
                 // Another replica created it a moment ago: that is the one.
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -270,9 +285,7 @@ impl KubeStore {
         let mut current = BTreeMap::new();
         for plugin in PluginKind::ALL {
             let name = self.name(plugin);
-            let existing = self
-                .api
-                .get_opt(&name)
+            let existing = bounded(self.api.get_opt(&name))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", api_error(&e, &format!("reading ConfigMap {name}"))))?;
             if existing.is_some() && !overwrite {
@@ -288,8 +301,8 @@ impl KubeStore {
             let name = self.name(plugin);
             let cm = configmap(&name, &self.namespace, current.get(&plugin).cloned().flatten(), data);
             let result = match cm.metadata.resource_version {
-                Some(_) => self.api.replace(&name, &PostParams::default(), &cm).await,
-                None => self.api.create(&PostParams::default(), &cm).await,
+                Some(_) => bounded(self.api.replace(&name, &PostParams::default(), &cm)).await,
+                None => bounded(self.api.create(&PostParams::default(), &cm)).await,
             };
             result.map_err(|e| anyhow::anyhow!("{}", api_error(&e, &format!("writing ConfigMap {name}"))))?;
             written.push(name);
@@ -329,14 +342,26 @@ impl ConfigStore for KubeStore {
             let mut docs = BTreeMap::new();
             for plugin in PluginKind::ALL {
                 let name = self.name(plugin);
-                let cm = self.api.get_opt(&name).await.map_err(|e| {
+                let cm = bounded(self.api.get_opt(&name)).await.map_err(|e| {
                     LoadError::Unavailable(api_error(&e, &format!("reading ConfigMap {name}")).to_string())
                 })?;
-                let (mut data, version) = match cm {
-                    Some(cm) => (cm.data.unwrap_or_default(), cm.metadata.resource_version),
-                    None => (BTreeMap::new(), None),
+                // The ConfigMaps exist from the first start on (seed); one that vanished (a GitOps
+                // prune, a stray `kubectl delete`) or lost its sources list is an invalid
+                // configuration, not "every source removed": the last good one stays in use.
+                let missing = |what: String| {
+                    LoadError::Invalid(vec![
+                        Diagnostic::error(Layer::Syntax, what)
+                            .in_file(self.sources_path(plugin).display().to_string())
+                            .hint("restore it (kubectl apply, or `catalog-bff import`), or restart the server to create it empty"),
+                    ])
                 };
-                let text = data.remove(SOURCES_KEY).unwrap_or_else(|| render_sources(plugin, &[]));
+                let Some(cm) = cm else {
+                    return Err(missing(format!("ConfigMap {name} does not exist in namespace {}", self.namespace)));
+                };
+                let (mut data, version) = (cm.data.unwrap_or_default(), cm.metadata.resource_version);
+                let Some(text) = data.remove(SOURCES_KEY) else {
+                    return Err(missing(format!("ConfigMap {name} has no key {SOURCES_KEY}")));
+                };
                 let file = SourcesFile::parse(&self.sources_path(plugin), text).map_err(LoadError::Invalid)?;
                 docs.insert(plugin, Arc::new(Doc { file, version, catalogs: Some(data) }));
             }
@@ -415,9 +440,12 @@ impl ConfigStore for KubeStore {
                         changed.insert(key.clone(), text.clone().into());
                     }
                     let patch = serde_json::json!({"metadata": {"resourceVersion": version}, "data": changed});
-                    self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
+                    bounded(self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))).await
                 }
-                None => self.api.create(&PostParams::default(), &configmap(&name, &self.namespace, None, data)).await,
+                None => {
+                    bounded(self.api.create(&PostParams::default(), &configmap(&name, &self.namespace, None, data)))
+                        .await
+                }
             }
             .map_err(|e| api_error(&e, &what))?;
             self.changes.notify_one();
@@ -449,9 +477,9 @@ impl ConfigStore for KubeStore {
                         .map(|k| (k.clone(), data.get(k).map_or(serde_json::Value::Null, |v| v.clone().into())))
                         .collect();
                     let patch = serde_json::json!({"metadata": {"resourceVersion": version}, "data": keys});
-                    self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+                    bounded(self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))).await.map(|_| ())
                 }
-                None => self.api.delete(&name, &Default::default()).await.map(|_| ()),
+                None => bounded(self.api.delete(&name, &Default::default())).await.map(|_| ()),
             };
             if let Err(e) = result {
                 tracing::error!(configmap = %name, error = %e, "could not restore a ConfigMap after a failed apply");
