@@ -274,29 +274,45 @@ impl Db {
 
     // ---- jobs --------------------------------------------------------------------------------
 
+    /// Inserts or updates a job row. A row that is already finished (SUCCEEDED, FAILED, ...)
+    /// is never changed: a replica whose lease expired (another one marked its job FAILED
+    /// "interrupted") cannot write its late progress or result over that verdict.
     pub async fn upsert_job(&self, row: JobRow) -> Result<(), DbError> {
         use refresh_job::Column as C;
         let am: refresh_job::ActiveModel = row.into();
-        self.timed(
-            refresh_job::Entity::insert(am)
-                .on_conflict(
-                    OnConflict::column(C::Id)
-                        .update_columns([
-                            C::Phase,
-                            C::Total,
-                            C::Completed,
-                            C::CurrentSource,
-                            C::Results,
-                            C::Error,
-                            C::StartedAt,
-                            C::FinishedAt,
-                        ])
-                        .to_owned(),
-                )
-                .exec(&self.conn),
-        )
-        .await?;
-        Ok(())
+        let result = self
+            .timed(
+                refresh_job::Entity::insert(am)
+                    .on_conflict(
+                        OnConflict::column(C::Id)
+                            .update_columns([
+                                C::Phase,
+                                C::Total,
+                                C::Completed,
+                                C::CurrentSource,
+                                C::Results,
+                                C::Error,
+                                C::StartedAt,
+                                C::FinishedAt,
+                            ])
+                            .action_and_where({
+                                use sea_orm::sea_query::ExprTrait;
+                                sea_orm::sea_query::Expr::col((refresh_job::Entity, C::Phase))
+                                    .is_in(["QUEUED", "RUNNING"])
+                            })
+                            .to_owned(),
+                    )
+                    .exec(&self.conn),
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(DbError::Db(sea_orm::DbErr::RecordNotInserted)) => {
+                tracing::warn!("a finished job row was not overwritten (its lease had expired)");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Most recent jobs first.
@@ -328,4 +344,45 @@ impl Db {
 
 fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
     matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(phase: &str, completed: i32) -> JobRow {
+        JobRow {
+            id: "job-1".into(),
+            plugin: "models".into(),
+            sources: "[]".into(),
+            mode: "FULL".into(),
+            dry_run: false,
+            phase: phase.into(),
+            total: 3,
+            completed,
+            current_source: None,
+            results: "[]".into(),
+            error: None,
+            actor: "t".into(),
+            started_at: None,
+            finished_at: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_row_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::connect(&url, std::time::Duration::from_secs(5)).await.unwrap();
+        db.upsert_job(job("RUNNING", 1)).await.unwrap();
+        db.upsert_job(job("RUNNING", 2)).await.unwrap();
+        assert_eq!(db.job("job-1").await.unwrap().unwrap().completed, 2, "progress is written while running");
+        db.upsert_job(job("FAILED", 2)).await.unwrap();
+        // A late writer (its lease expired) reports progress and success: the verdict stays.
+        db.upsert_job(job("RUNNING", 3)).await.unwrap();
+        db.upsert_job(job("SUCCEEDED", 3)).await.unwrap();
+        let row = db.job("job-1").await.unwrap().unwrap();
+        assert_eq!((row.phase.as_str(), row.completed), ("FAILED", 2));
+    }
 }
