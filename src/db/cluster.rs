@@ -433,15 +433,7 @@ impl Db {
                 .fetch_all(pool),
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Expired {
-                    id: r.try_get("id").map_err(sqlx_err)?,
-                    plugin: r.try_get("plugin").map_err(sqlx_err)?,
-                    target: r.try_get("target").map_err(sqlx_err)?,
-                })
-            })
-            .collect()
+        expired(&rows)
     }
 
     /// Marks FAILED every unfinished job whose lease expired (or that has none: left by a
@@ -462,15 +454,7 @@ impl Db {
                 .fetch_all(pool),
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Expired {
-                    id: r.try_get("id").map_err(sqlx_err)?,
-                    plugin: r.try_get("plugin").map_err(sqlx_err)?,
-                    target: r.try_get("target").map_err(sqlx_err)?,
-                })
-            })
-            .collect()
+        expired(&rows)
     }
 }
 
@@ -523,4 +507,17 @@ impl Feed {
             }
         }
     }
+}
+
+/// The `RETURNING id, plugin, target` rows of a job-failing update.
+fn expired(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Expired>, DbError> {
+    rows.iter()
+        .map(|r| {
+            Ok(Expired {
+                id: r.try_get("id").map_err(sqlx_err)?,
+                plugin: r.try_get("plugin").map_err(sqlx_err)?,
+                target: r.try_get("target").map_err(sqlx_err)?,
+            })
+        })
+        .collect()
 }
