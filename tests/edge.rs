@@ -142,6 +142,22 @@ async fn query_bombs_get_clear_errors_and_the_server_keeps_answering() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    // The rest of the refused body is still on that connection: the server says it closes it,
+    // so the client's next request goes on a fresh connection instead of being lost.
+    assert_eq!(r.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"), "{:?}", r.headers());
+    for _ in 0..5 {
+        let r = server
+            .client
+            .post(format!("{}/graphql", server.base))
+            .header("content-type", "application/json")
+            .body(format!("{{\"query\":\"{big}\"}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        let (status, _) = post(&server, None, json!({"query": "{ plugins { name } }"})).await;
+        assert_eq!(status, 200);
+    }
     // Batch: 11 requests against a cap of 10.
     let batch: Vec<Value> = (0..11).map(|_| json!({"query": "{ plugins { name } }"})).collect();
     let (status, body) = post(&server, None, Value::Array(batch)).await;

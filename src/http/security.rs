@@ -154,10 +154,17 @@ pub fn access_log_span(req: &Request<Body>) -> tracing::Span {
 pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: Next) -> Response {
     let request_id = request_id(req.headers()).map(str::to_string);
     let path = req.uri().path().to_string();
-    let resp = next.run(req).await;
+    let http1 = req.version() <= axum::http::Version::HTTP_11;
+    let mut resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
+    }
+    // A body refused as too large was not read to its end: the rest of it is still on the
+    // connection, so the connection cannot carry another request. Saying so lets the client
+    // open a new one instead of reusing this one and losing its next request.
+    if status == StatusCode::PAYLOAD_TOO_LARGE && http1 {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let content_type = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let is_json =
