@@ -10,23 +10,40 @@
 //!   later read looks: it can never be served after the invalidation.
 //!
 //! `invalidate_all` on a bump only frees memory; correctness comes from the key.
+//!
+//! Bodies are kept as [`Bytes`], so a hit hands the stored body to the response without a copy.
 
+use bytes::Bytes;
 use moka::future::Cache;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Two keys are equal only when the requests are the same query for the same caller at the same
+/// generation. `variables` is JSON text: the client's own text when the request was read
+/// without being parsed into GraphQL values (equal text is an equal value, so sharing an entry
+/// is right; differently spaced copies of one value only miss).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct CacheKey {
     pub generation: u64,
-    pub document: String,
-    pub operation: Option<String>,
-    pub variables: String,
-    pub role: String,
+    /// The normalised document, shared with the document facts (no copy per request).
+    pub document: Arc<str>,
+    pub operation: Option<Box<str>>,
+    pub variables: Box<str>,
+    /// The caller's role and name: answers depend on the role, and an exempt caller's answer to
+    /// a document outside the trusted set must not reach anyone else.
+    pub caller: Box<str>,
+}
+
+/// A stored answer: the body, and the metrics label of the operation that made it.
+#[derive(Clone, Debug)]
+pub struct CachedAnswer {
+    pub body: Bytes,
+    pub label: Arc<str>,
 }
 
 pub struct ResponseCache {
-    cache: Option<Cache<CacheKey, Arc<String>>>,
+    cache: Option<Cache<CacheKey, CachedAnswer>>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }
@@ -42,8 +59,8 @@ impl ResponseCache {
             Cache::builder()
                 .time_to_live(ttl)
                 .max_capacity(max_bytes)
-                .weigher(move |k: &CacheKey, v: &Arc<String>| {
-                    let bytes = k.document.len() + k.variables.len() + v.len();
+                .weigher(move |k: &CacheKey, v: &CachedAnswer| {
+                    let bytes = k.document.len() + k.variables.len() + v.body.len();
                     u32::try_from(bytes).unwrap_or(u32::MAX).max(floor)
                 })
                 .build()
@@ -55,7 +72,7 @@ impl ResponseCache {
         self.cache.is_some()
     }
 
-    pub async fn get(&self, key: &CacheKey) -> Option<Arc<String>> {
+    pub async fn get(&self, key: &CacheKey) -> Option<CachedAnswer> {
         let cache = self.cache.as_ref()?;
         let hit = cache.get(key).await;
         let counter = if hit.is_some() { &self.hits } else { &self.misses };
@@ -63,9 +80,9 @@ impl ResponseCache {
         hit
     }
 
-    pub async fn insert(&self, key: CacheKey, body: Arc<String>) {
+    pub async fn insert(&self, key: CacheKey, answer: CachedAnswer) {
         if let Some(cache) = &self.cache {
-            cache.insert(key, body).await;
+            cache.insert(key, answer).await;
         }
     }
 
@@ -145,7 +162,7 @@ pub fn normalize(document: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Arc, CacheKey, Duration, ResponseCache, normalize};
+    use super::{Bytes, CacheKey, CachedAnswer, Duration, ResponseCache, normalize};
 
     #[test]
     fn whitespace_and_comments_do_not_matter_but_strings_do() {
@@ -164,11 +181,15 @@ mod tests {
     fn key(i: usize) -> CacheKey {
         CacheKey {
             generation: 1,
-            document: format!("{{q{i}}}"),
+            document: format!("{{q{i}}}").into(),
             operation: None,
-            variables: String::new(),
-            role: String::new(),
+            variables: "".into(),
+            caller: "".into(),
         }
+    }
+
+    fn answer(body: &str) -> CachedAnswer {
+        CachedAnswer { body: Bytes::from(body.to_string()), label: "anonymous".into() }
     }
 
     /// Review finding: the cache was bounded by entry count only, so a few near-limit answers
@@ -177,7 +198,7 @@ mod tests {
     async fn holds_at_most_its_byte_budget_and_its_entry_count() {
         let by_bytes = ResponseCache::new(Duration::from_secs(60), 1000, 10_000);
         for i in 0..20 {
-            by_bytes.insert(key(i), Arc::new("x".repeat(1000))).await;
+            by_bytes.insert(key(i), answer(&"x".repeat(1000))).await;
         }
         let c = by_bytes.cache.as_ref().unwrap();
         c.run_pending_tasks().await;
@@ -186,7 +207,7 @@ mod tests {
 
         let by_count = ResponseCache::new(Duration::from_secs(60), 5, 1_000_000);
         for i in 0..20 {
-            by_count.insert(key(i), Arc::new("small".into())).await;
+            by_count.insert(key(i), answer("small")).await;
         }
         let c = by_count.cache.as_ref().unwrap();
         c.run_pending_tasks().await;

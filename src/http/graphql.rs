@@ -17,6 +17,10 @@
 //!   `X-Catalog-Min-Generation: N` first waits until this replica has applied N (bounded by
 //!   `--consistency-wait`, then UNAVAILABLE). The wait comes before the cache key is read, so
 //!   the key's generation is one that includes N.
+//! - A repeated query is answered from the cache without GraphQL parsing: a single request
+//!   with a `query` and no `extensions` is read as borrowed text ([`Plain`]), the document's
+//!   facts (limits verdict, normalised text, operation types) come from the document cache,
+//!   and a hit writes the stored `Bytes`. A miss goes on to the full path with the same key.
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse, Request, Response, Variables};
@@ -29,11 +33,14 @@ use std::collections::HashMap;
 
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use axum::http::HeaderName;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::documents::DocumentFacts;
 use super::{AppState, security};
 use crate::auth::Caller;
-use crate::cache::{CacheKey, normalize};
+use crate::cache::{CacheKey, CachedAnswer};
 use crate::graphql::errors::{INTERNAL, VALIDATION_FAILED};
 use crate::graphql::extensions::{DocumentChecked, classify_errors, response_too_large};
 
@@ -178,6 +185,18 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    // The cache-hit path: no GraphQL parsing, no copy of the body.
+    let (mut prepared, mut waited) = (None, false);
+    if let Some(plain) = Plain::read(&body) {
+        if let Err(resp) = wait_min_generation(&app, &headers).await {
+            return resp;
+        }
+        waited = true;
+        match lookup(&app, &headers, &caller, plain.query.as_ref(), plain.operation(), plain.variables()).await {
+            Lookup::Hit(resp) => return resp,
+            Lookup::Miss(p) => prepared = p,
+        }
+    }
     let batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -188,13 +207,14 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
             );
         }
     };
-    if let Err(resp) = wait_min_generation(&app, &headers).await {
+    if !waited && let Err(resp) = wait_min_generation(&app, &headers).await {
         return resp;
     }
     let request_id = security::request_id(&headers).map(str::to_string);
     match batch {
         BatchRequest::Single(req) => {
-            execute_single(&app, &headers, crate::graphql::request_data(req.data(caller), request_id.as_deref())).await
+            let req = crate::graphql::request_data(req.data(caller), request_id.as_deref());
+            execute_single(&app, &headers, req, prepared).await
         }
         BatchRequest::Batch(list) => {
             let cap = app.options.max_batch;
@@ -218,8 +238,10 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
             for r in &mut list {
                 let _ = app.guardrails.resolve_document(r);
             }
-            let mutates = list.iter().any(|r| !is_query(r));
-            let names: Vec<String> = list.iter().map(|r| operation_label(&app, r)).collect();
+            let facts: Vec<_> = list.iter().map(|r| app.documents.facts(&app.guardrails, &r.query).ok()).collect();
+            let mutates = list.iter().zip(&facts).any(|(r, f)| !is_query(f.as_deref(), r));
+            let names: Vec<String> =
+                list.iter().zip(&facts).map(|(r, f)| operation_label(&app, r, f.as_deref())).collect();
             let list = list
                 .into_iter()
                 .map(|r| crate::graphql::request_data(r.data(caller.clone()), request_id.as_deref()))
@@ -264,62 +286,162 @@ fn outcome(resp: &Response) -> String {
 
 /// The operation label for metrics: the given name or the document's single operation's name,
 /// bounded by [`super::metrics::HttpMetrics::operation_label`] (`other` for names of one-off
-/// documents and beyond the cap), or `anonymous`.
-fn operation_label(app: &AppState, req: &Request) -> String {
-    let name = req.operation_name.clone().or_else(|| {
-        async_graphql::parser::parse_query(&req.query).ok().and_then(|doc| match doc.operations {
-            DocumentOperations::Single(_) => None,
-            DocumentOperations::Multiple(map) if map.len() == 1 => map.keys().next().map(|k| k.to_string()),
-            DocumentOperations::Multiple(_) => None,
-        })
-    });
+/// documents and beyond the cap), or `anonymous`. Without facts (the document failed its
+/// limits) only a given name counts.
+fn operation_label(app: &AppState, req: &Request, facts: Option<&DocumentFacts>) -> String {
+    let name = req.operation_name.as_deref().or_else(|| facts.and_then(DocumentFacts::single_name));
     let known = app.guardrails.is_trusted(&req.query) || app.guardrails.is_registered(&req.query);
-    app.metrics.operation_label(name.as_deref(), &req.query, known)
+    let normalized = match facts {
+        Some(f) => Cow::Borrowed(&*f.normalized),
+        None => Cow::Owned(crate::cache::normalize(&req.query)),
+    };
+    app.metrics.operation_label(name, &normalized, known)
+}
+
+/// A single request read as the client's text, without GraphQL parsing: what the cache-hit
+/// path needs. Only requests with a `query` and no `extensions` (persisted-query hashes and
+/// trusted-document ids need resolving) take this path; anything else, including a body this
+/// does not read, goes the full way and gets its errors there.
+#[derive(Deserialize)]
+struct Plain<'a> {
+    #[serde(borrow)]
+    query: Cow<'a, str>,
+    #[serde(borrow, default, rename = "operationName")]
+    operation_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    variables: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    extensions: Option<&'a RawValue>,
+}
+
+impl<'a> Plain<'a> {
+    fn read(body: &'a [u8]) -> Option<Plain<'a>> {
+        let plain: Plain = serde_json::from_slice(body).ok()?;
+        let no_extensions = plain.extensions.is_none_or(|e| matches!(e.get().trim(), "{}" | "null"));
+        (no_extensions && !plain.query.is_empty()).then_some(plain)
+    }
+
+    fn operation(&self) -> Option<&str> {
+        self.operation_name.as_deref()
+    }
+
+    fn variables(&self) -> &str {
+        self.variables.map(RawValue::get).filter(|v| *v != "null").unwrap_or("")
+    }
+}
+
+/// A cache lookup's outcome: the answer, or what the full path needs to store one.
+enum Lookup {
+    Hit(axum::response::Response),
+    Miss(Option<Prepared>),
+}
+
+/// A request's document facts and cache key, worked out before it runs.
+struct Prepared {
+    facts: Arc<DocumentFacts>,
+    key: Option<CacheKey>,
+}
+
+/// The cache key of a query; `None` for anything else or with the cache off. The generation is
+/// read here, before the query executes (see the module docs of `cache`).
+fn cache_key(
+    app: &AppState,
+    facts: &Arc<DocumentFacts>,
+    operation: Option<&str>,
+    variables: &str,
+    caller: &Caller,
+) -> Option<CacheKey> {
+    (app.cache.enabled() && facts.operation_type(operation) == Some(OperationType::Query)).then(|| CacheKey {
+        generation: app.catalog.generation(),
+        document: facts.normalized.clone(),
+        operation: operation.map(Into::into),
+        variables: variables.into(),
+        caller: format!("{}:{}", caller.role.as_str(), caller.name).into(),
+    })
+}
+
+/// Looks a plain request up in the cache. A document that fails its limits is not looked up:
+/// the full path reports the error.
+async fn lookup(
+    app: &AppState,
+    headers: &HeaderMap,
+    caller: &Caller,
+    query: &str,
+    operation: Option<&str>,
+    variables: &str,
+) -> Lookup {
+    let Ok(facts) = app.documents.facts(&app.guardrails, query) else {
+        return Lookup::Miss(None);
+    };
+    let key = cache_key(app, &facts, operation, variables, caller);
+    if let Some(key) = &key
+        && let Some(answer) = app.cache.get(key).await
+    {
+        app.metrics.operation(&answer.label, "ok");
+        return Lookup::Hit(cached(wants_graphql_response(headers), answer.body, "hit"));
+    }
+    Lookup::Miss(Some(Prepared { facts, key }))
 }
 
 /// Runs one request through the response cache: queries are looked up and stored, anything
 /// else invalidates the cache before the response is sent. The persisted document is resolved
 /// and the document limits are checked first (once: the extension skips them afterwards), so
 /// no limit is skipped by a cache hit.
-async fn execute_single(app: &AppState, headers: &HeaderMap, mut req: Request) -> axum::response::Response {
+async fn execute_single(
+    app: &AppState,
+    headers: &HeaderMap,
+    mut req: Request,
+    prepared: Option<Prepared>,
+) -> axum::response::Response {
     let max_response = app.options.schema.limits.max_response_bytes;
-    let checked = app.guardrails.resolve_document(&mut req).and_then(|()| app.guardrails.check_document(&req.query));
-    if let Err(e) = checked {
-        let label = operation_label(app, &req);
-        let resp = Response::from_errors(vec![e]);
-        app.metrics.operation(&label, &outcome(&resp));
-        return respond(headers, BatchResponse::Single(resp), max_response);
-    }
+    let prepared = match prepared {
+        Some(p) => Ok(p),
+        None => app
+            .guardrails
+            .resolve_document(&mut req)
+            .and_then(|()| app.documents.facts(&app.guardrails, &req.query))
+            .map(|facts| Prepared { facts, key: None }),
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let label = operation_label(app, &req, None);
+            let resp = Response::from_errors(vec![e]);
+            app.metrics.operation(&label, &outcome(&resp));
+            return respond(headers, BatchResponse::Single(resp), max_response);
+        }
+    };
     let len = req.query.len();
     let req = req.data(DocumentChecked(len));
-    execute_checked(app, headers, req).await
+    execute_checked(app, headers, req, prepared).await
 }
 
-async fn execute_checked(app: &AppState, headers: &HeaderMap, req: Request) -> axum::response::Response {
+async fn execute_checked(
+    app: &AppState,
+    headers: &HeaderMap,
+    req: Request,
+    prepared: Prepared,
+) -> axum::response::Response {
     let max_response = app.options.schema.limits.max_response_bytes;
-    let cacheable = app.cache.enabled() && is_query(&req);
-    let key = cacheable.then(|| CacheKey {
-        // Read before executing: see the module docs of `cache`.
-        generation: app.catalog.generation(),
-        document: normalize(&req.query),
-        operation: req.operation_name.clone(),
-        variables: serde_json::to_string(&req.variables).unwrap_or_default(),
-        role: req
-            .data
-            .get(&std::any::TypeId::of::<Caller>())
-            .and_then(|d| d.downcast_ref::<Caller>())
-            .map(|c| format!("{}:{}", c.role.as_str(), c.name))
-            .unwrap_or_default(),
+    let Prepared { facts, key } = prepared;
+    let key = key.or_else(|| {
+        let caller = req.data.get(&std::any::TypeId::of::<Caller>()).and_then(|d| d.downcast_ref::<Caller>())?;
+        let variables = serde_json::to_string(&req.variables).unwrap_or_default();
+        cache_key(app, &facts, req.operation_name.as_deref(), &variables, caller)
     });
-    let label = operation_label(app, &req);
+    let label = operation_label(app, &req, Some(&facts));
     let graphql_response = wants_graphql_response(headers);
     if let Some(key) = &key
-        && let Some(body) = app.cache.get(key).await
+        && let Some(answer) = app.cache.get(key).await
     {
-        app.metrics.operation(&label, "ok");
-        return cached(graphql_response, &body, "hit");
+        app.metrics.operation(&answer.label, "ok");
+        return cached(graphql_response, answer.body, "hit");
     }
-    let mutates = !is_query(&req);
+    let mutates = !is_query(Some(&facts), &req);
+    let hit_label: Arc<str> = match req.operation_name.as_deref().or_else(|| facts.single_name()) {
+        Some(name) => app.metrics.seen_label(name).into(),
+        None => "anonymous".into(),
+    };
     let mut resp = app.schema.execute(req).await;
     let token = if mutates {
         invalidate(app);
@@ -333,12 +455,13 @@ async fn execute_checked(app: &AppState, headers: &HeaderMap, req: Request) -> a
     app.metrics.operation(&label, &outcome(&resp));
     if let Some(key) = key
         && resp.errors.is_empty()
-        && let Ok(body) = serde_json::to_string(&resp)
+        && let Ok(body) = serde_json::to_vec(&resp)
         && body.len() <= max_response
     {
-        let body = Arc::new(body);
-        app.cache.insert(key, body.clone()).await;
-        return cached(graphql_response, &body, "miss");
+        let body = Bytes::from(body);
+        // Later hits are of a document seen before: they count under its name.
+        app.cache.insert(key, CachedAnswer { body: body.clone(), label: hit_label }).await;
+        return cached(graphql_response, body, "miss");
     }
     let mut out = respond(headers, BatchResponse::Single(resp), max_response);
     if let Some(token) = token {
@@ -347,7 +470,7 @@ async fn execute_checked(app: &AppState, headers: &HeaderMap, req: Request) -> a
     out
 }
 
-fn cached(graphql_response: bool, body: &str, outcome: &'static str) -> axum::response::Response {
+fn cached(graphql_response: bool, body: Bytes, outcome: &'static str) -> axum::response::Response {
     let content_type = if graphql_response { GRAPHQL_RESPONSE_JSON } else { APPLICATION_JSON };
     (
         StatusCode::OK,
@@ -355,7 +478,7 @@ fn cached(graphql_response: bool, body: &str, outcome: &'static str) -> axum::re
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (HeaderName::from_static("x-cache"), HeaderValue::from_static(outcome)),
         ],
-        body.to_string(),
+        body,
     )
         .into_response()
 }
@@ -366,8 +489,10 @@ fn invalidate(app: &AppState) {
     app.cache.invalidate_all();
 }
 
-fn is_query(req: &Request) -> bool {
-    operation_type(req) == Some(OperationType::Query)
+/// Whether `req` runs a query; a document without facts (it failed its limits) or whose
+/// operation cannot be chosen is not one.
+fn is_query(facts: Option<&DocumentFacts>, req: &Request) -> bool {
+    facts.and_then(|f| f.operation_type(req.operation_name.as_deref())) == Some(OperationType::Query)
 }
 
 #[derive(Deserialize)]
@@ -404,12 +529,31 @@ pub async fn get(
         )
         .into_response();
     }
-    let mut req = match get_request(query, params.operation_name, params.variables, extensions) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
     let caller = match security::authenticate(&app, &headers).await {
         Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let operation = params.operation_name.filter(|s| !s.is_empty());
+    // The cache-hit path, as for POST: a plain query by text.
+    let (mut prepared, mut waited) = (None, false);
+    if extensions.is_none() {
+        if let Ok(facts) = app.documents.facts(&app.guardrails, &query)
+            && facts.operation_type(operation.as_deref()) == Some(OperationType::Mutation)
+        {
+            return mutation_over_get();
+        }
+        if let Err(resp) = wait_min_generation(&app, &headers).await {
+            return resp;
+        }
+        waited = true;
+        let variables = params.variables.as_deref().map(str::trim).filter(|v| !v.is_empty() && *v != "null");
+        match lookup(&app, &headers, &caller, &query, operation.as_deref(), variables.unwrap_or("")).await {
+            Lookup::Hit(resp) => return resp,
+            Lookup::Miss(p) => prepared = p,
+        }
+    }
+    let mut req = match get_request(query, operation, params.variables, extensions) {
+        Ok(r) => r,
         Err(resp) => return resp,
     };
     // The document first (APQ hash or trusted-document id), then the decision.
@@ -422,10 +566,10 @@ pub async fn get(
         return mutation_over_get();
     }
     let req = crate::graphql::request_data(req.data(caller), security::request_id(&headers));
-    if let Err(resp) = wait_min_generation(&app, &headers).await {
+    if !waited && let Err(resp) = wait_min_generation(&app, &headers).await {
         return resp;
     }
-    execute_single(&app, &headers, req).await
+    execute_single(&app, &headers, req, prepared).await
 }
 
 /// 405 for a mutation sent with GET.

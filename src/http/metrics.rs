@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 
 use super::AppState;
 use crate::auth::sha256_hex;
-use crate::cache::normalize;
 use crate::catalog::refresh::DURATION_BUCKETS;
 
 /// Distinct client-chosen operation names that may become a label; the rest count as `other`.
@@ -21,7 +20,8 @@ pub const MAX_OPERATION_NAMES: usize = 200;
 
 pub struct HttpMetrics {
     requests: Mutex<BTreeMap<u16, u64>>,
-    operations: Mutex<BTreeMap<(String, String), u64>>,
+    /// operation label → outcome → count (nested, so counting an existing pair allocates nothing).
+    operations: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     /// Operation names admitted as labels (at most [`MAX_OPERATION_NAMES`]).
     names: Mutex<HashSet<String>>,
     /// sha256 of the normalised documents seen so far (bounded), so a name is used only for a
@@ -44,18 +44,25 @@ impl HttpMetrics {
     /// The `operation` label: the client's name only for a trusted document or one seen before
     /// (including APQ-registered ones), and only for the first [`MAX_OPERATION_NAMES`] distinct
     /// names; otherwise `other`. Keeps the series count bounded whatever clients send.
-    pub fn operation_label(&self, name: Option<&str>, document: &str, known: bool) -> String {
-        let key = sha256_hex(&normalize(document));
+    /// `normalized` is the document's normalised text.
+    pub fn operation_label(&self, name: Option<&str>, normalized: &str, known: bool) -> String {
+        let key = sha256_hex(normalized);
         let seen = known || self.seen.contains_key(&key);
         self.seen.insert(key, ());
-        let Some(name) = name else {
-            return "anonymous".into();
-        };
+        match name {
+            None => "anonymous".into(),
+            Some(_) if !seen => "other".into(),
+            Some(name) => self.seen_label(name),
+        }
+    }
+
+    /// The label of a named operation of a document seen before (a cached answer's document).
+    pub fn seen_label(&self, name: &str) -> String {
         let valid = !name.is_empty()
             && name.len() <= 64
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !seen || !valid {
+        if !valid {
             return "other".into();
         }
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
@@ -71,7 +78,16 @@ impl HttpMetrics {
 
     pub fn operation(&self, name: &str, outcome: &str) {
         let mut m = self.operations.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((name.to_string(), outcome.to_string())).or_insert(0) += 1;
+        let outcomes = match m.get_mut(name) {
+            Some(o) => o,
+            None => m.entry(name.to_string()).or_default(),
+        };
+        match outcomes.get_mut(outcome) {
+            Some(n) => *n += 1,
+            None => {
+                outcomes.insert(outcome.to_string(), 1);
+            }
+        }
     }
 }
 
@@ -102,13 +118,15 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         "counter",
         "GraphQL operations over HTTP by operation name and outcome (ok or error code).",
     );
-    for ((name, outcome), n) in app.metrics.operations.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        let _ = writeln!(
-            out,
-            "catalog_bff_graphql_operations_total{{operation=\"{}\",outcome=\"{}\"}} {n}",
-            esc(name),
-            esc(outcome)
-        );
+    for (name, outcomes) in app.metrics.operations.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (outcome, n) in outcomes {
+            let _ = writeln!(
+                out,
+                "catalog_bff_graphql_operations_total{{operation=\"{}\",outcome=\"{}\"}} {n}",
+                esc(name),
+                esc(outcome)
+            );
+        }
     }
     let stats = app.catalog.refresh_stats();
     head(&mut out, "refresh_operations_total", "counter", "Source refreshes by plugin and status.");

@@ -7,6 +7,7 @@
 //! `text/event-stream`), CORS, the status counter, and GraphQL-shaped JSON bodies for every
 //! error status the HTTP layer makes (413, 405, 415, ...), each carrying the request id.
 
+pub mod documents;
 pub mod graphql;
 pub mod metrics;
 pub mod probes;
@@ -78,6 +79,8 @@ pub struct AppState {
     /// checks document limits before it decides (GET is read-only) or looks in the cache.
     pub guardrails: Arc<Guardrails>,
     pub cache: Arc<ResponseCache>,
+    /// What is known about each distinct document text (limits verdict, operation types).
+    pub documents: Arc<documents::DocumentCache>,
     pub subscriptions: Arc<SubscriptionGauge>,
     pub connections: Arc<AtomicUsize>,
     pub metrics: Arc<metrics::HttpMetrics>,
@@ -99,6 +102,7 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         schema,
         guardrails,
         cache,
+        documents: Arc::new(documents::DocumentCache::default()),
         subscriptions,
         connections: Arc::new(AtomicUsize::new(0)),
         metrics: Arc::new(metrics::HttpMetrics::default()),

@@ -1,0 +1,186 @@
+//! Cached reads at wire speed: the README's `sources` query, answered from the response cache by
+//! the real release server, against a bare axum handler that returns the same bytes, load-tested
+//! in the same run by the same tool (wrk) with the same settings; prints both and the ratio.
+//!
+//! Both servers are pinned to core 0 and wrk to core 1 (`taskset`), so the figure is what one
+//! core of the server does. The bare handler runs in a child process of this bench (the bench
+//! binary re-executes itself), so it gets the same runtime setup as the server: tokio on one
+//! core, axum 0.8, hyper 1.
+//!
+//! Run by hand: `cargo bench --bench http_cached` (needs `wrk` and `taskset`; `BENCH_SECS`,
+//! default 10, sets the length of each run; `BENCH_CONNECTIONS`, default 64; `BENCH_BIN` runs
+//! another build of the server, e.g. an older one, against the same bare handler).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const QUERY: &str = "{ sources { plugin id name enabled revision status { state entityCount lastRefreshSummary } } }";
+const BARE_ENV: &str = "HTTP_CACHED_BARE";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The child-process mode: a bare axum handler returning the bytes in the given file.
+fn bare(spec: &str) {
+    let (port, file) = spec.split_once(':').expect("port:file");
+    let body = axum::body::Bytes::from(std::fs::read(file).expect("body file"));
+    let addr = format!("127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let app = axum::Router::new().route(
+            "/graphql",
+            axum::routing::post(move || {
+                let body = body.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind bare");
+        axum::serve(listener, app).await.expect("serve bare");
+    });
+}
+
+async fn wait_up(http: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(url).send().await
+            && (r.status().is_success() || r.status().as_u16() == 405)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn wrk(url: &str, script: &Path, secs: u64, connections: u32) -> Figures {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{secs}s"))
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("run wrk (apt install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("RESULT ")).unwrap_or_else(|| panic!("wrk printed:\n{text}"));
+    let f: Vec<f64> = line.split_whitespace().skip(1).map(|x| x.parse().expect("number")).collect();
+    if f[3] > 0.0 {
+        eprintln!("  wrk: {} non-2xx/3xx responses or errors", f[3]);
+    }
+    Figures { rps: f[0], p50_ms: f[1] / 1000.0, p99_ms: f[2] / 1000.0 }
+}
+
+fn pinned(program: &Path) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(program);
+    cmd
+}
+
+/// A child process stopped when dropped (also when the bench panics).
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Ok(spec) = std::env::var(BARE_ENV) {
+        bare(&spec);
+        return;
+    }
+    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let connections: u32 = std::env::var("BENCH_CONNECTIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+
+    // The real server: the README's first command, on a port of ours, rate limit off.
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_catalog-bff").to_string());
+    let _server = Stopped(
+        pinned(Path::new(&bin))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-limit", "0", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start server"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_up(&http, &format!("{base}/readyz")).await;
+    let body = serde_json::json!({ "query": QUERY }).to_string();
+    let resp = http
+        .post(format!("{base}/graphql"))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("query");
+    let bytes = resp.bytes().await.expect("body");
+    assert!(bytes.starts_with(b"{\"data\""), "{}", String::from_utf8_lossy(&bytes));
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, &bytes).expect("write body");
+
+    // The bare handler, returning those bytes.
+    let bare_port = free_port();
+    let _bare = Stopped(
+        pinned(&std::env::current_exe().expect("exe"))
+            .env(BARE_ENV, format!("{bare_port}:{}", body_file.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start bare axum"),
+    );
+    let bare_base = format!("http://127.0.0.1:{bare_port}");
+    wait_up(&http, &format!("{bare_base}/graphql")).await;
+
+    let script = dir.path().join("post.lua");
+    let mut f = std::fs::File::create(&script).expect("script");
+    writeln!(
+        f,
+        "wrk.method = \"POST\"\nwrk.body = [[{body}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         done = function(s, latency, requests)\n  io.write(string.format(\"RESULT %f %f %f %d\\n\", \
+         s.requests / (s.duration / 1e6), latency:percentile(50), latency:percentile(99), \
+         s.errors.status + s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout))\nend"
+    )
+    .expect("write script");
+    drop(f);
+
+    println!(
+        "cached `sources` query, {} bytes per response, wrk -t1 -c{connections} -d{secs}s on core 1, servers on core 0",
+        bytes.len()
+    );
+    // Warm both, then alternate so drift on the machine hits both alike.
+    let _ = wrk(&format!("{base}/graphql"), &script, 2, connections);
+    let _ = wrk(&format!("{bare_base}/graphql"), &script, 2, connections);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        theirs.push(wrk(&format!("{bare_base}/graphql"), &script, secs, connections));
+        ours.push(wrk(&format!("{base}/graphql"), &script, secs, connections));
+    }
+    let best = |v: &[Figures]| v.iter().max_by(|a, b| a.rps.total_cmp(&b.rps)).map(|f| (f.rps, f.p50_ms, f.p99_ms));
+    let (Some(o), Some(t)) = (best(&ours), best(&theirs)) else { return };
+    println!("{:<28} {:>10} {:>9} {:>9}", "", "req/s", "p50 ms", "p99 ms");
+    println!("{:<28} {:>10.0} {:>9.2} {:>9.2}", "bare axum, same bytes", t.0, t.1, t.2);
+    println!("{:<28} {:>10.0} {:>9.2} {:>9.2}", "catalog-bff (cache hit)", o.0, o.1, o.2);
+    println!("ratio catalog-bff / bare axum: {:.2} (goal >= 0.6)", o.0 / t.0);
+
+    let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.unwrap_or_default();
+    for line in metrics.lines().filter(|l| l.starts_with("catalog_bff_cache_")) {
+        println!("  {line}");
+    }
+}
