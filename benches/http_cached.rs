@@ -97,15 +97,18 @@ impl Drop for Stopped {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    if let Ok(spec) = std::env::var(BARE_ENV) {
-        bare(&spec);
-        return;
+fn main() {
+    match std::env::var(BARE_ENV) {
+        Ok(spec) => bare(&spec),
+        Err(_) => tokio::runtime::Runtime::new().expect("runtime").block_on(run()),
     }
+}
+
+async fn run() {
     let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let connections: u32 = std::env::var("BENCH_CONNECTIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
     let dir = tempfile::tempdir().expect("tempdir");
+    catalog_bff::tls::install_crypto_provider();
     let http = reqwest::Client::new();
 
     // The real server: the README's first command, on a port of ours, rate limit off.

@@ -1,10 +1,8 @@
 //! `GET /metrics` in Prometheus text format, and the HTTP-side counters.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Request, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+use axum::response::IntoResponse;
 use moka::sync::Cache;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
@@ -76,6 +74,12 @@ impl HttpMetrics {
         "other".into()
     }
 
+    /// Counts one response by its status code.
+    pub fn count_status(&self, status: u16) {
+        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(status).or_insert(0) += 1;
+    }
+
     pub fn operation(&self, name: &str, outcome: &str) {
         let mut m = self.operations.lock().unwrap_or_else(|p| p.into_inner());
         let outcomes = match m.get_mut(name) {
@@ -89,14 +93,6 @@ impl HttpMetrics {
             }
         }
     }
-}
-
-/// Counts every response by status code.
-pub async fn count_requests(State(app): State<AppState>, req: Request<Body>, next: Next) -> Response {
-    let resp = next.run(req).await;
-    let mut m = app.metrics.requests.lock().unwrap_or_else(|p| p.into_inner());
-    *m.entry(resp.status().as_u16()).or_insert(0) += 1;
-    resp
 }
 
 fn esc(s: &str) -> String {

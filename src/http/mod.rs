@@ -3,9 +3,10 @@
 //!
 //! The edge layers, outermost first: a sanity check on a client's `X-Request-Id`, then
 //! tower-http's request-id (set, else generate; echoed on the response), the access log (one
-//! line per request with method, path, status, latency and request id), compression (never for
-//! `text/event-stream`), CORS, the status counter, and GraphQL-shaped JSON bodies for every
-//! error status the HTTP layer makes (413, 405, 415, ...), each carrying the request id.
+//! line per request with method, path, status, latency and request id, written by a writer
+//! thread), compression (never for `text/event-stream`), CORS (only with `--cors-origins`),
+//! then one layer that counts responses by status and gives every error status the HTTP layer
+//! makes (413, 405, 415, ...) a GraphQL-shaped JSON body carrying the request id.
 
 pub mod documents;
 pub mod graphql;
@@ -84,7 +85,8 @@ pub struct AppState {
     pub subscriptions: Arc<SubscriptionGauge>,
     pub connections: Arc<AtomicUsize>,
     pub metrics: Arc<metrics::HttpMetrics>,
-    pub options: HttpOptions,
+    /// Shared: the state is cloned for every request (by each layer that has it).
+    pub options: Arc<HttpOptions>,
 }
 
 pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
@@ -106,9 +108,9 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         subscriptions,
         connections: Arc::new(AtomicUsize::new(0)),
         metrics: Arc::new(metrics::HttpMetrics::default()),
-        options,
+        options: Arc::new(options),
     };
-    Router::new()
+    let router = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/graphql/ws", get(ws::upgrade))
         .route("/graphql/stream", get(sse::get).post(sse::post))
@@ -118,9 +120,12 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         // Bodies are read in full by the handlers, which enforce the limit with a clear error;
         // this cap (a little above it) stops a huge upload before it is buffered.
         .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), security::json_errors))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
-        .layer(security::cors_layer(&state.options.cors_origins))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), security::json_errors));
+    let router = match security::cors_layer(&state.options.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         // The default predicate skips `text/event-stream` (SSE must flush event by event),
         // images and tiny bodies.
         .layer(tower_http::compression::CompressionLayer::new())

@@ -100,20 +100,25 @@ pub fn too_many_connections() -> Response {
 /// CORS for the configured origins only (tower-http's CorsLayer); without configuration no
 /// origin matches, so no `Access-Control-Allow-Origin` is sent and browsers keep cross-origin
 /// reads blocked.
-pub fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+/// `None` without `--cors-origins`: no CORS headers at all (not even `Vary`).
+pub fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
         let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
         AllowOrigin::list(list)
     };
-    CorsLayer::new()
+    let layer = CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT, REQUEST_ID.clone()])
         .expose_headers([REQUEST_ID.clone()])
-        .max_age(std::time::Duration::from_secs(600))
+        .max_age(std::time::Duration::from_secs(600));
+    Some(layer)
 }
 
 pub static REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
@@ -131,8 +136,9 @@ pub async fn sanitize_request_id(mut req: Request<Body>, next: Next) -> Response
         let b = v.as_bytes();
         !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
     };
-    let values: Vec<&HeaderValue> = req.headers().get_all(&REQUEST_ID).iter().collect();
-    if values.len() > 1 || values.first().is_some_and(|v| !sane(v)) {
+    let mut values = req.headers().get_all(&REQUEST_ID).iter();
+    let (first, second) = (values.next(), values.next());
+    if second.is_some() || first.is_some_and(|v| !sane(v)) {
         req.headers_mut().remove(&REQUEST_ID);
     }
     next.run(req).await
@@ -148,7 +154,7 @@ pub fn access_log_span(req: &Request<Body>) -> tracing::Span {
     )
 }
 
-/// Every error status the HTTP layer answers (413 from the body limit, 405 from the router,
+/// Counts every response by status code, and gives every error status the HTTP layer answers (413 from the body limit, 405 from the router,
 /// 415, 429, ...) gets a GraphQL-shaped JSON body `{"errors": [{"message", "extensions":
 /// {"code", "requestId"}}]}`; JSON error bodies made by the handlers get the request id added.
 pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: Next) -> Response {
@@ -157,6 +163,7 @@ pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: 
     let http1 = req.version() <= axum::http::Version::HTTP_11;
     let mut resp = next.run(req).await;
     let status = resp.status();
+    app.metrics.count_status(status.as_u16());
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
