@@ -93,8 +93,11 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
     let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
     let (keep, mut diagnostics) = unique_names(&names, text, file, "models");
     let mut entities = Vec::with_capacity(keep.len());
+    // The parsed models are moved into the entities, not cloned: a 100k-model catalog would
+    // otherwise be held twice at the peak of a refresh.
+    let mut models: Vec<Option<Model>> = models.into_iter().map(Some).collect();
     for i in keep {
-        let m = &models[i];
+        let Some(m) = models[i].take() else { continue };
         let mut ok = true;
         for (j, a) in m.artifacts.iter().enumerate() {
             let field = format!("models[{i}].artifacts[{j}]");
@@ -149,7 +152,7 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
             }
         }
         if ok {
-            entities.push(Entity::Model(Box::new(m.clone())));
+            entities.push(Entity::Model(Box::new(m)));
         }
     }
     Ok(Loaded { entities, diagnostics })
