@@ -270,7 +270,7 @@ async fn main() {
         let conn = &v["data"]["entities"];
         seen += conn["edges"].as_array().map(Vec::len).unwrap_or(0);
         let end = conn["pageInfo"]["endCursor"].as_str().map(str::to_string);
-        if seen >= 90_000 && seen < 111_000 {
+        if (90_000..111_000).contains(&seen) {
             deep_cursors.extend(end.clone());
         }
         if conn["pageInfo"]["hasNextPage"] != true {
