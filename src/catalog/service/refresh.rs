@@ -215,9 +215,11 @@ impl Catalog {
         self.events.job_changed(&job.plugin, &job.id);
     }
 
-    /// Refreshes every source once; marks the catalog ready when done.
+    /// Refreshes every source once; marks the catalog ready when done. The plugins refresh
+    /// at the same time (their sources parse on blocking threads): start → ready is the slowest
+    /// source, not the sum.
     pub async fn refresh_all(self: &Arc<Self>) {
-        for plugin in PluginKind::ALL {
+        let jobs = PluginKind::ALL.map(|plugin| async move {
             let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, None, "system") };
             match self.refresh(req).await {
                 Ok(job) => {
@@ -231,7 +233,8 @@ impl Catalog {
                 }
                 Err(e) => tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed"),
             }
-        }
+        });
+        futures_util::future::join_all(jobs).await;
         self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
     }
 
