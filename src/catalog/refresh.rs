@@ -12,21 +12,82 @@ use super::diagnostics::Diagnostic;
 use super::plugins::Entity;
 
 /// The loaded entities of one source: immutable, swapped atomically as a whole.
+///
+/// Entities are `Arc`ed so a refresh whose entity did not change keeps the old allocation (see
+/// [`Snapshot::reusing`]) and readers share them without copies. `by_name` finds an entity by
+/// name without a second copy of every name: it maps a 64-bit hash of the name to the index, and
+/// every hit is checked against the entity's real name.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub entities: Vec<Arc<Entity>>,
-    /// name → content hash, to tell updated from unchanged on the next refresh.
-    pub hashes: HashMap<String, String>,
+    by_name: HashMap<u64, u32>,
+    /// Two names with the same 64-bit hash (never seen in practice): lookups that miss the
+    /// index then scan the list, so the answer stays exact.
+    name_collision: bool,
     /// Hash of the raw catalog content the snapshot was built from (INCREMENTAL refresh).
     pub content_hash: String,
     /// The HTTP `ETag` of a url source's last fetch, sent as `If-None-Match` by INCREMENTAL.
     pub etag: Option<String>,
 }
 
+fn name_key(name: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(name)
+}
+
 impl Snapshot {
     pub fn new(entities: Vec<Entity>, content_hash: String) -> Snapshot {
-        let hashes = entities.iter().map(|e| (e.name().to_string(), e.content_hash())).collect();
-        Snapshot { entities: entities.into_iter().map(Arc::new).collect(), hashes, content_hash, etag: None }
+        Snapshot::reusing(None, entities, content_hash)
+    }
+
+    /// A snapshot of `entities` where every entity equal to the old snapshot's entity of the
+    /// same name is the old `Arc`: a refresh of unchanged content keeps one copy of each entity
+    /// (the freshly parsed duplicates are dropped right here) and readers holding the old
+    /// snapshot share the same memory.
+    pub fn reusing(old: Option<&Snapshot>, entities: Vec<Entity>, content_hash: String) -> Snapshot {
+        let mut snap = Snapshot {
+            entities: Vec::with_capacity(entities.len()),
+            by_name: HashMap::with_capacity(entities.len()),
+            name_collision: false,
+            content_hash,
+            etag: None,
+        };
+        for e in entities {
+            let shared = match old.and_then(|o| o.get(e.name())) {
+                Some(prev) if **prev == e => prev.clone(),
+                _ => Arc::new(e),
+            };
+            let i = u32::try_from(snap.entities.len()).unwrap_or(u32::MAX);
+            if snap.by_name.insert(name_key(shared.name()), i).is_some() {
+                snap.name_collision = true;
+            }
+            snap.entities.push(shared);
+        }
+        // A collision overwrote an earlier index: keep the first one for each hash instead, so
+        // the index is a pure function of the list (the scan covers the rest).
+        if snap.name_collision {
+            snap.by_name.clear();
+            for (i, e) in snap.entities.iter().enumerate() {
+                snap.by_name.entry(name_key(e.name())).or_insert(u32::try_from(i).unwrap_or(u32::MAX));
+            }
+        }
+        snap
+    }
+
+    /// The position of the entity called `name`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        if let Some(&i) = self.by_name.get(&name_key(name)) {
+            let i = i as usize;
+            if self.entities.get(i).is_some_and(|e| e.name() == name) {
+                return Some(i);
+            }
+        }
+        if self.name_collision { self.entities.iter().position(|e| e.name() == name) } else { None }
+    }
+
+    /// The entity called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Entity>> {
+        self.position(name).and_then(|i| self.entities.get(i))
     }
 
     pub fn artifact_count(&self) -> usize {
@@ -58,31 +119,33 @@ impl Impact {
     }
 }
 
+/// What replacing `old` with `new` does. An entity is updated when it differs from the old one
+/// of the same name (structural equality: exact, and cheaper than hashing a serialisation).
 pub fn diff(old: Option<&Snapshot>, new: &[Entity]) -> Impact {
-    let empty = HashMap::new();
-    let old_hashes = old.map(|s| &s.hashes).unwrap_or(&empty);
-    let mut impact = Impact { current_count: old_hashes.len(), ..Impact::default() };
-    let mut seen = std::collections::HashSet::new();
+    let mut impact = Impact { current_count: old.map_or(0, |s| s.entities.len()), ..Impact::default() };
+    // Old positions still present in `new`: a bitmap, not a set of names.
+    let mut seen = vec![false; impact.current_count];
     for e in new {
-        seen.insert(e.name());
-        match old_hashes.get(e.name()) {
+        match old.and_then(|o| o.position(e.name())) {
             None => {
                 impact.to_add += 1;
                 push_name(&mut impact.added_names, e.name());
             }
-            Some(h) if *h != e.content_hash() => {
-                impact.to_update += 1;
-                push_name(&mut impact.updated_names, e.name());
+            Some(i) => {
+                seen[i] = true;
+                if old.and_then(|o| o.entities.get(i)).is_some_and(|prev| **prev == *e) {
+                    impact.unchanged += 1;
+                } else {
+                    impact.to_update += 1;
+                    push_name(&mut impact.updated_names, e.name());
+                }
             }
-            Some(_) => impact.unchanged += 1,
         }
     }
     if let Some(old) = old {
-        for e in &old.entities {
-            if !seen.contains(e.name()) {
-                impact.to_remove += 1;
-                push_name(&mut impact.removed_names, e.name());
-            }
+        for (e, _) in old.entities.iter().zip(&seen).filter(|(_, s)| !**s) {
+            impact.to_remove += 1;
+            push_name(&mut impact.removed_names, e.name());
         }
     }
     impact

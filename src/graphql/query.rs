@@ -1,12 +1,13 @@
 //! Queries: plugins, sources, entities, jobs, validation.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields, query};
+use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 
 use super::catalog;
 use super::errors::{self, invalid_input, to_graphql};
 use super::mutation::SourceInput;
 use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
+use crate::catalog::service::EntityCursor;
 
 pub struct Query;
 
@@ -29,7 +30,8 @@ pub struct EntityConnectionFields {
     pub total_count: usize,
 }
 
-pub type EntityConnection = Connection<usize, CatalogEntity, EntityConnectionFields, EmptyFields>;
+/// Cursors are opaque strings naming (source, entity): stable across refreshes.
+pub type EntityConnection = Connection<String, CatalogEntity, EntityConnectionFields, EmptyFields>;
 
 #[Object]
 impl Query {
@@ -91,37 +93,30 @@ impl Query {
                 "search for a shorter part of a name, description or provider",
             ));
         }
-        // async-graphql would fail a foreign cursor with a bare parse error (and no code); the
-        // cursor is our own format, so say what it is instead.
-        if let Some(a) = &after
-            && a.parse::<usize>().is_err()
-        {
-            return Err(invalid_input(
-                "`after` is not a cursor of this connection; pass `pageInfo.endCursor` from a previous page",
-                "after",
-                "pass `pageInfo.endCursor` (or an edge's `cursor`) from a previous page of the same query",
-            ));
-        }
-        let all = catalog(ctx)?.entities(kind, source_id, search.as_deref());
-        let total = all.len();
-        query(after, None, first, None, |after: Option<usize>, _before: Option<usize>, first, _last| async move {
-            let start = after.map(|a| a + 1).unwrap_or(0).min(total);
-            let end = start.saturating_add(first.unwrap_or(50)).min(total);
-            let mut conn = Connection::with_additional_fields(
-                start > 0,
-                end < total,
-                EntityConnectionFields { total_count: total },
-            );
-            conn.edges.extend(
-                all.into_iter()
-                    .enumerate()
-                    .skip(start)
-                    .take(end - start)
-                    .map(|(i, (sid, e))| Edge::new(i, CatalogEntity::new(sid, e))),
-            );
-            Ok::<_, async_graphql::Error>(conn)
-        })
-        .await
+        // The cursor is our own opaque format (source and entity name, see `EntityCursor`): a
+        // foreign one gets a clear error with a code rather than a bare parse error.
+        let after = match after.as_deref().map(EntityCursor::decode) {
+            None => None,
+            Some(Some(c)) => Some(c),
+            Some(None) => {
+                return Err(invalid_input(
+                    "`after` is not a cursor of this connection; pass `pageInfo.endCursor` from a previous page",
+                    "after",
+                    "pass `pageInfo.endCursor` (or an edge's `cursor`) from a previous page of the same query",
+                ));
+            }
+        };
+        let first = first.and_then(|f| usize::try_from(f).ok()).unwrap_or(50);
+        let page = catalog(ctx)?.entities_page(kind, source_id, search.as_deref(), after.as_ref(), first);
+        let mut conn = Connection::with_additional_fields(
+            page.has_previous,
+            page.has_next,
+            EntityConnectionFields { total_count: page.total },
+        );
+        conn.edges.extend(
+            page.items.into_iter().map(|(sid, e, cursor)| Edge::new(cursor.encode(), CatalogEntity::new(sid, e))),
+        );
+        Ok(conn)
     }
 
     /// Problems with the sources file on disk (an invalid edit made outside the API); empty

@@ -283,8 +283,10 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     let (keep, mut diagnostics) = unique_names(&names, text, file, list_key);
     let mut entities = Vec::with_capacity(keep.len());
+    // Moved into the entities, not cloned (see the models plugin).
+    let mut servers: Vec<Option<McpServer>> = servers.into_iter().map(Some).collect();
     for i in keep {
-        let s = &servers[i];
+        let Some(s) = servers[i].take() else { continue };
         let mut ok = true;
         let mut bad = |field: String, key: &str, value: &str, allowed: &[&str]| {
             let (line, col) = locate(&diagnostics, || find_key_value(text, key, value, 0));
@@ -317,7 +319,7 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
             }
         }
         if ok {
-            entities.push(Entity::McpServer(Box::new(s.clone())));
+            entities.push(Entity::McpServer(Box::new(s)));
         }
     }
     Ok(Loaded { entities, diagnostics })

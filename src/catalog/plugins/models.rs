@@ -44,7 +44,31 @@ pub struct MetadataValue {
     pub type_: Option<String>,
 }
 
-pub type CustomProperties = BTreeMap<String, MetadataValue>;
+/// `customProperties`: read as a map (same errors, key order and last-key-wins as a `BTreeMap`),
+/// kept as an exact-size sorted slice. Why not the `BTreeMap` itself: a map node reserves room
+/// for 11 entries of ~200 bytes, ~2.5 KB per model for its one or two properties, which was most
+/// of a 100k-model snapshot's memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CustomProperties(Box<[(String, MetadataValue)]>);
+
+impl CustomProperties {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &MetadataValue)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl Serialize for CustomProperties {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for CustomProperties {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, MetadataValue>::deserialize(d)?;
+        Ok(CustomProperties(map.into_iter().collect()))
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -93,8 +117,11 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
     let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
     let (keep, mut diagnostics) = unique_names(&names, text, file, "models");
     let mut entities = Vec::with_capacity(keep.len());
+    // The parsed models are moved into the entities, not cloned: a 100k-model catalog would
+    // otherwise be held twice at the peak of a refresh.
+    let mut models: Vec<Option<Model>> = models.into_iter().map(Some).collect();
     for i in keep {
-        let m = &models[i];
+        let Some(m) = models[i].take() else { continue };
         let mut ok = true;
         for (j, a) in m.artifacts.iter().enumerate() {
             let field = format!("models[{i}].artifacts[{j}]");
@@ -149,7 +176,13 @@ pub fn load(text: &str, file: &str) -> Result<Loaded, Vec<Diagnostic>> {
             }
         }
         if ok {
-            entities.push(Entity::Model(Box::new(m.clone())));
+            // Lists grow by doubling while parsing: trim them, the snapshot keeps them for long.
+            let mut m = m;
+            m.artifacts.shrink_to_fit();
+            for list in [&mut m.tasks, &mut m.language].into_iter().flatten() {
+                list.shrink_to_fit();
+            }
+            entities.push(Entity::Model(Box::new(m)));
         }
     }
     Ok(Loaded { entities, diagnostics })

@@ -98,22 +98,94 @@ impl Catalog {
         source_id: Option<&str>,
         search: Option<&str>,
     ) -> Vec<(String, Arc<Entity>)> {
+        self.entities_page(plugin, source_id, search, None, usize::MAX)
+            .items
+            .into_iter()
+            .map(|(sid, e, _)| (sid, e))
+            .collect()
+    }
+
+    /// One page of [`Catalog::entities`]: up to `first` entities after `after`, in file order.
+    ///
+    /// Without a search a page costs O(first): the cursor names (source, entity), found through
+    /// the snapshot's name index, not an offset to skip to. With a search every entity is
+    /// matched once (the total count needs it), without allocating per entity. A cursor stays
+    /// valid across refreshes: the next page starts after the same entity as long as it exists
+    /// (if it was removed, at the position it had, which the next entity now holds).
+    pub fn entities_page(
+        &self,
+        plugin: PluginKind,
+        source_id: Option<&str>,
+        search: Option<&str>,
+        after: Option<&EntityCursor>,
+        first: usize,
+    ) -> EntityPage {
         let config = self.config();
         let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-        let mut out = Vec::new();
-        for (p, e) in config.sources() {
-            if p != plugin || source_id.is_some_and(|s| s != e.id) {
-                continue;
+        let lists: Vec<(&str, Arc<Snapshot>)> = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            config
+                .sources()
+                .filter(|(p, e)| *p == plugin && source_id.is_none_or(|s| s == e.id))
+                .filter_map(|(p, e)| state.snapshots.get(&(p, e.id.clone())).map(|s| (e.id.as_str(), s.clone())))
+                .collect()
+        };
+        // The global position (over the unfiltered list) the page starts at.
+        let start = match after {
+            None => 0,
+            Some(c) => {
+                let mut base = 0usize;
+                let mut found = None;
+                for (sid, snap) in &lists {
+                    if *sid == c.source_id {
+                        found = snap.position(&c.name).map(|i| base + i + 1);
+                        break;
+                    }
+                    base += snap.entities.len();
+                }
+                // Gone: the next entity moved into its position.
+                found.unwrap_or(c.ordinal)
             }
-            if let Some(snap) = self.snapshot(&(p, e.id.clone())) {
-                for ent in &snap.entities {
-                    if needle.as_deref().is_none_or(|n| ent.matches(n)) {
-                        out.push((e.id.clone(), ent.clone()));
+        };
+        let mut page = EntityPage::default();
+        let mut base = 0usize;
+        for (sid, snap) in &lists {
+            let len = snap.entities.len();
+            match needle.as_deref() {
+                None => {
+                    page.total += len;
+                    let from = start.saturating_sub(base).min(len);
+                    let room = first.saturating_sub(page.items.len());
+                    let to = from.saturating_add(room).min(len);
+                    for (i, e) in snap.entities[from..to].iter().enumerate() {
+                        page.items.push((sid.to_string(), e.clone(), EntityCursor::at(sid, e, base + from + i)));
+                    }
+                }
+                Some(n) => {
+                    for (i, e) in snap.entities.iter().enumerate() {
+                        if !e.matches(n) {
+                            continue;
+                        }
+                        page.total += 1;
+                        let at = base + i;
+                        if at < start {
+                            page.has_previous = true;
+                        } else if page.items.len() < first {
+                            page.items.push((sid.to_string(), e.clone(), EntityCursor::at(sid, e, at)));
+                        } else {
+                            page.has_next = true;
+                        }
                     }
                 }
             }
+            base += len;
         }
-        out
+        if needle.is_none() {
+            let start = start.min(page.total);
+            page.has_previous = start > 0;
+            page.has_next = start.saturating_add(page.items.len()) < page.total;
+        }
+        page
     }
 
     pub async fn revisions(&self, plugin: PluginKind, id: &str, limit: u64) -> Result<Vec<RevisionView>> {

@@ -215,9 +215,11 @@ impl Catalog {
         self.events.job_changed(&job.plugin, &job.id);
     }
 
-    /// Refreshes every source once; marks the catalog ready when done.
+    /// Refreshes every source once; marks the catalog ready when done. The plugins refresh
+    /// at the same time (their sources parse on blocking threads): start → ready is the slowest
+    /// source, not the sum.
     pub async fn refresh_all(self: &Arc<Self>) {
-        for plugin in PluginKind::ALL {
+        let jobs = PluginKind::ALL.map(|plugin| async move {
             let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, None, "system") };
             match self.refresh(req).await {
                 Ok(job) => {
@@ -231,7 +233,8 @@ impl Catalog {
                 }
                 Err(e) => tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed"),
             }
-        }
+        });
+        futures_util::future::join_all(jobs).await;
         self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
     }
 
@@ -337,7 +340,8 @@ impl Catalog {
                         result.summary = summary(entities.len(), &impact, false);
                         result.diagnostics = diagnostics;
                         let state = if partial { SourceState::PartiallyAvailable } else { SourceState::Available };
-                        let mut snap = Snapshot::new(entities, content_hash);
+                        // Unchanged entities keep the old snapshot's `Arc`s: one copy each.
+                        let mut snap = Snapshot::reusing(old.as_deref(), entities, content_hash);
                         snap.etag = etag;
                         (state, Some(snap))
                     }
@@ -417,7 +421,8 @@ impl Catalog {
                 let config = self.config();
                 match self.load_source(&config, plugin, id, None).await {
                     Loaded::Ok { entities, content_hash, etag, .. } => {
-                        let mut snap = Snapshot::new(entities, content_hash);
+                        let old = self.snapshot(&key);
+                        let mut snap = Snapshot::reusing(old.as_deref(), entities, content_hash);
                         snap.etag = etag;
                         snap
                     }
@@ -483,15 +488,27 @@ impl Catalog {
                 ]);
             }
         };
-        let content_hash = sha256_hex(&[text.as_bytes()]);
-        match plugin.load(&text, &label) {
-            Err(diags) => Loaded::Failed(diags),
-            Ok(loaded) => Loaded::Ok {
-                entities: filter_entities(entry, loaded.entities),
-                diagnostics: loaded.diagnostics,
-                content_hash,
-                etag,
-            },
-        }
+        // Hashing and parsing a large catalog takes a while of CPU: on a blocking thread, so the
+        // runtime's workers keep answering (readiness probes, reads) and sources of one job
+        // parse in parallel.
+        let entry = entry.clone();
+        let parsed = tokio::task::spawn_blocking(move || {
+            let content_hash = sha256_hex(&[text.as_bytes()]);
+            let loaded = plugin.load(&text, &label);
+            drop(text);
+            match loaded {
+                Err(diags) => Loaded::Failed(diags),
+                Ok(loaded) => Loaded::Ok {
+                    entities: filter_entities(&entry, loaded.entities),
+                    diagnostics: loaded.diagnostics,
+                    content_hash,
+                    etag,
+                },
+            }
+        })
+        .await;
+        parsed.unwrap_or_else(|e| {
+            Loaded::Failed(vec![Diagnostic::error(Layer::Semantics, format!("loading the catalog failed: {e}"))])
+        })
     }
 }

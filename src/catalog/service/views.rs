@@ -140,3 +140,51 @@ pub struct ReadyCheck {
     pub ok: bool,
     pub detail: String,
 }
+
+/// Where a page of entities continues: after the entity `name` of source `source_id`.
+/// `ordinal` (its position in the plugin's list when the cursor was made) is only the fallback
+/// for an entity that no longer exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityCursor {
+    pub source_id: String,
+    pub name: String,
+    pub ordinal: usize,
+}
+
+/// Longest cursor [`EntityCursor::decode`] reads: an entity name is at most a few hundred bytes.
+const MAX_CURSOR_LEN: usize = 8 * 1024;
+
+impl EntityCursor {
+    pub(super) fn at(source_id: &str, e: &Entity, ordinal: usize) -> EntityCursor {
+        EntityCursor { source_id: source_id.to_string(), name: e.name().to_string(), ordinal }
+    }
+
+    /// The opaque form given to clients: hex of `ordinal \n source \n name`.
+    pub fn encode(&self) -> String {
+        hex::encode(format!("{}\n{}\n{}", self.ordinal, self.source_id, self.name))
+    }
+
+    /// `None` for anything [`EntityCursor::encode`] did not make.
+    pub fn decode(text: &str) -> Option<EntityCursor> {
+        if text.len() > MAX_CURSOR_LEN {
+            return None;
+        }
+        let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;
+        let mut parts = raw.splitn(3, '\n');
+        let ordinal = parts.next()?.parse().ok()?;
+        let source_id = parts.next()?.to_string();
+        let name = parts.next()?.to_string();
+        Some(EntityCursor { source_id, name, ordinal })
+    }
+}
+
+/// One page of entities (see [`Catalog::entities_page`]).
+#[derive(Debug, Default)]
+pub struct EntityPage {
+    /// Entities matching the filter, across all pages.
+    pub total: usize,
+    pub has_previous: bool,
+    pub has_next: bool,
+    /// (source id, entity, its cursor), in file order.
+    pub items: Vec<(String, Arc<Entity>, EntityCursor)>,
+}
