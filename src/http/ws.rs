@@ -48,10 +48,17 @@ impl Default for WsOptions {
     }
 }
 
-/// Socket read chunk and write coalescing size. tungstenite's defaults (128 KiB each) are
-/// sized for bulk data; GraphQL messages are small, and the buffers exist per connection.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Socket read chunk. tungstenite's default (128 KiB) is sized for bulk data; GraphQL client
+/// messages are a few hundred bytes, and the buffer exists per connection (10k subscribers ×
+/// 128 KiB = 1.3 GB). tungstenite also zero-fills the whole chunk before every read attempt,
+/// and the state machine polls the socket each time an event wakes the connection, so the
+/// chunk size is paid on every delivery too. A larger message still arrives whole: the buffer
+/// grows to the frame's length (at most `--max-ws-message-bytes`) when its header is read.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Write coalescing size: 0 writes each message when it is sent. Every send is flushed at once
+/// anyway (one message, then wait for the next event), so a coalescing buffer would only hold
+/// memory per connection.
+const WRITE_BUFFER_BYTES: usize = 0;
 
 /// A close frame's reason may hold at most 123 bytes (RFC 6455 §5.5).
 const MAX_CLOSE_REASON: usize = 123;
@@ -185,6 +192,11 @@ impl Guard {
 
     /// Notes one server message; true when it is the `connection_ack`.
     fn outgoing(&mut self, text: &str) -> bool {
+        // Data messages are most of the traffic (one per event per subscriber) and change no
+        // state: recognise them by the state machine's fixed prefix instead of parsing them.
+        if text.starts_with(r#"{"type":"next","#) || text.starts_with(r#"{"type":"data","#) {
+            return false;
+        }
         let Ok(head) = serde_json::from_str::<ServerHead>(text) else { return false };
         match head.kind.as_str() {
             "connection_ack" => {
