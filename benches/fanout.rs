@@ -8,7 +8,8 @@
 //! Run: `cargo bench --bench fanout`. The bench raises its own open-file limit to the hard limit
 //! (10k client sockets need it); if the hard limit is below ~10.5k, raise it first
 //! (`ulimit -Hn 65536`, as root). `FANOUT_BIN=path/to/catalog-bff` measures another build of
-//! the server (e.g. an older one, for a before/after figure).
+//! the server (e.g. an older one, for a before/after figure); `FANOUT_KEEP=30` keeps the server
+//! running 30 s after the last run (to inspect its memory).
 //!
 //! The client runs on the same machine as the server, so both share the cores: receipt times
 //! are taken the moment a message is read, before any parsing, to keep the client's own work
@@ -316,6 +317,11 @@ async fn main() {
     println!("server pid {} at {addr}, idle RSS {:.0} MB", child.id(), rss(child.id()).0);
     for n in sizes {
         run(n, &child, &addr, &http).await;
+    }
+    if let Some(secs) = std::env::var("FANOUT_KEEP").ok().and_then(|s| s.parse().ok()) {
+        // Time to look at the idle server (e.g. attach a profiler or a debugger) before it stops.
+        eprintln!("fanout: done; server pid {} kept for {secs} s", child.id());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
     }
     let _ = child.kill();
     let _ = child.wait();
