@@ -7,6 +7,7 @@
 //! `text/event-stream`), CORS, the status counter, and GraphQL-shaped JSON bodies for every
 //! error status the HTTP layer makes (413, 405, 415, ...), each carrying the request id.
 
+pub mod fanout;
 pub mod graphql;
 pub mod metrics;
 pub mod probes;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub guardrails: Arc<Guardrails>,
     pub cache: Arc<ResponseCache>,
     pub subscriptions: Arc<SubscriptionGauge>,
+    /// The shared `catalogEvents` streams of WebSocket subscribers (see `fanout.rs`).
+    pub fanout: Arc<fanout::Hub>,
     pub connections: Arc<AtomicUsize>,
     pub metrics: Arc<metrics::HttpMetrics>,
     pub options: HttpOptions,
@@ -100,6 +103,7 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         guardrails,
         cache,
         subscriptions,
+        fanout: Arc::new(fanout::Hub::default()),
         connections: Arc::new(AtomicUsize::new(0)),
         metrics: Arc::new(metrics::HttpMetrics::default()),
         options,
