@@ -576,8 +576,10 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
                     members.push(member_stream(protocol, id, membership, subscriber, cancelled));
                 }
                 Cmd::Stop(id) => {
-                    if cancels.remove(&id).is_some() {
-                        if sink.send(Message::Text(complete_message(&id).into())).await.is_err() { break }
+                    if cancels.remove(&id).is_some()
+                        && sink.send(Message::Text(complete_message(&id).into())).await.is_err()
+                    {
+                        break;
                     }
                 }
                 Cmd::Replace(id) => {
