@@ -4,6 +4,12 @@
 //! from a `watch` channel: a subscriber that reads slowly simply sees the latest snapshot next,
 //! and never holds up the job. Events come from a bounded broadcast channel: a subscriber that
 //! falls behind skips what it missed (events only mean "refetch").
+//!
+//! `catalogEvents` over WebSocket is usually run once per distinct document by the fan-out hub
+//! (`http/fanout.rs`) rather than once per subscriber: [`FanoutRun`] in the request data tells
+//! the resolver which of the hub's two runs it is in, and [`Subscriber`] counts each of the
+//! hub's subscribers in the gauge and the connection's budget exactly as a stream of its own
+//! would be counted.
 
 use async_graphql::{Context, Enum, ErrorExtensions, ID, Result, SimpleObject, Subscription as SubscriptionDerive};
 use chrono::{DateTime, Utc};
@@ -46,7 +52,9 @@ impl Drop for Counted {
     }
 }
 
-/// Subscriptions allowed on one WebSocket connection, and how many are open.
+/// Subscriptions allowed on one WebSocket connection, and how many are open. Clones share the
+/// count (the WebSocket connection keeps one for the subscriptions it serves from the hub).
+#[derive(Clone)]
 pub struct ConnectionBudget {
     max: usize,
     open: Arc<AtomicI64>,
@@ -58,12 +66,65 @@ impl ConnectionBudget {
     }
 }
 
+impl ConnectionBudget {
+    /// One more open subscription, or None (and no change) when the budget is spent.
+    fn take(&self) -> Option<Arc<AtomicI64>> {
+        let now = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        if usize::try_from(now).unwrap_or(usize::MAX) > self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(self.open.clone())
+    }
+}
+
+/// Which of the fan-out hub's runs of a `catalogEvents` document this request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FanoutRun {
+    /// Every check a subscriber's own stream makes (document, limits, trusted documents,
+    /// arguments), then an empty stream: nothing is counted and no event is waited for.
+    Check,
+    /// The one stream shared by the hub's subscribers: it is not counted itself, since the
+    /// hub counts each subscriber ([`Subscriber`]).
+    Shared,
+}
+
+/// A slot taken from a connection's budget (returned on drop), before the subscriber it is
+/// for is counted ([`Subscriber::new`]).
+pub struct BudgetSlot(Option<Arc<AtomicI64>>);
+
+impl ConnectionBudget {
+    /// A slot for one more subscription, or None when the budget is spent (the hub then leaves
+    /// the subscription to the state machine, which answers with the budget's error).
+    pub fn slot(&self) -> Option<BudgetSlot> {
+        self.take().map(|open| BudgetSlot(Some(open)))
+    }
+}
+
+impl Drop for BudgetSlot {
+    fn drop(&mut self) {
+        if let Some(open) = self.0.take() {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One subscriber served by the fan-out hub: counted in the gauge and in its connection's
+/// budget while it lives, like a subscription stream of its own.
+pub struct Subscriber(#[allow(dead_code)] Counted);
+
+impl Subscriber {
+    /// Counts the subscriber; call it once its events flow (as the resolver counts a stream
+    /// once it is subscribed to the events).
+    pub fn new(gauge: &Arc<SubscriptionGauge>, mut slot: BudgetSlot) -> Subscriber {
+        Subscriber(Counted::new(Some(gauge.clone()), slot.0.take()))
+    }
+}
+
 /// Takes a slot from the connection's budget, if it has one; the slot is returned on drop.
 fn take_budget(ctx: &Context<'_>) -> Result<Option<Arc<AtomicI64>>> {
     let Some(b) = ctx.data_opt::<ConnectionBudget>() else { return Ok(None) };
-    let now = b.open.fetch_add(1, Ordering::AcqRel) + 1;
-    if usize::try_from(now).unwrap_or(usize::MAX) > b.max {
-        b.open.fetch_sub(1, Ordering::AcqRel);
+    let Some(slot) = b.take() else {
         let max = b.max;
         return Err(async_graphql::Error::new(format!(
             "at most {max} subscriptions per connection (--max-subscriptions-per-connection)"
@@ -72,8 +133,8 @@ fn take_budget(ctx: &Context<'_>) -> Result<Option<Arc<AtomicI64>>> {
             e.set("code", "RATE_LIMITED");
             e.set("limit", max as u64);
         }));
-    }
-    Ok(Some(b.open.clone()))
+    };
+    Ok(Some(slot))
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -121,6 +182,8 @@ struct Progress {
 }
 
 struct Events {
+    /// A [`FanoutRun::Check`]: end at once, after the checks.
+    check_only: bool,
     rx: broadcast::Receiver<core_events::CatalogEvent>,
     plugin: Option<String>,
     shutdown: watch::Receiver<bool>,
@@ -191,15 +254,21 @@ impl Subscription {
             errors::plugin("plugin", p)?;
         }
         let c = catalog(ctx)?;
+        let run = ctx.data_opt::<FanoutRun>().copied();
         let budget = take_budget(ctx)?;
-        let gauge = ctx.data_opt::<Arc<SubscriptionGauge>>().cloned();
+        // The hub's runs are not subscribers: it counts each of its subscribers instead.
+        let gauge = if run.is_some() { None } else { ctx.data_opt::<Arc<SubscriptionGauge>>().cloned() };
         let state = Events {
+            check_only: run == Some(FanoutRun::Check),
             rx: c.subscribe_events(),
             plugin,
             shutdown: c.shutdown_signal(),
             _count: Counted::new(gauge, budget),
         };
         Ok(futures_util::stream::unfold(state, |mut st| async move {
+            if st.check_only {
+                return None;
+            }
             loop {
                 let ev = tokio::select! {
                     ev = st.rx.recv() => ev,

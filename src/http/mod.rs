@@ -9,6 +9,7 @@
 //! makes (413, 405, 415, ...) a GraphQL-shaped JSON body carrying the request id.
 
 pub mod documents;
+pub mod fanout;
 pub mod graphql;
 pub mod metrics;
 pub mod probes;
@@ -83,6 +84,8 @@ pub struct AppState {
     /// What is known about each distinct document text (limits verdict, operation types).
     pub documents: Arc<documents::DocumentCache>,
     pub subscriptions: Arc<SubscriptionGauge>,
+    /// The shared `catalogEvents` streams of WebSocket subscribers (see `fanout.rs`).
+    pub fanout: Arc<fanout::Hub>,
     pub connections: Arc<AtomicUsize>,
     pub metrics: Arc<metrics::HttpMetrics>,
     /// Shared: the state is cloned for every request (by each layer that has it).
@@ -106,6 +109,7 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         cache,
         documents: Arc::new(documents::DocumentCache::default()),
         subscriptions,
+        fanout: Arc::new(fanout::Hub::default()),
         connections: Arc::new(AtomicUsize::new(0)),
         metrics: Arc::new(metrics::HttpMetrics::default()),
         options: Arc::new(options),

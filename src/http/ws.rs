@@ -23,15 +23,19 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::AppState;
+use super::fanout::{self, Item, Membership};
 use super::security::{self, ConnectionSlot};
+use crate::graphql::subscription::{ConnectionBudget, FanoutRun, Subscriber};
 
 /// WebSocket limits (`--max-ws-message-bytes`, `--ws-init-timeout`).
 #[derive(Clone, Debug)]
@@ -48,10 +52,17 @@ impl Default for WsOptions {
     }
 }
 
-/// Socket read chunk and write coalescing size. tungstenite's defaults (128 KiB each) are
-/// sized for bulk data; GraphQL messages are small, and the buffers exist per connection.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Socket read chunk. tungstenite's default (128 KiB) is sized for bulk data; GraphQL client
+/// messages are a few hundred bytes, and the buffer exists per connection (10k subscribers ×
+/// 128 KiB = 1.3 GB). tungstenite also zero-fills the whole chunk before every read attempt,
+/// and the state machine polls the socket each time an event wakes the connection, so the
+/// chunk size is paid on every delivery too. A larger message still arrives whole: the buffer
+/// grows to the frame's length (at most `--max-ws-message-bytes`) when its header is read.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Write coalescing size: 0 writes each message when it is sent. Every send is flushed at once
+/// anyway (one message, then wait for the next event), so a coalescing buffer would only hold
+/// memory per connection.
+const WRITE_BUFFER_BYTES: usize = 0;
 
 /// A close frame's reason may hold at most 123 bytes (RFC 6455 §5.5).
 const MAX_CLOSE_REASON: usize = 123;
@@ -118,6 +129,20 @@ struct Guard {
     active: HashSet<String>,
     /// Why the input ended, when the guard or a read error ended it: the close frame to send.
     close: Option<(u16, String)>,
+    /// Set by `connection_init` once accepted: what the fan-out hub needs to serve a
+    /// subscription itself.
+    session: Option<Session>,
+    /// Subscription ids served from the fan-out hub (not by the state machine).
+    shared: HashSet<String>,
+    /// Subscription ids handed to the state machine and not completed yet: a legacy `start`
+    /// that reuses one replaces the state machine's stream, so it must go there too.
+    delegated: HashSet<String>,
+}
+
+/// The connection's caller and budget, from its accepted `connection_init`.
+struct Session {
+    caller: crate::auth::Caller,
+    budget: ConnectionBudget,
 }
 
 /// The parts of a client message the guard looks at.
@@ -139,7 +164,16 @@ struct ServerHead {
 
 impl Guard {
     fn new(strict: bool) -> Guard {
-        Guard { strict, init_received: false, acked: false, active: HashSet::new(), close: None }
+        Guard {
+            strict,
+            init_received: false,
+            acked: false,
+            active: HashSet::new(),
+            close: None,
+            session: None,
+            shared: HashSet::new(),
+            delegated: HashSet::new(),
+        }
     }
 
     /// Checks one client message before the state machine sees it; `Err` is the close frame.
@@ -185,6 +219,11 @@ impl Guard {
 
     /// Notes one server message; true when it is the `connection_ack`.
     fn outgoing(&mut self, text: &str) -> bool {
+        // Data messages are most of the traffic (one per event per subscriber) and change no
+        // state: recognise them by the state machine's fixed prefix instead of parsing them.
+        if text.starts_with(r#"{"type":"next","#) || text.starts_with(r#"{"type":"data","#) {
+            return false;
+        }
         let Ok(head) = serde_json::from_str::<ServerHead>(text) else { return false };
         match head.kind.as_str() {
             "connection_ack" => {
@@ -194,6 +233,7 @@ impl Guard {
             "complete" | "error" => {
                 if let Some(id) = head.id {
                     self.active.remove(&id);
+                    self.delegated.remove(&id);
                 }
             }
             _ => {}
@@ -275,6 +315,181 @@ fn forward(app: &AppState, guard: &Mutex<Guard>, slot: &mut Option<ConnectionSlo
     }
 }
 
+/// What the client's input tells the connection's loop about subscriptions served from the
+/// fan-out hub.
+enum Cmd {
+    /// Serve subscription `id` from this share of a shared stream.
+    Attach { id: String, membership: Membership, subscriber: Subscriber },
+    /// The client completed `id`: stop it and confirm with `complete` (as the state machine does).
+    Stop(String),
+    /// A legacy `start` reused `id` for the state machine: stop ours without a word.
+    Replace(String),
+}
+
+/// What one of the hub's subscriptions yields to the connection's loop.
+enum Out {
+    /// A `next` (legacy: `data`) message, ready to send.
+    Message(String),
+    /// The shared stream ended: send `complete` for this id.
+    End(String),
+}
+
+/// A state machine message for a subscription id.
+fn complete_message(id: &str) -> String {
+    format!(r#"{{"type":"complete","id":{}}}"#, serde_json::to_string(id).unwrap_or_else(|_| "\"\"".into()))
+}
+
+/// One subscription served from the hub: each shared payload in this connection's envelope,
+/// byte for byte what the state machine would send (`{"type":"next","id":..,"payload":..}`).
+/// Ends quietly when cancelled (its sender dropped), with [`Out::End`] when the shared stream
+/// ends. Holds the subscriber's count (gauge and budget) while it lives.
+fn member_stream(
+    protocol: WebSocketProtocols,
+    id: String,
+    membership: Membership,
+    subscriber: Subscriber,
+    cancel: oneshot::Receiver<()>,
+) -> BoxStream<'static, Out> {
+    let kind = match protocol {
+        WebSocketProtocols::GraphQLWS => "next",
+        WebSocketProtocols::SubscriptionsTransportWS => "data",
+    };
+    let prefix = format!(
+        r#"{{"type":"{kind}","id":{},"payload":"#,
+        serde_json::to_string(&id).unwrap_or_else(|_| "\"\"".into())
+    );
+    struct State {
+        id: String,
+        prefix: String,
+        membership: Membership,
+        _subscriber: Subscriber,
+        cancel: oneshot::Receiver<()>,
+        ended: bool,
+    }
+    let state = State { id, prefix, membership, _subscriber: subscriber, cancel, ended: false };
+    futures_util::stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        loop {
+            // Cancellation first: once the loop has stopped a subscription, it yields nothing more.
+            let item: Result<Item, _> = tokio::select! {
+                biased;
+                _ = &mut st.cancel => return None,
+                item = st.membership.rx.recv() => item,
+            };
+            match item {
+                Ok(Some(payload)) => {
+                    let mut m = String::with_capacity(st.prefix.len() + payload.len() + 1);
+                    m.push_str(&st.prefix);
+                    m.push_str(&payload);
+                    m.push('}');
+                    return Some((Out::Message(m), st));
+                }
+                Ok(None) | Err(broadcast::error::RecvError::Closed) => {
+                    st.ended = true;
+                    let id = std::mem::take(&mut st.id);
+                    return Some((Out::End(id), st));
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(skipped = n, "a slow catalogEvents subscriber skipped events");
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// A copy of a request's operation (a `Request` is not `Clone`; its data is not needed here).
+fn copy_request(req: &async_graphql::Request) -> async_graphql::Request {
+    let mut copy = async_graphql::Request::new(req.query.clone()).variables(req.variables.clone());
+    copy.operation_name = req.operation_name.clone();
+    copy.extensions = req.extensions.clone();
+    copy
+}
+
+/// Decides whether a client message (already past the guard) is served from the fan-out hub.
+/// True: handled here (told to the loop through `cmds`), the state machine never sees it.
+/// False: the state machine gets it, unchanged. Everything the hub cannot answer exactly as
+/// the state machine would (a refused document, a spent budget, another root field) goes there.
+async fn intercept(app: &AppState, guard: &Mutex<Guard>, bytes: &[u8], cmds: &mpsc::UnboundedSender<Cmd>) -> bool {
+    let Ok(msg) = serde_json::from_slice::<ClientEnvelope>(bytes) else { return false };
+    let Some(id) = msg.id else { return false };
+    match msg.kind.as_str() {
+        "complete" | "stop" => {
+            if lock(guard).shared.remove(&id) {
+                let _ = cmds.send(Cmd::Stop(id));
+                return true;
+            }
+            false
+        }
+        "subscribe" | "start" => {
+            let shared = subscribe_shared(app, guard, &id, msg.payload).await;
+            let mut g = lock(guard);
+            match shared {
+                Some((membership, subscriber)) => {
+                    g.shared.insert(id.clone());
+                    let _ = cmds.send(Cmd::Attach { id, membership, subscriber });
+                    true
+                }
+                None => {
+                    if g.shared.remove(&id) {
+                        let _ = cmds.send(Cmd::Replace(id.clone()));
+                    }
+                    g.delegated.insert(id);
+                    false
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A share of the hub's stream for this subscription, if it can be served from the hub.
+async fn subscribe_shared(
+    app: &AppState,
+    guard: &Mutex<Guard>,
+    id: &str,
+    payload: Option<serde_json::Value>,
+) -> Option<(Membership, Subscriber)> {
+    let (caller, budget) = {
+        let g = lock(guard);
+        if g.delegated.contains(id) {
+            return None;
+        }
+        let s = g.session.as_ref()?;
+        (s.caller.clone(), s.budget.clone())
+    };
+    let mut req: async_graphql::Request = serde_json::from_value(payload?).ok()?;
+    // The document a persisted-query hash or trusted-document id names (the state machine's
+    // run would resolve it the same way); one that does not resolve is its to report.
+    app.guardrails.resolve_document(&mut req).ok()?;
+    let key = fanout::Key::new(&req, &caller);
+    // The budget first, like the resolver; a spent budget is answered by the state machine
+    // (it counts against the same budget, so it refuses too, with its error).
+    let slot = budget.slot()?;
+    let membership = match app.fanout.join(&key) {
+        Some(m) => m,
+        None => {
+            if !fanout::shareable(&req) {
+                return None;
+            }
+            // Every check this subscriber's own stream would make (limits, trusted documents,
+            // arguments), without waiting for an event. Any answer at all is an error: the
+            // state machine then runs the subscription and answers exactly as it always has.
+            let mut check = app.schema.execute_stream(copy_request(&req).data(caller.clone()).data(FanoutRun::Check));
+            if check.next().await.is_some() {
+                return None;
+            }
+            // Not the connection's request id: the stream's answers go to every subscriber.
+            let stream = app.schema.execute_stream(req.data(caller).data(FanoutRun::Shared));
+            app.fanout.start(key, stream)
+        }
+    };
+    membership.shared.ready().await;
+    Some((membership, Subscriber::new(&app.subscriptions, slot)))
+}
+
 /// What the upgrade request carried that the connection keeps.
 struct Upgrade {
     /// The Authorization header, used when `connection_init` carries no token.
@@ -290,33 +505,47 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
     let max = app.options.ws.max_message_bytes;
     // The client's messages, through the guard. A violation (or a read error) records its close
     // frame and ends the input, which ends the state machine's output; the loop below sends it.
-    let input = futures_util::stream::unfold((stream, guard.clone()), move |(mut stream, guard)| async move {
-        loop {
-            let bytes: Bytes = match stream.next().await? {
-                Ok(m @ (Message::Text(_) | Message::Binary(_))) => m.into_data(),
-                Ok(Message::Close(_)) => return None,
-                Ok(_) => continue,
-                Err(e) => {
-                    lock(&guard).close = Some(read_failure(&e, max));
+    let (cmds, mut commands) = mpsc::unbounded_channel::<Cmd>();
+    let input_app = app.clone();
+    let input = futures_util::stream::unfold((stream, guard.clone()), move |(mut stream, guard)| {
+        let app = input_app.clone();
+        let cmds = cmds.clone();
+        async move {
+            loop {
+                let bytes: Bytes = match stream.next().await? {
+                    Ok(m @ (Message::Text(_) | Message::Binary(_))) => m.into_data(),
+                    Ok(Message::Close(_)) => return None,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        lock(&guard).close = Some(read_failure(&e, max));
+                        return None;
+                    }
+                };
+                let verdict = lock(&guard).incoming(&bytes);
+                if let Err(close) = verdict {
+                    lock(&guard).close = Some(close);
                     return None;
                 }
-            };
-            let verdict = lock(&guard).incoming(&bytes);
-            if let Err(close) = verdict {
-                lock(&guard).close = Some(close);
-                return None;
+                if intercept(&app, &guard, &bytes, &cmds).await {
+                    continue;
+                }
+                return Some((bytes, (stream, guard)));
             }
-            return Some((bytes, (stream, guard)));
         }
     });
     let auth = app.options.auth.clone();
     let per_connection = app.options.max_subscriptions_per_connection;
+    let session = guard.clone();
     let on_init = move |payload: serde_json::Value| async move {
         let token = init_token(&payload, header_token.as_deref());
         let caller = auth.authenticate(token.as_deref()).await.map_err(|e| async_graphql::Error::new(e.to_string()))?;
+        let budget = ConnectionBudget::new(per_connection);
+        // The fan-out hub serves subscriptions with the same caller and counts them in the
+        // same budget as the state machine's.
+        lock(&session).session = Some(Session { caller: caller.clone(), budget: budget.clone() });
         let mut data = async_graphql::Data::default();
         data.insert(caller);
-        data.insert(crate::graphql::subscription::ConnectionBudget::new(per_connection));
+        data.insert(budget);
         if let Some(id) = request_id {
             data.insert(crate::graphql::extensions::RequestId(id));
         }
@@ -334,8 +563,44 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
     let mut init_deadline = std::pin::pin!(tokio::time::sleep(app.options.ws.init_timeout));
     // Held from the ack to the end of the connection.
     let mut slot: Option<ConnectionSlot> = None;
+    // The subscriptions served from the fan-out hub, and how to stop each.
+    let mut members: SelectAll<BoxStream<'static, Out>> = SelectAll::new();
+    let mut cancels: HashMap<String, oneshot::Sender<()>> = HashMap::new();
     loop {
         tokio::select! {
+            Some(cmd) = commands.recv() => match cmd {
+                Cmd::Attach { id, membership, subscriber } => {
+                    let (cancel, cancelled) = oneshot::channel();
+                    // A legacy `start` that reuses an id replaces its stream, like the state machine.
+                    cancels.insert(id.clone(), cancel);
+                    members.push(member_stream(protocol, id, membership, subscriber, cancelled));
+                }
+                Cmd::Stop(id) => {
+                    if cancels.remove(&id).is_some()
+                        && sink.send(Message::Text(complete_message(&id).into())).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Cmd::Replace(id) => {
+                    cancels.remove(&id);
+                }
+            },
+            Some(out) = members.next(), if !members.is_empty() => match out {
+                Out::Message(m) => if sink.send(Message::Text(m.into())).await.is_err() { break },
+                Out::End(id) => {
+                    if cancels.remove(&id).is_none() {
+                        continue;
+                    }
+                    let m = complete_message(&id);
+                    {
+                        let mut g = lock(&guard);
+                        g.shared.remove(&id);
+                        g.outgoing(&m);
+                    }
+                    if sink.send(Message::Text(m.into())).await.is_err() { break }
+                }
+            },
             msg = out.next() => {
                 let Some(msg) = msg else {
                     let close = lock(&guard).close.take();
@@ -358,6 +623,13 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
             }
             _ = ticker.tick() => if sink.send(Message::Text(ping.into())).await.is_err() { break },
             _ = crate::graphql::subscription::stopped(&mut shutdown) => {
+                // The hub's subscriptions complete at once (their shared streams are ending too).
+                let ids: Vec<String> = cancels.drain().map(|(id, _)| id).collect();
+                drop(std::mem::take(&mut members));
+                for id in ids {
+                    lock(&guard).shared.remove(&id);
+                    let _ = sink.send(Message::Text(complete_message(&id).into())).await;
+                }
                 // Give the subscription streams a moment to emit `complete`, then close.
                 let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_millis(200)));
                 loop {
