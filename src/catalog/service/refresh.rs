@@ -215,11 +215,12 @@ impl Catalog {
         self.events.job_changed(&job.plugin, &job.id);
     }
 
-    /// Refreshes every source once; marks the catalog ready when done. The plugins refresh
-    /// at the same time (their sources parse on blocking threads): start → ready is the slowest
-    /// source, not the sum.
+    /// Refreshes every source once, plugin by plugin; marks the catalog ready when done.
+    /// (Refreshing the plugins at the same time was tried for start → ready and taken back: with
+    /// replicas starting together, a replica once answered a later refresh with another job's
+    /// id, in tests/replicas.rs under CI load; not yet understood. See issue 10's note.)
     pub async fn refresh_all(self: &Arc<Self>) {
-        let jobs = PluginKind::ALL.map(|plugin| async move {
+        for plugin in PluginKind::ALL {
             let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, None, "system") };
             match self.refresh(req).await {
                 Ok(job) => {
@@ -233,8 +234,7 @@ impl Catalog {
                 }
                 Err(e) => tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed"),
             }
-        });
-        futures_util::future::join_all(jobs).await;
+        }
         self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
     }
 
