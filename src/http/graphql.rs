@@ -340,6 +340,8 @@ enum Lookup {
 struct Prepared {
     facts: Arc<DocumentFacts>,
     key: Option<CacheKey>,
+    /// The key was already looked up (and missed): do not look again, or count a second miss.
+    looked_up: bool,
 }
 
 /// The cache key of a query; `None` for anything else or with the cache off. The generation is
@@ -380,7 +382,7 @@ async fn lookup(
         app.metrics.operation(&answer.label, "ok");
         return Lookup::Hit(cached(wants_graphql_response(headers), answer.body, "hit"));
     }
-    Lookup::Miss(Some(Prepared { facts, key }))
+    Lookup::Miss(Some(Prepared { facts, key, looked_up: true }))
 }
 
 /// Runs one request through the response cache: queries are looked up and stored, anything
@@ -400,7 +402,7 @@ async fn execute_single(
             .guardrails
             .resolve_document(&mut req)
             .and_then(|()| app.documents.facts(&app.guardrails, &req.query))
-            .map(|facts| Prepared { facts, key: None }),
+            .map(|facts| Prepared { facts, key: None, looked_up: false }),
     };
     let prepared = match prepared {
         Ok(p) => p,
@@ -423,7 +425,7 @@ async fn execute_checked(
     prepared: Prepared,
 ) -> axum::response::Response {
     let max_response = app.options.schema.limits.max_response_bytes;
-    let Prepared { facts, key } = prepared;
+    let Prepared { facts, key, looked_up } = prepared;
     let key = key.or_else(|| {
         let caller = req.data.get(&std::any::TypeId::of::<Caller>()).and_then(|d| d.downcast_ref::<Caller>())?;
         let variables = serde_json::to_string(&req.variables).unwrap_or_default();
@@ -431,7 +433,8 @@ async fn execute_checked(
     });
     let label = operation_label(app, &req, Some(&facts));
     let graphql_response = wants_graphql_response(headers);
-    if let Some(key) = &key
+    if !looked_up
+        && let Some(key) = &key
         && let Some(answer) = app.cache.get(key).await
     {
         app.metrics.operation(&answer.label, "ok");
