@@ -22,12 +22,11 @@
 //!   facts (limits verdict, normalised text, operation types) come from the document cache,
 //!   and a hit writes the stored `Bytes`. A miss goes on to the full path with the same key.
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse, Request, Response, Variables};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -523,14 +522,7 @@ pub async fn get(
     // GraphiQL only for a bare GET: a hash-only request (Apollo Client's GET mode) has no
     // `query` but has `extensions`, and wants its result.
     if query.is_empty() && extensions.is_none() {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("catalog-bff")
-                .finish(),
-        )
-        .into_response();
+        return super::pages::graphiql(&app);
     }
     let caller = match security::authenticate(&app, &headers).await {
         Ok(c) => c,

@@ -8,10 +8,12 @@
 //! then one layer that counts responses by status and gives every error status the HTTP layer
 //! makes (413, 405, 415, ...) a GraphQL-shaped JSON body carrying the request id.
 
+pub mod console;
 pub mod documents;
 pub mod fanout;
 pub mod graphql;
 pub mod metrics;
+pub mod pages;
 pub mod probes;
 pub mod security;
 pub mod sse;
@@ -121,6 +123,7 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(metrics::metrics))
+        .merge(pages::router())
         // Bodies are read in full by the handlers, which enforce the limit with a clear error;
         // this cap (a little above it) stops a huge upload before it is buffered.
         .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
