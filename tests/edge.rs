@@ -197,6 +197,20 @@ async fn roles_tokens_actor_and_audit() {
         let (status, body) = post(&server, Some(VIEWER_TOKEN), q.clone()).await;
         assert_eq!(status, 200);
         assert!(body["data"]["sources"].is_array());
+        // `viewer` tells a UI who it is talking as, and whether to offer edits.
+        let who = json!({"query": "{ viewer { name role canEdit } }"});
+        let (_, body) = post(&server, Some(VIEWER_TOKEN), who.clone()).await;
+        assert_eq!(
+            body["data"]["viewer"],
+            json!({"name": "dashboard", "role": "VIEWER", "canEdit": false}),
+            "{body:#}"
+        );
+        let (_, body) = post(&server, Some(OPERATOR_TOKEN), who).await;
+        assert_eq!(
+            body["data"]["viewer"],
+            json!({"name": "ci-pipeline", "role": "OPERATOR", "canEdit": true}),
+            "{body:#}"
+        );
 
         let apply = |content: String| json!({"query": APPLY, "variables": {"plugin": "models", "input": {"id": "partner_models", "content": content}, "options": {"confirmRemovals": true}}});
         let (_, body) = post(&server, Some(VIEWER_TOKEN), apply(models_yaml(2))).await;

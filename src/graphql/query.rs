@@ -24,6 +24,28 @@ pub struct AuditRecord {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
+/// What the caller may do, by role.
+#[derive(async_graphql::Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CallerRole {
+    /// May read everything (secrets redacted), may not change anything.
+    Viewer,
+    /// May also apply, refresh and roll back sources.
+    Operator,
+}
+
+/// Who the request is from, as the server sees it: a UI shows or hides its edit controls by
+/// `canEdit` (the server refuses a viewer's mutation with `FORBIDDEN` either way).
+#[derive(SimpleObject)]
+pub struct Viewer {
+    /// The caller's name: the token's name with `--auth static`, the Kubernetes user with
+    /// `--auth kubernetes`, `anonymous` with `--auth none`.
+    pub name: String,
+    /// The caller's role.
+    pub role: CallerRole,
+    /// True when the role allows mutations (an operator).
+    pub can_edit: bool,
+}
+
 #[derive(SimpleObject)]
 pub struct EntityConnectionFields {
     /// Entities matching the filter, across all pages.
@@ -35,6 +57,16 @@ pub type EntityConnection = Connection<String, CatalogEntity, EntityConnectionFi
 
 #[Object]
 impl Query {
+    /// The caller of this request: name, role and whether it may change sources.
+    async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
+        let caller = super::guards::caller(ctx)?;
+        let role = match caller.role {
+            crate::auth::Role::Viewer => CallerRole::Viewer,
+            crate::auth::Role::Operator => CallerRole::Operator,
+        };
+        Ok(Viewer { name: caller.name.clone(), role, can_edit: role == CallerRole::Operator })
+    }
+
     /// The plugins this server has, with source and entity counts.
     async fn plugins(&self, ctx: &Context<'_>) -> Result<Vec<Plugin>> {
         Ok(catalog(ctx)?
