@@ -65,6 +65,28 @@ pub fn upstream_fixtures(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// The Chromium the page tests drive: `CATALOG_BFF_CHROMIUM`, else `/usr/bin/chromium`. `None`
+/// (with a loud SKIPPED line naming the test) when there is none, unless
+/// `CATALOG_BFF_REQUIRE_BROWSER=1` (set by `.ci/run`), which makes a missing browser a failure.
+#[allow(dead_code)]
+pub fn chromium(test: &str) -> Option<PathBuf> {
+    let p = match std::env::var("CATALOG_BFF_CHROMIUM") {
+        Ok(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("/usr/bin/chromium"),
+    };
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CATALOG_BFF_REQUIRE_BROWSER").as_deref() != Ok("1"),
+        "{test}: CATALOG_BFF_REQUIRE_BROWSER=1 but no chromium at {} (apt-get install chromium, or set CATALOG_BFF_CHROMIUM)",
+        p.display()
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no chromium at {} (set CATALOG_BFF_CHROMIUM)", p.display());
+    None
+}
+
 /// Every source's query for [`source_states`] (and for reading `lastError`).
 pub const LIST: &str = "{ sources { plugin id enabled status { state entityCount lastError } } }";
 
