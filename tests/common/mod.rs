@@ -68,7 +68,6 @@ pub fn upstream_fixtures(test: &str) -> Option<PathBuf> {
 /// The Chromium the page tests drive: `CATALOG_BFF_CHROMIUM`, else `/usr/bin/chromium`. `None`
 /// (with a loud SKIPPED line naming the test) when there is none, unless
 /// `CATALOG_BFF_REQUIRE_BROWSER=1` (set by `.ci/run`), which makes a missing browser a failure.
-#[allow(dead_code)]
 pub fn chromium(test: &str) -> Option<PathBuf> {
     let p = match std::env::var("CATALOG_BFF_CHROMIUM") {
         Ok(p) if !p.is_empty() => PathBuf::from(p),
