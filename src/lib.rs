@@ -14,5 +14,6 @@ pub mod example;
 pub mod graphql;
 pub mod http;
 pub mod k8s;
+pub mod logging;
 pub mod server;
 pub mod tls;

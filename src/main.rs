@@ -68,7 +68,7 @@ async fn main() -> std::process::ExitCode {
             }
         },
         Command::Serve(args) => {
-            let _log = catalog_bff::server::init_logging(args.log_format);
+            let _log = catalog_bff::logging::init(args.log_format);
             match catalog_bff::server::serve(*args).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {

@@ -8,29 +8,9 @@ use crate::catalog::service::Catalog;
 use crate::catalog::store::ConfigStore;
 use crate::catalog::store::file::FileStore;
 use crate::catalog::store::kubernetes::KubeStore;
-use crate::config::{LogFormat, ServeArgs, StoreMode};
+use crate::config::{ServeArgs, StoreMode};
 use crate::db::Db;
 use std::path::PathBuf;
-
-/// Logs go to stderr through a writer thread: a request formats its access-log line and hands
-/// it over, and the thread writes whatever has queued in one syscall (a `BufWriter` flushed
-/// when the queue is empty), so a busy server does not pay one write per request. Lines are
-/// never dropped (a full queue makes the logger wait). Keep the guard for the life of the
-/// process: dropping it flushes what is queued.
-pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("catalog-bff-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
-    guard
-}
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Settings errors (auth mode, tokens file, trusted documents) stop start-up before anything

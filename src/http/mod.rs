@@ -75,8 +75,19 @@ impl Default for HttpOptions {
     }
 }
 
+/// What every handler shares. One `Arc`: the state is cloned for every request (by the router
+/// and the layers that hold it), and one reference count costs less than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+pub struct AppInner {
     pub catalog: Arc<Catalog>,
     pub schema: CatalogSchema,
     /// The schema's guardrails, shared so the HTTP layer resolves persisted documents and
@@ -90,7 +101,6 @@ pub struct AppState {
     pub fanout: Arc<fanout::Hub>,
     pub connections: Arc<AtomicUsize>,
     pub metrics: Arc<metrics::HttpMetrics>,
-    /// Shared: the state is cloned for every request (by each layer that has it).
     pub options: Arc<HttpOptions>,
 }
 
@@ -104,7 +114,7 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         guardrails.clone(),
     );
     let cache = Arc::new(ResponseCache::new(options.cache_ttl, options.cache_size, options.cache_max_bytes));
-    let state = AppState {
+    let state = AppState(Arc::new(AppInner {
         catalog,
         schema,
         guardrails,
@@ -115,8 +125,8 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         connections: Arc::new(AtomicUsize::new(0)),
         metrics: Arc::new(metrics::HttpMetrics::default()),
         options: Arc::new(options),
-    };
-    let router = Router::new()
+    }));
+    let routes = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/graphql/ws", get(ws::upgrade))
         .route("/graphql/stream", get(sse::get).post(sse::post))
@@ -124,19 +134,13 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(metrics::metrics))
         .merge(pages::router())
-        // Bodies are read in full by the handlers, which enforce the limit with a clear error;
-        // this cap (a little above it) stops a huge upload before it is buffered.
-        .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), security::json_errors));
-    let router = match security::cors_layer(&state.options.cors_origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
-    router
-        // The default predicate skips `text/event-stream` (SSE must flush event by event),
-        // images and tiny bodies.
-        .layer(tower_http::compression::CompressionLayer::new())
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .with_state(state.clone());
+    // The edge layers wrap the finished router once, outermost first. (`Router::layer` would
+    // wrap every route in a boxed copy of each layer, and every request would clone that
+    // nest of boxes.)
+    let edge = tower::ServiceBuilder::new()
+        .map_request(security::sanitize_request_id)
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(security::access_log_span)
@@ -149,7 +153,15 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
                 // One line per request: the response line already carries a 5xx status.
                 .on_failure(()),
         )
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
-        .layer(axum::middleware::from_fn(security::sanitize_request_id))
-        .with_state(state)
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        // The default predicate skips `text/event-stream` (SSE must flush event by event),
+        // images and tiny bodies.
+        .layer(tower_http::compression::CompressionLayer::new())
+        .option_layer(security::cors_layer(&state.options.cors_origins))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), security::json_errors))
+        // Bodies are read in full by the handlers, which enforce the limit with a clear error;
+        // this cap (a little above it) stops a huge upload before it is buffered.
+        .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
+        .service(routes);
+    Router::new().fallback_service(edge)
 }

@@ -131,7 +131,7 @@ pub fn request_id(headers: &HeaderMap) -> Option<&str> {
 /// A client's `X-Request-Id` is echoed only when it is sane (1-128 characters of
 /// `[A-Za-z0-9._:-]`): anything else could forge log lines or carry a payload, so it is dropped
 /// and the request-id layer generates a fresh one.
-pub async fn sanitize_request_id(mut req: Request<Body>, next: Next) -> Response {
+pub fn sanitize_request_id(mut req: Request<Body>) -> Request<Body> {
     let sane = |v: &HeaderValue| {
         let b = v.as_bytes();
         !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
@@ -141,7 +141,7 @@ pub async fn sanitize_request_id(mut req: Request<Body>, next: Next) -> Response
     if second.is_some() || first.is_some_and(|v| !sane(v)) {
         req.headers_mut().remove(&REQUEST_ID);
     }
-    next.run(req).await
+    req
 }
 
 /// The span of the access log line: method, path and request id.
@@ -158,8 +158,9 @@ pub fn access_log_span(req: &Request<Body>) -> tracing::Span {
 /// 415, 429, ...) gets a GraphQL-shaped JSON body `{"errors": [{"message", "extensions":
 /// {"code", "requestId"}}]}`; JSON error bodies made by the handlers get the request id added.
 pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: Next) -> Response {
-    let request_id = request_id(req.headers()).map(str::to_string);
-    let path = req.uri().path().to_string();
+    // Kept as the request's own (reference-counted) values; made into strings only for an error.
+    let request_id = req.headers().get(&REQUEST_ID).cloned();
+    let uri = req.uri().clone();
     let http1 = req.version() <= axum::http::Version::HTTP_11;
     let mut resp = next.run(req).await;
     let status = resp.status();
@@ -167,6 +168,8 @@ pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: 
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
+    let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
+    let path = uri.path();
     // A body refused as too large was not read to its end: the rest of it is still on the
     // connection, so the connection cannot carry another request. Saying so lets the client
     // open a new one instead of reusing this one and losing its next request.
