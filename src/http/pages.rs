@@ -45,7 +45,7 @@ pub const ASSETS_EMBEDDED: bool = generated::EMBEDDED;
 /// `tests/pages.rs`). Fonts and icons are `data:` URLs inside graphiql.min.css. GraphiQL's
 /// components set `style` attributes and insert `<style>` elements at run time, hence
 /// `'unsafe-inline'` for styles only (scripts stay `'self'`).
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; \
 img-src 'self' data:; font-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// The headers on every page and page asset (not on API responses, which are JSON for programs).
