@@ -11,8 +11,9 @@
 //! 3. the verified tarballs cached under `target/graphiql-npm/` (a rebuild does not refetch);
 //! 4. the npm registry (`CATALOG_BFF_NPM_REGISTRY`, default `https://registry.npmjs.org`).
 //!
-//! If none works the build does not fail: it prints a `cargo:warning` and the binary's GraphiQL
-//! page says the assets are missing and how to rebuild with them (the API itself is unaffected).
+//! If none works the build does not fail (unless `CATALOG_BFF_REQUIRE_GRAPHIQL_ASSETS=1`, as in
+//! the container build): it prints a `cargo:warning` and the binary's GraphiQL page says the
+//! assets are missing and how to rebuild with them (the API itself is unaffected).
 //! No third-party code is committed to the repository.
 
 use sha2::{Digest, Sha256, Sha512};
@@ -87,11 +88,15 @@ const PACKAGES: &[Package] = &[
 
 const ASSETS_ENV: &str = "CATALOG_BFF_GRAPHIQL_ASSETS";
 const REGISTRY_ENV: &str = "CATALOG_BFF_NPM_REGISTRY";
+/// `=1`: a build without the assets is an error, not a warning (the container image build sets
+/// it: an image must never ship without GraphiQL unnoticed).
+const REQUIRE_ENV: &str = "CATALOG_BFF_REQUIRE_GRAPHIQL_ASSETS";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed={ASSETS_ENV}");
     println!("cargo:rerun-if-env-changed={REGISTRY_ENV}");
+    println!("cargo:rerun-if-env-changed={REQUIRE_ENV}");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     let assets = out_dir.join("graphiql");
     let result = std::fs::create_dir_all(&assets)
@@ -99,6 +104,13 @@ fn main() {
         .and_then(|()| PACKAGES.iter().try_for_each(|p| obtain(p, &assets, &out_dir)));
     let generated = match result {
         Ok(()) => embedded(&assets),
+        Err(why) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
+            eprintln!("GraphiQL assets not embedded and {REQUIRE_ENV}=1: {why}");
+            eprintln!(
+                "Give the build access to the npm registry (or a mirror: {REGISTRY_ENV}=URL), or set {ASSETS_ENV}=DIR (a directory with `npm pack graphiql@3.8.3 react@18.3.1 react-dom@18.3.1 graphql-ws@5.16.2`)."
+            );
+            std::process::exit(1);
+        }
         Err(why) => {
             for line in why.lines() {
                 println!("cargo:warning=GraphiQL assets not embedded: {line}");
@@ -245,7 +257,12 @@ fn extract(p: &Package, tgz: &[u8], assets: &Path) -> Result<(), String> {
     if found == p.files.len() {
         Ok(())
     } else {
-        Err(format!("{}@{}: the tarball lacks some of {:?}", p.name, p.version, p.files.iter().map(|f| f.tar_path).collect::<Vec<_>>()))
+        Err(format!(
+            "{}@{}: the tarball lacks some of {:?}",
+            p.name,
+            p.version,
+            p.files.iter().map(|f| f.tar_path).collect::<Vec<_>>()
+        ))
     }
 }
 

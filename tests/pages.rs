@@ -67,7 +67,10 @@ async fn embedded_page(server: &Server, test: &str) -> Option<reqwest::Response>
         "{test}: this binary was built without GraphiQL's assets (x-graphiql-assets: missing); see the build's cargo warnings. Page:\n{body}"
     );
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: built without GraphiQL's assets (see the cargo warnings of build.rs)");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: built without GraphiQL's assets (see the cargo warnings of build.rs)"
+    );
     None
 }
 
@@ -94,7 +97,8 @@ fn page_assets(html: &str) -> Vec<String> {
 async fn graphiql_page_and_its_assets_are_served_by_the_binary_with_security_headers() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::example(Backend::Sqlite, dir.path()).await;
-    let Some(resp) = embedded_page(&server, "graphiql_page_and_its_assets_are_served_by_the_binary_with_security_headers").await
+    let Some(resp) =
+        embedded_page(&server, "graphiql_page_and_its_assets_are_served_by_the_binary_with_security_headers").await
     else {
         return;
     };
@@ -171,7 +175,8 @@ async fn graphiql_is_public_under_static_auth_but_its_queries_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = tokens_file(dir.path());
     let server = start_with_auth(dir.path(), &tokens).await;
-    let Some(resp) = embedded_page(&server, "graphiql_is_public_under_static_auth_but_its_queries_are_not").await else {
+    let Some(resp) = embedded_page(&server, "graphiql_is_public_under_static_auth_but_its_queries_are_not").await
+    else {
         return;
     };
     assert_security_headers(&resp, "GET /graphql (page, --auth static)");

@@ -275,7 +275,8 @@ async fn asset(Path(file): Path<String>, Query(query): Query<HashMap<String, Str
     } else {
         "no-cache"
     };
-    let content_type = if asset.name.ends_with(".css") { "text/css; charset=utf-8" } else { "text/javascript; charset=utf-8" };
+    let content_type =
+        if asset.name.ends_with(".css") { "text/css; charset=utf-8" } else { "text/javascript; charset=utf-8" };
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
