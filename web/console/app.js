@@ -202,13 +202,15 @@ async function openDrawer(plugin, id, opener) {
 function closeDrawer() {
   if ($('drawer').hidden) return;
   $('drawer').hidden = true;
+  const closed = state.drawer;
   state.drawer = null;
   const back = state.opener;
   state.opener = null;
   if (back && document.contains(back)) back.focus();
   else {
-    const row = document.querySelector('#sources-body button');
-    if (row) row.focus();
+    // The table was re-rendered meanwhile: focus the same source's row.
+    const row = closed && document.querySelector(`#sources-body tr[data-source-id="${CSS.escape(closed.id)}"][data-plugin="${CSS.escape(closed.plugin)}"] button`);
+    (row || $('filter')).focus();
   }
 }
 
@@ -477,7 +479,7 @@ function removalBody(ext, message) {
 
 async function save(confirmRemovals = false) {
   const d = state.drawer;
-  if (!d || !canEdit()) return;
+  if (!d) return;
   clearOutcome();
   setBusy(true, 'Saving and refreshing…');
   let ok = false;
@@ -536,12 +538,12 @@ async function afterChange(d, r, head) {
 
 async function refreshSource() {
   const d = state.drawer;
-  if (!d || !canEdit()) return;
+  if (!d) return;
   await startRefresh('StartRefreshSource', { plugin: d.plugin, id: d.id, mode: $('source-refresh-mode').value }, `${d.plugin}/${d.id}`);
 }
 
 async function refreshAll() {
-  if (!state.plugin || !canEdit()) return;
+  if (!state.plugin) return;
   await startRefresh('StartRefreshPlugin', { plugin: state.plugin, mode: $('refresh-mode').value }, `plugin ${state.plugin}`);
 }
 
@@ -647,7 +649,7 @@ function viewRevision(r) {
 
 async function rollback(revision, confirmRemovals = false) {
   const d = state.drawer;
-  if (!d || !canEdit()) return;
+  if (!d) return;
   if (!confirmRemovals) {
     const body = [
       el('p', {}, `Roll ${d.plugin}/${d.id} back to revision ${revision}? This records a new revision with that content and refreshes the source.`),

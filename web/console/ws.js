@@ -42,7 +42,12 @@ export class LiveClient {
       if (this.socket !== socket) return;
       this.socket = null;
       this.acked = false;
-      if (event.code === 4403) this.onStatus('refused');
+      if (event.code === 4403) {
+        // The token was refused: retrying with the same token cannot help; a new token restarts.
+        this.closed = true;
+        this.onStatus('refused (set a token)');
+        return;
+      }
       if (!this.closed) this.retry();
     });
   }
