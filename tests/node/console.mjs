@@ -49,7 +49,11 @@ async function newPage() {
   const page = await context.newPage();
   page.on('pageerror', (e) => pageErrors.push(String(e)));
   page.on('console', (m) => {
-    if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`);
+    // A 401/403 answer is logged by Chromium as a failed resource; the page handles those
+    // (token prompt, FORBIDDEN shown) and the steps check that it does.
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 40[13]/.test(m.text())) {
+      pageErrors.push(`console: ${m.text()}`);
+    }
   });
   return { context, page };
 }

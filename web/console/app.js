@@ -549,6 +549,7 @@ async function refreshAll() {
 
 async function startRefresh(op, variables, what) {
   const panel = $('refresh-panel');
+  $('toast').classList.remove('shown');
   panel.hidden = false;
   panel.dataset.phase = 'QUEUED';
   replace($('refresh-results'));
