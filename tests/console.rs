@@ -52,7 +52,10 @@ fn s(v: &Value) -> &str {
 
 async fn revisions(server: &Server, id: &str) -> Vec<(i64, String)> {
     let data = server
-        .ok("query($id: ID!) { source(plugin: \"models\", id: $id) { revisions { revision action } } }", json!({"id": id}))
+        .ok(
+            "query($id: ID!) { source(plugin: \"models\", id: $id) { revisions { revision action } } }",
+            json!({"id": id}),
+        )
         .await;
     data["source"]["revisions"]
         .as_array()
@@ -77,7 +80,11 @@ async fn the_console_does_the_whole_loop_in_chromium() {
     assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
     assert_eq!(h["cache-control"], "no-cache");
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'self'") && csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(
+        csp.contains("default-src 'self'")
+            && csp.contains("script-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+    );
     let etag = h["etag"].to_str().unwrap().to_string();
     let again = server.client.get(format!("{}/", server.base)).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(again.status(), 304);
@@ -85,8 +92,15 @@ async fn the_console_does_the_whole_loop_in_chromium() {
     assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
     let missing = server.client.get(format!("{}/console/nope.js", server.base)).send().await.unwrap();
     assert_eq!(missing.status(), 404);
-    let ops: Value =
-        server.client.get(format!("{}/console/operations.json", server.base)).send().await.unwrap().json().await.unwrap();
+    let ops: Value = server
+        .client
+        .get(format!("{}/console/operations.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
     for e in std::fs::read_dir(&contract).unwrap() {
         let p = e.unwrap().path();
@@ -96,9 +110,8 @@ async fn the_console_does_the_whole_loop_in_chromium() {
         }
     }
 
-    let api_sources = server
-        .ok("{ sources { plugin id name enabled status { state entityCount } } }", json!({}))
-        .await["sources"]
+    let api_sources = server.ok("{ sources { plugin id name enabled status { state entityCount } } }", json!({})).await
+        ["sources"]
         .clone();
     let steps = run_browser(&chromium, &server.base, "main", &[]).await;
 
@@ -154,7 +167,10 @@ async fn the_console_does_the_whole_loop_in_chromium() {
     // Rollback with confirmation, then the same toast and in-place update.
     let rollback = &steps["rollback"];
     assert_eq!(rollback["viewedHasAdded"], true, "a revision's content can be viewed");
-    assert!(s(&rollback["toast"]).starts_with("Rolled back to revision 2 as revision 4 · loaded 4 entities"), "{rollback}");
+    assert!(
+        s(&rollback["toast"]).starts_with("Rolled back to revision 2 as revision 4 · loaded 4 entities"),
+        "{rollback}"
+    );
     assert_eq!(rollback["countAfter"], 4);
     assert_eq!(rollback["editorHasAdded"], true);
 

@@ -21,7 +21,8 @@ use super::AppState;
 
 /// The policy the console is written for: everything from the server's own origin, nothing
 /// inline, no frames.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+pub const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
 
 /// The console's static files: name, content type, bytes.
 const ASSETS: &[(&str, &str, &str)] = &[
