@@ -129,6 +129,7 @@ async fn the_console_does_the_whole_loop_in_chromium() {
         assert!(s(&row["lastRefreshed"]).ends_with(" ago"), "{row}");
     }
     assert_eq!(steps["filter"]["ids"], json!(["partner_models"]));
+    assert_eq!(steps["table"]["unlabelled"], json!([]), "every control is labelled");
 
     // Save: progress shown, a toast with the new count, row and drawer updated without reload.
     let save = &steps["save"];
@@ -174,6 +175,13 @@ async fn the_console_does_the_whole_loop_in_chromium() {
     assert_eq!(rollback["countAfter"], 4);
     assert_eq!(rollback["editorHasAdded"], true);
 
+    // An INCREMENTAL refresh of the open source: its progress and result show in the drawer.
+    let source_refresh = &steps["refresh-source"];
+    assert_eq!(source_refresh["phase"], "SUCCEEDED", "{source_refresh}");
+    assert!(s(&source_refresh["text"]).contains("1/1"), "{source_refresh}");
+    assert!(s(&source_refresh["results"][0]).starts_with("team_models: SUCCESS"), "{source_refresh}");
+    assert!(s(&source_refresh["results"][0]).contains("unchanged 4"), "{source_refresh}");
+
     // Escape closes the drawer and focus returns to the source's row.
     assert_eq!(steps["keyboard"], json!({"step": "keyboard", "hidden": true, "focusRow": "team_models"}));
 
@@ -192,6 +200,10 @@ async fn the_console_does_the_whole_loop_in_chromium() {
     assert_eq!(external["countAfter"], external["countBefore"].as_i64().unwrap() + 1, "{external}");
     assert_eq!(external["kept"], true);
     assert!(s(&external["banner"]).contains("changed elsewhere"), "{external}");
+    // Saving over the change: CONFLICT, nothing saved, an offer to reload (which then works).
+    assert!(s(&external["conflict"]).contains("Conflict") && s(&external["conflict"]).contains("Nothing was saved"));
+    assert_eq!(external["conflictToast"], "");
+    assert_eq!(external["reloadedRevision"], 3);
 
     // The server side: one revision per save and rollback, none for the invalid save or the
     // previews.
@@ -199,7 +211,7 @@ async fn the_console_does_the_whole_loop_in_chromium() {
     let expected: Vec<(i64, String)> =
         [(4, "rollback"), (3, "apply"), (2, "apply"), (1, "import")].iter().map(|(r, a)| (*r, a.to_string())).collect();
     assert_eq!(team, expected);
-    assert_eq!(revisions(&server, "partner_models").await.len(), 2);
+    assert_eq!(revisions(&server, "partner_models").await.len(), 3, "two external applies, the conflicting save none");
     let states = source_states(&server).await;
     assert_eq!(states["models/team_models"].1, 4);
 }

@@ -155,7 +155,13 @@ async function mainSuite() {
   await page.click('#plugins button[data-plugin="models"]');
   const viewer = await page.textContent('#viewer');
   const saveDisabled = await page.isDisabled('#refresh-all');
-  emit('table', { rows: [...models, ...mcp], viewer, refreshAllDisabled: saveDisabled });
+  // Every control has an accessible name (a label, aria-label or its text).
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll('button, input, select, textarea')]
+      .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !c.getAttribute('aria-labelledby') && !c.textContent.trim())
+      .map((c) => c.id || c.outerHTML.slice(0, 60)),
+  );
+  emit('table', { rows: [...models, ...mcp], viewer, refreshAllDisabled: saveDisabled, unlabelled });
   // The filter.
   await page.fill('#filter', 'partner');
   const filtered = (await tableRows(page)).map((r) => r.id);
@@ -287,6 +293,19 @@ async function mainSuite() {
   });
   await check(page, 'rollback');
 
+  // Refresh the open source, INCREMENTAL: progress and the result in the drawer.
+  await page.selectOption('#source-refresh-mode', 'INCREMENTAL');
+  await page.click('#refresh-source');
+  await page.waitForFunction(() => ['SUCCEEDED', 'FAILED'].includes(document.getElementById('drawer-refresh').dataset.phase), null, WAIT);
+  await page.waitForFunction(() => document.querySelectorAll('#refresh-results li').length > 0, null, WAIT);
+  emit('refresh-source', {
+    phase: await page.getAttribute('#drawer-refresh', 'data-phase'),
+    text: await page.textContent('#drawer-refresh-text'),
+    results: await page.$$eval('#refresh-results li', (lis) => lis.map((li) => li.textContent)),
+  });
+  await shot(page, 'refresh-source');
+  await check(page, 'refresh-source');
+
   // Escape closes the drawer and focus goes back to the source's row.
   await page.focus('#editor');
   await page.keyboard.press('Escape');
@@ -341,15 +360,34 @@ async function mainSuite() {
   await shot(page, 'external');
   const kept = (await page.inputValue('#editor')) === mine;
   const banner = await page.textContent('#drawer-banner-text');
-  await page.click('#drawer-reload');
+  // Saving the stale edit: CONFLICT, nothing saved, and an offer to reload the source.
+  await clearToast(page);
+  await page.click('#save');
+  await page.waitForSelector('#conflict-reload', WAIT);
+  const conflict = await page.textContent('#outcome');
+  const conflictToast = await page.textContent('#toast');
+  await shot(page, 'conflict');
+  await page.click('#conflict-reload');
   await page.waitForFunction(() => document.getElementById('editor').value.includes('external/model'), null, WAIT);
+  // The banner's own Reload does the same after another change elsewhere.
+  await page.fill('#editor', `${await page.inputValue('#editor')}# another note\n`);
+  const second = await api(
+    'mutation($input: SourceInput!) { applySource(plugin: "models", input: $input) { revision } }',
+    { input: { id: 'partner_models', content: external.replace('external/model', 'external/model-2') } },
+  );
+  if (second.errors) fail(`second external apply failed: ${JSON.stringify(second.errors)}`);
+  await page.waitForSelector('#drawer-banner:not([hidden])', WAIT);
+  await page.click('#drawer-reload');
+  await page.waitForFunction(() => document.getElementById('editor').value.includes('external/model-2'), null, WAIT);
   emit('external', {
     revision: applied.data.applySource.revision,
     countBefore: partnerBefore,
     countAfter: await rowCount(page, 'partner_models'),
     kept,
     banner,
-    reloaded: true,
+    conflict,
+    conflictToast,
+    reloadedRevision: await page.evaluate(() => window.catalogConsole.state.drawer.revision),
     live: await page.textContent('#live'),
   });
   await check(page, 'external');

@@ -195,6 +195,7 @@ async function openDrawer(plugin, id, opener) {
   clearOutcome();
   $('revision-view').hidden = true;
   $('drawer-banner').hidden = true;
+  $('drawer-refresh').hidden = true;
   await loadDrawer({ keepEditor: false });
   $('drawer-title').focus();
 }
@@ -608,6 +609,16 @@ function showJob(job) {
       ),
     ),
   );
+  // A refresh of the open source shows in the drawer too (the drawer covers the page's panel).
+  const mine = state.drawer && job.sourceId === state.drawer.id && job.plugin === state.drawer.plugin;
+  $('drawer-refresh').hidden = !mine;
+  if (mine) {
+    $('drawer-refresh-bar').max = bar.max;
+    $('drawer-refresh-bar').value = job.completed;
+    const r = job.results[0];
+    $('drawer-refresh-text').textContent = `Refresh ${$('refresh-text').textContent}${r ? ` · ${r.status}: ${r.summary} (loaded ${r.entitiesLoaded}, unchanged ${r.entitiesUnchanged})` : ''}`;
+    $('drawer-refresh').dataset.phase = job.phase;
+  }
   if (job.phase === 'SUCCEEDED' || job.phase === 'FAILED') announce(`Refresh ${job.phase.toLowerCase()}: ${job.completed}/${job.total}`);
 }
 
