@@ -205,13 +205,22 @@ async fn the_console_does_the_whole_loop_in_chromium() {
     assert_eq!(external["conflictToast"], "");
     assert_eq!(external["reloadedRevision"], 3);
 
+    // A dropped live socket reconnects and resubscribes: a later change still updates the table.
+    let reconnect = &steps["reconnect"];
+    assert!(reconnect["states"].as_array().unwrap().contains(&json!("reconnecting")), "{reconnect}");
+    assert_eq!(reconnect["countAfter"], reconnect["countBefore"].as_i64().unwrap() + 1, "{reconnect}");
+
     // The server side: one revision per save and rollback, none for the invalid save or the
     // previews.
     let team = revisions(&server, "team_models").await;
     let expected: Vec<(i64, String)> =
         [(4, "rollback"), (3, "apply"), (2, "apply"), (1, "import")].iter().map(|(r, a)| (*r, a.to_string())).collect();
     assert_eq!(team, expected);
-    assert_eq!(revisions(&server, "partner_models").await.len(), 3, "two external applies, the conflicting save none");
+    assert_eq!(
+        revisions(&server, "partner_models").await.len(),
+        4,
+        "three external applies, the conflicting save none"
+    );
     let states = source_states(&server).await;
     assert_eq!(states["models/team_models"].1, 4);
 }

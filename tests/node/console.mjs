@@ -222,7 +222,7 @@ async function mainSuite() {
   );
   const first = diags.find((d) => d.line > 0 && d.column > 0);
   if (!first) fail(`no diagnostic with a line and column: ${JSON.stringify(diags)}`);
-  await page.click('#diagnostics button.diagnostic[data-line]:not([data-line=""])');
+  await page.locator('#diagnostics button.diagnostic').nth(diags.indexOf(first)).click();
   const selection = await page.evaluate(() => {
     const ta = document.getElementById('editor');
     return { start: ta.selectionStart, focused: document.activeElement === ta };
@@ -391,6 +391,29 @@ async function mainSuite() {
     live: await page.textContent('#live'),
   });
   await check(page, 'external');
+
+  // The live socket drops: the console reconnects (with backoff), subscribes again, and a change
+  // made after that still reaches the table.
+  await page.keyboard.press('Escape');
+  await page.evaluate(() => {
+    window.__liveStates = [];
+    const l = document.getElementById('live');
+    new MutationObserver(() => window.__liveStates.push(l.dataset.state)).observe(l, { attributes: true, attributeFilter: ['data-state'] });
+    window.catalogConsole.live.socket.close();
+  });
+  await page.waitForFunction(() => window.__liveStates.includes('reconnecting') && document.getElementById('live').dataset.state === 'live', null, WAIT);
+  const partnerNow = await rowCount(page, 'partner_models');
+  const third = await api(
+    'mutation($input: SourceInput!) { applySource(plugin: "models", input: $input, options: {refreshAfterApply: true}) { revision } }',
+    { input: { id: 'partner_models', content: `${external}${ADDED.replace('console/added-model', 'external/model-3')}` } },
+  );
+  if (third.errors) fail(`third external apply failed: ${JSON.stringify(third.errors)}`);
+  await page.waitForFunction((n) => {
+    const cell = document.querySelector('#sources-body tr[data-source-id="partner_models"] td.count');
+    return cell && Number(cell.textContent) === n;
+  }, partnerNow + 1, WAIT);
+  emit('reconnect', { states: await page.evaluate(() => window.__liveStates), countBefore: partnerNow, countAfter: await rowCount(page, 'partner_models') });
+  await check(page, 'reconnect');
 }
 
 async function setToken(page, value) {

@@ -819,6 +819,6 @@ async function main() {
 }
 
 // For tests and the curious: the console's own GraphQL client and state.
-window.catalogConsole = { send, state };
+window.catalogConsole = { send, state, live };
 
 main();
