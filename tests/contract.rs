@@ -58,6 +58,11 @@ async fn every_ui_operation_runs() {
             "RefreshPlugin" => json!({"plugin": "mcp", "mode": "INCREMENTAL"}),
             "RollbackSource" => json!({"plugin": "models", "id": "team_models", "revision": 1}),
             "RefreshJob" => json!({"id": "00000000-0000-0000-0000-000000000000"}),
+            "Viewer" => json!({}),
+            "SourceHistory" => json!({"plugin": "models", "id": "team_models"}),
+            "StartRefreshSource" => json!({"plugin": "models", "id": "partner_models"}),
+            "StartRefreshPlugin" => json!({"plugin": "mcp"}),
+            "RollbackSourceChecked" => json!({"plugin": "models", "id": "team_models", "revision": 1}),
             other => panic!("no variables for {other}: add them here"),
         }
     };
@@ -74,7 +79,7 @@ async fn every_ui_operation_runs() {
             ran += 1;
         }
     }
-    assert_eq!(ran, 9, "expected 9 UI operations");
+    assert_eq!(ran, 14, "expected 14 UI operations");
 }
 
 #[test]

@@ -1,0 +1,502 @@
+// Drives the operator console at `/` in headless Chromium (playwright-core) against a real
+// server, for tests/console.rs.
+// usage: node console.mjs <base-url> <artifact-dir> <chromium> <suite> [operator-token viewer-token]
+// suites: `main` (auth none: table, save, diagnostics, preview, removals, rollback, refresh,
+// live updates, keyboard) and `trusted` (--trusted-documents ui-contract with --auth static:
+// token prompt, save as operator, viewer read-only and a forced mutation refused).
+// Prints one JSON line per step ({"step": ..., ...}); exits non-zero with {"error": ...} on a
+// failure. Every request to another origin is aborted and fails the run (works offline), and so
+// does any Content-Security-Policy violation or page error.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const [base, artifacts, executablePath, suite, operatorToken, viewerToken] = process.argv.slice(2);
+mkdirSync(artifacts, { recursive: true });
+const origin = new URL(base).origin;
+const foreign = [];
+const pageErrors = [];
+const WAIT = { timeout: 15000 };
+
+function emit(step, data = {}) {
+  console.log(JSON.stringify({ step, ...data }));
+}
+
+function fail(message) {
+  console.log(JSON.stringify({ error: message }));
+  process.exit(1);
+}
+
+const browser = await chromium.launch({
+  executablePath,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'],
+});
+
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  await context.route('**/*', (route) => {
+    const url = new URL(route.request().url());
+    if (url.origin === origin || url.protocol === 'data:') return route.continue();
+    foreign.push(url.href);
+    return route.abort();
+  });
+  await context.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__csp.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`);
+    });
+  });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => {
+    // A 401/403 answer is logged by Chromium as a failed resource; the page handles those
+    // (token prompt, FORBIDDEN shown) and the steps check that it does.
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 40[13]/.test(m.text())) {
+      pageErrors.push(`console: ${m.text()}`);
+    }
+  });
+  return { context, page };
+}
+
+async function check(page, where) {
+  const csp = await page.evaluate(() => window.__csp);
+  if (csp.length) fail(`${where}: Content-Security-Policy violations: ${csp.join('; ')}`);
+  if (foreign.length) fail(`${where}: requests to other origins were attempted: ${foreign.join(', ')}`);
+  if (pageErrors.length) fail(`${where}: page errors: ${pageErrors.join('; ')}`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`) });
+}
+
+async function open(page) {
+  await page.goto(`${base}/`);
+  await page.waitForSelector('body[data-ready="true"]', WAIT);
+}
+
+async function tableRows(page) {
+  return page.$$eval('#sources-body tr', (rows) =>
+    rows.map((r) => ({
+      plugin: r.dataset.plugin,
+      id: r.dataset.sourceId,
+      name: r.cells[0].textContent.trim(),
+      enabled: r.cells[2].textContent.trim() === 'yes',
+      state: r.cells[3].textContent.trim(),
+      entityCount: Number(r.cells[4].textContent.trim()),
+      lastRefreshed: r.cells[5].textContent.trim(),
+      lastStatus: r.cells[6].textContent.trim(),
+    })),
+  );
+}
+
+async function rowCount(page, id) {
+  return Number((await page.textContent(`#sources-body tr[data-source-id="${id}"] td.count`)).trim());
+}
+
+async function openDrawer(page, id) {
+  await page.click(`#sources-body tr[data-source-id="${id}"] button`);
+  await page.waitForFunction((sid) => {
+    const d = window.catalogConsole.state.drawer;
+    return d && d.id === sid && d.source && !document.getElementById('drawer').hidden;
+  }, id, WAIT);
+}
+
+async function clearToast(page) {
+  await page.evaluate(() => {
+    document.getElementById('toast').textContent = '';
+  });
+}
+
+async function toastText(page, prefix) {
+  await page.waitForFunction((p) => document.getElementById('toast').textContent.startsWith(p), prefix, WAIT);
+  return page.textContent('#toast');
+}
+
+/** Records whether the save progress indicator was shown (it may be brief). */
+async function watchProgress(page) {
+  await page.evaluate(() => {
+    window.__sawProgress = false;
+    const node = document.getElementById('save-progress');
+    new MutationObserver((records) => {
+      if (!node.hidden || records.some((r) => r.oldValue !== null)) window.__sawProgress = true;
+    }).observe(node, { attributes: true, attributeFilter: ['hidden'], attributeOldValue: true });
+  });
+}
+
+function offsetOf(text, line, column) {
+  let offset = 0;
+  for (let l = 1; l < line; l++) offset = text.indexOf('\n', offset) + 1;
+  return offset + column - 1;
+}
+
+const ADDED = `  - name: console/added-model
+    provider: Console Test
+    description: Added from the operator console test.
+    license: mit
+    artifacts:
+      - uri: oci://registry.example.com/console/added-model:1.0
+`;
+
+async function api(query, variables, tokenValue) {
+  const headers = { 'content-type': 'application/json' };
+  if (tokenValue) headers.authorization = `Bearer ${tokenValue}`;
+  const r = await fetch(`${base}/graphql`, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
+  return r.json();
+}
+
+async function mainSuite() {
+  const { page } = await newPage();
+  await open(page);
+  // The table, per plugin.
+  const models = await tableRows(page);
+  await shot(page, 'sources');
+  await page.click('#plugins button[data-plugin="mcp"]');
+  const mcp = await tableRows(page);
+  await page.click('#plugins button[data-plugin="models"]');
+  const viewer = await page.textContent('#viewer');
+  const saveDisabled = await page.isDisabled('#refresh-all');
+  // Every control has an accessible name (a label, aria-label or its text).
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll('button, input, select, textarea')]
+      .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !c.getAttribute('aria-labelledby') && !c.textContent.trim())
+      .map((c) => c.id || c.outerHTML.slice(0, 60)),
+  );
+  emit('table', { rows: [...models, ...mcp], viewer, refreshAllDisabled: saveDisabled, unlabelled });
+  // The filter.
+  await page.fill('#filter', 'partner');
+  const filtered = (await tableRows(page)).map((r) => r.id);
+  await page.fill('#filter', '');
+  emit('filter', { ids: filtered });
+  await check(page, 'table');
+
+  // Save: edit, progress, toast, row updated without a reload.
+  await page.evaluate(() => {
+    window.__notReloaded = true;
+  });
+  await openDrawer(page, 'team_models');
+  const focusInDrawer = await page.evaluate(() => document.getElementById('drawer').contains(document.activeElement));
+  const before = await page.inputValue('#editor');
+  const loadedRevision = await page.evaluate(() => window.catalogConsole.state.drawer.revision);
+  const propsText = await page.textContent('#drawer-properties');
+  await shot(page, 'drawer');
+  const countBefore = await rowCount(page, 'team_models');
+  const edited = before.endsWith('\n') ? before + ADDED : `${before}\n${ADDED}`;
+  await page.fill('#editor', edited);
+  const gutterLines = (await page.textContent('#gutter')).trim().split('\n').length;
+  await watchProgress(page);
+  await clearToast(page);
+  await page.click('#save');
+  const saved = await toastText(page, 'Saved revision');
+  await page.waitForFunction((n) => {
+    const cell = document.querySelector('#sources-body tr[data-source-id="team_models"] td.count');
+    return cell && Number(cell.textContent) === n;
+  }, countBefore + 1, WAIT);
+  const drawerCount = Number(await page.textContent('#drawer-details .drawer-count'));
+  const drawerRevision = Number(await page.textContent('#drawer-details .drawer-revision'));
+  await shot(page, 'saved');
+  emit('save', {
+    focusInDrawer,
+    loadedRevision,
+    properties: propsText,
+    countBefore,
+    countAfter: await rowCount(page, 'team_models'),
+    drawerCount,
+    drawerRevision,
+    toast: saved,
+    toastLive: await page.getAttribute('#toast', 'aria-live'),
+    sawProgress: await page.evaluate(() => window.__sawProgress),
+    notReloaded: await page.evaluate(() => window.__notReloaded === true),
+    gutterLines,
+    editorLines: edited.split('\n').length,
+  });
+  await check(page, 'save');
+
+  // Invalid YAML: diagnostics with line and column; clicking one moves the cursor there.
+  const broken = `${edited}  - name: broken\n    tasks: [unclosed\n    provider: nobody\n`;
+  await page.fill('#editor', broken);
+  await clearToast(page);
+  await page.click('#save');
+  await page.waitForSelector('#diagnostics button.diagnostic', WAIT);
+  const diags = await page.$$eval('#diagnostics button.diagnostic', (bs) =>
+    bs.map((b) => ({ text: b.textContent, line: Number(b.dataset.line), column: Number(b.dataset.column) })),
+  );
+  const first = diags.find((d) => d.line > 0 && d.column > 0);
+  if (!first) fail(`no diagnostic with a line and column: ${JSON.stringify(diags)}`);
+  await page.locator('#diagnostics button.diagnostic').nth(diags.indexOf(first)).click();
+  const selection = await page.evaluate(() => {
+    const ta = document.getElementById('editor');
+    return { start: ta.selectionStart, focused: document.activeElement === ta };
+  });
+  await shot(page, 'diagnostics');
+  emit('invalid', {
+    diagnostics: diags,
+    line: first.line,
+    column: first.column,
+    selectionStart: selection.start,
+    expected: offsetOf(broken, first.line, first.column),
+    editorFocused: selection.focused,
+    toast: await page.textContent('#toast'),
+    outcome: await page.textContent('#outcome'),
+    drawerRevision: Number(await page.textContent('#drawer-details .drawer-revision')),
+  });
+  await check(page, 'invalid');
+
+  // Preview impact (dry run): names to add and to remove.
+  const lines = edited.split('\n');
+  const secondModel = lines.findIndex((l, i) => i > lines.findIndex((x) => x.startsWith('  - name:')) && l.startsWith('  - name:'));
+  const removedName = lines[secondModel].replace('  - name:', '').trim();
+  let end = lines.findIndex((l, i) => i > secondModel && l.startsWith('  - name:'));
+  if (end < 0) end = lines.length;
+  const previewText = [...lines.slice(0, secondModel), ...lines.slice(end)].join('\n').replace('console/added-model', 'console/preview-model');
+  await page.fill('#editor', previewText);
+  await page.click('#preview');
+  await page.waitForSelector('#impact .impact-view', WAIT);
+  const impact = await page.evaluate(() => {
+    const names = (cls) => [...document.querySelectorAll(`#impact .impact-group.${cls} li`)].map((li) => li.textContent);
+    return { add: names('add'), update: names('update'), remove: names('remove') };
+  });
+  await shot(page, 'preview');
+  emit('preview', { impact, removedName, drawerRevision: Number(await page.textContent('#drawer-details .drawer-revision')) });
+  await check(page, 'preview');
+
+  // A removal that needs confirmation: the dialog lists the names, then the save applies.
+  const keepOne = lines.slice(0, secondModel).join('\n') + '\n';
+  await page.fill('#editor', keepOne);
+  await clearToast(page);
+  await page.click('#save');
+  await page.waitForSelector('#confirm[open]', WAIT);
+  const listed = await page.$$eval('#confirm-body li', (lis) => lis.map((li) => li.textContent));
+  await shot(page, 'removal-dialog');
+  await page.click('#confirm-ok');
+  const removedToast = await toastText(page, 'Saved revision');
+  emit('removal', { listed, toast: removedToast, countAfter: await rowCount(page, 'team_models') });
+  await check(page, 'removal');
+
+  // History: view a revision's content, roll back with confirmation.
+  await page.waitForSelector('#history-body tr[data-revision="2"] button.rollback', WAIT);
+  const history = await page.$$eval('#history-body tr', (rows) => rows.map((r) => [...r.cells].slice(0, 3).map((c) => c.textContent)));
+  await page.click('#history-body tr[data-revision="2"] button.view-revision');
+  const viewed = await page.textContent('#revision-content');
+  await clearToast(page);
+  await page.click('#history-body tr[data-revision="2"] button.rollback');
+  await page.waitForSelector('#confirm[open]', WAIT);
+  await page.click('#confirm-ok');
+  const rolledToast = await toastText(page, 'Rolled back');
+  await page.waitForFunction(() => window.catalogConsole.state.drawer.revision === 4, null, WAIT);
+  await shot(page, 'rollback');
+  emit('rollback', {
+    history,
+    viewedHasAdded: viewed.includes('console/added-model'),
+    toast: rolledToast,
+    countAfter: await rowCount(page, 'team_models'),
+    editorHasAdded: (await page.inputValue('#editor')).includes('console/added-model'),
+  });
+  await check(page, 'rollback');
+
+  // Refresh the open source, INCREMENTAL: progress and the result in the drawer.
+  await page.selectOption('#source-refresh-mode', 'INCREMENTAL');
+  await page.click('#refresh-source');
+  await page.waitForFunction(() => ['SUCCEEDED', 'FAILED'].includes(document.getElementById('drawer-refresh').dataset.phase), null, WAIT);
+  await page.waitForFunction(() => document.querySelectorAll('#refresh-results li').length > 0, null, WAIT);
+  emit('refresh-source', {
+    phase: await page.getAttribute('#drawer-refresh', 'data-phase'),
+    text: await page.textContent('#drawer-refresh-text'),
+    results: await page.$$eval('#refresh-results li', (lis) => lis.map((li) => li.textContent)),
+  });
+  await shot(page, 'refresh-source');
+  await check(page, 'refresh-source');
+
+  // Escape closes the drawer and focus goes back to the source's row.
+  await page.focus('#editor');
+  await page.keyboard.press('Escape');
+  const afterEscape = await page.evaluate(() => ({
+    hidden: document.getElementById('drawer').hidden,
+    focusRow: document.activeElement && document.activeElement.closest('tr') ? document.activeElement.closest('tr').dataset.sourceId : null,
+  }));
+  emit('keyboard', afterEscape);
+
+  // Refresh the plugin: live progress up to total, a result per source.
+  await page.evaluate(() => {
+    window.__progressTexts = [];
+    const t = document.getElementById('refresh-text');
+    new MutationObserver(() => window.__progressTexts.push(t.textContent)).observe(t, { childList: true, characterData: true, subtree: true });
+  });
+  await page.click('#refresh-all');
+  await page.waitForFunction(() => ['SUCCEEDED', 'FAILED'].includes(document.getElementById('refresh-panel').dataset.phase), null, WAIT);
+  await page.waitForFunction(() => document.querySelectorAll('#refresh-results li').length > 0, null, WAIT);
+  const refresh = await page.evaluate(() => {
+    const bar = document.getElementById('refresh-progress');
+    return {
+      phase: document.getElementById('refresh-panel').dataset.phase,
+      value: bar.value,
+      max: bar.max,
+      text: document.getElementById('refresh-text').textContent,
+      results: [...document.querySelectorAll('#refresh-results li')].map((li) => li.dataset.sourceId),
+      seen: window.__progressTexts,
+    };
+  });
+  await shot(page, 'refresh');
+  emit('refresh', refresh);
+  await check(page, 'refresh');
+
+  // Live: an apply made through the API while the page is open updates the table; the open
+  // drawer with unsaved edits says so instead of replacing them.
+  await openDrawer(page, 'partner_models');
+  const partner = await page.inputValue('#editor');
+  const mine = `${partner.endsWith('\n') ? partner : `${partner}\n`}# my unsaved note\n`;
+  await page.fill('#editor', mine);
+  const partnerBefore = await rowCount(page, 'partner_models');
+  const external = `${partner.endsWith('\n') ? partner : `${partner}\n`}${ADDED.replace('console/added-model', 'external/model')}`;
+  const applied = await api(
+    'mutation($input: SourceInput!) { applySource(plugin: "models", input: $input, options: {refreshAfterApply: true}) { revision } }',
+    { input: { id: 'partner_models', content: external } },
+  );
+  if (applied.errors) fail(`external apply failed: ${JSON.stringify(applied.errors)}`);
+  await page.waitForFunction((n) => {
+    const cell = document.querySelector('#sources-body tr[data-source-id="partner_models"] td.count');
+    return cell && Number(cell.textContent) === n;
+  }, partnerBefore + 1, WAIT);
+  await page.waitForSelector('#drawer-banner:not([hidden])', WAIT);
+  await shot(page, 'external');
+  const kept = (await page.inputValue('#editor')) === mine;
+  const banner = await page.textContent('#drawer-banner-text');
+  // Saving the stale edit: CONFLICT, nothing saved, and an offer to reload the source.
+  await clearToast(page);
+  await page.click('#save');
+  await page.waitForSelector('#conflict-reload', WAIT);
+  const conflict = await page.textContent('#outcome');
+  const conflictToast = await page.textContent('#toast');
+  await shot(page, 'conflict');
+  await page.click('#conflict-reload');
+  await page.waitForFunction(() => document.getElementById('editor').value.includes('external/model'), null, WAIT);
+  // The banner's own Reload does the same after another change elsewhere.
+  await page.fill('#editor', `${await page.inputValue('#editor')}# another note\n`);
+  const second = await api(
+    'mutation($input: SourceInput!) { applySource(plugin: "models", input: $input) { revision } }',
+    { input: { id: 'partner_models', content: external.replace('external/model', 'external/model-2') } },
+  );
+  if (second.errors) fail(`second external apply failed: ${JSON.stringify(second.errors)}`);
+  await page.waitForSelector('#drawer-banner:not([hidden])', WAIT);
+  await page.click('#drawer-reload');
+  await page.waitForFunction(() => document.getElementById('editor').value.includes('external/model-2'), null, WAIT);
+  emit('external', {
+    revision: applied.data.applySource.revision,
+    countBefore: partnerBefore,
+    countAfter: await rowCount(page, 'partner_models'),
+    kept,
+    banner,
+    conflict,
+    conflictToast,
+    reloadedRevision: await page.evaluate(() => window.catalogConsole.state.drawer.revision),
+    live: await page.textContent('#live'),
+  });
+  await check(page, 'external');
+
+  // The live socket drops: the console reconnects (with backoff), subscribes again, and a change
+  // made after that still reaches the table.
+  await page.keyboard.press('Escape');
+  await page.evaluate(() => {
+    window.__liveStates = [];
+    const l = document.getElementById('live');
+    new MutationObserver(() => window.__liveStates.push(l.dataset.state)).observe(l, { attributes: true, attributeFilter: ['data-state'] });
+    window.catalogConsole.live.socket.close();
+  });
+  await page.waitForFunction(() => window.__liveStates.includes('reconnecting') && document.getElementById('live').dataset.state === 'live', null, WAIT);
+  const partnerNow = await rowCount(page, 'partner_models');
+  const third = await api(
+    'mutation($input: SourceInput!) { applySource(plugin: "models", input: $input, options: {refreshAfterApply: true}) { revision } }',
+    { input: { id: 'partner_models', content: `${external}${ADDED.replace('console/added-model', 'external/model-3')}` } },
+  );
+  if (third.errors) fail(`third external apply failed: ${JSON.stringify(third.errors)}`);
+  await page.waitForFunction((n) => {
+    const cell = document.querySelector('#sources-body tr[data-source-id="partner_models"] td.count');
+    return cell && Number(cell.textContent) === n;
+  }, partnerNow + 1, WAIT);
+  emit('reconnect', { states: await page.evaluate(() => window.__liveStates), countBefore: partnerNow, countAfter: await rowCount(page, 'partner_models') });
+  await check(page, 'reconnect');
+}
+
+async function setToken(page, value) {
+  await page.fill('#token', value);
+  await page.click('#auth-form button[type="submit"]');
+}
+
+async function trustedSuite() {
+  // No token: the page asks for one.
+  const op = await newPage();
+  const page = op.page;
+  await open(page);
+  await page.waitForSelector('#auth-note:not([hidden])', WAIT);
+  const prompt = await page.textContent('#auth-note');
+  await shot(page, 'auth-needed');
+  emit('needs-token', { prompt, focused: await page.evaluate(() => document.activeElement.id) });
+  // An operator token: the table loads, Save works (every document is a trusted one).
+  await setToken(page, operatorToken);
+  await page.waitForFunction(() => document.querySelectorAll('#sources-body tr').length > 0, null, WAIT);
+  await page.waitForFunction(() => document.getElementById('live').dataset.state === 'live', null, WAIT);
+  const rows = await tableRows(page);
+  await openDrawer(page, 'team_models');
+  const before = await page.inputValue('#editor');
+  await page.fill('#editor', before.endsWith('\n') ? before + ADDED : `${before}\n${ADDED}`);
+  await clearToast(page);
+  await page.click('#save');
+  const saved = await toastText(page, 'Saved revision');
+  await shot(page, 'trusted-saved');
+  emit('operator', { viewer: await page.textContent('#viewer'), rows: rows.length, toast: saved, countAfter: await rowCount(page, 'team_models') });
+  await check(page, 'operator');
+  await op.context.close();
+
+  // A viewer token: edit controls disabled with a reason; a forced mutation is refused.
+  const vw = await newPage();
+  const vpage = vw.page;
+  await open(vpage);
+  await setToken(vpage, viewerToken);
+  await vpage.waitForFunction(() => document.getElementById('viewer').textContent.includes('VIEWER'), null, WAIT);
+  await vpage.waitForFunction(() => document.querySelectorAll('#sources-body tr').length > 0, null, WAIT);
+  await openDrawer(vpage, 'team_models');
+  const disabled = await vpage.evaluate(() => ({
+    save: document.getElementById('save').disabled,
+    refreshSource: document.getElementById('refresh-source').disabled,
+    refreshAll: document.getElementById('refresh-all').disabled,
+    rollback: [...document.querySelectorAll('button.rollback')].map((b) => b.disabled),
+    reason: document.getElementById('readonly-note').textContent,
+    validate: document.getElementById('validate').disabled,
+  }));
+  await shot(vpage, 'viewer');
+  const forced = await vpage.evaluate(async () => {
+    const d = window.catalogConsole.state.drawer;
+    try {
+      await window.catalogConsole.send('save-source.graphql', 'SaveSource', {
+        plugin: 'models',
+        input: { id: 'team_models', content: document.getElementById('editor').value + '# forced\n' },
+        expectedRevision: d.revision,
+      });
+      return 'accepted';
+    } catch (e) {
+      return e.code;
+    }
+  });
+  // The same through the page's own Save path, with the button forced on: the refusal shows.
+  await vpage.fill('#editor', (await vpage.inputValue('#editor')) + '# forced\n');
+  await vpage.evaluate(() => {
+    const b = document.getElementById('save');
+    b.disabled = false;
+    b.click();
+  });
+  await vpage.waitForSelector('#outcome [data-code="FORBIDDEN"]', WAIT);
+  const shown = await vpage.textContent('#outcome');
+  await shot(vpage, 'viewer-forbidden');
+  emit('viewer', { disabled, forced, shown, toast: await vpage.textContent('#toast') });
+  await check(vpage, 'viewer');
+}
+
+try {
+  if (suite === 'main') await mainSuite();
+  else if (suite === 'trusted') await trustedSuite();
+  else fail(`unknown suite ${suite}`);
+  emit('done');
+} catch (e) {
+  fail(`${suite}: ${e && e.stack ? e.stack : e}`);
+} finally {
+  await browser.close();
+}
