@@ -13,7 +13,9 @@
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -32,7 +34,7 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(false).event_format(TextLine).try_init(),
+        LogFormat::Text => builder.with_ansi(false).fmt_fields(TextFields).event_format(TextLine).try_init(),
     };
     guard
 }
@@ -67,6 +69,76 @@ where
         w.write_str(": ")?;
         ctx.format_fields(w.by_ref(), event)?;
         writeln!(w)
+    }
+}
+
+/// Fields as `name=value`, separated by spaces, the `message` field bare. Values are escaped
+/// ([`Escaped`]), so a value cannot start a new line or carry terminal escapes: no value a client
+/// sends (a path, a request id, an operation name) can forge a log line.
+pub struct TextFields;
+
+impl<'w> FormatFields<'w> for TextFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = FieldsVisitor { out: Escaped(writer), first: true, result: Ok(()) };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct FieldsVisitor<'w> {
+    out: Escaped<Writer<'w>>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl FieldsVisitor<'_> {
+    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_err() {
+            return;
+        }
+        let sep = if std::mem::take(&mut self.first) { "" } else { " " };
+        let name = field.name();
+        self.result = if name == "message" {
+            self.out.0.write_str(sep).and_then(|()| fmt::Write::write_fmt(&mut self.out, value))
+        } else {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.out
+                .0
+                .write_str(sep)
+                .and_then(|()| write!(self.out.0, "{name}="))
+                .and_then(|()| fmt::Write::write_fmt(&mut self.out, value))
+        };
+    }
+}
+
+impl Visit for FieldsVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // As tracing-subscriber's own format: the message bare, other strings quoted.
+        if field.name() == "message" {
+            self.field(field, format_args!("{value}"));
+        } else {
+            self.field(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.field(field, format_args!("{value:?}"));
+    }
+}
+
+/// Writes what it is given with control characters escaped (`\n`, `\r`, `\t`, `\u{1b}`, ...).
+pub struct Escaped<W>(pub W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find(|c: char| c.is_control()) {
+            self.0.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or_default();
+            write!(self.0, "{}", c.escape_default())?;
+            rest = &rest[i + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
     }
 }
 
@@ -121,6 +193,15 @@ mod tests {
                 .to_string();
             assert_eq!(at(secs, 7), expected);
         }
+    }
+
+    #[test]
+    fn control_characters_in_values_are_escaped() {
+        use fmt::Write as _;
+        let mut out = Escaped(String::new());
+        write!(out, "{}", "/graphql\n2026-01-01T00:00:00Z  INFO forged\u{1b}[31m\tok").unwrap();
+        assert_eq!(out.0, "/graphql\\n2026-01-01T00:00:00Z  INFO forged\\u{1b}[31m\\tok");
+        assert!(!out.0.contains('\n') && !out.0.contains('\u{1b}'));
     }
 
     proptest::proptest! {

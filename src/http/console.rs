@@ -20,9 +20,10 @@ use std::sync::OnceLock;
 use super::AppState;
 
 /// The policy the console is written for: everything from the server's own origin, nothing
-/// inline, no frames.
-pub const CSP: &str =
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+/// inline (not even styles, which GraphiQL's policy in `pages::CSP` has to allow), no frames.
+/// It replaces the pages' policy on the console's responses; the other page headers
+/// (`nosniff`, `Referrer-Policy`, `X-Frame-Options`) come from the layer in `pages::router()`.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// The console's static files: name, content type, bytes.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -75,7 +76,6 @@ fn serve(headers: &HeaderMap, content_type: &'static str, body: &'static str) ->
         h.insert(header::ETAG, v);
     }
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 

@@ -160,7 +160,20 @@ fn respond(headers: &HeaderMap, mut batch: BatchResponse, max_response: usize) -
     }
 }
 
-pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> axum::response::Response {
+    // The headers are moved out of the request, not cloned (axum's `HeaderMap` extractor
+    // copies every header); the body is read by `Bytes`' extractor, under `DefaultBodyLimit`.
+    let (mut parts, body) = req.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let body = match <Bytes as axum::extract::FromRequest<()>>::from_request(
+        axum::extract::Request::from_parts(parts, body),
+        &(),
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(rejection) => return rejection.into_response(),
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     // Only JSON: a form or text/plain POST is what a cross-site page can send without a CORS
