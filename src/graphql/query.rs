@@ -11,16 +11,22 @@ use crate::catalog::service::EntityCursor;
 
 pub struct Query;
 
-/// One audited change (or refused attempt).
+/// One audited change (or refused attempt): who, what, on which source, and the outcome.
 #[derive(SimpleObject)]
 pub struct AuditRecord {
+    /// Who asked: the caller's name (`unauthenticated` when the request had no valid token).
     pub actor: String,
+    /// Which mutation was called.
     pub action: String,
+    /// The plugin named in the request (as sent, possibly unknown when the call was refused).
     pub plugin: String,
+    /// The source named in the request; null for a whole-plugin refresh or a refused call.
     pub source_id: Option<String>,
+    /// The revision current after the change; null for refreshes and failed calls.
     pub revision: Option<i32>,
     /// `OK` or the error code.
     pub outcome: String,
+    /// When the call was made.
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -46,6 +52,7 @@ pub struct Viewer {
     pub can_edit: bool,
 }
 
+/// Extra fields of the entities connection.
 #[derive(SimpleObject)]
 pub struct EntityConnectionFields {
     /// Entities matching the filter, across all pages.
@@ -55,6 +62,8 @@ pub struct EntityConnectionFields {
 /// Cursors are opaque strings naming (source, entity): stable across refreshes.
 pub type EntityConnection = Connection<String, CatalogEntity, EntityConnectionFields, EmptyFields>;
 
+/// Reads. None changes anything; each is answered from the cache when it can be (a mutation
+/// invalidates the cache before it returns).
 #[Object]
 impl Query {
     /// The caller of this request: name, role and whether it may change sources.
@@ -83,7 +92,14 @@ impl Query {
     }
 
     /// Sources in file order, optionally of one plugin.
-    async fn sources(&self, ctx: &Context<'_>, plugin: Option<String>) -> Result<Vec<Source>> {
+    async fn sources(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "Only this plugin's sources (`models` or `mcp`); all plugins when left out. An unknown plugin is NOT_FOUND."
+        )]
+        plugin: Option<String>,
+    ) -> Result<Vec<Source>> {
         let kind = match plugin.as_deref() {
             Some(p) => Some(errors::plugin("plugin", p)?),
             None => None,
@@ -92,7 +108,13 @@ impl Query {
         Ok(list.into_iter().map(Source).collect())
     }
 
-    async fn source(&self, ctx: &Context<'_>, plugin: String, id: ID) -> Result<Option<Source>> {
+    /// One source by plugin and id; null when the plugin has no such source.
+    async fn source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source id within the plugin; a malformed id is VALIDATION_FAILED.")] id: ID,
+    ) -> Result<Option<Source>> {
         let kind = errors::plugin("plugin", &plugin)?;
         let id = errors::source_id("id", &id)?;
         Ok(catalog(ctx)?.source(kind, id).await.map_err(to_graphql)?.map(Source))
@@ -104,10 +126,21 @@ impl Query {
     async fn entities(
         &self,
         ctx: &Context<'_>,
-        plugin: String,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "Only entities of this source (id within the plugin); all sources when left out.")]
         source_id: Option<ID>,
+        #[graphql(
+            desc = "Case-insensitive text to find in name, description or provider; at most 256 characters (else VALIDATION_FAILED)."
+        )]
         search: Option<String>,
-        #[graphql(validator(minimum = 0, maximum = 500))] first: Option<i32>,
+        #[graphql(
+            validator(minimum = 0, maximum = 500),
+            desc = "Page size, 0 to 500 (50 when left out); outside that range the request is refused."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "`pageInfo.endCursor` of the previous page; left out, the first page. A foreign cursor is VALIDATION_FAILED."
+        )]
         after: Option<String>,
     ) -> Result<EntityConnection> {
         let kind = errors::plugin("plugin", &plugin)?;
@@ -159,7 +192,15 @@ impl Query {
 
     /// The audit trail, newest first: who changed what, and the outcome.
     #[graphql(complexity = "usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000) * child_complexity")]
-    async fn audit_log(&self, ctx: &Context<'_>, #[graphql(default = 50)] limit: i32) -> Result<Vec<AuditRecord>> {
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            default = 50,
+            desc = "How many records, 1 to 1000; outside that range the error is VALIDATION_FAILED naming the range."
+        )]
+        limit: i32,
+    ) -> Result<Vec<AuditRecord>> {
         let limit = errors::in_range("limit", limit, 1, 1000)?;
         let rows =
             catalog(ctx)?.db().audit_log(u64::try_from(limit).unwrap_or(50)).await.map_err(|e| to_graphql(e.into()))?;
@@ -179,19 +220,40 @@ impl Query {
 
     /// Recent refresh jobs, newest first.
     #[graphql(complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity")]
-    async fn refresh_jobs(&self, ctx: &Context<'_>, #[graphql(default = 20)] limit: i32) -> Result<Vec<RefreshJob>> {
+    async fn refresh_jobs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            default = 20,
+            desc = "How many jobs, 1 to 500; outside that range the error is VALIDATION_FAILED naming the range."
+        )]
+        limit: i32,
+    ) -> Result<Vec<RefreshJob>> {
         let limit = errors::in_range("limit", limit, 1, 500)?;
         let jobs = catalog(ctx)?.recent_jobs(u64::try_from(limit).unwrap_or(20)).await.map_err(to_graphql)?;
         Ok(jobs.into_iter().map(RefreshJob).collect())
     }
 
-    async fn refresh_job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<RefreshJob>> {
+    /// One refresh job by id (running or finished); null when there is no such job.
+    async fn refresh_job(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "The job's `id`, as returned by `refreshSource`/`refreshPlugin`; a malformed id is VALIDATION_FAILED."
+        )]
+        id: ID,
+    ) -> Result<Option<RefreshJob>> {
         let id = errors::job_id("id", &id)?;
         Ok(catalog(ctx)?.job(id).await.map_err(to_graphql)?.map(RefreshJob))
     }
 
     /// Runs every validation layer on a proposed source. Changes nothing.
-    async fn validate_source(&self, ctx: &Context<'_>, plugin: String, input: SourceInput) -> Result<ValidationReport> {
+    async fn validate_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source as it would be applied (the same input `applySource` takes).")] input: SourceInput,
+    ) -> Result<ValidationReport> {
         let kind = errors::plugin("plugin", &plugin)?;
         let patch = input.into_patch()?;
         Ok(catalog(ctx)?.validate_source(kind, patch).await.into())
