@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, ID, InputObject, Json, Object, Result};
 
-use super::audit::{self, Target};
+use super::audit::{self, AuditAction, Target};
 use super::errors::{self, invalid_input, to_graphql};
 use super::guards::OperatorAction;
 use super::types::{ApplyResult, RefreshJob, RefreshMode};
@@ -155,7 +155,7 @@ struct RefreshArgs {
 /// Shared by `refreshSource` and `refreshPlugin`: defaults, the core call, the audit record.
 async fn refresh(
     ctx: &Context<'_>,
-    action: &str,
+    action: AuditAction,
     plugin: &str,
     source_id: Option<&str>,
     a: RefreshArgs,
@@ -196,7 +196,7 @@ impl Mutation {
     ) -> Result<ApplyResult> {
         let id = input.id.to_string();
         let dry = options.as_ref().is_some_and(|o| o.dry_run);
-        let action = if dry { "applySource(dryRun)" } else { "applySource" };
+        let action = if dry { AuditAction::ApplySourceDryRun } else { AuditAction::ApplySource };
         let target = Target { action, plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
         audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
             let kind = errors::plugin("plugin", &plugin)?;
@@ -229,7 +229,7 @@ impl Mutation {
         confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
         let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
-        refresh(ctx, "refreshSource", &plugin, Some(&id), args).await
+        refresh(ctx, AuditAction::RefreshSource, &plugin, Some(&id), args).await
     }
 
     /// Refreshes every source of a plugin. A failing source does not stop the others; the job
@@ -253,7 +253,7 @@ impl Mutation {
         confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
         let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
-        refresh(ctx, "refreshPlugin", &plugin, None, args).await
+        refresh(ctx, AuditAction::RefreshPlugin, &plugin, None, args).await
     }
 
     /// Re-applies revision `revision` as a new revision (history is never rewritten).
@@ -270,7 +270,7 @@ impl Mutation {
         #[graphql(desc = "Refresh after the rollback, expected revision, removal confirmation, dry run.")]
         options: Option<ApplyOptions>,
     ) -> Result<ApplyResult> {
-        let target = Target { action: "rollbackSource", plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
+        let target = Target { action: AuditAction::RollbackSource, plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
         audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
             let kind = errors::plugin("plugin", &plugin)?;
             let id = errors::source_id("id", &id)?;

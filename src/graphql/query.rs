@@ -17,15 +17,15 @@ pub struct AuditRecord {
     /// Who asked: the caller's name (`unauthenticated` when the request had no valid token).
     pub actor: String,
     /// Which mutation was called.
-    pub action: String,
+    pub action: super::audit::AuditAction,
     /// The plugin named in the request (as sent, possibly unknown when the call was refused).
     pub plugin: String,
     /// The source named in the request; null for a whole-plugin refresh or a refused call.
-    pub source_id: Option<String>,
+    pub source_id: Option<ID>,
     /// The revision current after the change; null for refreshes and failed calls.
     pub revision: Option<i32>,
-    /// `OK` or the error code.
-    pub outcome: String,
+    /// `OK` or the error code the call failed with.
+    pub outcome: super::audit::AuditOutcome,
     /// When the call was made.
     pub at: chrono::DateTime<chrono::Utc>,
 }
@@ -208,11 +208,11 @@ impl Query {
             .into_iter()
             .map(|r| AuditRecord {
                 actor: r.actor,
-                action: r.action,
+                action: super::audit::AuditAction::parse(&r.action),
                 plugin: r.plugin,
-                source_id: r.source_id,
+                source_id: r.source_id.map(ID::from),
                 revision: r.revision,
-                outcome: r.outcome,
+                outcome: super::audit::AuditOutcome::parse(&r.outcome),
                 at: r.created_at,
             })
             .collect())

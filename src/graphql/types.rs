@@ -93,6 +93,54 @@ pub enum ValidationLayer {
     Security,
 }
 
+/// Why a revision was recorded.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "core::RevisionAction")]
+pub enum RevisionAction {
+    /// The configuration found on first start (actor `system`).
+    Import,
+    /// An `applySource` call.
+    Apply,
+    /// A `rollbackSource` call: a new revision with an older one's content.
+    Rollback,
+    /// An edit made outside the API (a file edit, `kubectl edit`), picked up by the watcher
+    /// (actor `external`).
+    External,
+}
+
+/// How an MCP server is run. Validation accepts only these (`local`, `remote` in the catalog
+/// file); a server with another value is rejected on load.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum McpDeploymentMode {
+    /// Run by the user (e.g. the container `image`), usually over `stdio`.
+    Local,
+    /// Hosted; reached at `endpoints` / `serverUrl`.
+    Remote,
+}
+
+/// What an MCP tool may do. Validation accepts only these (`read_only`, `read_write`,
+/// `execute` in the catalog file); a server with another value is rejected on load.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum McpToolAccessType {
+    /// Reads only.
+    ReadOnly,
+    /// Reads and changes data.
+    ReadWrite,
+    /// Runs commands or code.
+    Execute,
+}
+
+/// Maps a catalog word to an enum value; validation makes the set closed, so an unknown word
+/// is a bug (or a newer catalog format): logged and shown as null rather than guessed.
+fn closed_word<T: Copy>(field: &str, word: Option<&str>, known: &[(&str, T)]) -> Option<T> {
+    let word = word?;
+    let found = known.iter().find(|(w, _)| *w == word).map(|(_, v)| *v);
+    if found.is_none() {
+        tracing::warn!(field, value = word, "a catalog value outside the validated set; showing null");
+    }
+    found
+}
+
 /// One problem found by validation or refresh: what, where and how to fix it.
 #[derive(SimpleObject)]
 pub struct Diagnostic {
@@ -391,9 +439,17 @@ impl SourceRevision {
     async fn content_hash(&self) -> &str {
         &self.0.content_hash
     }
-    /// `import`, `apply`, `rollback` or `external`.
-    async fn action(&self) -> &str {
-        &self.0.action
+    /// Why the revision was recorded.
+    async fn action(&self) -> RevisionAction {
+        match core::RevisionAction::parse(&self.0.action) {
+            Some(a) => a.into(),
+            None => {
+                // Only this code writes revisions; a foreign word is shown as what it most
+                // likely is (a change not made through this API), loudly.
+                tracing::warn!(action = %self.0.action, "unknown revision action in the database; showing EXTERNAL");
+                RevisionAction::External
+            }
+        }
     }
     /// Who made the change: the caller's name; `system` for the import on first start,
     /// `external` for an edit made outside the API.
@@ -504,8 +560,8 @@ impl RefreshJob {
         self.0.source_id.clone().map(async_graphql::ID::from)
     }
     /// Ids of the sources this job refreshes, in order.
-    async fn sources(&self) -> &[String] {
-        &self.0.sources
+    async fn sources(&self) -> Vec<async_graphql::ID> {
+        self.0.sources.iter().cloned().map(async_graphql::ID::from).collect()
     }
     /// FULL or INCREMENTAL.
     async fn mode(&self) -> RefreshMode {
@@ -527,9 +583,9 @@ impl RefreshJob {
     async fn completed(&self) -> usize {
         self.0.completed
     }
-    /// The source being loaded now; null when none is (queued or done).
-    async fn current_source(&self) -> Option<&str> {
-        self.0.current_source.as_deref()
+    /// The id of the source being loaded now; null when none is (queued or done).
+    async fn current_source(&self) -> Option<async_graphql::ID> {
+        self.0.current_source.clone().map(async_graphql::ID::from)
     }
     /// Why the job as a whole failed (e.g. interrupted by a restart); null otherwise. Per-source
     /// failures are in `results`.
@@ -797,8 +853,8 @@ pub struct McpTool {
     pub name: String,
     /// What the tool does; null if absent.
     pub description: Option<String>,
-    /// `read_only`, `read_write` or `execute`.
-    pub access_type: Option<String>,
+    /// What the tool may do; null when the catalog does not say.
+    pub access_type: Option<McpToolAccessType>,
     /// The tool's parameters, in catalog order.
     pub parameters: Vec<McpToolParameter>,
 }
@@ -880,9 +936,13 @@ impl McpServer {
     async fn tags(&self) -> &[String] {
         &self.s().tags
     }
-    /// `local` or `remote`.
-    async fn deployment_mode(&self) -> Option<&str> {
-        self.s().deployment_mode.as_deref()
+    /// Local or remote; null when the catalog does not say.
+    async fn deployment_mode(&self) -> Option<McpDeploymentMode> {
+        closed_word(
+            "deploymentMode",
+            self.s().deployment_mode.as_deref(),
+            &[("local", McpDeploymentMode::Local), ("remote", McpDeploymentMode::Remote)],
+        )
     }
     /// Transports the server speaks: `stdio`, `http` or `sse` (validated on load).
     async fn transports(&self) -> &[String] {
@@ -908,7 +968,15 @@ impl McpServer {
             .map(|t| McpTool {
                 name: t.name.clone(),
                 description: t.description.clone(),
-                access_type: t.access_type.clone(),
+                access_type: closed_word(
+                    "accessType",
+                    t.access_type.as_deref(),
+                    &[
+                        ("read_only", McpToolAccessType::ReadOnly),
+                        ("read_write", McpToolAccessType::ReadWrite),
+                        ("execute", McpToolAccessType::Execute),
+                    ],
+                ),
                 parameters: t
                     .parameters
                     .iter()

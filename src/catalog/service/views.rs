@@ -91,6 +91,14 @@ impl RevisionAction {
             RevisionAction::External => "external",
         }
     }
+
+    /// The action stored as [`RevisionAction::as_str`]; `None` for a word this version does
+    /// not know (a newer replica wrote it, or the row was edited by hand).
+    pub fn parse(s: &str) -> Option<RevisionAction> {
+        [RevisionAction::Apply, RevisionAction::Rollback, RevisionAction::Import, RevisionAction::External]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
