@@ -217,15 +217,23 @@ impl Mutation {
         ctx: &Context<'_>,
         #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
         #[graphql(desc = "The source id within the plugin; an unknown source is NOT_FOUND.")] id: ID,
-        #[graphql(desc = "FULL (reload everything) or INCREMENTAL (skip unchanged content).")] mode: Option<
-            RefreshMode,
-        >,
-        #[graphql(desc = "Report what would change, swap nothing in.")] dry_run: Option<bool>,
         #[graphql(
+            default_with = "Some(RefreshMode::Full)",
+            desc = "FULL (reload everything) or INCREMENTAL (skip unchanged content)."
+        )]
+        mode: Option<RefreshMode>,
+        #[graphql(default_with = "Some(false)", desc = "Report what would change, swap nothing in.")] dry_run: Option<
+            bool,
+        >,
+        #[graphql(
+            default_with = "Some(true)",
             desc = "True: return the finished job. False: return at once (QUEUED or RUNNING); follow it with `refreshProgress`."
         )]
         wait: Option<bool>,
-        #[graphql(desc = "Allow removing more than half of the source's entities (else REMOVALS_NEED_CONFIRMATION).")]
+        #[graphql(
+            default_with = "Some(false)",
+            desc = "Allow removing more than half of the source's entities (else REMOVALS_NEED_CONFIRMATION)."
+        )]
         confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
         let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
@@ -239,15 +247,21 @@ impl Mutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
-        #[graphql(desc = "FULL (reload everything) or INCREMENTAL (skip unchanged content).")] mode: Option<
-            RefreshMode,
-        >,
-        #[graphql(desc = "Report what would change, swap nothing in.")] dry_run: Option<bool>,
         #[graphql(
+            default_with = "Some(RefreshMode::Full)",
+            desc = "FULL (reload everything) or INCREMENTAL (skip unchanged content)."
+        )]
+        mode: Option<RefreshMode>,
+        #[graphql(default_with = "Some(false)", desc = "Report what would change, swap nothing in.")] dry_run: Option<
+            bool,
+        >,
+        #[graphql(
+            default_with = "Some(true)",
             desc = "True: return the finished job. False: return at once (QUEUED or RUNNING); follow it with `refreshProgress`."
         )]
         wait: Option<bool>,
         #[graphql(
+            default_with = "Some(false)",
             desc = "Allow removing more than half of a source's entities (else that source fails with REMOVALS_NEED_CONFIRMATION)."
         )]
         confirm_removals: Option<bool>,
@@ -270,7 +284,8 @@ impl Mutation {
         #[graphql(desc = "Refresh after the rollback, expected revision, removal confirmation, dry run.")]
         options: Option<ApplyOptions>,
     ) -> Result<ApplyResult> {
-        let target = Target { action: AuditAction::RollbackSource, plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
+        let target =
+            Target { action: AuditAction::RollbackSource, plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
         audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
             let kind = errors::plugin("plugin", &plugin)?;
             let id = errors::source_id("id", &id)?;

@@ -135,7 +135,8 @@ impl Query {
         search: Option<String>,
         #[graphql(
             validator(minimum = 0, maximum = 500),
-            desc = "Page size, 0 to 500 (50 when left out); outside that range the request is refused."
+            default_with = "Some(50)",
+            desc = "Page size, 0 to 500; outside that range the request is refused."
         )]
         first: Option<i32>,
         #[graphql(
