@@ -105,3 +105,29 @@ async fn date_time_says_rfc_3339_in_utc() {
     let desc = data["__type"]["description"].as_str().unwrap_or_default();
     assert!(desc.contains("RFC 3339") && desc.contains("UTC"), "DateTime description: {desc:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_source_has_a_global_id_that_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::example(Backend::Sqlite, dir.path()).await;
+    let data = server.ok("{ sources { id plugin globalId } }", json!({})).await;
+    let sources = data["sources"].as_array().unwrap();
+    assert!(sources.iter().any(|s| s["plugin"] == "models") && sources.iter().any(|s| s["plugin"] == "mcp"));
+    let mut seen = std::collections::HashSet::new();
+    for s in sources {
+        let gid = s["globalId"].as_str().unwrap();
+        assert!(seen.insert(gid.to_string()), "globalId {gid} is not unique");
+        let found = server
+            .ok("query($g: ID!) { sourceByGlobalId(globalId: $g) { id plugin globalId } }", json!({"g": gid}))
+            .await;
+        assert_eq!(found["sourceByGlobalId"], *s, "sourceByGlobalId({gid})");
+    }
+    // A source of one plugin is not found through the other plugin's globalId.
+    let models_id = sources.iter().find(|s| s["plugin"] == "models").unwrap()["id"].as_str().unwrap();
+    let other = server
+        .ok("query($g: ID!) { sourceByGlobalId(globalId: $g) { id } }", json!({"g": format!("mcp/{models_id}")}))
+        .await;
+    assert!(other["sourceByGlobalId"].is_null(), "{other}");
+    let bad = server.gql("{ sourceByGlobalId(globalId: \"no-slash\") { id } }", json!({})).await;
+    assert_eq!(error_code(&bad).as_deref(), Some("VALIDATION_FAILED"), "{bad}");
+}

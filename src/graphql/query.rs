@@ -120,6 +120,27 @@ impl Query {
         Ok(catalog(ctx)?.source(kind, id).await.map_err(to_graphql)?.map(Source))
     }
 
+    /// One source by its `globalId` (see `Source.globalId`); null when there is no such source.
+    async fn source_by_global_id(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "A `Source.globalId`; text that is not one is VALIDATION_FAILED, an unknown plugin NOT_FOUND."
+        )]
+        global_id: ID,
+    ) -> Result<Option<Source>> {
+        let Some((plugin, id)) = super::types::parse_global_id(&global_id) else {
+            return Err(invalid_input(
+                "`globalId` is not a source's globalId",
+                "globalId",
+                "pass the `globalId` field of a Source as returned by the API",
+            ));
+        };
+        let kind = errors::plugin("globalId", plugin)?;
+        let id = errors::source_id("globalId", id)?;
+        Ok(catalog(ctx)?.source(kind, id).await.map_err(to_graphql)?.map(Source))
+    }
+
     /// Entities of a plugin, paginated (Relay cursors), with case-insensitive text search over
     /// name, description and provider.
     #[graphql(complexity = "usize::try_from(first.unwrap_or(50).clamp(0, 500)).unwrap_or(500) * child_complexity")]

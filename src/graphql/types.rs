@@ -297,9 +297,30 @@ impl Plugin {
 
 pub struct Source(pub SourceView);
 
+/// `Source.globalId`: plugin names and source ids never contain `/`, so the pair splits back
+/// unambiguously ([`parse_global_id`]).
+pub fn global_id(plugin: PluginKind, id: &str) -> String {
+    format!("{}/{id}", plugin.name())
+}
+
+/// `(plugin, id)` of a [`global_id`]; `None` when the text has no `/`.
+pub fn parse_global_id(text: &str) -> Option<(&str, &str)> {
+    text.split_once('/')
+}
+
 /// A catalog source: its entry in the sources file, its catalog content and its live status.
+///
+/// Caching: `id` is unique only within a plugin (a `models` source and an `mcp` source may
+/// both be `team`), so a normalising cache must key a source by `globalId`, never by `id`:
+/// Apollo `typePolicies: { Source: { keyFields: ["globalId"] } }`, urql
+/// `keys: { Source: s => s.globalId }` (select `globalId` wherever a Source is selected).
 #[Object]
 impl Source {
+    /// Unique across the server: a cache key, and the argument of `sourceByGlobalId`. Treat it
+    /// as opaque (today it reads `<plugin>/<id>`; do not parse it).
+    async fn global_id(&self) -> async_graphql::ID {
+        global_id(self.0.plugin, &self.0.entry.id).into()
+    }
     /// The source id from the sources file (`^[a-z0-9][a-z0-9_-]*$`), unique only within its
     /// plugin: a `models` source and an `mcp` source may share it.
     async fn id(&self) -> async_graphql::ID {
