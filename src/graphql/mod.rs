@@ -4,6 +4,7 @@ pub mod audit;
 pub mod errors;
 pub mod extensions;
 pub mod guards;
+pub mod history;
 pub mod mutation;
 pub mod query;
 pub mod subscription;
@@ -71,6 +72,15 @@ pub fn build_schema_with(
         .override_input_type_description::<async_graphql::Json<serde_json::Value>>(JSON_DESC)
         .override_output_type_description::<query::EntityConnection>(
             "A page of catalog entities (Relay connection): `edges { cursor node }`, `nodes`, `pageInfo` and `totalCount`.",
+        )
+        .override_output_type_description::<history::HistoryConnection<types::SourceRevision>>(
+            "A page of a source's revisions, newest first (Relay connection): `edges { cursor node }`, `nodes`, `pageInfo` and `totalCount`.",
+        )
+        .override_output_type_description::<history::HistoryConnection<query::AuditRecord>>(
+            "A page of the audit trail, newest first (Relay connection): `edges { cursor node }`, `nodes`, `pageInfo` and `totalCount`.",
+        )
+        .override_output_type_description::<history::HistoryConnection<types::RefreshJob>>(
+            "A page of refresh jobs, newest first (Relay connection): `edges { cursor node }`, `nodes`, `pageInfo` and `totalCount`.",
         )
         .extension(extensions::GuardrailsFactory(guardrails))
         .data(guards::RateLimiter::new(options.changes_per_minute));

@@ -5,6 +5,7 @@ use async_graphql::{Context, ID, Object, Result, SimpleObject};
 
 use super::catalog;
 use super::errors::{self, invalid_input, to_graphql};
+use super::history::{self, Cursor, HistoryConnection};
 use super::mutation::SourceInput;
 use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
 use crate::catalog::service::EntityCursor;
@@ -28,6 +29,20 @@ pub struct AuditRecord {
     pub outcome: super::audit::AuditOutcome,
     /// When the call was made.
     pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<crate::db::AuditRow> for AuditRecord {
+    fn from(r: crate::db::AuditRow) -> Self {
+        AuditRecord {
+            actor: r.actor,
+            action: super::audit::AuditAction::parse(&r.action),
+            plugin: r.plugin,
+            source_id: r.source_id.map(ID::from),
+            revision: r.revision,
+            outcome: super::audit::AuditOutcome::parse(&r.outcome),
+            at: r.created_at,
+        }
+    }
 }
 
 /// What the caller may do, by role.
@@ -212,8 +227,71 @@ impl Query {
         Ok(super::types::diags(catalog(ctx)?.config_errors()))
     }
 
+    /// The audit trail, newest first, a page at a time (Relay connection): who changed what,
+    /// and the outcome. Cursors name a record, so new records never shift a page.
+    #[graphql(complexity = "usize::try_from(first.clamp(1, 100)).unwrap_or(100) * child_complexity")]
+    async fn audit_log_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, desc = "Page size, 1 to 100; more is VALIDATION_FAILED naming the cap (100).")]
+        first: i32,
+        #[graphql(
+            desc = "`pageInfo.endCursor` of the previous page; left out, the newest records. A foreign cursor is VALIDATION_FAILED."
+        )]
+        after: Option<String>,
+        #[graphql(desc = "Only records naming this plugin (as sent by the caller); all when left out.")] plugin: Option<
+            String,
+        >,
+        #[graphql(desc = "Only records naming this source id; all when left out.")] source_id: Option<ID>,
+    ) -> Result<HistoryConnection<AuditRecord>> {
+        let first = history::page_size(first)?;
+        let before = match history::after(after.as_deref(), |c| matches!(c, Cursor::Audit(_)))? {
+            Some(Cursor::Audit(id)) => Some(id),
+            _ => None,
+        };
+        let db = catalog(ctx)?.db();
+        let sid = source_id.as_ref().map(|s| s.as_str());
+        let rows = db.audit_page(before, plugin.as_deref(), sid, first + 1).await.map_err(|e| to_graphql(e.into()))?;
+        let total = db.audit_count(plugin.as_deref(), sid).await.map_err(|e| to_graphql(e.into()))?;
+        let has_next = rows.len() as u64 > first;
+        let items = rows
+            .into_iter()
+            .take(usize::try_from(first).unwrap_or(usize::MAX))
+            .map(|r| (Cursor::Audit(r.id).encode(), AuditRecord::from(r)));
+        Ok(history::connection(items, before.is_some(), has_next, total))
+    }
+
+    /// Refresh jobs, newest first, a page at a time (Relay connection). Cursors name a job, so
+    /// new jobs never shift a page.
+    #[graphql(complexity = "usize::try_from(first.clamp(1, 100)).unwrap_or(100) * child_complexity")]
+    async fn refresh_jobs_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, desc = "Page size, 1 to 100; more is VALIDATION_FAILED naming the cap (100).")]
+        first: i32,
+        #[graphql(
+            desc = "`pageInfo.endCursor` of the previous page; left out, the newest jobs. A foreign cursor is VALIDATION_FAILED."
+        )]
+        after: Option<String>,
+    ) -> Result<HistoryConnection<RefreshJob>> {
+        let first = history::page_size(first)?;
+        let before = match history::after(after.as_deref(), |c| matches!(c, Cursor::Job(..)))? {
+            Some(Cursor::Job(at, id)) => Some((at, id)),
+            _ => None,
+        };
+        let page = catalog(ctx)?
+            .jobs_page(before.as_ref().map(|(at, id)| (*at, id.as_str())), first)
+            .await
+            .map_err(to_graphql)?;
+        let items = page.items.into_iter().map(|(job, at)| (Cursor::Job(at, job.id.clone()).encode(), RefreshJob(job)));
+        Ok(history::connection(items, before.is_some(), page.has_next, page.total))
+    }
+
     /// The audit trail, newest first: who changed what, and the outcome.
-    #[graphql(complexity = "usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000) * child_complexity")]
+    #[graphql(
+        complexity = "usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000) * child_complexity",
+        deprecation = "use auditLogConnection (cursor paging)"
+    )]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -226,22 +304,14 @@ impl Query {
         let limit = errors::in_range("limit", limit, 1, 1000)?;
         let rows =
             catalog(ctx)?.db().audit_log(u64::try_from(limit).unwrap_or(50)).await.map_err(|e| to_graphql(e.into()))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditRecord {
-                actor: r.actor,
-                action: super::audit::AuditAction::parse(&r.action),
-                plugin: r.plugin,
-                source_id: r.source_id.map(ID::from),
-                revision: r.revision,
-                outcome: super::audit::AuditOutcome::parse(&r.outcome),
-                at: r.created_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
     /// Recent refresh jobs, newest first.
-    #[graphql(complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity")]
+    #[graphql(
+        complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity",
+        deprecation = "use refreshJobsConnection (cursor paging)"
+    )]
     async fn refresh_jobs(
         &self,
         ctx: &Context<'_>,

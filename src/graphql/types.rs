@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::catalog;
 use super::errors::to_graphql;
 use super::extensions::charge_response;
+use super::history::{self, Cursor, HistoryConnection};
 use crate::catalog::diagnostics as core_diag;
 use crate::catalog::jobs as core_jobs;
 use crate::catalog::plugins::{Entity, PluginKind, mcp, models};
@@ -395,6 +396,29 @@ impl Source {
         let limit = u64::try_from(super::errors::in_range("limit", limit, 1, 500)?).unwrap_or(20);
         let list = catalog(ctx)?.revisions(self.0.plugin, &self.0.entry.id, limit).await.map_err(to_graphql)?;
         Ok(list.into_iter().map(SourceRevision).collect())
+    }
+    /// Recorded revisions, newest first, a page at a time (Relay connection). Cursors name a
+    /// revision, so a page fetched after a new apply neither repeats nor skips one.
+    #[graphql(complexity = "usize::try_from(first.clamp(1, 100)).unwrap_or(100) * child_complexity")]
+    async fn revisions_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, desc = "Page size, 1 to 100; more is VALIDATION_FAILED naming the cap (100).")]
+        first: i32,
+        #[graphql(
+            desc = "`pageInfo.endCursor` of the previous page; left out, the newest revisions. A foreign cursor is VALIDATION_FAILED."
+        )]
+        after: Option<String>,
+    ) -> Result<HistoryConnection<SourceRevision>> {
+        let first = history::page_size(first)?;
+        let before = match history::after(after.as_deref(), |c| matches!(c, Cursor::Revision(_)))? {
+            Some(Cursor::Revision(n)) => Some(n),
+            _ => None,
+        };
+        let page =
+            catalog(ctx)?.revisions_page(self.0.plugin, &self.0.entry.id, before, first).await.map_err(to_graphql)?;
+        let items = page.items.into_iter().map(|r| (Cursor::Revision(r.revision).encode(), SourceRevision(r)));
+        Ok(history::connection(items, before.is_some(), page.has_next, page.total))
     }
 }
 
