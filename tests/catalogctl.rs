@@ -151,7 +151,7 @@ async fn every_command_and_exit_code() {
     let revs: Vec<i64> = json_out(&o).as_array().unwrap().iter().map(|r| r["revision"].as_i64().unwrap()).collect();
     assert_eq!(revs, vec![3, 2, 1]);
     let o = run(&["history", "models/ci_models"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("rollback"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ROLLBACK"));
     let o = run(&["refresh", "not a target/"]);
     assert_eq!(code(&o), 2);
 }

@@ -235,7 +235,7 @@ async fn roles_tokens_actor_and_audit() {
         .await;
         let log = audit["data"]["auditLog"].as_array().unwrap();
         assert_eq!(log[0]["actor"], "ci-pipeline");
-        assert_eq!(log[0]["action"], "applySource");
+        assert_eq!(log[0]["action"], "APPLY_SOURCE");
         assert_eq!(log[0]["revision"], rev);
         assert_eq!(log[0]["outcome"], "OK");
         assert!(log.iter().any(|r| r["actor"] == "dashboard" && r["outcome"] == "FORBIDDEN"), "{log:#?}");

@@ -492,7 +492,7 @@ async fn external_edits_are_noticed_recorded_and_announced() {
         let lab = d["x"].as_array().unwrap().iter().find(|s| s["id"] == "lab_mcp").unwrap().clone();
         if lab["status"]["entityCount"] == 3 {
             assert_eq!(lab["revisions"][0]["actor"], "external");
-            assert_eq!(lab["revisions"][0]["action"], "external");
+            assert_eq!(lab["revisions"][0]["action"], "EXTERNAL");
             break;
         }
         assert!(Instant::now() < deadline, "external edit not picked up: {lab:#}");

@@ -544,7 +544,7 @@ async fn an_external_edit_is_recorded_once_and_served_by_every_replica() {
     let (r, _) = post(&servers[0], revisions, json!({}), None).await;
     let actions: Vec<&str> =
         r["data"]["source"]["revisions"].as_array().unwrap().iter().map(|v| v["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["external", "import"], "{r:#}");
+    assert_eq!(actions, ["EXTERNAL", "IMPORT"], "{r:#}");
     assert_eq!(r["data"]["source"]["revision"], 2);
 
     // Applies on A while B's and C's watchers poll the same files: none of them records A's
@@ -567,6 +567,6 @@ async fn an_external_edit_is_recorded_once_and_served_by_every_replica() {
     )
     .await;
     let external =
-        r["data"]["source"]["revisions"].as_array().unwrap().iter().filter(|v| v["action"] == "external").count();
+        r["data"]["source"]["revisions"].as_array().unwrap().iter().filter(|v| v["action"] == "EXTERNAL").count();
     assert_eq!(external, 1, "{r:#}");
 }

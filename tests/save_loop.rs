@@ -172,7 +172,7 @@ async fn rollback_restores_content_and_counts_as_a_new_revision() {
         assert_eq!(std::fs::read_to_string(dir.path().join("team-models.yaml")).unwrap(), original);
         let actions: Vec<&str> =
             r["source"]["revisions"].as_array().unwrap().iter().map(|x| x["action"].as_str().unwrap()).collect();
-        assert_eq!(actions, vec!["rollback", "apply", "import"]);
+        assert_eq!(actions, vec!["ROLLBACK", "APPLY", "IMPORT"]);
 
         let missing = server
             .gql(

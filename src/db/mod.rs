@@ -99,6 +99,44 @@ impl Db {
         self.timed(audit::Entity::find().order_by_desc(C::Id).limit(limit).all(&self.conn)).await
     }
 
+    /// One page of the audit trail, newest first: rows with `id < before` (all when `None`),
+    /// optionally of one plugin and source, at most `limit` rows (keyset paging: the database
+    /// reads only the page, and a cursor stays valid while rows are added).
+    pub async fn audit_page(
+        &self,
+        before: Option<i64>,
+        plugin: Option<&str>,
+        source_id: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<AuditRow>, DbError> {
+        use audit::Column as C;
+        let mut q = audit::Entity::find();
+        if let Some(b) = before {
+            q = q.filter(C::Id.lt(b));
+        }
+        if let Some(p) = plugin {
+            q = q.filter(C::Plugin.eq(p));
+        }
+        if let Some(s) = source_id {
+            q = q.filter(C::SourceId.eq(s));
+        }
+        self.timed(q.order_by_desc(C::Id).limit(limit).all(&self.conn)).await
+    }
+
+    /// How many audit rows match the filter (the connection's `totalCount`).
+    pub async fn audit_count(&self, plugin: Option<&str>, source_id: Option<&str>) -> Result<u64, DbError> {
+        use audit::Column as C;
+        use sea_orm::PaginatorTrait;
+        let mut q = audit::Entity::find();
+        if let Some(p) = plugin {
+            q = q.filter(C::Plugin.eq(p));
+        }
+        if let Some(s) = source_id {
+            q = q.filter(C::SourceId.eq(s));
+        }
+        self.timed(q.count(&self.conn)).await
+    }
+
     /// Connects and runs migrations. `sqlite://path?mode=rwc` creates the file. Every later
     /// call fails with [`DbError::Unavailable`] after `timeout` (pool acquire included).
     pub async fn connect(url: &str, timeout: std::time::Duration) -> anyhow::Result<Db> {
@@ -248,6 +286,36 @@ impl Db {
         .await
     }
 
+    /// One page of a source's revisions, newest first: revision numbers below `before` (all
+    /// when `None`), at most `limit` rows (keyset paging on the revision number).
+    pub async fn revisions_page(
+        &self,
+        plugin: &str,
+        source_id: &str,
+        before: Option<i32>,
+        limit: u64,
+    ) -> Result<Vec<RevisionRow>, DbError> {
+        use source_revision::Column as C;
+        let mut q = source_revision::Entity::find().filter(C::PluginName.eq(plugin)).filter(C::SourceId.eq(source_id));
+        if let Some(b) = before {
+            q = q.filter(C::Revision.lt(b));
+        }
+        self.timed(q.order_by_desc(C::Revision).limit(limit).all(&self.conn)).await
+    }
+
+    /// How many revisions a source has.
+    pub async fn revision_count(&self, plugin: &str, source_id: &str) -> Result<u64, DbError> {
+        use sea_orm::PaginatorTrait;
+        use source_revision::Column as C;
+        self.timed(
+            source_revision::Entity::find()
+                .filter(C::PluginName.eq(plugin))
+                .filter(C::SourceId.eq(source_id))
+                .count(&self.conn),
+        )
+        .await
+    }
+
     pub async fn insert_revision(&self, r: NewRevision<'_>) -> Result<RevisionRow, DbError> {
         let am = source_revision::ActiveModel {
             plugin_name: Set(r.plugin.to_string()),
@@ -319,6 +387,29 @@ impl Db {
     pub async fn recent_jobs(&self, limit: u64) -> Result<Vec<JobRow>, DbError> {
         use refresh_job::Column as C;
         self.timed(refresh_job::Entity::find().order_by_desc(C::CreatedAt).limit(limit).all(&self.conn)).await
+    }
+
+    /// One page of jobs, newest first by (created_at, id): jobs after the cursor `before`
+    /// (all when `None`), at most `limit` rows. The id breaks ties between jobs created in the
+    /// same instant, so the order (and a cursor) is stable.
+    pub async fn jobs_page(&self, before: Option<(DateTime<Utc>, &str)>, limit: u64) -> Result<Vec<JobRow>, DbError> {
+        use refresh_job::Column as C;
+        use sea_orm::Condition;
+        let mut q = refresh_job::Entity::find();
+        if let Some((at, id)) = before {
+            q = q.filter(
+                Condition::any()
+                    .add(C::CreatedAt.lt(at))
+                    .add(Condition::all().add(C::CreatedAt.eq(at)).add(C::Id.lt(id))),
+            );
+        }
+        self.timed(q.order_by_desc(C::CreatedAt).order_by_desc(C::Id).limit(limit).all(&self.conn)).await
+    }
+
+    /// How many jobs are recorded.
+    pub async fn job_count(&self) -> Result<u64, DbError> {
+        use sea_orm::PaginatorTrait;
+        self.timed(refresh_job::Entity::find().count(&self.conn)).await
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {

@@ -1,14 +1,101 @@
 //! The audit trail: every mutation (and every denied one) is written to `catalog_audit` and
 //! logged as a structured event.
 
-use async_graphql::{Context, Error};
+use async_graphql::{Context, Enum, Error};
 
 use super::guards::caller;
 use crate::catalog::service::Catalog;
 use crate::db::NewAudit;
 
+/// Which mutation an audit record is about. The database keeps the mutation's name
+/// (`applySource`, `applySource(dryRun)`, ...): these are the only words this code writes.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum AuditAction {
+    /// `applySource` (not a dry run).
+    ApplySource,
+    /// `applySource` with `dryRun: true` (nothing was changed).
+    ApplySourceDryRun,
+    /// `refreshSource`.
+    RefreshSource,
+    /// `refreshPlugin`.
+    RefreshPlugin,
+    /// `rollbackSource`.
+    RollbackSource,
+    /// A word this server version does not know (written by a newer version, or edited by hand).
+    Unknown,
+}
+
+const ACTIONS: [(AuditAction, &str); 5] = [
+    (AuditAction::ApplySource, "applySource"),
+    (AuditAction::ApplySourceDryRun, "applySource(dryRun)"),
+    (AuditAction::RefreshSource, "refreshSource"),
+    (AuditAction::RefreshPlugin, "refreshPlugin"),
+    (AuditAction::RollbackSource, "rollbackSource"),
+];
+
+impl AuditAction {
+    /// The word stored in `catalog_audit.action` (and logged).
+    pub fn as_str(self) -> &'static str {
+        ACTIONS.iter().find(|(a, _)| *a == self).map_or("unknown", |(_, w)| w)
+    }
+
+    /// The action stored as `word`; `Unknown` for a word this version never writes.
+    pub fn parse(word: &str) -> AuditAction {
+        ACTIONS.iter().find(|(_, w)| *w == word).map_or(AuditAction::Unknown, |(a, _)| *a)
+    }
+}
+
+/// How an audited call ended: `OK` or the error code it failed with.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum AuditOutcome {
+    /// The call succeeded.
+    #[graphql(name = "OK")]
+    Ok,
+    /// Invalid input; nothing was changed.
+    ValidationFailed,
+    /// The plugin, source or revision does not exist.
+    NotFound,
+    /// `expectedRevision` was not the current revision.
+    Conflict,
+    /// The change would remove more than half the entities and `confirmRemovals` was not set.
+    RemovalsNeedConfirmation,
+    /// The caller's role may not change sources.
+    Forbidden,
+    /// No valid token.
+    Unauthenticated,
+    /// Over `--changes-per-minute`.
+    RateLimited,
+    /// A dependency (the database, the config store) was down.
+    Unavailable,
+    /// A server fault (the server log has the details), or an outcome word this version does
+    /// not know.
+    Internal,
+}
+
+impl AuditOutcome {
+    /// The outcome stored as `word` (`OK` or an error code).
+    pub fn parse(word: &str) -> AuditOutcome {
+        match word {
+            "OK" => AuditOutcome::Ok,
+            "VALIDATION_FAILED" => AuditOutcome::ValidationFailed,
+            "NOT_FOUND" => AuditOutcome::NotFound,
+            "CONFLICT" => AuditOutcome::Conflict,
+            "REMOVALS_NEED_CONFIRMATION" => AuditOutcome::RemovalsNeedConfirmation,
+            "FORBIDDEN" => AuditOutcome::Forbidden,
+            "UNAUTHENTICATED" => AuditOutcome::Unauthenticated,
+            "RATE_LIMITED" => AuditOutcome::RateLimited,
+            "UNAVAILABLE" => AuditOutcome::Unavailable,
+            "INTERNAL" => AuditOutcome::Internal,
+            other => {
+                tracing::warn!(outcome = other, "unknown audit outcome in the database; showing INTERNAL");
+                AuditOutcome::Internal
+            }
+        }
+    }
+}
+
 pub struct Target<'a> {
-    pub action: &'a str,
+    pub action: AuditAction,
     pub plugin: &'a str,
     pub source_id: Option<&'a str>,
 }
@@ -28,10 +115,10 @@ pub async fn record(ctx: &Context<'_>, t: Target<'_>, revision: Option<i32>, out
         Ok(()) => "OK".to_string(),
         Err(e) => code(e),
     };
-    tracing::info!(target: "audit", actor = %actor, action = t.action, plugin = t.plugin, source = ?t.source_id, revision = ?revision, outcome = %outcome, "audit");
+    tracing::info!(target: "audit", actor = %actor, action = t.action.as_str(), plugin = t.plugin, source = ?t.source_id, revision = ?revision, outcome = %outcome, "audit");
     let rec = NewAudit {
         actor: &actor,
-        action: t.action,
+        action: t.action.as_str(),
         plugin: t.plugin,
         source_id: t.source_id,
         revision,
@@ -45,12 +132,12 @@ pub async fn record(ctx: &Context<'_>, t: Target<'_>, revision: Option<i32>, out
 /// Called by the guard when a mutation is refused before it runs.
 pub async fn record_denied(ctx: &Context<'_>, e: &Error) {
     let field = ctx.field();
-    let action = field.name().to_string();
+    let action = AuditAction::parse(field.name());
     let plugin = field
         .arguments()
         .ok()
         .and_then(|args| args.into_iter().find(|(n, _)| n.as_str() == "plugin").map(|(_, v)| v.to_string()))
         .unwrap_or_default();
     let plugin = plugin.trim_matches('"').to_string();
-    record(ctx, Target { action: &action, plugin: &plugin, source_id: None }, None, Err(e)).await;
+    record(ctx, Target { action, plugin: &plugin, source_id: None }, None, Err(e)).await;
 }

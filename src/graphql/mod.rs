@@ -4,6 +4,7 @@ pub mod audit;
 pub mod errors;
 pub mod extensions;
 pub mod guards;
+pub mod history;
 pub mod mutation;
 pub mod query;
 pub mod subscription;
@@ -62,6 +63,25 @@ pub fn build_schema_with(
     guardrails: Arc<extensions::Guardrails>,
 ) -> CatalogSchema {
     let mut b = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+        // The built-in scalars' texts are generic ("Implement the DateTime<Utc> scalar"): the
+        // UI team reads ours, which say the formats.
+        .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME_DESC)
+        .override_output_type_description::<async_graphql::ID>(ID_DESC)
+        .override_input_type_description::<async_graphql::ID>(ID_DESC)
+        .override_output_type_description::<async_graphql::Json<serde_json::Value>>(JSON_DESC)
+        .override_input_type_description::<async_graphql::Json<serde_json::Value>>(JSON_DESC)
+        .override_output_type_description::<query::EntityConnection>(
+            "A page of catalog entities (Relay connection): `edges { cursor node }`, `nodes`, `pageInfo` and `totalCount`.",
+        )
+        .override_output_type_description::<history::HistoryConnection<types::SourceRevision>>(
+            "A page of a source's revisions, newest first (Relay connection): `edges { cursor node }`, `nodes`, `pageInfo` and `totalCount`.",
+        )
+        .override_output_type_description::<history::HistoryConnection<query::AuditRecord>>(
+            "A page of the audit trail, newest first (Relay connection): `edges { cursor node }`, `nodes`, `pageInfo` and `totalCount`.",
+        )
+        .override_output_type_description::<history::HistoryConnection<types::RefreshJob>>(
+            "A page of refresh jobs, newest first (Relay connection): `edges { cursor node }`, `nodes`, `pageInfo` and `totalCount`.",
+        )
         .extension(extensions::GuardrailsFactory(guardrails))
         .data(guards::RateLimiter::new(options.changes_per_minute));
     if let Some(c) = catalog {
@@ -72,6 +92,11 @@ pub fn build_schema_with(
     }
     b.finish()
 }
+
+const DATE_TIME_DESC: &str = "A point in time as an RFC 3339 string in UTC, e.g. `2026-01-31T12:00:00.123456Z` (always with the `Z` offset; fractional seconds may be present).";
+const ID_DESC: &str = "An identifier, sent and received as a string. Which ids are unique where is said on each field: `Source.id` is unique only within its plugin, `Source.globalId` and entity `id`s across the server.";
+const JSON_DESC: &str =
+    "Any JSON value (here: objects), sent inline, not as a string. Secret-looking keys are redacted in output.";
 
 /// The SDL as checked in at `schema/schema.graphql`.
 pub fn sdl() -> String {

@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, ID, InputObject, Json, Object, Result};
 
-use super::audit::{self, Target};
+use super::audit::{self, AuditAction, Target};
 use super::errors::{self, invalid_input, to_graphql};
 use super::guards::OperatorAction;
 use super::types::{ApplyResult, RefreshJob, RefreshMode};
@@ -15,17 +15,25 @@ use crate::catalog::validate::{SourcePatch, json_to_yaml};
 /// name = id, type = yaml, enabled = true).
 #[derive(InputObject)]
 pub struct SourceInput {
+    /// The source id (`^[a-z0-9][a-z0-9_-]*$`, at most 253 characters); an existing id updates
+    /// that source, a new one creates it.
     pub id: ID,
+    /// Display name; left out, the current name (new source: the id).
     pub name: Option<String>,
+    /// `yaml` or `url`; left out, the current type (new source: `yaml`).
     #[graphql(name = "type")]
     pub type_: Option<String>,
+    /// Whether to load and serve the source; left out, the current value (new source: true).
     pub enabled: Option<bool>,
+    /// Free-form labels; left out, the current labels. Sent, they replace all labels.
     pub labels: Option<Vec<String>>,
     /// JSON object, e.g. `{"yamlCatalogPath": "my-models.yaml"}`.
     pub properties: Option<Json<serde_json::Value>>,
     /// The catalog YAML for a yaml source; left out, the current file is kept.
     pub content: Option<String>,
+    /// Glob patterns of entity names to load; left out, the current ones.
     pub included_models: Option<Vec<String>>,
+    /// Glob patterns of entity names not to load; left out, the current ones.
     pub excluded_models: Option<Vec<String>>,
 }
 
@@ -78,6 +86,7 @@ impl SourceInput {
     }
 }
 
+/// How to apply (or roll back) a source. Every field is optional.
 #[derive(InputObject, Default)]
 pub struct ApplyOptions {
     /// Refresh the source right after writing it; the result carries the finished job.
@@ -86,9 +95,11 @@ pub struct ApplyOptions {
     /// Validate and compute the impact, change nothing.
     #[graphql(default = false)]
     pub dry_run: bool,
-    /// Fail with CONFLICT unless this is the source's current revision.
+    /// Fail with CONFLICT (and `extensions.currentRevision`) unless this is the source's
+    /// current revision (`Source.revision`); left out, no check. Must be 1 or more.
     pub expected_revision: Option<i32>,
-    /// Allow a change that removes more than half of the source's entities.
+    /// Allow a change that removes more than half of the source's entities; without it such a
+    /// change fails with REMOVALS_NEED_CONFIRMATION (and `extensions.impact`).
     #[graphql(default = false)]
     pub confirm_removals: bool,
 }
@@ -144,7 +155,7 @@ struct RefreshArgs {
 /// Shared by `refreshSource` and `refreshPlugin`: defaults, the core call, the audit record.
 async fn refresh(
     ctx: &Context<'_>,
-    action: &str,
+    action: AuditAction,
     plugin: &str,
     source_id: Option<&str>,
     a: RefreshArgs,
@@ -166,20 +177,26 @@ async fn refresh(
     .await
 }
 
+/// Changes. Each needs the operator role (else FORBIDDEN, or UNAUTHENTICATED without a token),
+/// counts against `--changes-per-minute` (RATE_LIMITED), is written to the audit log, and
+/// invalidates the cache before it returns.
 #[Object]
 impl Mutation {
     /// Validates, writes (atomically), records a revision and optionally refreshes a source.
+    /// Invalid input is VALIDATION_FAILED (with `extensions.diagnostics`) and changes nothing.
     #[graphql(guard = "OperatorAction")]
     async fn apply_source(
         &self,
         ctx: &Context<'_>,
-        plugin: String,
-        input: SourceInput,
-        options: Option<ApplyOptions>,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source to create or update.")] input: SourceInput,
+        #[graphql(desc = "Dry run, refresh after apply, expected revision, removal confirmation.")] options: Option<
+            ApplyOptions,
+        >,
     ) -> Result<ApplyResult> {
         let id = input.id.to_string();
         let dry = options.as_ref().is_some_and(|o| o.dry_run);
-        let action = if dry { "applySource(dryRun)" } else { "applySource" };
+        let action = if dry { AuditAction::ApplySourceDryRun } else { AuditAction::ApplySource };
         let target = Target { action, plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
         audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
             let kind = errors::plugin("plugin", &plugin)?;
@@ -198,15 +215,29 @@ impl Mutation {
     async fn refresh_source(
         &self,
         ctx: &Context<'_>,
-        plugin: String,
-        id: ID,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source id within the plugin; an unknown source is NOT_FOUND.")] id: ID,
+        #[graphql(
+            default_with = "Some(RefreshMode::Full)",
+            desc = "FULL (reload everything) or INCREMENTAL (skip unchanged content)."
+        )]
         mode: Option<RefreshMode>,
-        dry_run: Option<bool>,
+        #[graphql(default_with = "Some(false)", desc = "Report what would change, swap nothing in.")] dry_run: Option<
+            bool,
+        >,
+        #[graphql(
+            default_with = "Some(true)",
+            desc = "True: return the finished job. False: return at once (QUEUED or RUNNING); follow it with `refreshProgress`."
+        )]
         wait: Option<bool>,
-        #[graphql(desc = "Allow removing more than half of the source's entities.")] confirm_removals: Option<bool>,
+        #[graphql(
+            default_with = "Some(false)",
+            desc = "Allow removing more than half of the source's entities (else REMOVALS_NEED_CONFIRMATION)."
+        )]
+        confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
         let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
-        refresh(ctx, "refreshSource", &plugin, Some(&id), args).await
+        refresh(ctx, AuditAction::RefreshSource, &plugin, Some(&id), args).await
     }
 
     /// Refreshes every source of a plugin. A failing source does not stop the others; the job
@@ -215,14 +246,28 @@ impl Mutation {
     async fn refresh_plugin(
         &self,
         ctx: &Context<'_>,
-        plugin: String,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(
+            default_with = "Some(RefreshMode::Full)",
+            desc = "FULL (reload everything) or INCREMENTAL (skip unchanged content)."
+        )]
         mode: Option<RefreshMode>,
-        dry_run: Option<bool>,
+        #[graphql(default_with = "Some(false)", desc = "Report what would change, swap nothing in.")] dry_run: Option<
+            bool,
+        >,
+        #[graphql(
+            default_with = "Some(true)",
+            desc = "True: return the finished job. False: return at once (QUEUED or RUNNING); follow it with `refreshProgress`."
+        )]
         wait: Option<bool>,
+        #[graphql(
+            default_with = "Some(false)",
+            desc = "Allow removing more than half of a source's entities (else that source fails with REMOVALS_NEED_CONFIRMATION)."
+        )]
         confirm_removals: Option<bool>,
     ) -> Result<RefreshJob> {
         let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
-        refresh(ctx, "refreshPlugin", &plugin, None, args).await
+        refresh(ctx, AuditAction::RefreshPlugin, &plugin, None, args).await
     }
 
     /// Re-applies revision `revision` as a new revision (history is never rewritten).
@@ -230,12 +275,17 @@ impl Mutation {
     async fn rollback_source(
         &self,
         ctx: &Context<'_>,
-        plugin: String,
-        id: ID,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source id within the plugin; an unknown source is NOT_FOUND.")] id: ID,
+        #[graphql(
+            desc = "The revision whose entry and content to re-apply (see `Source.revisions`); an unknown one is NOT_FOUND."
+        )]
         revision: i32,
+        #[graphql(desc = "Refresh after the rollback, expected revision, removal confirmation, dry run.")]
         options: Option<ApplyOptions>,
     ) -> Result<ApplyResult> {
-        let target = Target { action: "rollbackSource", plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
+        let target =
+            Target { action: AuditAction::RollbackSource, plugin: audit_id(&plugin), source_id: Some(audit_id(&id)) };
         audited(ctx, target, |r: &ApplyResult| Some(r.0.revision), async {
             let kind = errors::plugin("plugin", &plugin)?;
             let id = errors::source_id("id", &id)?;

@@ -5,23 +5,44 @@ use async_graphql::{Context, ID, Object, Result, SimpleObject};
 
 use super::catalog;
 use super::errors::{self, invalid_input, to_graphql};
+use super::history::{self, Cursor, HistoryConnection};
 use super::mutation::SourceInput;
 use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
 use crate::catalog::service::EntityCursor;
 
 pub struct Query;
 
-/// One audited change (or refused attempt).
+/// One audited change (or refused attempt): who, what, on which source, and the outcome.
 #[derive(SimpleObject)]
 pub struct AuditRecord {
+    /// Who asked: the caller's name (`unauthenticated` when the request had no valid token).
     pub actor: String,
-    pub action: String,
+    /// Which mutation was called.
+    pub action: super::audit::AuditAction,
+    /// The plugin named in the request (as sent, possibly unknown when the call was refused).
     pub plugin: String,
-    pub source_id: Option<String>,
+    /// The source named in the request; null for a whole-plugin refresh or a refused call.
+    pub source_id: Option<ID>,
+    /// The revision current after the change; null for refreshes and failed calls.
     pub revision: Option<i32>,
-    /// `OK` or the error code.
-    pub outcome: String,
+    /// `OK` or the error code the call failed with.
+    pub outcome: super::audit::AuditOutcome,
+    /// When the call was made.
     pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<crate::db::AuditRow> for AuditRecord {
+    fn from(r: crate::db::AuditRow) -> Self {
+        AuditRecord {
+            actor: r.actor,
+            action: super::audit::AuditAction::parse(&r.action),
+            plugin: r.plugin,
+            source_id: r.source_id.map(ID::from),
+            revision: r.revision,
+            outcome: super::audit::AuditOutcome::parse(&r.outcome),
+            at: r.created_at,
+        }
+    }
 }
 
 /// What the caller may do, by role.
@@ -46,6 +67,7 @@ pub struct Viewer {
     pub can_edit: bool,
 }
 
+/// Extra fields of the entities connection.
 #[derive(SimpleObject)]
 pub struct EntityConnectionFields {
     /// Entities matching the filter, across all pages.
@@ -55,6 +77,8 @@ pub struct EntityConnectionFields {
 /// Cursors are opaque strings naming (source, entity): stable across refreshes.
 pub type EntityConnection = Connection<String, CatalogEntity, EntityConnectionFields, EmptyFields>;
 
+/// Reads. None changes anything; each is answered from the cache when it can be (a mutation
+/// invalidates the cache before it returns).
 #[Object]
 impl Query {
     /// The caller of this request: name, role and whether it may change sources.
@@ -83,7 +107,14 @@ impl Query {
     }
 
     /// Sources in file order, optionally of one plugin.
-    async fn sources(&self, ctx: &Context<'_>, plugin: Option<String>) -> Result<Vec<Source>> {
+    async fn sources(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "Only this plugin's sources (`models` or `mcp`); all plugins when left out. An unknown plugin is NOT_FOUND."
+        )]
+        plugin: Option<String>,
+    ) -> Result<Vec<Source>> {
         let kind = match plugin.as_deref() {
             Some(p) => Some(errors::plugin("plugin", p)?),
             None => None,
@@ -92,9 +123,36 @@ impl Query {
         Ok(list.into_iter().map(Source).collect())
     }
 
-    async fn source(&self, ctx: &Context<'_>, plugin: String, id: ID) -> Result<Option<Source>> {
+    /// One source by plugin and id; null when the plugin has no such source.
+    async fn source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source id within the plugin; a malformed id is VALIDATION_FAILED.")] id: ID,
+    ) -> Result<Option<Source>> {
         let kind = errors::plugin("plugin", &plugin)?;
         let id = errors::source_id("id", &id)?;
+        Ok(catalog(ctx)?.source(kind, id).await.map_err(to_graphql)?.map(Source))
+    }
+
+    /// One source by its `globalId` (see `Source.globalId`); null when there is no such source.
+    async fn source_by_global_id(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "A `Source.globalId`; text that is not one is VALIDATION_FAILED, an unknown plugin NOT_FOUND."
+        )]
+        global_id: ID,
+    ) -> Result<Option<Source>> {
+        let Some((plugin, id)) = super::types::parse_global_id(&global_id) else {
+            return Err(invalid_input(
+                "`globalId` is not a source's globalId",
+                "globalId",
+                "pass the `globalId` field of a Source as returned by the API",
+            ));
+        };
+        let kind = errors::plugin("globalId", plugin)?;
+        let id = errors::source_id("globalId", id)?;
         Ok(catalog(ctx)?.source(kind, id).await.map_err(to_graphql)?.map(Source))
     }
 
@@ -104,10 +162,22 @@ impl Query {
     async fn entities(
         &self,
         ctx: &Context<'_>,
-        plugin: String,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "Only entities of this source (id within the plugin); all sources when left out.")]
         source_id: Option<ID>,
+        #[graphql(
+            desc = "Case-insensitive text to find in name, description or provider; at most 256 characters (else VALIDATION_FAILED)."
+        )]
         search: Option<String>,
-        #[graphql(validator(minimum = 0, maximum = 500))] first: Option<i32>,
+        #[graphql(
+            validator(minimum = 0, maximum = 500),
+            default_with = "Some(50)",
+            desc = "Page size, 0 to 500; outside that range the request is refused."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "`pageInfo.endCursor` of the previous page; left out, the first page. A foreign cursor is VALIDATION_FAILED."
+        )]
         after: Option<String>,
     ) -> Result<EntityConnection> {
         let kind = errors::plugin("plugin", &plugin)?;
@@ -157,41 +227,125 @@ impl Query {
         Ok(super::types::diags(catalog(ctx)?.config_errors()))
     }
 
+    /// The audit trail, newest first, a page at a time (Relay connection): who changed what,
+    /// and the outcome. Cursors name a record, so new records never shift a page.
+    #[graphql(complexity = "usize::try_from(first.clamp(1, 100)).unwrap_or(100) * child_complexity")]
+    async fn audit_log_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, desc = "Page size, 1 to 100; more is VALIDATION_FAILED naming the cap (100).")]
+        first: i32,
+        #[graphql(
+            desc = "`pageInfo.endCursor` of the previous page; left out, the newest records. A foreign cursor is VALIDATION_FAILED."
+        )]
+        after: Option<String>,
+        #[graphql(desc = "Only records naming this plugin (as sent by the caller); all when left out.")] plugin: Option<
+            String,
+        >,
+        #[graphql(desc = "Only records naming this source id; all when left out.")] source_id: Option<ID>,
+    ) -> Result<HistoryConnection<AuditRecord>> {
+        let first = history::page_size(first)?;
+        let before = match history::after(after.as_deref(), |c| matches!(c, Cursor::Audit(_)))? {
+            Some(Cursor::Audit(id)) => Some(id),
+            _ => None,
+        };
+        let db = catalog(ctx)?.db();
+        let sid = source_id.as_ref().map(|s| s.as_str());
+        let rows = db.audit_page(before, plugin.as_deref(), sid, first + 1).await.map_err(|e| to_graphql(e.into()))?;
+        let total = db.audit_count(plugin.as_deref(), sid).await.map_err(|e| to_graphql(e.into()))?;
+        let has_next = rows.len() as u64 > first;
+        let items = rows
+            .into_iter()
+            .take(usize::try_from(first).unwrap_or(usize::MAX))
+            .map(|r| (Cursor::Audit(r.id).encode(), AuditRecord::from(r)));
+        Ok(history::connection(items, before.is_some(), has_next, total))
+    }
+
+    /// Refresh jobs, newest first, a page at a time (Relay connection). Cursors name a job, so
+    /// new jobs never shift a page.
+    #[graphql(complexity = "usize::try_from(first.clamp(1, 100)).unwrap_or(100) * child_complexity")]
+    async fn refresh_jobs_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, desc = "Page size, 1 to 100; more is VALIDATION_FAILED naming the cap (100).")]
+        first: i32,
+        #[graphql(
+            desc = "`pageInfo.endCursor` of the previous page; left out, the newest jobs. A foreign cursor is VALIDATION_FAILED."
+        )]
+        after: Option<String>,
+    ) -> Result<HistoryConnection<RefreshJob>> {
+        let first = history::page_size(first)?;
+        let before = match history::after(after.as_deref(), |c| matches!(c, Cursor::Job(..)))? {
+            Some(Cursor::Job(at, id)) => Some((at, id)),
+            _ => None,
+        };
+        let page = catalog(ctx)?
+            .jobs_page(before.as_ref().map(|(at, id)| (*at, id.as_str())), first)
+            .await
+            .map_err(to_graphql)?;
+        let items = page.items.into_iter().map(|(job, at)| (Cursor::Job(at, job.id.clone()).encode(), RefreshJob(job)));
+        Ok(history::connection(items, before.is_some(), page.has_next, page.total))
+    }
+
     /// The audit trail, newest first: who changed what, and the outcome.
-    #[graphql(complexity = "usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000) * child_complexity")]
-    async fn audit_log(&self, ctx: &Context<'_>, #[graphql(default = 50)] limit: i32) -> Result<Vec<AuditRecord>> {
+    #[graphql(
+        complexity = "usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000) * child_complexity",
+        deprecation = "use auditLogConnection (cursor paging)"
+    )]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            default = 50,
+            desc = "How many records, 1 to 1000; outside that range the error is VALIDATION_FAILED naming the range."
+        )]
+        limit: i32,
+    ) -> Result<Vec<AuditRecord>> {
         let limit = errors::in_range("limit", limit, 1, 1000)?;
         let rows =
             catalog(ctx)?.db().audit_log(u64::try_from(limit).unwrap_or(50)).await.map_err(|e| to_graphql(e.into()))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditRecord {
-                actor: r.actor,
-                action: r.action,
-                plugin: r.plugin,
-                source_id: r.source_id,
-                revision: r.revision,
-                outcome: r.outcome,
-                at: r.created_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
     /// Recent refresh jobs, newest first.
-    #[graphql(complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity")]
-    async fn refresh_jobs(&self, ctx: &Context<'_>, #[graphql(default = 20)] limit: i32) -> Result<Vec<RefreshJob>> {
+    #[graphql(
+        complexity = "usize::try_from(limit.clamp(1, 500)).unwrap_or(500) * child_complexity",
+        deprecation = "use refreshJobsConnection (cursor paging)"
+    )]
+    async fn refresh_jobs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            default = 20,
+            desc = "How many jobs, 1 to 500; outside that range the error is VALIDATION_FAILED naming the range."
+        )]
+        limit: i32,
+    ) -> Result<Vec<RefreshJob>> {
         let limit = errors::in_range("limit", limit, 1, 500)?;
         let jobs = catalog(ctx)?.recent_jobs(u64::try_from(limit).unwrap_or(20)).await.map_err(to_graphql)?;
         Ok(jobs.into_iter().map(RefreshJob).collect())
     }
 
-    async fn refresh_job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<RefreshJob>> {
+    /// One refresh job by id (running or finished); null when there is no such job.
+    async fn refresh_job(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "The job's `id`, as returned by `refreshSource`/`refreshPlugin`; a malformed id is VALIDATION_FAILED."
+        )]
+        id: ID,
+    ) -> Result<Option<RefreshJob>> {
         let id = errors::job_id("id", &id)?;
         Ok(catalog(ctx)?.job(id).await.map_err(to_graphql)?.map(RefreshJob))
     }
 
     /// Runs every validation layer on a proposed source. Changes nothing.
-    async fn validate_source(&self, ctx: &Context<'_>, plugin: String, input: SourceInput) -> Result<ValidationReport> {
+    async fn validate_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source as it would be applied (the same input `applySource` takes).")] input: SourceInput,
+    ) -> Result<ValidationReport> {
         let kind = errors::plugin("plugin", &plugin)?;
         let patch = input.into_patch()?;
         Ok(catalog(ctx)?.validate_source(kind, patch).await.into())

@@ -137,25 +137,38 @@ fn take_budget(ctx: &Context<'_>) -> Result<Option<Arc<AtomicI64>>> {
     Ok(Some(slot))
 }
 
+/// What happened, in a `catalogEvents` event.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "core_events::EventKind")]
 pub enum CatalogEventKind {
+    /// `applySource` recorded a new revision (`sourceId`, `revision`).
     Applied,
+    /// A source's entities were swapped in by a refresh (`sourceId`).
     Refreshed,
+    /// `rollbackSource` recorded a new revision (`sourceId`, `revision`).
     RolledBack,
+    /// A refresh job started (`jobId`).
     RefreshStarted,
+    /// A refresh job ended (`jobId`); fetch it for the results.
     RefreshFinished,
+    /// The sources file (or ConfigMap) was edited outside the API and reloaded.
     ConfigChangedExternally,
 }
 
 /// Something changed: refetch what you show.
 #[derive(SimpleObject)]
 pub struct CatalogEvent {
+    /// What happened.
     pub kind: CatalogEventKind,
+    /// The plugin it happened in: `models` or `mcp`.
     pub plugin: String,
+    /// The source (id within the plugin); null for plugin-wide events.
     pub source_id: Option<ID>,
+    /// The new revision, for APPLIED and ROLLED_BACK; null otherwise.
     pub revision: Option<i32>,
+    /// The refresh job, for REFRESH_STARTED and REFRESH_FINISHED; null otherwise.
     pub job_id: Option<ID>,
+    /// When it happened.
     pub at: DateTime<Utc>,
 }
 
@@ -190,11 +203,16 @@ struct Events {
     _count: Counted,
 }
 
+/// Live updates over `/graphql/ws` (graphql-transport-ws) or `/graphql/stream` (SSE).
 #[SubscriptionDerive]
 impl Subscription {
     /// The job's current state first, then every change; completes when the job ends. A job
     /// that already ended yields its final state and completes.
-    async fn refresh_progress(&self, ctx: &Context<'_>, job_id: ID) -> Result<impl Stream<Item = RefreshJob> + use<>> {
+    async fn refresh_progress(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The job's `id`; an unknown job is NOT_FOUND.")] job_id: ID,
+    ) -> Result<impl Stream<Item = RefreshJob> + use<>> {
         errors::job_id("jobId", &job_id)?;
         let c = catalog(ctx)?.clone();
         let budget = take_budget(ctx)?;
@@ -248,6 +266,9 @@ impl Subscription {
     async fn catalog_events(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "Only this plugin's events (`models` or `mcp`); all when left out. An unknown plugin is NOT_FOUND."
+        )]
         plugin: Option<String>,
     ) -> Result<impl Stream<Item = CatalogEvent> + use<>> {
         if let Some(p) = &plugin {

@@ -91,6 +91,14 @@ impl RevisionAction {
             RevisionAction::External => "external",
         }
     }
+
+    /// The action stored as [`RevisionAction::as_str`]; `None` for a word this version does
+    /// not know (a newer replica wrote it, or the row was edited by hand).
+    pub fn parse(s: &str) -> Option<RevisionAction> {
+        [RevisionAction::Apply, RevisionAction::Rollback, RevisionAction::Import, RevisionAction::External]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -187,4 +195,63 @@ pub struct EntityPage {
     pub has_next: bool,
     /// (source id, entity, its cursor), in file order.
     pub items: Vec<(String, Arc<Entity>, EntityCursor)>,
+}
+
+/// One page of a history list (revisions, jobs), newest first: at most `first` items, and
+/// whether more follow. Each item's cursor comes from the item itself (its revision number,
+/// its creation time and id), never from its position, so a cursor stays valid when newer
+/// items are recorded.
+#[derive(Debug)]
+pub struct HistoryPage<T> {
+    pub items: Vec<T>,
+    pub has_next: bool,
+    /// Items in the whole list (not only this page).
+    pub total: u64,
+}
+
+impl<T> HistoryPage<T> {
+    /// A page from `rows` read with `LIMIT first + 1`: the extra row only says that more follow.
+    fn from_rows(mut rows: Vec<T>, first: u64, total: u64) -> HistoryPage<T> {
+        let has_next = rows.len() as u64 > first;
+        rows.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+        HistoryPage { items: rows, has_next, total }
+    }
+}
+
+impl Catalog {
+    /// Revisions of a source, newest first, with revision numbers below `before`.
+    pub async fn revisions_page(
+        &self,
+        plugin: PluginKind,
+        id: &str,
+        before: Option<i32>,
+        first: u64,
+    ) -> Result<HistoryPage<RevisionView>> {
+        let rows = self.db.revisions_page(plugin.name(), id, before, first + 1).await?;
+        let total = self.db.revision_count(plugin.name(), id).await?;
+        let page = HistoryPage::from_rows(rows, first, total);
+        Ok(HistoryPage { items: page.items.into_iter().map(revision_view).collect(), has_next: page.has_next, total })
+    }
+
+    /// Refresh jobs, newest first, after the job (`created_at`, `id`) of a cursor; running jobs
+    /// with their live state. Each job comes with its `created_at` as the database holds it:
+    /// that (not the in-memory time, which can be more precise) is what a cursor must carry.
+    pub async fn jobs_page(
+        &self,
+        before: Option<(DateTime<Utc>, &str)>,
+        first: u64,
+    ) -> Result<HistoryPage<(RefreshJob, DateTime<Utc>)>> {
+        let rows = self.db.jobs_page(before, first + 1).await?;
+        let total = self.db.job_count().await?;
+        let page = HistoryPage::from_rows(rows, first, total);
+        let items = page
+            .items
+            .into_iter()
+            .map(|row| {
+                let at = row.created_at;
+                (self.jobs.get(&row.id).unwrap_or_else(|| job_from_row(row)), at)
+            })
+            .collect();
+        Ok(HistoryPage { items, has_next: page.has_next, total })
+    }
 }
