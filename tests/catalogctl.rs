@@ -117,8 +117,9 @@ async fn every_command_and_exit_code() {
     let o = run(&["refresh", "models"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.lines().any(|l| l.starts_with("20") && l.contains(" RUNNING ")), "{err}");
-    assert!(err.lines().any(|l| l.contains(" SUCCEEDED 4/4")), "{err}");
+    // A fast job may be over before the progress stream starts (then its first snapshot is the
+    // last): what must be there is the timestamped final line.
+    assert!(err.lines().any(|l| l.starts_with("20") && l.contains(" SUCCEEDED 4/4")), "{err}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("SUCCEEDED"));
     let o = run(&["refresh", "models/team_models", "--incremental", "-o", "json"]);
     let job = json_out(&o);

@@ -214,7 +214,7 @@ async fn the_console_does_the_whole_loop_in_chromium() {
     // previews.
     let team = revisions(&server, "team_models").await;
     let expected: Vec<(i64, String)> =
-        [(4, "rollback"), (3, "apply"), (2, "apply"), (1, "import")].iter().map(|(r, a)| (*r, a.to_string())).collect();
+        [(4, "ROLLBACK"), (3, "APPLY"), (2, "APPLY"), (1, "IMPORT")].iter().map(|(r, a)| (*r, a.to_string())).collect();
     assert_eq!(team, expected);
     assert_eq!(
         revisions(&server, "partner_models").await.len(),
