@@ -199,7 +199,7 @@ mod tests {
     fn control_characters_in_values_are_escaped() {
         use fmt::Write as _;
         let mut out = Escaped(String::new());
-        write!(out, "{}", "/graphql\n2026-01-01T00:00:00Z  INFO forged\u{1b}[31m\tok").unwrap();
+        out.write_str("/graphql\n2026-01-01T00:00:00Z  INFO forged\u{1b}[31m\tok").unwrap();
         assert_eq!(out.0, "/graphql\\n2026-01-01T00:00:00Z  INFO forged\\u{1b}[31m\\tok");
         assert!(!out.0.contains('\n') && !out.0.contains('\u{1b}'));
     }
