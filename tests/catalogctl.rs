@@ -161,9 +161,7 @@ async fn every_command_and_exit_code() {
 async fn auth_failures_and_an_unreachable_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let tokens = dir.path().join("tokens.yaml");
-    let h = catalog_bff::auth::sha256_hex;
-    std::fs::write(&tokens, format!("tokens:\n  - name: ci\n    role: operator\n    sha256: {}\n  - name: ro\n    role: viewer\n    sha256: {}\n", h("op"), h("ro"))).unwrap();
+    let tokens = common::tokens_file(dir.path(), &[("ci", "operator", "op"), ("ro", "viewer", "ro")]);
     let server = Server::start_with(
         dir.path(),
         None,

@@ -232,17 +232,8 @@ async fn the_console_works_with_trusted_documents_and_static_tokens() {
     };
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let tokens = dir.path().join("tokens.yaml");
-    let h = catalog_bff::auth::sha256_hex;
-    std::fs::write(
-        &tokens,
-        format!(
-            "tokens:\n  - name: ops\n    role: operator\n    sha256: {}\n  - name: reader\n    role: viewer\n    sha256: {}\n",
-            h("op-token"),
-            h("viewer-token")
-        ),
-    )
-    .unwrap();
+    let tokens =
+        common::tokens_file(dir.path(), &[("ops", "operator", "op-token"), ("reader", "viewer", "viewer-token")]);
     let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
     let server = Server::start_with(
         dir.path(),

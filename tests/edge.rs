@@ -11,18 +11,7 @@ const OPERATOR_TOKEN: &str = "op-token-1234";
 const VIEWER_TOKEN: &str = "viewer-token-5678";
 
 fn tokens_file(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("tokens.yaml");
-    let h = |t: &str| catalog_bff::auth::sha256_hex(t);
-    std::fs::write(
-        &p,
-        format!(
-            "tokens:\n  - name: ci-pipeline\n    role: operator\n    sha256: {}\n  - name: dashboard\n    role: viewer\n    sha256: {}\n",
-            h(OPERATOR_TOKEN),
-            h(VIEWER_TOKEN)
-        ),
-    )
-    .unwrap();
-    p
+    common::tokens_file(dir, &[("ci-pipeline", "operator", OPERATOR_TOKEN), ("dashboard", "viewer", VIEWER_TOKEN)])
 }
 
 async fn post(server: &Server, token: Option<&str>, body: Value) -> (u16, Value) {

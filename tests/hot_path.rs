@@ -106,17 +106,8 @@ async fn repeated_queries_hit_and_keep_the_full_paths_rules() {
 async fn an_exempt_callers_cached_answer_never_reaches_a_restricted_caller() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let tokens = dir.path().join("tokens.yaml");
-    let h = |t: &str| catalog_bff::auth::sha256_hex(t);
-    std::fs::write(
-        &tokens,
-        format!(
-            "tokens:\n  - name: ops\n    role: operator\n    sha256: {}\n  - name: dash\n    role: viewer\n    sha256: {}\n",
-            h(OPERATOR_TOKEN),
-            h(VIEWER_TOKEN)
-        ),
-    )
-    .unwrap();
+    let tokens =
+        common::tokens_file(dir.path(), &[("ops", "operator", OPERATOR_TOKEN), ("dash", "viewer", VIEWER_TOKEN)]);
     let contract = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
     let server = Server::start_with(
         dir.path(),

@@ -198,16 +198,7 @@ async fn graphiql_is_public_under_static_auth_but_its_queries_are_not() {
 // ---- in Chromium -------------------------------------------------------------------------------
 
 fn tokens_file(dir: &Path) -> PathBuf {
-    let p = dir.join("tokens.yaml");
-    std::fs::write(
-        &p,
-        format!(
-            "tokens:\n  - name: graphiql-operator\n    role: operator\n    sha256: {}\n",
-            catalog_bff::auth::sha256_hex(OPERATOR_TOKEN)
-        ),
-    )
-    .unwrap();
-    p
+    common::tokens_file(dir, &[("graphiql-operator", "operator", OPERATOR_TOKEN)])
 }
 
 async fn start_with_auth(dir: &Path, tokens: &Path) -> Server {
@@ -237,17 +228,7 @@ fn run_graphiql_script(
         .kill_on_drop(true)
         .spawn()
         .expect("run node");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::stdout_lines(&mut child);
     (child, rx)
 }
 

@@ -65,6 +65,21 @@ pub fn upstream_fixtures(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Writes `DIR/tokens.yaml` for `--auth static`, one `(name, role, token)` per caller (the file
+/// holds only each token's sha256), and returns its path.
+pub fn tokens_file(dir: &Path, callers: &[(&str, &str, &str)]) -> PathBuf {
+    let mut text = String::from("tokens:\n");
+    for (name, role, token) in callers {
+        text.push_str(&format!(
+            "  - name: {name}\n    role: {role}\n    sha256: {}\n",
+            catalog_bff::auth::sha256_hex(token)
+        ));
+    }
+    let p = dir.join("tokens.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 /// The Chromium the page tests drive: `CATALOG_BFF_CHROMIUM`, else `/usr/bin/chromium`. `None`
 /// (with a loud SKIPPED line naming the test) when there is none, unless
 /// `CATALOG_BFF_REQUIRE_BROWSER=1` (set by `.ci/run`), which makes a missing browser a failure.
@@ -471,6 +486,12 @@ pub fn node_client(
         .kill_on_drop(true)
         .spawn()
         .expect("run node");
+    let rx = stdout_lines(&mut child);
+    (child, rx)
+}
+
+/// The lines a child (started with a piped stdout) prints, as they come.
+pub fn stdout_lines(child: &mut tokio::process::Child) -> tokio::sync::mpsc::UnboundedReceiver<String> {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -482,7 +503,7 @@ pub fn node_client(
             }
         }
     });
-    (child, rx)
+    rx
 }
 
 /// The next line from a node client, failing the test after `secs`.
