@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use super::AppState;
 
@@ -55,15 +55,19 @@ fn operations_json() -> &'static str {
     })
 }
 
-/// A strong ETag from the bytes (computed per request: the files are a few KiB).
+/// Each file's ETag, hashed once (the files are fixed at build time).
+static ASSET_TAGS: LazyLock<Vec<String>> =
+    LazyLock::new(|| ASSETS.iter().map(|(_, _, b)| etag(b.as_bytes())).collect());
+static OPERATIONS_TAG: LazyLock<String> = LazyLock::new(|| etag(operations_json().as_bytes()));
+
+/// A strong ETag from the bytes.
 fn etag(body: &[u8]) -> String {
     let digest = Sha256::digest(body);
     let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
 }
 
-fn serve(headers: &HeaderMap, content_type: &'static str, body: &'static str) -> Response {
-    let tag = etag(body.as_bytes());
+fn serve(headers: &HeaderMap, content_type: &'static str, body: &'static str, tag: &str) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -72,7 +76,7 @@ fn serve(headers: &HeaderMap, content_type: &'static str, body: &'static str) ->
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&tag) {
+    if let Ok(v) = HeaderValue::from_str(tag) {
         h.insert(header::ETAG, v);
     }
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
@@ -85,14 +89,17 @@ async fn index(headers: HeaderMap) -> Response {
 
 async fn file(Path(name): Path<String>, headers: HeaderMap) -> Response {
     if name == "operations.json" {
-        return serve(&headers, "application/json", operations_json());
+        return serve(&headers, "application/json", operations_json(), &OPERATIONS_TAG);
     }
     asset(&headers, &name)
 }
 
 fn asset(headers: &HeaderMap, name: &str) -> Response {
-    match ASSETS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, content_type, body)) => serve(headers, content_type, body),
+    match ASSETS.iter().position(|(n, _, _)| *n == name) {
+        Some(i) => {
+            let (_, content_type, body) = ASSETS[i];
+            serve(headers, content_type, body, &ASSET_TAGS[i])
+        }
         None => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
