@@ -11,14 +11,19 @@
 //! The line carries the same parts: `2026-12-02T05:42:01.123456Z  INFO
 //! request{method=POST path=/graphql request_id=...}: target: message key=value ...`.
 
-use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{Registry, registry::SpanRef};
 
 use crate::config::LogFormat;
 
@@ -31,12 +36,159 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
         .lossy(false)
         .thread_name("catalog-bff-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
+    let _ = SINK.set(Sink { writer: writer.clone(), json: matches!(format, LogFormat::Json) });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.with_ansi(false).fmt_fields(TextFields).event_format(TextLine).try_init(),
     };
     guard
+}
+
+/// Where [`AccessLog`] writes: the subscriber's own writer, in the subscriber's format.
+struct Sink {
+    writer: tracing_appender::non_blocking::NonBlocking,
+    json: bool,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// The target of the access log line (tower-http's own, so `RUST_LOG` filters it as before).
+const ACCESS_TARGET: &str = "tower_http::trace::on_response";
+
+thread_local! {
+    /// The access line is formatted here: one buffer per worker thread, reused.
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(256));
+}
+
+/// tower-http's `OnResponse` for the access log: one line per request, `finished processing
+/// request latency=N ms status=S` under the request's span, as tower-http's `DefaultOnResponse`
+/// logs it, in the same text or JSON layout as every other line.
+///
+/// Why not `DefaultOnResponse`: it sends a tracing event, and dispatching and formatting that
+/// event (field visitors, `fmt` machinery, the span scope copied field by field) was a seventh
+/// of a cached request's instructions. This writes the line once into a reused buffer and hands
+/// it to the same writer thread. `RUST_LOG` still decides (the `enabled!` check below uses the
+/// same target and level); without [`init`] (a library user's own subscriber) it falls back to
+/// the event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AccessLog;
+
+impl<B> tower_http::trace::OnResponse<B> for AccessLog {
+    fn on_response(self, response: &axum::http::Response<B>, latency: Duration, span: &tracing::Span) {
+        let status = response.status().as_u16();
+        let ms = latency.as_millis();
+        let Some(sink) = SINK.get() else {
+            tracing::info!(target: ACCESS_TARGET, latency = %format_args!("{ms} ms"), status, "finished processing request");
+            return;
+        };
+        if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+            return;
+        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            let _ = if sink.json {
+                json_access_line(line, span, ms, status)
+            } else {
+                text_access_line(line, span, ms, status)
+            };
+            // One `write` is one message to the writer thread.
+            let _ = sink.writer.clone().write_all(line.as_bytes());
+        });
+    }
+}
+
+/// Calls `f` with the spans from the root to `span`, when the subscriber is ours.
+fn with_scope(span: &tracing::Span, mut f: impl FnMut(&SpanRef<'_, Registry>)) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(registry) = dispatch.downcast_ref::<Registry>()
+            && let Some(current) = registry.span(id)
+        {
+            for s in current.scope().from_root() {
+                f(&s);
+            }
+        }
+    });
+}
+
+fn text_access_line(line: &mut String, span: &tracing::Span, ms: u128, status: u16) -> fmt::Result {
+    write_timestamp(line, SystemTime::now())?;
+    line.push_str("  INFO ");
+    let mut any = false;
+    with_scope(span, |s| {
+        any = true;
+        line.push_str(s.name());
+        if let Some(fields) = s.extensions().get::<FormattedFields<TextFields>>()
+            && !fields.is_empty()
+        {
+            line.push('{');
+            line.push_str(fields);
+            line.push('}');
+        }
+        line.push(':');
+    });
+    if any {
+        line.push(' ');
+    }
+    line.push_str(ACCESS_TARGET);
+    line.push_str(": finished processing request latency=");
+    push_number(line, ms);
+    line.push_str(" ms status=");
+    push_number(line, status.into());
+    line.push('\n');
+    Ok(())
+}
+
+/// `n` in decimal, without the formatting machinery.
+fn push_number(line: &mut String, mut n: u128) {
+    let mut digits = [0u8; 39];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    line.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
+/// The layout of tracing-subscriber's JSON format: `timestamp`, `level`, `fields`, `target`,
+/// `span` (the innermost) and `spans` (root first), each span its fields plus `name`.
+fn json_access_line(line: &mut String, span: &tracing::Span, ms: u128, status: u16) -> fmt::Result {
+    line.push_str("{\"timestamp\":\"");
+    write_timestamp(line, SystemTime::now())?;
+    write!(
+        line,
+        "\",\"level\":\"INFO\",\"fields\":{{\"message\":\"finished processing request\",\"latency\":\"{ms} ms\",\"status\":{status}}},\"target\":\"{ACCESS_TARGET}\""
+    )?;
+    // `spans` holds `{..},{..}` root first; `last` is where the innermost one starts.
+    let (mut spans, mut last) = (String::new(), 0);
+    with_scope(span, |s| {
+        if !spans.is_empty() {
+            spans.push(',');
+        }
+        last = spans.len();
+        let ext = s.extensions();
+        let fields = ext.get::<FormattedFields<JsonFields>>().map(|f| f.as_str().trim()).unwrap_or("");
+        // The fields are a JSON object (`{"k":v,...}`): the name goes in as one more entry.
+        match fields.strip_suffix('}') {
+            Some(open) if open.trim_end().len() > 1 => {
+                spans.push_str(open);
+                spans.push(',');
+            }
+            _ => spans.push('{'),
+        }
+        spans.push_str("\"name\":");
+        spans.push_str(&serde_json::to_string(s.name()).unwrap_or_default());
+        spans.push('}');
+    });
+    if !spans.is_empty() {
+        write!(line, ",\"span\":{},\"spans\":[{spans}]", &spans[last..])?;
+    }
+    line.push_str("}\n");
+    Ok(())
 }
 
 /// The text log line: UTC timestamp (microseconds), level, the spans with their fields, the
@@ -92,30 +244,42 @@ struct FieldsVisitor<'w> {
 }
 
 impl FieldsVisitor<'_> {
-    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
-        if self.result.is_err() {
-            return;
+    /// ` name=` (no separator before the first field; `message` has no name).
+    fn name(&mut self, field: &Field) -> fmt::Result {
+        if !std::mem::take(&mut self.first) {
+            self.out.0.write_char(' ')?;
         }
-        let sep = if std::mem::take(&mut self.first) { "" } else { " " };
         let name = field.name();
-        self.result = if name == "message" {
-            self.out.0.write_str(sep).and_then(|()| fmt::Write::write_fmt(&mut self.out, value))
-        } else {
-            let name = name.strip_prefix("r#").unwrap_or(name);
-            self.out
-                .0
-                .write_str(sep)
-                .and_then(|()| write!(self.out.0, "{name}="))
-                .and_then(|()| fmt::Write::write_fmt(&mut self.out, value))
-        };
+        if name == "message" {
+            return Ok(());
+        }
+        self.out.0.write_str(name.strip_prefix("r#").unwrap_or(name))?;
+        self.out.0.write_char('=')
     }
+
+    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_ok() {
+            self.result = self.name(field).and_then(|()| fmt::Write::write_fmt(&mut self.out, value));
+        }
+    }
+}
+
+/// A string value that reads unambiguously without quotes: printable ASCII with no space,
+/// quote, backslash or `=` (a path, an id, a plugin name). Anything else is quoted.
+fn bare(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'='))
 }
 
 impl Visit for FieldsVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        // As tracing-subscriber's own format: the message bare, other strings quoted.
+        // logfmt style: the message and bare tokens as they are (no formatting machinery: the
+        // access log's span fields take this path on every request), anything else quoted.
         if field.name() == "message" {
             self.field(field, format_args!("{value}"));
+        } else if bare(value) {
+            if self.result.is_ok() {
+                self.result = self.name(field).and_then(|()| self.out.0.write_str(value));
+            }
         } else {
             self.field(field, format_args!("{value:?}"));
         }
@@ -131,6 +295,11 @@ pub struct Escaped<W>(pub W);
 
 impl<W: fmt::Write> fmt::Write for Escaped<W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Control characters are U+0000-U+001F, U+007F and U+0080-U+009F (UTF-8 `C2 80`-`C2 9F`):
+        // text without those bytes is written as it is, after one byte scan.
+        if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+            return self.0.write_str(s);
+        }
         let mut rest = s;
         while let Some(i) = rest.find(|c: char| c.is_control()) {
             self.0.write_str(&rest[..i])?;
@@ -148,14 +317,22 @@ fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    write!(
-        w,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    )
+    // Digits by hand: `write!` with seven padded integers cost more than the rest of the line.
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, m.into());
+    put(8, 2, d.into());
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 6, since.subsec_micros().into());
+    w.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
@@ -202,6 +379,107 @@ mod tests {
         out.write_str("/graphql\n2026-01-01T00:00:00Z  INFO forged\u{1b}[31m\tok").unwrap();
         assert_eq!(out.0, "/graphql\\n2026-01-01T00:00:00Z  INFO forged\\u{1b}[31m\\tok");
         assert!(!out.0.contains('\n') && !out.0.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn next_line_and_other_c1_controls_are_escaped_but_letters_are_not() {
+        use fmt::Write as _;
+        let mut out = Escaped(String::new());
+        out.write_str("caf\u{e9} \u{85}x \u{9b}31m \u{a0}").unwrap();
+        assert_eq!(out.0, "caf\u{e9} \\u{85}x \\u{9b}31m \u{a0}");
+    }
+
+    /// A writer the tests read back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn text_fields_are_bare_tokens_or_quoted() {
+        let out = Captured::default();
+        let w = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .fmt_fields(TextFields)
+            .event_format(TextLine)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(source = "big", note = "two words", q = "a=\"b\"", empty = "", n = 3, "done");
+        });
+        let line = out.text();
+        assert!(
+            line.ends_with(&(r#": done source=big note="two words" q="a=\"b\"" empty="" n=3"#.to_owned() + "\n")),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn access_lines_carry_the_request_span_in_both_formats() {
+        let out = Captured::default();
+        let w = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .fmt_fields(TextFields)
+            .event_format(TextLine)
+            .finish();
+        let mut line = String::new();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", method = "POST", path = "/graphql", request_id = "abc");
+            text_access_line(&mut line, &span, 12, 503).unwrap();
+        });
+        let expected = "  INFO request{method=POST path=/graphql request_id=abc}: tower_http::trace::on_response: finished processing request latency=12 ms status=503\n";
+        assert!(line.ends_with(expected), "{line}");
+        assert_eq!(line.len(), "2026-12-02T05:42:01.123456Z".len() + expected.len());
+
+        let w = out.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || w.clone()).json().finish();
+        let mut line = String::new();
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("outer");
+            let _in = outer.enter();
+            let span = tracing::info_span!("request", method = "GET", path = "/q\"x", request_id = "r-1");
+            json_access_line(&mut line, &span, 0, 200).unwrap();
+        });
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], ACCESS_TARGET);
+        assert_eq!(v["fields"]["message"], "finished processing request");
+        assert_eq!(v["fields"]["latency"], "0 ms");
+        assert_eq!(v["fields"]["status"], 200);
+        assert_eq!(
+            v["span"],
+            serde_json::json!({"method": "GET", "path": "/q\"x", "request_id": "r-1", "name": "request"})
+        );
+        assert_eq!(v["spans"][0], serde_json::json!({"name": "outer"}));
+        assert_eq!(v["spans"][1], v["span"]);
+        assert_eq!(at(0, 0).len(), v["timestamp"].as_str().unwrap().len());
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0u128, 7, 10, 200, 65_535, u128::MAX] {
+            let mut s = String::new();
+            push_number(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     proptest::proptest! {

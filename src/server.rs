@@ -97,7 +97,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::process::exit(0);
         });
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -51,7 +51,9 @@ pub const MIN_GENERATION_HEADER: &str = "x-catalog-min-generation";
 /// Waits for `X-Catalog-Min-Generation`; the error response when it is invalid or this replica
 /// did not catch up in time.
 async fn wait_min_generation(app: &AppState, headers: &HeaderMap) -> Result<(), axum::response::Response> {
-    let Some(raw) = headers.get(MIN_GENERATION_HEADER) else { return Ok(()) };
+    // A constant `HeaderName`: looking up by `&str` parses the name on every request.
+    const MIN_GENERATION: HeaderName = HeaderName::from_static(MIN_GENERATION_HEADER);
+    let Some(raw) = headers.get(MIN_GENERATION) else { return Ok(()) };
     let wanted = match raw.to_str().ok().map(str::trim).and_then(|v| v.parse::<u64>().ok()) {
         Some(n) => n,
         None => {
@@ -175,10 +177,10 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
         Err(rejection) => return rejection.into_response(),
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type.split(';').next().unwrap_or("").trim();
     // Only JSON: a form or text/plain POST is what a cross-site page can send without a CORS
     // preflight, so refusing it is the CSRF defence.
-    if media != APPLICATION_JSON && media != "application/graphql+json" {
+    if !media.eq_ignore_ascii_case(APPLICATION_JSON) && !media.eq_ignore_ascii_case("application/graphql+json") {
         return error_body(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             VALIDATION_FAILED,
@@ -370,7 +372,14 @@ fn cache_key(
         document: facts.normalized.clone(),
         operation: operation.map(Into::into),
         variables: variables.into(),
-        caller: format!("{}:{}", caller.role.as_str(), caller.name).into(),
+        caller: {
+            let role = caller.role.as_str();
+            let mut c = String::with_capacity(role.len() + 1 + caller.name.len());
+            c.push_str(role);
+            c.push(':');
+            c.push_str(&caller.name);
+            c.into()
+        },
     })
 }
 
@@ -485,14 +494,13 @@ async fn execute_checked(
     out
 }
 
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
 fn cached(graphql_response: bool, body: Bytes, outcome: &'static str) -> axum::response::Response {
     let content_type = if graphql_response { GRAPHQL_RESPONSE_JSON } else { APPLICATION_JSON };
     (
         StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (HeaderName::from_static("x-cache"), HeaderValue::from_static(outcome)),
-        ],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (X_CACHE, HeaderValue::from_static(outcome))],
         body,
     )
         .into_response()

@@ -104,7 +104,20 @@ pub struct AppInner {
     pub options: Arc<HttpOptions>,
 }
 
-pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
+/// The HTTP application: the routes inside the edge layers. It is served as it is (axum's
+/// `serve` takes any service): wrapping it in a `Router` as a fallback would add a route
+/// lookup, a boxed clone of the whole stack and a response conversion to every request.
+pub fn router(
+    catalog: Arc<Catalog>,
+    options: HttpOptions,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static {
     let subscriptions = Arc::new(SubscriptionGauge::default());
     let guardrails = crate::graphql::guardrails(&options.schema);
     let schema = crate::graphql::build_schema_with(
@@ -135,21 +148,19 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         .route("/metrics", get(metrics::metrics))
         .merge(pages::router())
         .with_state(state.clone());
-    // The edge layers wrap the finished router once, outermost first. (`Router::layer` would
+    // The edge layers wrap the finished routes once, outermost first. (`Router::layer` would
     // wrap every route in a boxed copy of each layer, and every request would clone that
     // nest of boxes.)
-    let edge = tower::ServiceBuilder::new()
+    tower::ServiceBuilder::new()
+        .map_response(axum::response::IntoResponse::into_response)
         .map_request(security::sanitize_request_id)
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(security::access_log_span)
                 .on_request(())
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new()
-                        .level(tracing::Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Millis),
-                )
+                // `DefaultOnResponse`'s line (INFO, latency in ms), written without an event.
+                .on_response(crate::logging::AccessLog)
                 // One line per request: the response line already carries a 5xx status.
                 .on_failure(()),
         )
@@ -162,6 +173,5 @@ pub fn router(catalog: Arc<Catalog>, options: HttpOptions) -> Router {
         // Bodies are read in full by the handlers, which enforce the limit with a clear error;
         // this cap (a little above it) stops a huge upload before it is buffered.
         .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
-        .service(routes);
-    Router::new().fallback_service(edge)
+        .service(routes)
 }
