@@ -4,6 +4,7 @@
 // on error paths, so their size in `Result::Err` does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod allocator;
 pub mod auth;
 pub mod cache;
 pub mod catalog;
