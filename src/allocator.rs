@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static RELEASES: AtomicU64 = AtomicU64::new(0);
 
-/// Something large was just freed (a connection ended, a snapshot was replaced).
+/// Something large was just freed (today: a WebSocket or SSE connection slot was given back).
 pub fn released() {
     RELEASES.fetch_add(1, Ordering::Relaxed);
 }

@@ -36,7 +36,7 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
         .lossy(false)
         .thread_name("catalog-bff-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
-    let _ = SINK.set(Sink { writer: writer.clone(), json: matches!(format, LogFormat::Json) });
+    let _ = SINK.set(Sink { writer: writer.clone(), format });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -48,7 +48,7 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
 /// Where [`AccessLog`] writes: the subscriber's own writer, in the subscriber's format.
 struct Sink {
     writer: tracing_appender::non_blocking::NonBlocking,
-    json: bool,
+    format: LogFormat,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -87,10 +87,9 @@ impl<B> tower_http::trace::OnResponse<B> for AccessLog {
         }
         LINE.with_borrow_mut(|line| {
             line.clear();
-            let _ = if sink.json {
-                json_access_line(line, span, ms, status)
-            } else {
-                text_access_line(line, span, ms, status)
+            let _ = match sink.format {
+                LogFormat::Json => json_access_line(line, span, ms, status),
+                LogFormat::Text => text_access_line(line, span, ms, status),
             };
             // One `write` is one message to the writer thread.
             let _ = sink.writer.clone().write_all(line.as_bytes());
@@ -404,6 +403,17 @@ mod tests {
     }
 
     impl Captured {
+        /// The text format (`TextFields` + `TextLine`) writing here.
+        fn text_subscriber(&self) -> impl tracing::Subscriber + for<'a> LookupSpan<'a> {
+            let w = self.clone();
+            tracing_subscriber::fmt()
+                .with_writer(move || w.clone())
+                .with_ansi(false)
+                .fmt_fields(TextFields)
+                .event_format(TextLine)
+                .finish()
+        }
+
         fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
         }
@@ -412,13 +422,7 @@ mod tests {
     #[test]
     fn text_fields_are_bare_tokens_or_quoted() {
         let out = Captured::default();
-        let w = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .fmt_fields(TextFields)
-            .event_format(TextLine)
-            .finish();
+        let subscriber = out.text_subscriber();
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(source = "big", note = "two words", q = "a=\"b\"", empty = "", n = 3, "done");
         });
@@ -432,13 +436,7 @@ mod tests {
     #[test]
     fn access_lines_carry_the_request_span_in_both_formats() {
         let out = Captured::default();
-        let w = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .fmt_fields(TextFields)
-            .event_format(TextLine)
-            .finish();
+        let subscriber = out.text_subscriber();
         let mut line = String::new();
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request", method = "POST", path = "/graphql", request_id = "abc");
