@@ -4,7 +4,8 @@
 //! ~4 MB: 111k entities, ~44 MB), starts the real release server on them (SQLite) and prints:
 //! - start → ready (`/readyz` 200) on a fresh data directory and again on a restart;
 //! - the FULL refresh of the 100k source through the GraphQL API (`refreshSource`, `wait: true`),
-//!   5 times: round trip, entities/s, and the server's RSS (VmRSS, VmHWM) after each;
+//!   5 times: round trip, entities/s, and the server's RSS (VmRSS, VmHWM) right after each and
+//!   1 s later;
 //! - the bare `serde_yaml_ng` parse of the same file in this process, into a `Value` and into a
 //!   plain `#[derive(Deserialize)]` struct (the limit), and the ratio refresh ÷ parse;
 //! - p50 of `entities(search:)` and of a deep page (`after:` a cursor ~90k entities in).
@@ -226,8 +227,10 @@ async fn main() {
         let res = &v["data"]["refreshSource"]["results"][0];
         assert_eq!(res["entitiesLoaded"], BIG, "{v}");
         let (r, h) = rss(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (settled, _) = rss(pid);
         println!(
-            "FULL refresh {i}: {d:.2?} round trip ({:.0} entities/s; server {} ms), RSS {r:.0} MB (peak {h:.0} MB)",
+            "FULL refresh {i}: {d:.2?} round trip ({:.0} entities/s; server {} ms), RSS {r:.0} MB, 1 s later {settled:.0} MB (peak {h:.0} MB)",
             rate(d),
             res["durationMs"]
         );

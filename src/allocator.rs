@@ -12,9 +12,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static RELEASES: AtomicU64 = AtomicU64::new(0);
 
-/// Something large was just freed (today: a WebSocket or SSE connection slot was given back).
+/// Something large was just freed (a WebSocket or SSE connection slot was given back, a
+/// refresh replaced a snapshot).
 pub fn released() {
     RELEASES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Collects this thread's heap now: for a blocking thread (which never parks through the
+/// runtime's hook) that has just freed a large amount, e.g. the parser's events of a catalog.
+pub fn collect_now() {
+    #[cfg(not(feature = "system-alloc"))]
+    // SAFETY: as in `on_park`.
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
 }
 
 /// Called by each runtime worker before it parks.

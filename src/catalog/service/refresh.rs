@@ -359,7 +359,12 @@ impl Catalog {
             None => old_count,
         };
         if let Some(s) = new_snapshot {
-            self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), Arc::new(s));
+            let replaced =
+                self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), Arc::new(s));
+            // The old snapshot's entities that the new one does not share are freed when the
+            // last reader lets go: let the workers collect afterwards.
+            drop(replaced);
+            crate::allocator::released();
         }
         let last_error = match result.status {
             RefreshStatus::Success => None,
@@ -496,6 +501,9 @@ impl Catalog {
             let content_hash = sha256_hex(&[text.as_bytes()]);
             let loaded = plugin.load(&text, &label);
             drop(text);
+            // The parse freed many times the file's size: give it back now, not at the
+            // allocator's leisure (RSS after a refresh is what the operator sees).
+            crate::allocator::collect_now();
             match loaded {
                 Err(diags) => Loaded::Failed(diags),
                 Ok(loaded) => Loaded::Ok {
