@@ -18,6 +18,7 @@ use std::path::Path;
 use catalog_bff::catalog::plugins::PluginKind;
 use catalog_bff::catalog::sources::{Dialect, SourceEntry, SourcesFile};
 use catalog_bff::catalog::validate::{SourceDraft, check};
+use catalog_bff::catalog::yaml_split::parse_in_pieces;
 use catalog_bff::catalog::yamlerr::syntax_check;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -543,10 +544,80 @@ fn run_every_parser(text: &str) {
     }
 }
 
+/// Item fragments for the split parse: the shapes that could fool a line-based cut (quoted,
+/// flow and block scalars whose lines look like items, comments at every indent, anchors and
+/// aliases, nested and empty items), at the list's indent of 2.
+fn list_fragment() -> impl Strategy<Value = String> {
+    let n = 0usize..4;
+    prop_oneof![
+        n.clone().prop_map(|i| format!("  - name: m{i}\n    tags: [a, b]\n")),
+        Just("  - name: \"open\n  - name: closed\"\n".to_string()),
+        Just("  - name: 'open\n  - name: ''closed'''\n".to_string()),
+        Just("  - readme: |\n      - not an item\n\n      # not a comment\n    k: v\n".to_string()),
+        Just("  - tags: [a,\n  - b]\n".to_string()),
+        Just("  - {name: x,\n  - y: z}\n".to_string()),
+        Just("  # a comment\n".to_string()),
+        Just("# at column 0\n".to_string()),
+        Just("\n".to_string()),
+        n.clone().prop_map(|i| format!("  - name: &a{i} anchored\n")),
+        n.clone().prop_map(|i| format!("  - name: *a{i}\n")),
+        Just("  - - nested\n    - list\n".to_string()),
+        Just("  -\n    name: empty-first\n".to_string()),
+        Just("  - name: plain\n    desc: first\n      continued\n".to_string()),
+        Just("  - name: plain\n  continued at the item indent\n".to_string()),
+        Just("  - >\n    folded\n  - x\n".to_string()),
+        Just("  - \"esc \\\" q\"\n".to_string()),
+        Just("other: 1\n".to_string()),
+        Just("  -x\n".to_string()),
+    ]
+}
+
+/// A document with a `models:` list built from the fragments, with an optional header and
+/// tail, sometimes mutated line by line.
+fn split_doc_strategy() -> impl Strategy<Value = String> {
+    let header = prop_oneof![
+        Just(String::new()),
+        Just("source: Generated\n".to_string()),
+        Just("source: \"quoted: yes\" # c\n".to_string()),
+        Just("source: \"open\nmodels:\n\"\n".to_string()),
+        Just("source: |\n".to_string()),
+        Just("source:\n  nested: 1\n".to_string()),
+    ];
+    let tail =
+        prop_oneof![Just(String::new()), Just("after: 1\n".to_string()), Just("models:\n  - again\n".to_string())];
+    (header, prop::collection::vec(list_fragment(), 1..12), tail, prop::collection::vec(mutation_strategy(), 0..2))
+        .prop_map(|(h, items, t, muts)| {
+            let mut text = format!("{h}models:\n{}{t}", items.concat());
+            for m in &muts {
+                text = apply_mutation(&text, m);
+            }
+            text
+        })
+}
+
 // ---- properties ----------------------------------------------------------------------------
 
 proptest! {
     #![proptest_config(config())]
+
+    /// Parsing the `models:` list in pieces (one item per piece and larger) either gives up or
+    /// gives exactly what parsing the whole document gives: never a value the whole parse would
+    /// not produce, never a success where the whole parse fails.
+    #[test]
+    fn a_list_parsed_in_pieces_equals_the_whole_parse(
+        text in prop_oneof![split_doc_strategy(), models_doc_strategy()],
+        piece in 1usize..200,
+    ) {
+        let whole = serde_yaml_ng::from_str::<Mapping>(&text);
+        if let Some((rest, items)) = parse_in_pieces::<Mapping, Value>(&text, "models", piece) {
+            let mut whole = whole.map_err(|e| TestCaseError::fail(format!("pieces parsed, the whole failed: {e}\n{text}")))?;
+            let list = whole.remove("models");
+            prop_assert_eq!(list, Some(Value::Sequence(items)), "{}", text);
+            let mut rest = rest;
+            prop_assert_eq!(rest.remove("models"), Some(Value::Null), "{}", text);
+            prop_assert_eq!(rest, whole, "{}", text);
+        }
+    }
 
     /// Arbitrary unicode text never panics any parser or the validator.
     #[test]

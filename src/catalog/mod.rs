@@ -15,4 +15,5 @@ pub mod sources;
 pub mod store;
 pub mod validate;
 pub mod yaml_depth;
+pub mod yaml_split;
 pub mod yamlerr;

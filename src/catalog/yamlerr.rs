@@ -25,6 +25,32 @@ pub fn strict_parse<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> R
     serde_yaml_ng::from_str::<T>(text).map_err(|e| from_serde_error(&e, file))
 }
 
+/// [`strict_parse`] for a file whose bulk is the block list under the top-level `key`: when
+/// [`yaml_split`](super::yaml_split) can, that list is parsed in pieces on several threads and
+/// handed to `join` (the same value as the whole parse); otherwise, and whenever a piece fails,
+/// the whole file is parsed as by `strict_parse`, so errors read exactly as they always did.
+pub fn strict_parse_list<F, T>(
+    text: &str,
+    file: &str,
+    key: &str,
+    join: impl FnOnce(&mut F, Vec<T>),
+) -> Result<F, Diagnostic>
+where
+    F: serde::de::DeserializeOwned,
+    T: serde::de::DeserializeOwned + Send,
+{
+    check_depth(text, file)?;
+    // Pieces nest two levels less than the whole file: past serde_yaml_ng's own recursion
+    // limit (128) the two would disagree, so a deployer's very high depth limit parses whole.
+    if super::yaml_depth::max_depth() <= 100
+        && let Some((mut rest, items)) = super::yaml_split::parse_list::<F, T>(text, key)
+    {
+        join(&mut rest, items);
+        return Ok(rest);
+    }
+    serde_yaml_ng::from_str::<F>(text).map_err(|e| from_serde_error(&e, file))
+}
+
 fn location(e: &serde_yaml_ng::Error) -> (Option<u32>, Option<u32>) {
     match e.location() {
         Some(loc) => (u32::try_from(loc.line()).ok(), u32::try_from(loc.column()).ok()),

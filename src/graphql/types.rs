@@ -727,8 +727,18 @@ impl CatalogEntity {
     }
 }
 
+/// A snapshot's boxed text as the owned `String` a GraphQL field returns.
+fn owned(text: &Option<Box<str>>) -> Option<String> {
+    text.as_deref().map(str::to_string)
+}
+
+/// A snapshot's boxed list of text as a GraphQL list (empty when absent).
+fn strings(list: Option<&[Box<str>]>) -> Vec<String> {
+    list.unwrap_or_default().iter().map(|s| s.to_string()).collect()
+}
+
 fn custom(props: &Option<models::CustomProperties>) -> Option<Json<serde_json::Value>> {
-    props.as_ref().map(|p| Json(redact_json(&serde_json::to_value(p).unwrap_or_default())))
+    props.as_ref().map(|p| Json(redact_json(&p.to_json())))
 }
 
 pub struct Model {
@@ -814,17 +824,17 @@ impl Model {
     }
     /// Language codes (e.g. `en`); empty when the catalog lists none.
     async fn language(&self) -> Vec<String> {
-        self.m().language.clone().unwrap_or_default()
+        strings(self.m().language.as_deref())
     }
     /// Tasks (e.g. `text-generation`); empty when the catalog lists none.
     async fn tasks(&self) -> Vec<String> {
-        self.m().tasks.clone().unwrap_or_default()
+        strings(self.m().tasks.as_deref())
     }
     /// The model card in Markdown; null when there is none. Large: counts against the response
     /// size limit.
     // Free text that can be large: taken from the response budget.
     async fn readme(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        charge_response(ctx, self.m().readme.as_ref().map_or(0, String::len))?;
+        charge_response(ctx, self.m().readme.as_ref().map_or(0, |r| r.len()))?;
         Ok(self.m().readme.as_deref())
     }
     /// Logo as a URL or `data:` URI; null when there is none.
@@ -849,14 +859,14 @@ impl Model {
             .artifacts
             .iter()
             .map(|a| ModelArtifact {
-                uri: a.uri.clone(),
-                artifact_type: a.artifact_type.clone().unwrap_or_else(|| "model-artifact".into()),
-                metrics_type: a.metrics_type.clone(),
-                name: a.name.clone(),
-                description: a.description.clone(),
+                uri: owned(&a.uri),
+                artifact_type: a.artifact_type.as_deref().unwrap_or("model-artifact").to_string(),
+                metrics_type: owned(&a.metrics_type),
+                name: owned(&a.name),
+                description: owned(&a.description),
                 custom_properties: custom(&a.custom_properties),
-                create_time_since_epoch: a.create_time_since_epoch.clone(),
-                last_update_time_since_epoch: a.last_update_time_since_epoch.clone(),
+                create_time_since_epoch: owned(&a.create_time_since_epoch),
+                last_update_time_since_epoch: owned(&a.last_update_time_since_epoch),
             })
             .collect()
     }
