@@ -154,7 +154,7 @@ pub fn router(
     tower::ServiceBuilder::new()
         .map_response(axum::response::IntoResponse::into_response)
         .map_request(security::sanitize_request_id)
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(security::MakeRequestUuid))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(security::access_log_span)
@@ -167,9 +167,9 @@ pub fn router(
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         // The default predicate skips `text/event-stream` (SSE must flush event by event),
         // images and tiny bodies.
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::compression::CompressionLayer::new().compress_when(security::CompressPredicate))
         .option_layer(security::cors_layer(&state.options.cors_origins))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), security::json_errors))
+        .layer(security::JsonErrorsLayer(state.clone()))
         // Bodies are read in full by the handlers, which enforce the limit with a clear error;
         // this cap (a little above it) stops a huge upload before it is buffered.
         .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
