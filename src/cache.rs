@@ -14,25 +14,133 @@
 //! Bodies are kept as [`Bytes`], so a hit hands the stored body to the response without a copy.
 
 use bytes::Bytes;
+use moka::Equivalent;
 use moka::future::Cache;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crate::auth::Role;
 
 /// Two keys are equal only when the requests are the same query for the same caller at the same
 /// generation. `variables` is JSON text: the client's own text when the request was read
 /// without being parsed into GraphQL values (equal text is an equal value, so sharing an entry
 /// is right; differently spaced copies of one value only miss).
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+///
+/// Hashing feeds the cache's (keyed) hasher the document's precomputed hash
+/// ([`document_hash`], worked out once per distinct document) instead of the document text;
+/// equality still compares the whole text. A hit is looked up by a borrowed [`KeyRef`] of the
+/// same hash and equality, so it builds nothing; the owned key is made only on a miss.
+#[derive(Clone, Debug)]
 pub struct CacheKey {
     pub generation: u64,
     /// The normalised document, shared with the document facts (no copy per request).
     pub document: Arc<str>,
+    /// [`document_hash`] of `document`.
+    pub document_hash: u64,
     pub operation: Option<Box<str>>,
     pub variables: Box<str>,
     /// The caller's role and name: answers depend on the role, and an exempt caller's answer to
     /// a document outside the trusted set must not reach anyone else.
+    pub role: Role,
     pub caller: Box<str>,
+}
+
+/// A [`CacheKey`] made of borrowed parts: what a lookup needs, without allocating.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'a> {
+    pub generation: u64,
+    pub document: &'a str,
+    /// [`document_hash`] of `document`.
+    pub document_hash: u64,
+    pub operation: Option<&'a str>,
+    pub variables: &'a str,
+    pub role: Role,
+    pub caller: &'a str,
+}
+
+impl KeyRef<'_> {
+    /// The owned key, sharing `document` (the same text as `self.document`).
+    pub fn to_key(&self, document: &Arc<str>) -> CacheKey {
+        debug_assert_eq!(&**document, self.document);
+        CacheKey {
+            generation: self.generation,
+            document: document.clone(),
+            document_hash: self.document_hash,
+            operation: self.operation.map(Into::into),
+            variables: self.variables.into(),
+            role: self.role,
+            caller: self.caller.into(),
+        }
+    }
+}
+
+impl CacheKey {
+    pub fn view(&self) -> KeyRef<'_> {
+        KeyRef {
+            generation: self.generation,
+            document: &self.document,
+            document_hash: self.document_hash,
+            operation: self.operation.as_deref(),
+            variables: &self.variables,
+            role: self.role,
+            caller: &self.caller,
+        }
+    }
+}
+
+/// One hash for both forms: equal keys (equal documents, so equal document hashes) hash alike.
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.generation);
+        state.write_u64(self.document_hash);
+        self.operation.hash(state);
+        self.variables.hash(state);
+        self.role.hash(state);
+        self.caller.hash(state);
+    }
+}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.view().hash(state);
+    }
+}
+
+/// Exact: every part compared, the document by its whole text (the hash only picks the bucket).
+impl PartialEq<KeyRef<'_>> for KeyRef<'_> {
+    fn eq(&self, other: &KeyRef<'_>) -> bool {
+        self.generation == other.generation
+            && self.document_hash == other.document_hash
+            && self.role == other.role
+            && self.document == other.document
+            && self.operation == other.operation
+            && self.variables == other.variables
+            && self.caller == other.caller
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &CacheKey) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for CacheKey {}
+
+impl Equivalent<CacheKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        *self == key.view()
+    }
+}
+
+/// The hash of a normalised document that [`CacheKey`] carries: SipHash with this process's
+/// random key, so clients cannot choose documents that collide (and a collision would only
+/// share a bucket: equality compares the text).
+pub fn document_hash(document: &str) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(document)
 }
 
 /// A stored answer: the body, and the metrics label of the operation that made it.
@@ -72,7 +180,7 @@ impl ResponseCache {
         self.cache.is_some()
     }
 
-    pub async fn get(&self, key: &CacheKey) -> Option<CachedAnswer> {
+    pub async fn get(&self, key: &KeyRef<'_>) -> Option<CachedAnswer> {
         let cache = self.cache.as_ref()?;
         let hit = cache.get(key).await;
         let counter = if hit.is_some() { &self.hits } else { &self.misses };
@@ -162,7 +270,8 @@ pub fn normalize(document: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bytes, CacheKey, CachedAnswer, Duration, ResponseCache, normalize};
+    use super::{Bytes, CacheKey, CachedAnswer, Duration, KeyRef, ResponseCache, Role, document_hash, normalize};
+    use std::sync::Arc;
 
     #[test]
     fn whitespace_and_comments_do_not_matter_but_strings_do() {
@@ -179,12 +288,49 @@ mod tests {
     }
 
     fn key(i: usize) -> CacheKey {
+        let document: Arc<str> = format!("{{q{i}}}").into();
         CacheKey {
             generation: 1,
-            document: format!("{{q{i}}}").into(),
+            document_hash: document_hash(&document),
+            document,
             operation: None,
             variables: "".into(),
+            role: Role::Viewer,
             caller: "".into(),
+        }
+    }
+
+    fn view<'a>(document: &'a str, generation: u64, variables: &'a str, role: Role, caller: &'a str) -> KeyRef<'a> {
+        KeyRef {
+            generation,
+            document,
+            document_hash: document_hash(document),
+            operation: None,
+            variables,
+            role,
+            caller,
+        }
+    }
+
+    /// A hit needs every part equal: the document's hash only picks the bucket.
+    #[tokio::test]
+    async fn a_borrowed_key_hits_only_its_own_entry() {
+        let cache = ResponseCache::new(Duration::from_secs(60), 100, 1_000_000);
+        let doc: Arc<str> = "{sources{id}}".into();
+        let stored = view(&doc, 3, "{\"a\":1}", Role::Viewer, "ci");
+        cache.insert(stored.to_key(&doc), answer("yes")).await;
+        assert_eq!(cache.get(&stored).await.map(|a| a.body), Some(Bytes::from("yes")));
+        for other in [
+            view(&doc, 4, "{\"a\":1}", Role::Viewer, "ci"),
+            view(&doc, 3, "{\"a\":2}", Role::Viewer, "ci"),
+            view(&doc, 3, "{\"a\":1}", Role::Operator, "ci"),
+            view(&doc, 3, "{\"a\":1}", Role::Viewer, "cj"),
+            view("{sources{name}}", 3, "{\"a\":1}", Role::Viewer, "ci"),
+            KeyRef { operation: Some("A"), ..stored },
+            // Same bucket, other text: equality still tells them apart.
+            KeyRef { document: "{sources{name}}", ..stored },
+        ] {
+            assert!(cache.get(&other).await.is_none(), "{other:?}");
         }
     }
 

@@ -228,16 +228,43 @@ where
 /// sends (a path, a request id, an operation name) can forge a log line.
 pub struct TextFields;
 
+thread_local! {
+    /// Fields are formatted here first, then written on in one piece: the request span's
+    /// `FormattedFields` string (made empty by tracing-subscriber) then grows once, to its exact
+    /// size, instead of doubling field by field, and each piece is a plain `String` push
+    /// rather than a call through `Writer`'s `dyn fmt::Write`.
+    static FIELDS: RefCell<String> = RefCell::new(String::with_capacity(256));
+}
+
 impl<'w> FormatFields<'w> for TextFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut visitor = FieldsVisitor { out: Escaped(writer), first: true, result: Ok(()) };
-        fields.record(&mut visitor);
-        visitor.result
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        FIELDS.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                let result = record_fields(&mut buffer, fields).and_then(|()| writer.write_str(&buffer));
+                // One huge event does not keep its buffer for the life of the thread.
+                if buffer.capacity() > 16 * 1024 {
+                    *buffer = String::with_capacity(256);
+                }
+                result
+            }
+            // Re-entered (a value's `Debug` logged something): a buffer of its own.
+            Err(_) => {
+                let mut own = String::new();
+                record_fields(&mut own, fields).and_then(|()| writer.write_str(&own))
+            }
+        })
     }
 }
 
+fn record_fields<R: RecordFields>(out: &mut String, fields: R) -> fmt::Result {
+    let mut visitor = FieldsVisitor { out: Escaped(out), first: true, result: Ok(()) };
+    fields.record(&mut visitor);
+    visitor.result
+}
+
 struct FieldsVisitor<'w> {
-    out: Escaped<Writer<'w>>,
+    out: Escaped<&'w mut String>,
     first: bool,
     result: fmt::Result,
 }

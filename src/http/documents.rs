@@ -19,6 +19,9 @@ use crate::graphql::extensions::Guardrails;
 pub struct DocumentFacts {
     /// The text with insignificant whitespace and comments removed.
     pub normalized: Arc<str>,
+    /// [`crate::cache::document_hash`] of `normalized`: the response cache hashes this, not the
+    /// text, on every lookup.
+    pub document_hash: u64,
     /// Each operation's name (`None` for an anonymous single operation) and type; empty when
     /// the document does not parse (execution reports why).
     operations: Vec<(Option<Box<str>>, OperationType)>,
@@ -35,7 +38,8 @@ impl DocumentFacts {
             },
             Err(_) => Vec::new(),
         };
-        DocumentFacts { normalized: normalize(query).into(), operations }
+        let normalized: Arc<str> = normalize(query).into();
+        DocumentFacts { document_hash: crate::cache::document_hash(&normalized), normalized, operations }
     }
 
     /// The type of the operation a request naming `operation` would run; `None` when the

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use super::documents::DocumentFacts;
 use super::{AppState, security};
 use crate::auth::Caller;
-use crate::cache::{CacheKey, CachedAnswer};
+use crate::cache::{CacheKey, CachedAnswer, KeyRef};
 use crate::graphql::errors::{INTERNAL, VALIDATION_FAILED};
 use crate::graphql::extensions::{DocumentChecked, classify_errors, response_too_large};
 
@@ -48,11 +48,20 @@ pub const GENERATION_HEADER: &str = "x-catalog-generation";
 /// The token a client sends back to read its own writes on any replica.
 pub const MIN_GENERATION_HEADER: &str = "x-catalog-min-generation";
 
+/// A constant `HeaderName`: looking up by `&str` parses the name on every request.
+const MIN_GENERATION: HeaderName = HeaderName::from_static(MIN_GENERATION_HEADER);
+
 /// Waits for `X-Catalog-Min-Generation`; the error response when it is invalid or this replica
-/// did not catch up in time.
+/// did not catch up in time. Without the header nothing waits, and the waiting future (boxed)
+/// is not part of the caller's.
 async fn wait_min_generation(app: &AppState, headers: &HeaderMap) -> Result<(), axum::response::Response> {
-    // A constant `HeaderName`: looking up by `&str` parses the name on every request.
-    const MIN_GENERATION: HeaderName = HeaderName::from_static(MIN_GENERATION_HEADER);
+    if !headers.contains_key(MIN_GENERATION) {
+        return Ok(());
+    }
+    Box::pin(wait_for_min_generation(app, headers)).await
+}
+
+async fn wait_for_min_generation(app: &AppState, headers: &HeaderMap) -> Result<(), axum::response::Response> {
     let Some(raw) = headers.get(MIN_GENERATION) else { return Ok(()) };
     let wanted = match raw.to_str().ok().map(str::trim).and_then(|v| v.parse::<u64>().ok()) {
         Some(n) => n,
@@ -211,6 +220,20 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
             Lookup::Miss(p) => prepared = p,
         }
     }
+    // Boxed: the full path's future (execution, batches) is large, and a hit would otherwise
+    // carry (and every layer around it move) all of it.
+    Box::pin(post_full(app, headers, body, caller, prepared, waited)).await
+}
+
+/// POST past the cache-hit path: a miss, or a request the hit path does not read.
+async fn post_full(
+    app: AppState,
+    headers: HeaderMap,
+    body: Bytes,
+    caller: Caller,
+    prepared: Option<Prepared>,
+    waited: bool,
+) -> axum::response::Response {
     let batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -358,22 +381,24 @@ struct Prepared {
     looked_up: bool,
 }
 
-/// The cache key of a query; `None` for anything else or with the cache off. The generation is
-/// read here, before the query executes (see the module docs of `cache`).
-fn cache_key(
+/// The cache key of a query, borrowed from the request (nothing is allocated); `None` for
+/// anything else or with the cache off. The generation is read here, before the query executes
+/// (see the module docs of `cache`).
+fn cache_key<'a>(
     app: &AppState,
-    facts: &Arc<DocumentFacts>,
-    operation: Option<&str>,
-    variables: &str,
-    caller: &Caller,
-) -> Option<CacheKey> {
-    (app.cache.enabled() && facts.operation_type(operation) == Some(OperationType::Query)).then(|| CacheKey {
+    facts: &'a DocumentFacts,
+    operation: Option<&'a str>,
+    variables: &'a str,
+    caller: &'a Caller,
+) -> Option<KeyRef<'a>> {
+    (app.cache.enabled() && facts.operation_type(operation) == Some(OperationType::Query)).then(|| KeyRef {
         generation: app.catalog.generation(),
-        document: facts.normalized.clone(),
-        operation: operation.map(Into::into),
-        variables: variables.into(),
-        // One exact-size allocation (`format!` would go through the formatting machinery).
-        caller: [caller.role.as_str(), ":", &caller.name].concat().into(),
+        document: &facts.normalized,
+        document_hash: facts.document_hash,
+        operation,
+        variables,
+        role: caller.role,
+        caller: &caller.name,
     })
 }
 
@@ -397,6 +422,8 @@ async fn lookup(
         app.metrics.operation(&answer.label, "ok");
         return Lookup::Hit(cached(wants_graphql_response(headers), answer.body, "hit"));
     }
+    // The owned key only for a miss, which stores under it.
+    let key = key.map(|k| k.to_key(&facts.normalized));
     Lookup::Miss(Some(Prepared { facts, key, looked_up: true }))
 }
 
@@ -444,13 +471,13 @@ async fn execute_checked(
     let key = key.or_else(|| {
         let caller = req.data.get(&std::any::TypeId::of::<Caller>()).and_then(|d| d.downcast_ref::<Caller>())?;
         let variables = serde_json::to_string(&req.variables).unwrap_or_default();
-        cache_key(app, &facts, req.operation_name.as_deref(), &variables, caller)
+        cache_key(app, &facts, req.operation_name.as_deref(), &variables, caller).map(|k| k.to_key(&facts.normalized))
     });
     let label = operation_label(app, &req, Some(&facts));
     let graphql_response = wants_graphql_response(headers);
     if !looked_up
         && let Some(key) = &key
-        && let Some(answer) = app.cache.get(key).await
+        && let Some(answer) = app.cache.get(&key.view()).await
     {
         app.metrics.operation(&answer.label, "ok");
         return cached(graphql_response, answer.body, "hit");

@@ -153,8 +153,8 @@ pub fn router(
     // nest of boxes.)
     tower::ServiceBuilder::new()
         .map_response(axum::response::IntoResponse::into_response)
-        .map_request(security::sanitize_request_id)
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
+        // The request id (a client's sane one, else a fresh one), echoed on the response.
+        .layer(security::RequestIdLayer)
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(security::access_log_span)
@@ -164,14 +164,49 @@ pub fn router(
                 // One line per request: the response line already carries a 5xx status.
                 .on_failure(()),
         )
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         // The default predicate skips `text/event-stream` (SSE must flush event by event),
         // images and tiny bodies.
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::compression::CompressionLayer::new().compress_when(security::CompressPredicate))
         .option_layer(security::cors_layer(&state.options.cors_origins))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), security::json_errors))
+        .layer(security::JsonErrorsLayer(state.clone()))
         // Bodies are read in full by the handlers, which enforce the limit with a clear error;
         // this cap (a little above it) stops a huge upload before it is buffered.
         .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
-        .service(routes)
+        .service(Routes { app: state, router: routes })
+}
+
+/// The routes, with `POST /graphql` (every cached read) handed to its handler before the
+/// router: the router would clone the URI into an `OriginalUri` extension, match the path,
+/// insert `MatchedPath` and the (empty) URL parameters into the request's extensions and box
+/// the handler's future behind two service layers, for a route that is known by its method and
+/// path alone. Everything else, including other methods on `/graphql` (GET, and the 405 for the
+/// rest), goes through the router unchanged.
+#[derive(Clone)]
+struct Routes {
+    app: AppState,
+    router: Router,
+}
+
+type RouterFuture = <Router as tower::Service<axum::extract::Request>>::Future;
+type Answer = Result<axum::response::Response, std::convert::Infallible>;
+
+impl tower::Service<axum::extract::Request> for Routes {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<futures_util::future::BoxFuture<'static, Answer>, RouterFuture>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+        tower::Service::<axum::extract::Request>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        if req.method() == axum::http::Method::POST && req.uri().path() == "/graphql" {
+            let app = self.app.clone();
+            futures_util::future::Either::Left(Box::pin(async move {
+                Ok(graphql::post(axum::extract::State(app), req).await)
+            }))
+        } else {
+            futures_util::future::Either::Right(self.router.call(req))
+        }
+    }
 }

@@ -3,11 +3,12 @@
 //! JSON bodies for every error status.
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use super::AppState;
 use crate::auth::{AuthError, Caller, bearer};
@@ -146,6 +147,88 @@ pub fn sanitize_request_id(mut req: Request<Body>) -> Request<Body> {
     req
 }
 
+/// The request id at the edge: a client's `X-Request-Id` is kept when it is sane (see
+/// [`sanitize_request_id`]), else a fresh UUID v4 is set on the request, before the access log's
+/// span reads it; the response carries it back unless a handler set one of its own.
+///
+/// One hand-written layer instead of tower-http's `SetRequestId` + `PropagateRequestId` (same
+/// header, same behaviour): those also copied the id into the request's and the response's
+/// extensions, a map allocated per request that nothing here reads, and looked the header up
+/// once more each.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestIdLayer;
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = RequestIds<S>;
+    fn layer(&self, inner: S) -> RequestIds<S> {
+        RequestIds { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestIds<S> {
+    inner: S,
+}
+
+/// A random UUID v4 (hyphenated, lower case), encoded into a stack buffer.
+fn new_request_id() -> Option<HeaderValue> {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    HeaderValue::from_str(id).ok()
+}
+
+impl<S, B> tower::Service<Request<Body>> for RequestIds<S>
+where
+    S: tower::Service<Request<Body>, Response = axum::http::Response<B>>,
+{
+    type Response = axum::http::Response<B>;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let mut req = sanitize_request_id(req);
+        let id = match req.headers().get(&REQUEST_ID) {
+            Some(id) => Some(id.clone()),
+            None => {
+                let id = new_request_id();
+                if let Some(id) = &id {
+                    req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
+                }
+                id
+            }
+        };
+        RequestIdFuture { inner: self.inner.call(req), id }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`RequestIds`], with the request's id echoed.
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F: Future<Output = Result<axum::http::Response<B>, E>>, B, E> Future for RequestIdFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if !resp.headers().contains_key(&REQUEST_ID)
+            && let Some(id) = this.id.take()
+        {
+            resp.headers_mut().insert(REQUEST_ID.clone(), id);
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
 /// The span of the access log line: method, path and request id.
 pub fn access_log_span(req: &Request<Body>) -> tracing::Span {
     tracing::info_span!(
@@ -157,20 +240,98 @@ pub fn access_log_span(req: &Request<Body>) -> tracing::Span {
     )
 }
 
-/// Counts every response by status code, and gives every error status the HTTP layer answers (413 from the body limit, 405 from the router,
-/// 415, 429, ...) gets a GraphQL-shaped JSON body `{"errors": [{"message", "extensions":
-/// {"code", "requestId"}}]}`; JSON error bodies made by the handlers get the request id added.
-pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: Next) -> Response {
-    // Kept as the request's own (reference-counted) values; made into strings only for an error.
-    let request_id = req.headers().get(&REQUEST_ID).cloned();
-    let uri = req.uri().clone();
-    let http1 = req.version() <= axum::http::Version::HTTP_11;
-    let mut resp = next.run(req).await;
-    let status = resp.status();
-    app.metrics.count_status(status.as_u16());
-    if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
+/// The layer that counts every response by status code and gives every error status the HTTP
+/// layer answers (413 from the body limit, 405 from the router, 415, 429, ...) a GraphQL-shaped
+/// JSON body `{"errors": [{"message", "extensions": {"code", "requestId"}}]}`; JSON error bodies
+/// made by the handlers get the request id added.
+///
+/// A hand-written service, not `axum::middleware::from_fn`: that one boxes the inner service
+/// and two futures on every request. Here a success costs one status count; only an error
+/// response is rewritten, in a boxed future ([`json_error_body`]).
+#[derive(Clone)]
+pub struct JsonErrorsLayer(pub AppState);
+
+impl<S> tower::Layer<S> for JsonErrorsLayer {
+    type Service = JsonErrors<S>;
+    fn layer(&self, inner: S) -> JsonErrors<S> {
+        JsonErrors { inner, app: self.0.clone() }
     }
+}
+
+#[derive(Clone)]
+pub struct JsonErrors<S> {
+    inner: S,
+    app: AppState,
+}
+
+/// What an error body needs from the request.
+struct ErrorContext {
+    app: AppState,
+    // Kept as the request's own (reference-counted) values; made into strings only for an error.
+    request_id: Option<HeaderValue>,
+    uri: axum::http::Uri,
+    http1: bool,
+}
+
+impl<S> tower::Service<Request<Body>> for JsonErrors<S>
+where
+    S: tower::Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = JsonErrorsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let context = ErrorContext {
+            app: self.app.clone(),
+            request_id: req.headers().get(&REQUEST_ID).cloned(),
+            uri: req.uri().clone(),
+            http1: req.version() <= axum::http::Version::HTTP_11,
+        };
+        JsonErrorsFuture { inner: self.inner.call(req), context: Some(context), rewrite: None }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`JsonErrors`]: the inner response, counted; an error one rewritten.
+    pub struct JsonErrorsFuture<F> {
+        #[pin]
+        inner: F,
+        context: Option<ErrorContext>,
+        rewrite: Option<futures_util::future::BoxFuture<'static, Response>>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for JsonErrorsFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(rewrite) = this.rewrite.as_mut() {
+            return rewrite.as_mut().poll(cx).map(Ok);
+        }
+        let Ok(resp) = std::task::ready!(this.inner.as_mut().poll(cx));
+        let Some(context) = this.context.take() else { return Poll::Ready(Ok(resp)) };
+        let status = resp.status();
+        context.app.metrics.count_status(status.as_u16());
+        if !(status.is_client_error() || status.is_server_error()) {
+            return Poll::Ready(Ok(resp));
+        }
+        let mut rewrite = Box::pin(json_error_body(context, resp));
+        let out = rewrite.as_mut().poll(cx).map(Ok);
+        *this.rewrite = Some(rewrite);
+        out
+    }
+}
+
+/// The GraphQL-shaped body of an error response (see [`JsonErrorsLayer`]).
+async fn json_error_body(context: ErrorContext, mut resp: Response) -> Response {
+    let ErrorContext { app, request_id, uri, http1 } = context;
+    let status = resp.status();
     let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
     let path = uri.path();
     // A body refused as too large was not read to its end: the rest of it is still on the
@@ -220,6 +381,27 @@ pub async fn json_errors(State(app): State<AppState>, req: Request<Body>, next: 
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     (parts, Body::from(value.to_string())).into_response()
+}
+
+/// tower-http's `DefaultPredicate` for response compression (bodies of at least 32 bytes that
+/// are not gRPC, images or event streams: SSE must flush event by event), reading
+/// `Content-Type` once instead of once per excluded type.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompressPredicate;
+
+impl tower_http::compression::Predicate for CompressPredicate {
+    fn should_compress<B: axum::body::HttpBody>(&self, response: &axum::http::Response<B>) -> bool {
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let excluded = |prefix: &str, except: Option<&str>| {
+            content_type.starts_with(prefix) && !except.is_some_and(|e| content_type.starts_with(e))
+        };
+        !excluded("application/grpc", Some("application/grpc-web"))
+            && !excluded("image/", Some("image/svg+xml"))
+            && !excluded("text/event-stream", None)
+            // tower-http's default minimum size.
+            && tower_http::compression::predicate::SizeAbove::new(32).should_compress(response)
+    }
 }
 
 /// The `extensions.code` for an HTTP error status.
