@@ -146,8 +146,11 @@ fn plain_top_level_line(line: &[u8]) -> Option<()> {
     if !(line[0].is_ascii_alphanumeric() || line[0] == b'_') {
         return None;
     }
-    let colon =
-        line.windows(2).position(|w| w == b": ").map(|p| p + 1).or_else(|| line.ends_with(b":").then_some(line.len()))?;
+    let colon = line
+        .windows(2)
+        .position(|w| w == b": ")
+        .map(|p| p + 1)
+        .or_else(|| line.ends_with(b":").then_some(line.len()))?;
     let key = &line[..colon - 1];
     if !key.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return None;

@@ -153,8 +153,8 @@ pub fn router(
     // nest of boxes.)
     tower::ServiceBuilder::new()
         .map_response(axum::response::IntoResponse::into_response)
-        // The request id (a client's sane one, else a fresh one), echoed on the response.
-        .layer(security::RequestIdLayer)
+        .map_request(security::sanitize_request_id)
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(security::MakeRequestUuid))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(security::access_log_span)
@@ -164,6 +164,7 @@ pub fn router(
                 // One line per request: the response line already carries a 5xx status.
                 .on_failure(()),
         )
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         // The default predicate skips `text/event-stream` (SSE must flush event by event),
         // images and tiny bodies.
         .layer(tower_http::compression::CompressionLayer::new().compress_when(security::CompressPredicate))

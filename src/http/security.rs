@@ -124,6 +124,19 @@ pub fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(layer)
 }
 
+/// tower-http's `MakeRequestUuid` (a random UUID v4, hyphenated, lower case), encoded into a
+/// stack buffer instead of going through `to_string` and a parse.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MakeRequestUuid;
+
+impl tower_http::request_id::MakeRequestId for MakeRequestUuid {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<tower_http::request_id::RequestId> {
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+        HeaderValue::from_str(id).ok().map(tower_http::request_id::RequestId::new)
+    }
+}
+
 pub static REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// The request id of a request (set by the request-id layer before any handler runs).
@@ -145,88 +158,6 @@ pub fn sanitize_request_id(mut req: Request<Body>) -> Request<Body> {
         req.headers_mut().remove(&REQUEST_ID);
     }
     req
-}
-
-/// The request id at the edge: a client's `X-Request-Id` is kept when it is sane (see
-/// [`sanitize_request_id`]), else a fresh UUID v4 is set on the request, before the access log's
-/// span reads it; the response carries it back unless a handler set one of its own.
-///
-/// One hand-written layer instead of tower-http's `SetRequestId` + `PropagateRequestId` (same
-/// header, same behaviour): those also copied the id into the request's and the response's
-/// extensions, a map allocated per request that nothing here reads, and looked the header up
-/// once more each.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RequestIdLayer;
-
-impl<S> tower::Layer<S> for RequestIdLayer {
-    type Service = RequestIds<S>;
-    fn layer(&self, inner: S) -> RequestIds<S> {
-        RequestIds { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct RequestIds<S> {
-    inner: S,
-}
-
-/// A random UUID v4 (hyphenated, lower case), encoded into a stack buffer.
-fn new_request_id() -> Option<HeaderValue> {
-    let mut buffer = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-    HeaderValue::from_str(id).ok()
-}
-
-impl<S, B> tower::Service<Request<Body>> for RequestIds<S>
-where
-    S: tower::Service<Request<Body>, Response = axum::http::Response<B>>,
-{
-    type Response = axum::http::Response<B>;
-    type Error = S::Error;
-    type Future = RequestIdFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let mut req = sanitize_request_id(req);
-        let id = match req.headers().get(&REQUEST_ID) {
-            Some(id) => Some(id.clone()),
-            None => {
-                let id = new_request_id();
-                if let Some(id) = &id {
-                    req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
-                }
-                id
-            }
-        };
-        RequestIdFuture { inner: self.inner.call(req), id }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`RequestIds`], with the request's id echoed.
-    pub struct RequestIdFuture<F> {
-        #[pin]
-        inner: F,
-        id: Option<HeaderValue>,
-    }
-}
-
-impl<F: Future<Output = Result<axum::http::Response<B>, E>>, B, E> Future for RequestIdFuture<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        if !resp.headers().contains_key(&REQUEST_ID)
-            && let Some(id) = this.id.take()
-        {
-            resp.headers_mut().insert(REQUEST_ID.clone(), id);
-        }
-        Poll::Ready(Ok(resp))
-    }
 }
 
 /// The span of the access log line: method, path and request id.
