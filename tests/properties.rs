@@ -547,28 +547,33 @@ fn run_every_parser(text: &str) {
 /// Item fragments for the split parse: the shapes that could fool a line-based cut (quoted,
 /// flow and block scalars whose lines look like items, comments at every indent, anchors and
 /// aliases, nested and empty items), at the list's indent of 2.
+/// The fragments that take no number.
+const FIXED_FRAGMENTS: &[&str] = &[
+    "  - name: \"open\n  - name: closed\"\n",
+    "  - name: 'open\n  - name: ''closed'''\n",
+    "  - readme: |\n      - not an item\n\n      # not a comment\n    k: v\n",
+    "  - tags: [a,\n  - b]\n",
+    "  - {name: x,\n  - y: z}\n",
+    "  # a comment\n",
+    "# at column 0\n",
+    "\n",
+    "  - - nested\n    - list\n",
+    "  -\n    name: empty-first\n",
+    "  - name: plain\n    desc: first\n      continued\n",
+    "  - name: plain\n  continued at the item indent\n",
+    "  - >\n    folded\n  - x\n",
+    "  - \"esc \\\" q\"\n",
+    "other: 1\n",
+    "  -x\n",
+];
+
 fn list_fragment() -> impl Strategy<Value = String> {
     let n = 0usize..4;
     prop_oneof![
         n.clone().prop_map(|i| format!("  - name: m{i}\n    tags: [a, b]\n")),
-        Just("  - name: \"open\n  - name: closed\"\n".to_string()),
-        Just("  - name: 'open\n  - name: ''closed'''\n".to_string()),
-        Just("  - readme: |\n      - not an item\n\n      # not a comment\n    k: v\n".to_string()),
-        Just("  - tags: [a,\n  - b]\n".to_string()),
-        Just("  - {name: x,\n  - y: z}\n".to_string()),
-        Just("  # a comment\n".to_string()),
-        Just("# at column 0\n".to_string()),
-        Just("\n".to_string()),
         n.clone().prop_map(|i| format!("  - name: &a{i} anchored\n")),
-        n.clone().prop_map(|i| format!("  - name: *a{i}\n")),
-        Just("  - - nested\n    - list\n".to_string()),
-        Just("  -\n    name: empty-first\n".to_string()),
-        Just("  - name: plain\n    desc: first\n      continued\n".to_string()),
-        Just("  - name: plain\n  continued at the item indent\n".to_string()),
-        Just("  - >\n    folded\n  - x\n".to_string()),
-        Just("  - \"esc \\\" q\"\n".to_string()),
-        Just("other: 1\n".to_string()),
-        Just("  -x\n".to_string()),
+        n.prop_map(|i| format!("  - name: *a{i}\n")),
+        prop::sample::select(FIXED_FRAGMENTS).prop_map(str::to_string),
     ]
 }
 
@@ -580,11 +585,19 @@ fn split_doc_strategy() -> impl Strategy<Value = String> {
         Just("source: Generated\n".to_string()),
         Just("source: \"quoted: yes\" # c\n".to_string()),
         Just("source: \"open\nmodels:\n\"\n".to_string()),
+        Just("source: \"open\n".to_string()),
+        Just("source: [open,\n".to_string()),
         Just("source: |\n".to_string()),
         Just("source:\n  nested: 1\n".to_string()),
     ];
-    let tail =
-        prop_oneof![Just(String::new()), Just("after: 1\n".to_string()), Just("models:\n  - again\n".to_string())];
+    // A tail that closes a quote or bracket the header opened: the list was inside it.
+    let tail = prop_oneof![
+        Just(String::new()),
+        Just("after: 1\n".to_string()),
+        Just("models:\n  - again\n".to_string()),
+        Just("\"\n".to_string()),
+        Just("]\n".to_string()),
+    ];
     (header, prop::collection::vec(list_fragment(), 1..12), tail, prop::collection::vec(mutation_strategy(), 0..2))
         .prop_map(|(h, items, t, muts)| {
             let mut text = format!("{h}models:\n{}{t}", items.concat());

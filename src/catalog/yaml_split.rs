@@ -50,13 +50,14 @@ pub fn split<'t>(text: &'t str, key: &str, piece_bytes: usize) -> Option<Split<'
     while let Some((start, end)) = lines.next() {
         let line = &bytes[start..end];
         refuse_line(line)?;
-        if key_end.is_none() && !is_key_line(line, key.as_bytes()) {
+        let is_key = is_key_line(line, key.as_bytes());
+        if key_end.is_none() && !is_key {
             // Before the list, only lines that cannot leave a quote, a bracket or a block
             // scalar open: then the key line is a key of the top-level mapping.
             plain_top_level_line(line)?;
             continue;
         }
-        if is_key_line(line, key.as_bytes()) {
+        if is_key {
             if key_end.is_some() {
                 return None;
             }
