@@ -25,12 +25,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use super::AppState;
 use super::fanout::{self, Item, Membership};
@@ -137,6 +137,11 @@ struct Guard {
     /// Subscription ids handed to the state machine and not completed yet: a legacy `start`
     /// that reuses one replaces the state machine's stream, so it must go there too.
     delegated: HashSet<String>,
+    /// What the input told the connection's loop and the loop has not done yet (the loop is
+    /// woken through a `Notify`). A queue here rather than a channel: tokio's channels
+    /// allocate their first block of 32 slots up front, kilobytes per connection for a queue
+    /// that is empty almost always.
+    commands: VecDeque<Cmd>,
 }
 
 /// The connection's caller and budget, from its accepted `connection_init`.
@@ -173,6 +178,7 @@ impl Guard {
             session: None,
             shared: HashSet::new(),
             delegated: HashSet::new(),
+            commands: VecDeque::new(),
         }
     }
 
@@ -409,16 +415,17 @@ fn copy_request(req: &async_graphql::Request) -> async_graphql::Request {
 }
 
 /// Decides whether a client message (already past the guard) is served from the fan-out hub.
-/// True: handled here (told to the loop through `cmds`), the state machine never sees it.
+/// True: handled here (queued for the loop in `Guard::commands`), the state machine never sees it.
 /// False: the state machine gets it, unchanged. Everything the hub cannot answer exactly as
 /// the state machine would (a refused document, a spent budget, another root field) goes there.
-async fn intercept(app: &AppState, guard: &Mutex<Guard>, bytes: &[u8], cmds: &mpsc::UnboundedSender<Cmd>) -> bool {
+async fn intercept(app: &AppState, guard: &Mutex<Guard>, bytes: &[u8]) -> bool {
     let Ok(msg) = serde_json::from_slice::<ClientEnvelope>(bytes) else { return false };
     let Some(id) = msg.id else { return false };
     match msg.kind.as_str() {
         "complete" | "stop" => {
-            if lock(guard).shared.remove(&id) {
-                let _ = cmds.send(Cmd::Stop(id));
+            let mut g = lock(guard);
+            if g.shared.remove(&id) {
+                g.commands.push_back(Cmd::Stop(id));
                 return true;
             }
             false
@@ -429,12 +436,12 @@ async fn intercept(app: &AppState, guard: &Mutex<Guard>, bytes: &[u8], cmds: &mp
             match shared {
                 Some((membership, subscriber)) => {
                     g.shared.insert(id.clone());
-                    let _ = cmds.send(Cmd::Attach { id, membership, subscriber });
+                    g.commands.push_back(Cmd::Attach { id, membership, subscriber });
                     true
                 }
                 None => {
                     if g.shared.remove(&id) {
-                        let _ = cmds.send(Cmd::Replace(id.clone()));
+                        g.commands.push_back(Cmd::Replace(id.clone()));
                     }
                     g.delegated.insert(id);
                     false
@@ -505,11 +512,13 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
     let max = app.options.ws.max_message_bytes;
     // The client's messages, through the guard. A violation (or a read error) records its close
     // frame and ends the input, which ends the state machine's output; the loop below sends it.
-    let (cmds, mut commands) = mpsc::unbounded_channel::<Cmd>();
+    // The loop's wake-up for commands the input queued in the guard.
+    let wake = Arc::new(Notify::new());
     let input_app = app.clone();
+    let input_wake = wake.clone();
     let input = futures_util::stream::unfold((stream, guard.clone()), move |(mut stream, guard)| {
         let app = input_app.clone();
-        let cmds = cmds.clone();
+        let wake = input_wake.clone();
         async move {
             loop {
                 let bytes: Bytes = match stream.next().await? {
@@ -526,7 +535,8 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
                     lock(&guard).close = Some(close);
                     return None;
                 }
-                if intercept(&app, &guard, &bytes, &cmds).await {
+                if intercept(&app, &guard, &bytes).await {
+                    wake.notify_one();
                     continue;
                 }
                 return Some((bytes, (stream, guard)));
@@ -566,26 +576,31 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
     // The subscriptions served from the fan-out hub, and how to stop each.
     let mut members: SelectAll<BoxStream<'static, Out>> = SelectAll::new();
     let mut cancels: HashMap<String, oneshot::Sender<()>> = HashMap::new();
-    loop {
+    'conn: loop {
         tokio::select! {
-            Some(cmd) = commands.recv() => match cmd {
-                Cmd::Attach { id, membership, subscriber } => {
-                    let (cancel, cancelled) = oneshot::channel();
-                    // A legacy `start` that reuses an id replaces its stream, like the state machine.
-                    cancels.insert(id.clone(), cancel);
-                    members.push(member_stream(protocol, id, membership, subscriber, cancelled));
-                }
-                Cmd::Stop(id) => {
-                    if cancels.remove(&id).is_some()
-                        && sink.send(Message::Text(complete_message(&id).into())).await.is_err()
-                    {
-                        break;
+            () = wake.notified() => {
+                let queued = std::mem::take(&mut lock(&guard).commands);
+                for cmd in queued {
+                    match cmd {
+                        Cmd::Attach { id, membership, subscriber } => {
+                            let (cancel, cancelled) = oneshot::channel();
+                            // A legacy `start` that reuses an id replaces its stream, like the state machine.
+                            cancels.insert(id.clone(), cancel);
+                            members.push(member_stream(protocol, id, membership, subscriber, cancelled));
+                        }
+                        Cmd::Stop(id) => {
+                            if cancels.remove(&id).is_some()
+                                && sink.send(Message::Text(complete_message(&id).into())).await.is_err()
+                            {
+                                break 'conn;
+                            }
+                        }
+                        Cmd::Replace(id) => {
+                            cancels.remove(&id);
+                        }
                     }
                 }
-                Cmd::Replace(id) => {
-                    cancels.remove(&id);
-                }
-            },
+            }
             Some(out) = members.next(), if !members.is_empty() => match out {
                 Out::Message(m) => if sink.send(Message::Text(m.into())).await.is_err() { break },
                 Out::End(id) => {
