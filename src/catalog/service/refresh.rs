@@ -404,6 +404,10 @@ impl Catalog {
                 // means a parse at the next start.
                 let (snap, id) = (s.clone(), id.to_string());
                 tokio::task::spawn_blocking(move || {
+                    // A FULL refresh of unchanged content: the file is this load already.
+                    if cache.is_current(plugin, &id, &cache_key) {
+                        return;
+                    }
                     match cache.write(plugin, &id, &cache_key, &snap.entities, &diagnostics) {
                         Ok(Some(bytes)) => {
                             tracing::debug!(plugin = plugin.name(), source = %id, bytes, "snapshot cache written")
