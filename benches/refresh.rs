@@ -2,7 +2,9 @@
 //!
 //! Generates two model catalogs in the Kubeflow format (100k models, ~40 MB, and 11k models,
 //! ~4 MB: 111k entities, ~44 MB), starts the real release server on them (SQLite) and prints:
-//! - start → ready (`/readyz` 200) on a fresh data directory and again on a restart;
+//! - start → ready (`/readyz` 200) on a fresh data directory, then on a restart with
+//!   `--snapshot-cache off` (the parse) and on a restart with the cache (the files written after
+//!   the first start);
 //! - the FULL refresh of the 100k source through the GraphQL API (`refreshSource`, `wait: true`),
 //!   5 times: round trip, entities/s, and the server's RSS (VmRSS, VmHWM) right after each and
 //!   1 s later;
@@ -76,10 +78,37 @@ struct PlainArtifact {
     create_time_since_epoch: Option<String>,
 }
 
+/// The snapshot cache files under `dir`, once `n` exist and stopped changing, and how long that took.
+fn wait_for_cache(dir: &Path, n: usize) -> Duration {
+    let t = Instant::now();
+    let mut last = None;
+    loop {
+        let now: Vec<(std::path::PathBuf, u64)> = std::fs::read_dir(dir.join("snapshot-cache"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "snap"))
+                    .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if now.len() == n && last.as_ref() == Some(&now) {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "no snapshot cache files after 120 s");
+        last = Some(now);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn start(dir: &Path) -> (Child, String, Instant) {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> (Child, String, Instant) {
     let t0 = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-bff"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--rate-limit", "0"])
+        .args(extra)
         .args(["--watch-interval", "0", "--max-body-bytes", "1048576", "--data-dir"])
         .arg(dir)
         .arg("--sources")
@@ -203,6 +232,18 @@ async fn main() {
     let pid = server.id();
     let (r, h) = rss(pid);
     println!("start -> ready, fresh data dir: {cold:.2?}; RSS {r:.0} MB (peak {h:.0} MB)");
+    let written = wait_for_cache(dir.path(), 2);
+    let bytes: u64 = std::fs::read_dir(dir.path().join("snapshot-cache"))
+        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    println!("snapshot cache written {written:.2?} after ready ({:.1} MB)", bytes as f64 / 1e6);
+    let _ = server.kill();
+    let _ = server.wait();
+    let (mut server, addr, t0) = start_with(dir.path(), &["--snapshot-cache", "off"]);
+    wait_ready(&http, &addr).await;
+    let parsed = t0.elapsed();
+    let (r, h) = rss(server.id());
+    println!("start -> ready, restart with --snapshot-cache off: {parsed:.2?}; RSS {r:.0} MB (peak {h:.0} MB)");
     let _ = server.kill();
     let _ = server.wait();
     let (mut server, addr, t0) = start(dir.path());
@@ -210,7 +251,7 @@ async fn main() {
     let warm = t0.elapsed();
     let pid = server.id();
     let (r0, h0) = rss(pid);
-    println!("start -> ready, restart: {warm:.2?}; RSS {r0:.0} MB (peak {h0:.0} MB)");
+    println!("start -> ready, restart (snapshot cache): {warm:.2?}; RSS {r0:.0} MB (peak {h0:.0} MB)");
     let budget = 3.0 * yaml_mb + 50.0;
     println!("RSS budget (3 x YAML + 50 MB): {budget:.0} MB");
 

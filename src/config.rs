@@ -85,6 +85,12 @@ pub enum ExemptRole {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -139,6 +145,11 @@ pub struct ServeArgs {
     /// deeper documents are refused before parsing (parse cost grows with depth).
     #[arg(long, env = "CATALOG_BFF_MAX_YAML_DEPTH", default_value_t = crate::catalog::yaml_depth::DEFAULT_MAX_DEPTH)]
     pub max_yaml_depth: usize,
+    /// Startup snapshot cache: each yaml source's loaded entities are kept in
+    /// DATA_DIR/snapshot-cache/, so a restart with unchanged catalogs skips the YAML parse
+    /// (any mismatch is a miss and the parse runs). `off`: the directory is never created or read.
+    #[arg(long, env = "CATALOG_BFF_SNAPSHOT_CACHE", value_enum, default_value = "on")]
+    pub snapshot_cache: OnOff,
     /// Query response cache: seconds an entry lives (0 turns the cache off).
     #[arg(long, env = "CATALOG_BFF_CACHE_TTL", default_value_t = 30.0)]
     pub cache_ttl: f64,
@@ -419,7 +430,15 @@ impl ServeArgs {
                 job_lease: secs(self.job_lease),
                 consistency_wait: secs(self.consistency_wait),
             },
+            snapshot_cache: (self.snapshot_cache == OnOff::On)
+                .then(|| self.data_dir.join(crate::catalog::snapshot_cache::DIR_NAME)),
         }
+    }
+
+    /// The snapshot cache's directory, reserved whether the cache is on or not: no source's
+    /// catalog may be read from or written into it.
+    pub fn snapshot_cache_dir(&self) -> PathBuf {
+        self.data_dir.join(crate::catalog::snapshot_cache::DIR_NAME)
     }
 
     /// The SQLite database file, when the database is SQLite: no source may write over it.

@@ -44,7 +44,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let mut options = args.catalog_options();
     let store: Arc<dyn ConfigStore> = match args.store {
-        StoreMode::File => Arc::new(FileStore::new(sources.clone(), args.sqlite_path().into_iter().collect())),
+        StoreMode::File => Arc::new(FileStore::new(
+            sources.clone(),
+            crate::catalog::paths::Reserved {
+                files: args.sqlite_path().into_iter().collect(),
+                dirs: vec![args.snapshot_cache_dir()],
+            },
+        )),
         StoreMode::Kubernetes => {
             let (client, namespace) = crate::k8s::connect(args.namespace.as_deref()).await?;
             let store = KubeStore::new(client.clone(), &namespace, &args.configmap_prefix).watching();

@@ -11,6 +11,7 @@ pub mod plugins;
 pub mod redact;
 pub mod refresh;
 pub mod service;
+pub mod snapshot_cache;
 pub mod sources;
 pub mod store;
 pub mod validate;

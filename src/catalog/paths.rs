@@ -8,7 +8,8 @@
 //! - right before any write (and any API read-back) the path is checked again on the real
 //!   filesystem: symlinks resolved, the parent canonicalised, the result inside the sources
 //!   file's directory and not the sources file, a reserved file (the SQLite database and its
-//!   `-wal`/`-shm`/`-journal`), another source's catalog, or a directory.
+//!   `-wal`/`-shm`/`-journal`), anything inside a reserved directory (the snapshot cache,
+//!   `DATA_DIR/snapshot-cache/`), another source's catalog, or a directory.
 //!
 //! A key belongs to exactly one source: when two sources of a deployer's file name the same
 //! location, the first one owns it and the later one is reported (see
@@ -22,6 +23,15 @@ use super::plugins::PluginKind;
 use super::sources::{SourceEntry, SourcesFile};
 
 pub const FIELD: &str = "input.properties.yamlCatalogPath";
+
+/// What no source's catalog may be: the server's own files and directories.
+#[derive(Clone, Debug, Default)]
+pub struct Reserved {
+    /// Files (the SQLite database; its `-wal`, `-shm` and `-journal` files are implied).
+    pub files: Vec<PathBuf>,
+    /// Directories, with everything inside them (the snapshot cache).
+    pub dirs: Vec<PathBuf>,
+}
 
 /// The location the server gives a source created through the API (today's naming, kept so
 /// existing files keep their names).
@@ -53,13 +63,13 @@ pub fn assign(
 
 /// Checks `rel` (a source's `yamlCatalogPath`) on the real filesystem right before a write and
 /// returns the path to write to: the canonical parent directory joined with the file name.
-/// `plugin`/`id` name the source that wants to write; `reserved` are files no source may touch.
+/// `plugin`/`id` name the source that wants to write; `reserved` are what no source may touch.
 pub fn writable_catalog_path(
     file: &SourcesFile,
     plugin: PluginKind,
     id: &str,
     rel: &str,
-    reserved: &[PathBuf],
+    reserved: &Reserved,
 ) -> Result<PathBuf, Diagnostic> {
     checked(file, plugin, id, rel, reserved, "write")
 }
@@ -70,7 +80,7 @@ pub fn readable_catalog_path(
     plugin: PluginKind,
     id: &str,
     rel: &str,
-    reserved: &[PathBuf],
+    reserved: &Reserved,
 ) -> Result<PathBuf, Diagnostic> {
     checked(file, plugin, id, rel, reserved, "read")
 }
@@ -127,7 +137,7 @@ fn checked(
     plugin: PluginKind,
     id: &str,
     rel: &str,
-    reserved: &[PathBuf],
+    reserved: &Reserved,
     verb: &str,
 ) -> Result<PathBuf, Diagnostic> {
     match lexical_problem(rel) {
@@ -188,7 +198,7 @@ fn deployer_outside(
     plugin: PluginKind,
     id: &str,
     rel: &str,
-    reserved: &[PathBuf],
+    reserved: &Reserved,
 ) -> Result<PathBuf, Diagnostic> {
     let target = file.resolve(rel);
     let real = lenient(&target);
@@ -206,7 +216,7 @@ fn not_taken(
     plugin: PluginKind,
     id: &str,
     rel: &str,
-    reserved: &[PathBuf],
+    reserved: &Reserved,
     target: &Path,
     real: &Path,
     verb: &str,
@@ -215,7 +225,13 @@ fn not_taken(
     if is(&lenient(&file.path)) {
         return Err(refuse(rel, "is the sources file", verb));
     }
-    for r in reserved {
+    for d in &reserved.dirs {
+        let d = lenient(d);
+        if target.starts_with(&d) || real.starts_with(&d) {
+            return Err(refuse(rel, "is inside a directory the server keeps for itself (its snapshot cache)", verb));
+        }
+    }
+    for r in &reserved.files {
         let r = lenient(r);
         let mut forbidden = vec![r.clone()];
         for suffix in ["-wal", "-shm", "-journal"] {
@@ -301,7 +317,9 @@ mod tests {
         let f = file(dir.path(), TWO);
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let db = dir.path().join("catalog-bff.db");
-        let reserved = vec![db];
+        std::fs::create_dir(dir.path().join("snapshot-cache")).unwrap();
+        std::fs::write(dir.path().join("snapshot-cache").join("models.ab.snap"), b"x").unwrap();
+        let reserved = Reserved { files: vec![db], dirs: vec![dir.path().join("snapshot-cache")] };
         let cases: &[(&str, Option<&str>)] = &[
             ("b-models.yaml", None),
             ("a.yaml", Some("catalog file of source models/a")),
@@ -311,6 +329,11 @@ mod tests {
             ("catalog-bff.db", Some("database")),
             ("catalog-bff.db-wal", Some("database")),
             ("catalog-bff.db-shm", Some("database")),
+            ("snapshot-cache/models.ab.snap", Some("snapshot cache")),
+            ("snapshot-cache/new.yaml", Some("snapshot cache")),
+            ("./snapshot-cache//deeper/x.yaml", Some("snapshot cache")),
+            ("snapshot-cache", Some("directory")),
+            ("snapshot-cache-not.yaml", None),
             ("sub", Some("directory")),
             (".", Some("does not name a file")),
             ("", Some("is empty")),
@@ -332,6 +355,10 @@ mod tests {
                 }
             }
         }
+        // Reading back from the snapshot cache is refused too.
+        let d =
+            readable_catalog_path(&f, PluginKind::Models, "b", "snapshot-cache/models.ab.snap", &reserved).unwrap_err();
+        assert!(d.message.contains("snapshot cache") && d.message.contains("refusing to read"), "{}", d.message);
         // A source's own file is writable by it.
         assert!(writable_catalog_path(&f, PluginKind::Models, "a", "a.yaml", &reserved).is_ok());
     }
@@ -356,7 +383,7 @@ mod tests {
             ("alias.yaml", "sources file"),
             ("m-alias.yaml", "mcp/m"),
         ] {
-            let d = writable_catalog_path(&f, PluginKind::Models, "b", rel, &[]).unwrap_err();
+            let d = writable_catalog_path(&f, PluginKind::Models, "b", rel, &Reserved::default()).unwrap_err();
             assert!(d.message.contains(want), "{rel}: {}", d.message);
         }
     }

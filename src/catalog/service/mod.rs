@@ -63,6 +63,8 @@ pub struct CatalogOptions {
     pub watch_interval: Option<std::time::Duration>,
     /// Several replicas on one PostgreSQL (see `cluster`).
     pub cluster: ClusterOptions,
+    /// The startup snapshot cache's directory (`--snapshot-cache on`), else `None`.
+    pub snapshot_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for CatalogOptions {
@@ -73,6 +75,7 @@ impl Default for CatalogOptions {
             fetch: FetchConfig::default(),
             watch_interval: Some(std::time::Duration::from_secs(2)),
             cluster: ClusterOptions::default(),
+            snapshot_cache: None,
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct Catalog {
     events: Events,
     refresh_stats: crate::catalog::refresh::RefreshStats,
     first_refresh_done: AtomicBool,
+    /// The startup snapshot cache, when on (`CatalogOptions::snapshot_cache`).
+    snapshot_cache: Option<Arc<crate::catalog::snapshot_cache::SnapshotCache>>,
     /// Bumped after every change a reader can see; response caches key on it.
     generation: AtomicU64,
     /// Counts writes to the sources or catalog files (API or external), under `write_lock`.
@@ -150,7 +155,10 @@ impl Catalog {
         }
         let http = super::fetch::client(&options.fetch);
         let job_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_jobs.max(1)));
+        let snapshot_cache =
+            options.snapshot_cache.clone().map(|d| Arc::new(crate::catalog::snapshot_cache::SnapshotCache::new(d)));
         let catalog = Arc::new(Catalog {
+            snapshot_cache,
             store,
             db,
             options,

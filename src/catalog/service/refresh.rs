@@ -10,8 +10,8 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use super::{
-    Catalog, CatalogError, Result, SourceKey, SourceState, filter_entities, job_from_row, job_row, sha256_hex,
-    state_word,
+    Catalog, CatalogError, Result, SourceKey, SourceState, entry_json, filter_entities, job_from_row, job_row,
+    sha256_hex, state_word,
 };
 use crate::catalog::diagnostics::{Diagnostic, Layer};
 use crate::catalog::events::EventKind;
@@ -19,6 +19,7 @@ use crate::catalog::fetch::{Fetched, fetch};
 use crate::catalog::jobs::{JobPhase, RefreshJob, Registered};
 use crate::catalog::plugins::{Entity, PluginKind};
 use crate::catalog::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
+use crate::catalog::snapshot_cache::{Key, Miss};
 use crate::catalog::store::Config;
 use crate::db::StatusRow;
 use crate::db::cluster::Claim;
@@ -27,7 +28,15 @@ enum Loaded {
     Disabled,
     Failed(Vec<Diagnostic>),
     NotModified,
-    Ok { entities: Vec<Entity>, diagnostics: Vec<Diagnostic>, content_hash: String, etag: Option<String> },
+    Ok {
+        entities: Vec<Entity>,
+        diagnostics: Vec<Diagnostic>,
+        content_hash: String,
+        etag: Option<String>,
+        /// Parsed (not read from the snapshot cache) from a yaml source with the cache on: the
+        /// key to write the result under once it is the source's snapshot.
+        cache_write: Option<Key>,
+    },
 }
 
 /// A request to refresh one source or every source of a plugin.
@@ -46,6 +55,9 @@ pub struct RefreshRequest {
     /// The write (see [`Catalog::write_seq`]) this refresh must see: set by an apply, so the
     /// refresh it asks for never coalesces with a job that may have read older content.
     pub after_write: Option<u64>,
+    /// Read yaml sources from the startup snapshot cache when it holds this exact load: only
+    /// the initial refresh (`refresh_all`) sets it.
+    pub use_snapshot_cache: bool,
 }
 
 impl RefreshRequest {
@@ -60,6 +72,7 @@ impl RefreshRequest {
             wait: true,
             actor: actor.to_string(),
             after_write: None,
+            use_snapshot_cache: false,
         }
     }
 }
@@ -114,8 +127,8 @@ impl Catalog {
                         Ok(Claim::Mine) => {
                             self.events.job_changed(&job.plugin, &job.id);
                             let this = self.clone();
-                            let confirm_removals = req.confirm_removals;
-                            tokio::spawn(async move { this.run_job(job, confirm_removals).await });
+                            let (confirm_removals, use_cache) = (req.confirm_removals, req.use_snapshot_cache);
+                            tokio::spawn(async move { this.run_job(job, confirm_removals, use_cache).await });
                             break rx;
                         }
                         Ok(Claim::Running(other)) => {
@@ -149,7 +162,7 @@ impl Catalog {
     }
 
     #[tracing::instrument(name = "refresh_job", skip_all, fields(job = %job.id, plugin = %job.plugin, actor = %job.actor))]
-    async fn run_job(self: Arc<Self>, job: RefreshJob, confirm_removals: bool) {
+    async fn run_job(self: Arc<Self>, job: RefreshJob, confirm_removals: bool, use_cache: bool) {
         let plugin = PluginKind::parse(&job.plugin).unwrap_or(PluginKind::Models);
         let (mode, dry_run) = (job.mode, job.dry_run);
         let ids = job.sources.clone();
@@ -174,7 +187,7 @@ impl Catalog {
                         j.current_source = Some(id.clone());
                         this.publish_job(&j).await;
                     }
-                    let result = this.refresh_source(plugin, &id, mode, dry_run, confirm_removals).await;
+                    let result = this.refresh_source(plugin, &id, mode, dry_run, confirm_removals, use_cache).await;
                     let mut j = shared.lock().await;
                     j.results.push(result);
                     j.completed += 1;
@@ -220,8 +233,13 @@ impl Catalog {
     /// replicas starting together, a replica once answered a later refresh with another job's
     /// id, in tests/replicas.rs under CI load; not yet understood. See issue 10's note.)
     pub async fn refresh_all(self: &Arc<Self>) {
+        self.prune_snapshot_cache().await;
         for plugin in PluginKind::ALL {
-            let req = RefreshRequest { confirm_removals: true, ..RefreshRequest::new(plugin, None, "system") };
+            let req = RefreshRequest {
+                confirm_removals: true,
+                use_snapshot_cache: true,
+                ..RefreshRequest::new(plugin, None, "system")
+            };
             match self.refresh(req).await {
                 Ok(job) => {
                     // Joined another replica's job (replicas starting together): the sources it
@@ -238,6 +256,24 @@ impl Catalog {
         self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Removes the snapshot cache files of sources that are not enabled yaml sources of the
+    /// sources file any more (at start, before anything is written).
+    async fn prune_snapshot_cache(&self) {
+        let Some(cache) = self.snapshot_cache.clone() else { return };
+        let config = self.config();
+        let keep: Vec<(PluginKind, String)> =
+            config.sources().filter(|(_, e)| e.enabled && e.type_ == "yaml").map(|(p, e)| (p, e.id.clone())).collect();
+        let removed = tokio::task::spawn_blocking(move || {
+            let keep: Vec<(PluginKind, &str)> = keep.iter().map(|(p, id)| (*p, id.as_str())).collect();
+            cache.retain(&keep)
+        })
+        .await
+        .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, "removed snapshot cache files of sources no longer in the sources file");
+        }
+    }
+
     fn source_lock(&self, key: &SourceKey) -> Arc<Mutex<()>> {
         let mut locks = self.source_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(key.clone()).or_default().clone()
@@ -251,6 +287,7 @@ impl Catalog {
         mode: RefreshMode,
         dry_run: bool,
         confirm_removals: bool,
+        read_cache: bool,
     ) -> RefreshResult {
         let key = (plugin, id.to_string());
         let lock = self.source_lock(&key);
@@ -279,7 +316,8 @@ impl Catalog {
             diagnostics: Vec::new(),
         };
         let etag = if mode == RefreshMode::Incremental { old.as_ref().and_then(|s| s.etag.clone()) } else { None };
-        let outcome = self.load_source(&config, plugin, id, etag.as_deref()).await;
+        let outcome = self.load_source(&config, plugin, id, etag.as_deref(), read_cache).await;
+        let mut cache_write = None;
         let keep_old_unchanged = |result: &mut RefreshResult| {
             result.entities_loaded = old_count;
             result.entities_unchanged = old_count;
@@ -305,7 +343,7 @@ impl Catalog {
                 keep_old_unchanged(&mut result);
                 (self.current_state(&key).await, None)
             }
-            Loaded::Ok { entities, diagnostics, content_hash, etag } => {
+            Loaded::Ok { entities, diagnostics, content_hash, etag, cache_write: write_key } => {
                 let unchanged_content = old.as_ref().is_some_and(|s| s.content_hash == content_hash);
                 if mode == RefreshMode::Incremental && unchanged_content {
                     keep_old_unchanged(&mut result);
@@ -338,6 +376,7 @@ impl Catalog {
                         result.entities_unchanged = impact.unchanged;
                         result.artifacts_loaded = entities.iter().map(Entity::artifact_count).sum();
                         result.summary = summary(entities.len(), &impact, false);
+                        cache_write = write_key.map(|k| (k, diagnostics.clone()));
                         result.diagnostics = diagnostics;
                         let state = if partial { SourceState::PartiallyAvailable } else { SourceState::Available };
                         // Unchanged entities keep the old snapshot's `Arc`s: one copy each.
@@ -359,8 +398,34 @@ impl Catalog {
             None => old_count,
         };
         if let Some(s) = new_snapshot {
-            let replaced =
-                self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), Arc::new(s));
+            let s = Arc::new(s);
+            if let (Some((cache_key, diagnostics)), Some(cache)) = (cache_write, self.snapshot_cache.clone()) {
+                // Off the refresh's path: nothing waits for the write, and a failed one only
+                // means a parse at the next start.
+                let (snap, id) = (s.clone(), id.to_string());
+                tokio::task::spawn_blocking(move || {
+                    // A FULL refresh of unchanged content: the file is this load already.
+                    if cache.is_current(plugin, &id, &cache_key) {
+                        return;
+                    }
+                    match cache.write(plugin, &id, &cache_key, &snap.entities, &diagnostics) {
+                        Ok(Some(bytes)) => {
+                            tracing::debug!(plugin = plugin.name(), source = %id, bytes, "snapshot cache written")
+                        }
+                        Ok(None) => tracing::info!(
+                            plugin = plugin.name(),
+                            source = %id,
+                            "snapshot cache not written: the load is over the size cap"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "could not write the snapshot cache")
+                        }
+                    }
+                    drop(snap);
+                    crate::allocator::collect_now();
+                });
+            }
+            let replaced = self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), s);
             // The old snapshot's entities that the new one does not share are freed when the
             // last reader lets go: let the workers collect afterwards.
             drop(replaced);
@@ -424,7 +489,7 @@ impl Catalog {
             SourceState::Disabled => Snapshot::default(),
             SourceState::Available | SourceState::PartiallyAvailable => {
                 let config = self.config();
-                match self.load_source(&config, plugin, id, None).await {
+                match self.load_source(&config, plugin, id, None, false).await {
                     Loaded::Ok { entities, content_hash, etag, .. } => {
                         let old = self.snapshot(&key);
                         let mut snap = Snapshot::reusing(old.as_deref(), entities, content_hash);
@@ -447,7 +512,16 @@ impl Catalog {
         }
     }
 
-    async fn load_source(&self, config: &Config, plugin: PluginKind, id: &str, if_none_match: Option<&str>) -> Loaded {
+    /// Loads one source. `read_cache`: a yaml source is taken from the snapshot cache when it
+    /// holds this exact load (same content, entry, plugin, settings and build).
+    async fn load_source(
+        &self,
+        config: &Config,
+        plugin: PluginKind,
+        id: &str,
+        if_none_match: Option<&str>,
+        read_cache: bool,
+    ) -> Loaded {
         let (Some(entry), Some(doc)) = (config.find(plugin, id), config.doc(plugin)) else {
             return Loaded::Failed(vec![Diagnostic::error(
                 Layer::Semantics,
@@ -497,8 +571,40 @@ impl Catalog {
         // runtime's workers keep answering (readiness probes, reads) and sources of one job
         // parse in parallel.
         let entry = entry.clone();
+        let cache = self.snapshot_cache.clone().filter(|_| entry.type_ == "yaml");
+        let id = id.to_string();
         let parsed = tokio::task::spawn_blocking(move || {
             let content_hash = sha256_hex(&[text.as_bytes()]);
+            let cache_key = cache.as_ref().map(|_| Key::new(plugin, &entry_json(&entry), &content_hash));
+            if let (true, Some(cache), Some(key)) = (read_cache, &cache, &cache_key) {
+                match cache.read(plugin, &id, key) {
+                    Ok(hit) => {
+                        tracing::info!(
+                            plugin = plugin.name(),
+                            source = %id,
+                            entities = hit.entities.len(),
+                            "snapshot cache hit"
+                        );
+                        crate::allocator::collect_now();
+                        return Loaded::Ok {
+                            entities: hit.entities,
+                            diagnostics: hit.diagnostics,
+                            content_hash,
+                            etag,
+                            cache_write: None,
+                        };
+                    }
+                    Err(Miss::Absent) => {
+                        tracing::debug!(plugin = plugin.name(), source = %id, "snapshot cache miss: no file")
+                    }
+                    Err(why) => tracing::info!(
+                        plugin = plugin.name(),
+                        source = %id,
+                        why = %why,
+                        "snapshot cache miss; parsing the catalog"
+                    ),
+                }
+            }
             let loaded = plugin.load(&text, &label);
             drop(text);
             // The parse freed many times the file's size: give it back now, not at the
@@ -511,6 +617,7 @@ impl Catalog {
                     diagnostics: loaded.diagnostics,
                     content_hash,
                     etag,
+                    cache_write: cache_key,
                 },
             }
         })

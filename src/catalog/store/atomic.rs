@@ -8,6 +8,16 @@ use std::io::Write;
 use std::path::Path;
 
 pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |f| f.write_all(content))
+}
+
+/// Like [`write_atomic`], with the content streamed by `write` into the temp file (the snapshot
+/// cache writes a large file without holding it in memory). An error from `write` leaves the
+/// target as it was and removes the temp file.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -17,7 +27,7 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content)?;
+        write(&mut f)?;
         f.sync_all()?;
         if let Ok(meta) = std::fs::metadata(path) {
             // Keep the target's permissions (a 0600 catalog stays 0600).

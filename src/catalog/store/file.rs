@@ -16,12 +16,12 @@ use crate::catalog::sources::SourcesFile;
 
 pub struct FileStore {
     sources_path: PathBuf,
-    /// Files no source may write or read back (the SQLite database).
-    reserved: Vec<PathBuf>,
+    /// What no source may write or read back (the SQLite database, the snapshot cache).
+    reserved: paths::Reserved,
 }
 
 impl FileStore {
-    pub fn new(sources_path: PathBuf, reserved: Vec<PathBuf>) -> FileStore {
+    pub fn new(sources_path: PathBuf, reserved: paths::Reserved) -> FileStore {
         FileStore { sources_path, reserved }
     }
 
