@@ -161,7 +161,7 @@ impl SnapshotCache {
             }
             let mut header = [0u8; HEADER_LEN];
             file.read_exact(&mut header)?;
-            if header[..8] != *MAGIC || header[8..12] != FORMAT_VERSION.to_le_bytes() || header[12..] != key.0 {
+            if check_header(&header, key).is_err() {
                 return Ok(false);
             }
             let mut hasher = Sha256::new();
@@ -267,24 +267,33 @@ impl SnapshotCache {
     }
 }
 
-/// Checks a whole cache file's framing: magic, version, key, checksum.
-fn check(bytes: &[u8], key: &Key) -> Result<(), Miss> {
-    if bytes.len() < HEADER_LEN + TRAILER_LEN {
+/// Checks a cache file's header: magic, version, key.
+fn check_header(header: &[u8], key: &Key) -> Result<(), Miss> {
+    if header.len() < HEADER_LEN {
         return Err(Miss::Truncated);
     }
-    if &bytes[..8] != MAGIC {
+    if &header[..8] != MAGIC {
         return Err(Miss::Magic);
     }
     let mut version = [0u8; 4];
-    version.copy_from_slice(&bytes[8..12]);
+    version.copy_from_slice(&header[8..12]);
     let version = u32::from_le_bytes(version);
     if version != FORMAT_VERSION {
         return Err(Miss::Version(version));
     }
-    // The key before the checksum: a changed catalog is the common miss, and cheap this way.
-    if bytes[12..HEADER_LEN] != key.0 {
+    if header[12..HEADER_LEN] != key.0 {
         return Err(Miss::Key);
     }
+    Ok(())
+}
+
+/// Checks a whole cache file's framing: the header, then the checksum.
+fn check(bytes: &[u8], key: &Key) -> Result<(), Miss> {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(Miss::Truncated);
+    }
+    // The key before the checksum: a changed catalog is the common miss, and cheap this way.
+    check_header(&bytes[..HEADER_LEN], key)?;
     let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
     if Sha256::digest(body)[..] != *trailer {
         return Err(Miss::Checksum);
@@ -488,6 +497,22 @@ mod tests {
         ]
     }
 
+    /// Writes a load to a fresh cache and reads it back: equal entities and diagnostics.
+    fn round_trip(
+        plugin: PluginKind,
+        loaded: crate::catalog::plugins::Loaded,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let entities: Vec<Arc<Entity>> = loaded.entities.iter().cloned().map(Arc::new).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SnapshotCache::new(dir.path().to_path_buf());
+        let key = Key::new(plugin, "{}", "h");
+        cache.write(plugin, "s", &key, &entities, &loaded.diagnostics).unwrap().unwrap();
+        let back = cache.read(plugin, "s", &key).unwrap();
+        proptest::prop_assert_eq!(back.entities, loaded.entities);
+        proptest::prop_assert_eq!(back.diagnostics, loaded.diagnostics);
+        Ok(())
+    }
+
     proptest::proptest! {
         /// Whatever a catalog of models (any text, any floats, ints and nested values in custom
         /// properties) or MCP servers (any runtimeMetadata) loads to, the cache gives back equal
@@ -525,14 +550,7 @@ mod tests {
             // Printable text in JSON quoting is valid YAML: the property must not pass by skipping.
             proptest::prop_assert!(models_loaded.is_ok(), "{yaml}\n{models_loaded:?}");
             if let Ok(loaded) = models_loaded {
-                let entities: Vec<Arc<Entity>> = loaded.entities.iter().cloned().map(Arc::new).collect();
-                let dir = tempfile::tempdir().unwrap();
-                let cache = SnapshotCache::new(dir.path().to_path_buf());
-                let key = Key::new(PluginKind::Models, "{}", "h");
-                cache.write(PluginKind::Models, "s", &key, &entities, &loaded.diagnostics).unwrap().unwrap();
-                let back = cache.read(PluginKind::Models, "s", &key).unwrap();
-                proptest::prop_assert_eq!(back.entities, loaded.entities);
-                proptest::prop_assert_eq!(back.diagnostics, loaded.diagnostics);
+                round_trip(PluginKind::Models, loaded)?;
             }
             let mut yaml = String::from("mcp_servers:\n");
             for (name, f, text) in &servers {
@@ -545,14 +563,7 @@ mod tests {
             let servers_loaded = PluginKind::Mcp.load(&yaml, "p.yaml");
             proptest::prop_assert!(servers_loaded.is_ok(), "{yaml}\n{servers_loaded:?}");
             if let Ok(loaded) = servers_loaded {
-                let entities: Vec<Arc<Entity>> = loaded.entities.iter().cloned().map(Arc::new).collect();
-                let dir = tempfile::tempdir().unwrap();
-                let cache = SnapshotCache::new(dir.path().to_path_buf());
-                let key = Key::new(PluginKind::Mcp, "{}", "h");
-                cache.write(PluginKind::Mcp, "s", &key, &entities, &loaded.diagnostics).unwrap().unwrap();
-                let back = cache.read(PluginKind::Mcp, "s", &key).unwrap();
-                proptest::prop_assert_eq!(back.entities, loaded.entities);
-                proptest::prop_assert_eq!(back.diagnostics, loaded.diagnostics);
+                round_trip(PluginKind::Mcp, loaded)?;
             }
         }
     }
