@@ -151,7 +151,7 @@ pub struct CachedAnswer {
 }
 
 pub struct ResponseCache {
-    cache: Option<Cache<CacheKey, CachedAnswer>>,
+    cache: Option<Cache<CacheKey, CachedAnswer, foldhash::quality::RandomState>>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }
@@ -171,7 +171,7 @@ impl ResponseCache {
                     let bytes = k.document.len() + k.variables.len() + v.body.len();
                     u32::try_from(bytes).unwrap_or(u32::MAX).max(floor)
                 })
-                .build()
+                .build_with_hasher(foldhash::quality::RandomState::default())
         });
         ResponseCache { cache, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }

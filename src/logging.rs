@@ -74,27 +74,69 @@ thread_local! {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AccessLog;
 
+/// The request span's fields, for a request that was answered without one: the access line of a
+/// cached `POST /graphql` carries them as if the span had been made (see
+/// `http::security::access_log_span`). The handler puts it on the response; the request id is
+/// the response's `X-Request-Id`.
+#[derive(Clone, Copy, Debug)]
+pub struct Unspanned {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+/// Where an unspanned request's id is: the request-id layers put it on every response.
+const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// The name and fields of the request span (`http::security::request_span` makes the span).
+pub const REQUEST_SPAN: &str = "request";
+
+impl Unspanned {
+    /// The span this request would have had, for a line logged some other way.
+    fn span(&self, request_id: &str) -> tracing::Span {
+        tracing::info_span!("request", method = self.method, path = self.path, request_id = request_id)
+    }
+}
+
 impl<B> tower_http::trace::OnResponse<B> for AccessLog {
     fn on_response(self, response: &axum::http::Response<B>, latency: Duration, span: &tracing::Span) {
         let status = response.status().as_u16();
         let ms = latency.as_millis();
+        // A request answered without its span names itself on the response.
+        let unspanned = if span.is_none() { response.extensions().get::<Unspanned>() } else { None };
+        let request_id = || {
+            response.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).unwrap_or("-")
+        };
         let Some(sink) = SINK.get() else {
+            let span = unspanned.map(|u| u.span(request_id()));
+            let _in = span.as_ref().map(tracing::Span::enter);
             tracing::info!(target: ACCESS_TARGET, latency = %format_args!("{ms} ms"), status, "finished processing request");
             return;
         };
         if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
             return;
         }
+        let scope = match unspanned {
+            Some(u) => Scope::Fields(u, request_id()),
+            None => Scope::Span(span),
+        };
         LINE.with_borrow_mut(|line| {
             line.clear();
             let _ = match sink.format {
-                LogFormat::Json => json_access_line(line, span, ms, status),
-                LogFormat::Text => text_access_line(line, span, ms, status),
+                LogFormat::Json => json_access_line(line, scope, ms, status),
+                LogFormat::Text => text_access_line(line, scope, ms, status),
             };
             // One `write` is one message to the writer thread.
             let _ = sink.writer.clone().write_all(line.as_bytes());
         });
     }
+}
+
+/// What the access line names as the request's scope: its span (and the spans around it), or
+/// the fields of the span a request answered without one would have had.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Span(&'a tracing::Span),
+    Fields(&'a Unspanned, &'a str),
 }
 
 /// Calls `f` with the spans from the root to `span`, when the subscriber is ours.
@@ -110,24 +152,41 @@ fn with_scope(span: &tracing::Span, mut f: impl FnMut(&SpanRef<'_, Registry>)) {
     });
 }
 
-fn text_access_line(line: &mut String, span: &tracing::Span, ms: u128, status: u16) -> fmt::Result {
+fn text_access_line(line: &mut String, scope: Scope<'_>, ms: u128, status: u16) -> fmt::Result {
     write_timestamp(line, SystemTime::now())?;
     line.push_str("  INFO ");
-    let mut any = false;
-    with_scope(span, |s| {
-        any = true;
-        line.push_str(s.name());
-        if let Some(fields) = s.extensions().get::<FormattedFields<TextFields>>()
-            && !fields.is_empty()
-        {
-            line.push('{');
-            line.push_str(fields);
-            line.push('}');
+    match scope {
+        Scope::Span(span) => {
+            let mut any = false;
+            with_scope(span, |s| {
+                any = true;
+                line.push_str(s.name());
+                if let Some(fields) = s.extensions().get::<FormattedFields<TextFields>>()
+                    && !fields.is_empty()
+                {
+                    line.push('{');
+                    line.push_str(fields);
+                    line.push('}');
+                }
+                line.push(':');
+            });
+            if any {
+                line.push(' ');
+            }
         }
-        line.push(':');
-    });
-    if any {
-        line.push(' ');
+        Scope::Fields(u, request_id) => {
+            // As `TextFields` writes the span's fields (`FieldsVisitor::text`).
+            line.push_str(REQUEST_SPAN);
+            for (name, value) in [("{method=", u.method), (" path=", u.path), (" request_id=", request_id)] {
+                line.push_str(name);
+                if bare(value) {
+                    line.push_str(value);
+                } else {
+                    write!(Escaped(&mut *line), "{value:?}")?;
+                }
+            }
+            line.push_str("}: ");
+        }
     }
     line.push_str(ACCESS_TARGET);
     line.push_str(": finished processing request latency=");
@@ -155,7 +214,7 @@ fn push_number(line: &mut String, mut n: u128) {
 
 /// The layout of tracing-subscriber's JSON format: `timestamp`, `level`, `fields`, `target`,
 /// `span` (the innermost) and `spans` (root first), each span its fields plus `name`.
-fn json_access_line(line: &mut String, span: &tracing::Span, ms: u128, status: u16) -> fmt::Result {
+fn json_access_line(line: &mut String, scope: Scope<'_>, ms: u128, status: u16) -> fmt::Result {
     line.push_str("{\"timestamp\":\"");
     write_timestamp(line, SystemTime::now())?;
     write!(
@@ -164,6 +223,20 @@ fn json_access_line(line: &mut String, span: &tracing::Span, ms: u128, status: u
     )?;
     // `spans` holds `{..},{..}` root first; `last` is where the innermost one starts.
     let (mut spans, mut last) = (String::new(), 0);
+    let span = match scope {
+        Scope::Span(span) => span,
+        Scope::Fields(u, request_id) => {
+            // As `JsonFields` writes the span's fields, then its name.
+            let object = serde_json::json!({"method": u.method, "path": u.path, "request_id": request_id});
+            let mut entry = object.to_string();
+            entry.pop();
+            write!(
+                line,
+                ",\"span\":{entry},\"name\":\"{REQUEST_SPAN}\"}},\"spans\":[{entry},\"name\":\"{REQUEST_SPAN}\"}}]}}\n"
+            )?;
+            return Ok(());
+        }
+    };
     with_scope(span, |s| {
         if !spans.is_empty() {
             spans.push(',');
@@ -271,11 +344,10 @@ struct FieldsVisitor<'w> {
 
 impl FieldsVisitor<'_> {
     /// ` name=` (no separator before the first field; `message` has no name).
-    fn name(&mut self, field: &Field) -> fmt::Result {
+    fn name(&mut self, name: &str) -> fmt::Result {
         if !std::mem::take(&mut self.first) {
             self.out.0.write_char(' ')?;
         }
-        let name = field.name();
         if name == "message" {
             return Ok(());
         }
@@ -283,9 +355,24 @@ impl FieldsVisitor<'_> {
         self.out.0.write_char('=')
     }
 
-    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+    fn field(&mut self, name: &str, value: fmt::Arguments<'_>) {
         if self.result.is_ok() {
-            self.result = self.name(field).and_then(|()| fmt::Write::write_fmt(&mut self.out, value));
+            self.result = self.name(name).and_then(|()| fmt::Write::write_fmt(&mut self.out, value));
+        }
+    }
+
+    /// A string field: logfmt style, the message and bare tokens as they are (no formatting
+    /// machinery: the access log's request fields take this path on every request), anything
+    /// else quoted.
+    fn text(&mut self, name: &str, value: &str) {
+        if name == "message" {
+            self.field(name, format_args!("{value}"));
+        } else if bare(value) {
+            if self.result.is_ok() {
+                self.result = self.name(name).and_then(|()| self.out.0.write_str(value));
+            }
+        } else {
+            self.field(name, format_args!("{value:?}"));
         }
     }
 }
@@ -298,21 +385,11 @@ fn bare(value: &str) -> bool {
 
 impl Visit for FieldsVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        // logfmt style: the message and bare tokens as they are (no formatting machinery: the
-        // access log's span fields take this path on every request), anything else quoted.
-        if field.name() == "message" {
-            self.field(field, format_args!("{value}"));
-        } else if bare(value) {
-            if self.result.is_ok() {
-                self.result = self.name(field).and_then(|()| self.out.0.write_str(value));
-            }
-        } else {
-            self.field(field, format_args!("{value:?}"));
-        }
+        self.text(field.name(), value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, format_args!("{value:?}"));
+        self.field(field.name(), format_args!("{value:?}"));
     }
 }
 
@@ -467,7 +544,7 @@ mod tests {
         let mut line = String::new();
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request", method = "POST", path = "/graphql", request_id = "abc");
-            text_access_line(&mut line, &span, 12, 503).unwrap();
+            text_access_line(&mut line, Scope::Span(&span), 12, 503).unwrap();
         });
         let expected = "  INFO request{method=POST path=/graphql request_id=abc}: tower_http::trace::on_response: finished processing request latency=12 ms status=503\n";
         assert!(line.ends_with(expected), "{line}");
@@ -480,7 +557,7 @@ mod tests {
             let outer = tracing::info_span!("outer");
             let _in = outer.enter();
             let span = tracing::info_span!("request", method = "GET", path = "/q\"x", request_id = "r-1");
-            json_access_line(&mut line, &span, 0, 200).unwrap();
+            json_access_line(&mut line, Scope::Span(&span), 0, 200).unwrap();
         });
         assert!(line.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -496,6 +573,42 @@ mod tests {
         assert_eq!(v["spans"][0], serde_json::json!({"name": "outer"}));
         assert_eq!(v["spans"][1], v["span"]);
         assert_eq!(at(0, 0).len(), v["timestamp"].as_str().unwrap().len());
+    }
+
+    /// A request answered without its span (a cached `POST /graphql`) gets the same access line
+    /// as one with the span, in both formats.
+    #[test]
+    fn access_lines_without_the_span_read_as_with_it() {
+        let u = Unspanned { method: "POST", path: "/graphql" };
+        let after_timestamp = |line: &str| line["2026-12-02T05:42:01.123456Z".len()..].to_string();
+        for request_id in ["abc-1", "-", "two words"] {
+            let out = Captured::default();
+            let (mut spanned, mut fields) = (String::new(), String::new());
+            tracing::subscriber::with_default(out.text_subscriber(), || {
+                text_access_line(&mut spanned, Scope::Span(&u.span(request_id)), 3, 200).unwrap();
+            });
+            text_access_line(&mut fields, Scope::Fields(&u, request_id), 3, 200).unwrap();
+            assert_eq!(after_timestamp(&fields), after_timestamp(&spanned));
+            assert!(
+                fields.contains(&format!(" request{{method=POST path=/graphql request_id={request_id}}}: ")),
+                "{fields}"
+            );
+
+            let w = out.clone();
+            let json = tracing_subscriber::fmt().with_writer(move || w.clone()).json().finish();
+            let (mut spanned, mut fields) = (String::new(), String::new());
+            tracing::subscriber::with_default(json, || {
+                json_access_line(&mut spanned, Scope::Span(&u.span(request_id)), 3, 200).unwrap();
+            });
+            json_access_line(&mut fields, Scope::Fields(&u, request_id), 3, 200).unwrap();
+            let mut a: serde_json::Value = serde_json::from_str(&spanned).unwrap();
+            let mut b: serde_json::Value = serde_json::from_str(&fields).unwrap();
+            assert!(fields.ends_with("}\n"));
+            a["timestamp"] = serde_json::Value::Null;
+            b["timestamp"] = serde_json::Value::Null;
+            assert_eq!(a, b);
+            assert_eq!(b["span"]["request_id"], request_id);
+        }
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub trait Authenticator: Send + Sync {
     /// `connection_init` payload), if any.
     fn authenticate<'a>(&'a self, token: Option<&'a str>) -> BoxFuture<'a, Result<Caller, AuthError>>;
     fn mode(&self) -> &'static str;
+    /// Whether `authenticate` may log (it then runs inside the request's span, which a cached
+    /// `POST /graphql` otherwise does without). Only a mode that never logs says no.
+    fn logs(&self) -> bool {
+        true
+    }
 }
 
 pub struct NoAuth;
@@ -78,6 +83,9 @@ impl Authenticator for NoAuth {
     }
     fn mode(&self) -> &'static str {
         "none"
+    }
+    fn logs(&self) -> bool {
+        false
     }
 }
 
@@ -141,6 +149,9 @@ impl Authenticator for StaticTokens {
     }
     fn mode(&self) -> &'static str {
         "static"
+    }
+    fn logs(&self) -> bool {
+        false
     }
 }
 

@@ -64,7 +64,7 @@ impl DocumentFacts {
 
 /// Bounded by the bytes of the documents it holds.
 pub struct DocumentCache {
-    cache: Cache<String, Arc<DocumentFacts>>,
+    cache: Cache<String, Arc<DocumentFacts>, foldhash::quality::RandomState>,
 }
 
 /// Most bytes of document text (twice: as sent and normalised) the cache holds.
@@ -78,7 +78,7 @@ impl Default for DocumentCache {
                 .weigher(|k: &String, v: &Arc<DocumentFacts>| {
                     u32::try_from(k.len() + v.normalized.len() + 64).unwrap_or(u32::MAX)
                 })
-                .build(),
+                .build_with_hasher(foldhash::quality::RandomState::default()),
         }
     }
 }

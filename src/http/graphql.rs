@@ -35,6 +35,7 @@ use axum::http::HeaderName;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use super::documents::DocumentFacts;
 use super::{AppState, security};
@@ -173,17 +174,12 @@ fn respond(headers: &HeaderMap, mut batch: BatchResponse, max_response: usize) -
 
 pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> axum::response::Response {
     // The headers are moved out of the request, not cloned (axum's `HeaderMap` extractor
-    // copies every header); the body is read by `Bytes`' extractor, under `DefaultBodyLimit`.
+    // copies every header).
     let (mut parts, body) = req.into_parts();
     let headers = std::mem::take(&mut parts.headers);
-    let body = match <Bytes as axum::extract::FromRequest<()>>::from_request(
-        axum::extract::Request::from_parts(parts, body),
-        &(),
-    )
-    .await
-    {
+    let body = match read_body(body, app.options.max_body_bytes.saturating_add(1024)).await {
         Ok(b) => b,
-        Err(rejection) => return rejection.into_response(),
+        Err(resp) => return resp,
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
@@ -204,14 +200,23 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
             &format!("request body is {} bytes; the limit is {max} (--max-body-bytes)", body.len()),
         );
     }
-    let caller = match security::authenticate(&app, &headers).await {
+    // This request has no span yet (see `security::access_log_span`): what may log runs in it.
+    let span = || security::request_span("POST", "/graphql", security::request_id(&headers).unwrap_or("-"));
+    let authenticated = if app.options.auth.logs() {
+        security::authenticate(&app, &headers).instrument(span()).await
+    } else {
+        security::authenticate(&app, &headers).await
+    };
+    let caller = match authenticated {
         Ok(c) => c,
         Err(resp) => return resp,
     };
     // The cache-hit path: no GraphQL parsing, no copy of the body.
     let (mut prepared, mut waited) = (None, false);
     if let Some(plain) = Plain::read(&body) {
-        if let Err(resp) = wait_min_generation(&app, &headers).await {
+        if headers.contains_key(MIN_GENERATION)
+            && let Err(resp) = wait_min_generation(&app, &headers).instrument(span()).await
+        {
             return resp;
         }
         waited = true;
@@ -222,7 +227,51 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
     }
     // Boxed: the full path's future (execution, batches) is large, and a hit would otherwise
     // carry (and every layer around it move) all of it.
-    Box::pin(post_full(app, headers, body, caller, prepared, waited)).await
+    let span = span();
+    Box::pin(post_full(app, headers, body, caller, prepared, waited)).instrument(span).await
+}
+
+/// The request body, at most `limit` bytes (the `DefaultBodyLimit` the router's routes get),
+/// with the answers of axum's `Bytes` extractor when it cannot be read (413 past the limit,
+/// 400 when the connection fails); `JsonErrors` gives both the GraphQL-shaped body.
+///
+/// Read here rather than by that extractor, which wraps the body in a second box to limit it
+/// and gathers the frames in a queue: a cached read's body is one frame, kept as it arrives.
+async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, axum::response::Response> {
+    use axum::body::HttpBody;
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<bytes::BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(
+                    (StatusCode::BAD_REQUEST, format!("Failed to buffer the request body: {e}")).into_response()
+                );
+            }
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response());
+        }
+        match (&first, &mut more) {
+            (None, _) => first = Some(data),
+            (Some(f), None) => {
+                let mut buf = bytes::BytesMut::with_capacity(len);
+                buf.extend_from_slice(f);
+                buf.extend_from_slice(&data);
+                more = Some(buf);
+            }
+            (Some(_), Some(buf)) => buf.extend_from_slice(&data),
+        }
+    }
+    Ok(match (first, more) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    })
 }
 
 /// POST past the cache-hit path: a miss, or a request the hit path does not read.
