@@ -230,9 +230,9 @@ fn json_access_line(line: &mut String, scope: Scope<'_>, ms: u128, status: u16) 
             let object = serde_json::json!({"method": u.method, "path": u.path, "request_id": request_id});
             let mut entry = object.to_string();
             entry.pop();
-            write!(
+            writeln!(
                 line,
-                ",\"span\":{entry},\"name\":\"{REQUEST_SPAN}\"}},\"spans\":[{entry},\"name\":\"{REQUEST_SPAN}\"}}]}}\n"
+                ",\"span\":{entry},\"name\":\"{REQUEST_SPAN}\"}},\"spans\":[{entry},\"name\":\"{REQUEST_SPAN}\"}}]}}"
             )?;
             return Ok(());
         }
@@ -581,7 +581,8 @@ mod tests {
     fn access_lines_without_the_span_read_as_with_it() {
         let u = Unspanned { method: "POST", path: "/graphql" };
         let after_timestamp = |line: &str| line["2026-12-02T05:42:01.123456Z".len()..].to_string();
-        for request_id in ["abc-1", "-", "two words"] {
+        // A plain token is written bare, anything else escaped and quoted (as TextFields does).
+        for (request_id, shown) in [("abc-1", "abc-1"), ("-", "-"), ("two words", "\"two words\"")] {
             let out = Captured::default();
             let (mut spanned, mut fields) = (String::new(), String::new());
             tracing::subscriber::with_default(out.text_subscriber(), || {
@@ -590,7 +591,7 @@ mod tests {
             text_access_line(&mut fields, Scope::Fields(&u, request_id), 3, 200).unwrap();
             assert_eq!(after_timestamp(&fields), after_timestamp(&spanned));
             assert!(
-                fields.contains(&format!(" request{{method=POST path=/graphql request_id={request_id}}}: ")),
+                fields.contains(&format!(" request{{method=POST path=/graphql request_id={shown}}}: ")),
                 "{fields}"
             );
 
