@@ -409,3 +409,61 @@ async fn operation_name_labels_are_bounded() {
     assert!(series <= 200 + 5, "{series} series");
     assert!(text.contains("catalog_bff_graphql_operations_total{operation=\"other\",outcome=\"ok\"}"));
 }
+
+/// A cached `POST /graphql` runs without a request span (the hot path); its access line must
+/// still name the request exactly as the span would, on a miss and on a hit, and a line logged
+/// while the request runs (the audit line of a mutation) must still carry the request's span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_and_in_request_log_lines_name_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start(dir.path(), None, &db, true).await;
+    let c = reqwest::Client::new();
+    let url = format!("{}/graphql", server.base);
+    let query = json!({"query": "{ sources { plugin id revision } }"});
+    let mut outcomes = Vec::new();
+    for id in ["read-miss-1", "read-hit-2"] {
+        let r = c.post(&url).header("x-request-id", id).json(&query).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-request-id"], id);
+        outcomes.push(r.headers()["x-cache"].to_str().unwrap().to_string());
+    }
+    assert_eq!(outcomes, ["miss", "hit"], "the second read must be answered from the cache");
+    let apply = json!({"query": APPLY, "variables": {"plugin": "models", "input": {"id": "team_models", "labels": ["Logged"]}}});
+    let r = c.post(&url).header("x-request-id", "audit-me-3").json(&apply).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert!(body["errors"].is_null(), "{body:#}");
+
+    // The test servers log JSON: the same span, as `span` and as the last of `spans`.
+    let in_span = |v: &Value, id: &str| {
+        let span = json!({"method": "POST", "path": "/graphql", "request_id": id, "name": "request"});
+        v["span"] == span && v["spans"].as_array().and_then(|s| s.last()) == Some(&span)
+    };
+    let lines = |text: &str, target: &str, id: &str| -> Vec<Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == target && in_span(v, id))
+            .collect()
+    };
+    let ids = ["read-miss-1", "read-hit-2", "audit-me-3"];
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = server.log_text();
+        if ids.iter().all(|id| !lines(&text, "tower_http::trace::on_response", id).is_empty())
+            && !lines(&text, "audit", "audit-me-3").is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for id in ids {
+        let access = lines(&text, "tower_http::trace::on_response", id);
+        assert_eq!(access.len(), 1, "one access line in the request's span for {id}:\n{text}");
+        assert_eq!(access[0]["fields"]["message"], "finished processing request");
+        assert_eq!(access[0]["fields"]["status"], 200);
+        assert!(access[0]["fields"]["latency"].as_str().is_some_and(|l| l.ends_with(" ms")), "{}", access[0]);
+    }
+    let audited = lines(&text, "audit", "audit-me-3");
+    assert_eq!(audited.len(), 1, "the mutation's audit line in the request's span:\n{text}");
+    assert_eq!(audited[0]["fields"]["action"], "applySource", "{}", audited[0]);
+}
