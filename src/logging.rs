@@ -84,16 +84,24 @@ pub struct Unspanned {
     pub path: &'static str,
 }
 
-/// Where an unspanned request's id is: the request-id layers put it on every response.
-const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+/// The name of the request span ([`request_span`]).
+const REQUEST_SPAN: &str = "request";
 
-/// The name and fields of the request span (`http::security::request_span` makes the span).
-pub const REQUEST_SPAN: &str = "request";
+/// The request span: what every line logged while a request is handled carries.
+pub fn request_span(method: &str, path: &str, request_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        // As `&str`: the text format writes a plain token without any formatting machinery.
+        method = method,
+        path = path,
+        request_id = request_id,
+    )
+}
 
 impl Unspanned {
-    /// The span this request would have had, for a line logged some other way.
-    fn span(&self, request_id: &str) -> tracing::Span {
-        tracing::info_span!("request", method = self.method, path = self.path, request_id = request_id)
+    /// The span this request would have had, for what it logs while it runs.
+    pub fn span(&self, request_id: &str) -> tracing::Span {
+        request_span(self.method, self.path, request_id)
     }
 }
 
@@ -104,7 +112,8 @@ impl<B> tower_http::trace::OnResponse<B> for AccessLog {
         // A request answered without its span names itself on the response.
         let unspanned = if span.is_none() { response.extensions().get::<Unspanned>() } else { None };
         let request_id = || {
-            response.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).unwrap_or("-")
+            // The request-id layers put the request's id on every response.
+            crate::http::security::request_id(response.headers()).filter(|v| !v.is_empty()).unwrap_or("-")
         };
         let Some(sink) = SINK.get() else {
             let span = unspanned.map(|u| u.span(request_id()));
@@ -175,16 +184,14 @@ fn text_access_line(line: &mut String, scope: Scope<'_>, ms: u128, status: u16) 
             }
         }
         Scope::Fields(u, request_id) => {
-            // As `TextFields` writes the span's fields (`FieldsVisitor::text`).
+            // The span's fields as `TextFields` writes them.
             line.push_str(REQUEST_SPAN);
-            for (name, value) in [("{method=", u.method), (" path=", u.path), (" request_id=", request_id)] {
-                line.push_str(name);
-                if bare(value) {
-                    line.push_str(value);
-                } else {
-                    write!(Escaped(&mut *line), "{value:?}")?;
-                }
+            line.push('{');
+            let mut fields = FieldsVisitor::new(line);
+            for (name, value) in [("method", u.method), ("path", u.path), ("request_id", request_id)] {
+                fields.text(name, value);
             }
+            fields.result?;
             line.push_str("}: ");
         }
     }
@@ -331,7 +338,7 @@ impl<'w> FormatFields<'w> for TextFields {
 }
 
 fn record_fields<R: RecordFields>(out: &mut String, fields: R) -> fmt::Result {
-    let mut visitor = FieldsVisitor { out: Escaped(out), first: true, result: Ok(()) };
+    let mut visitor = FieldsVisitor::new(out);
     fields.record(&mut visitor);
     visitor.result
 }
@@ -342,7 +349,11 @@ struct FieldsVisitor<'w> {
     result: fmt::Result,
 }
 
-impl FieldsVisitor<'_> {
+impl<'w> FieldsVisitor<'w> {
+    fn new(out: &'w mut String) -> Self {
+        FieldsVisitor { out: Escaped(out), first: true, result: Ok(()) }
+    }
+
     /// ` name=` (no separator before the first field; `message` has no name).
     fn name(&mut self, name: &str) -> fmt::Result {
         if !std::mem::take(&mut self.first) {

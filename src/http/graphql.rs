@@ -201,7 +201,7 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
         );
     }
     // This request has no span yet (see `security::access_log_span`): what may log runs in it.
-    let span = || security::request_span("POST", "/graphql", security::request_id(&headers).unwrap_or("-"));
+    let span = || super::GRAPHQL_POST.span(security::request_id(&headers).unwrap_or("-"));
     let authenticated = if app.options.auth.logs() {
         security::authenticate(&app, &headers).instrument(span()).await
     } else {
@@ -239,9 +239,8 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
 /// and gathers the frames in a queue: a cached read's body is one frame, kept as it arrives.
 async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, axum::response::Response> {
     use axum::body::HttpBody;
-    let mut first: Option<Bytes> = None;
-    let mut more: Option<bytes::BytesMut> = None;
-    let mut len = 0usize;
+    // The first frame as it came; a copy only when a second one follows.
+    let (mut whole, mut joined) = (Bytes::new(), bytes::BytesMut::new());
     while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
         let frame = match frame {
             Ok(f) => f,
@@ -252,26 +251,19 @@ async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, ax
             }
         };
         let Ok(data) = frame.into_data() else { continue };
-        len = len.saturating_add(data.len());
-        if len > limit {
+        if whole.len() + joined.len() + data.len() > limit {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response());
         }
-        match (&first, &mut more) {
-            (None, _) => first = Some(data),
-            (Some(f), None) => {
-                let mut buf = bytes::BytesMut::with_capacity(len);
-                buf.extend_from_slice(f);
-                buf.extend_from_slice(&data);
-                more = Some(buf);
+        if whole.is_empty() && joined.is_empty() {
+            whole = data;
+        } else {
+            if joined.is_empty() {
+                joined.extend_from_slice(&std::mem::take(&mut whole));
             }
-            (Some(_), Some(buf)) => buf.extend_from_slice(&data),
+            joined.extend_from_slice(&data);
         }
     }
-    Ok(match (first, more) {
-        (_, Some(buf)) => buf.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    })
+    Ok(if joined.is_empty() { whole } else { joined.freeze() })
 }
 
 /// POST past the cache-hit path: a miss, or a request the hit path does not read.

@@ -165,25 +165,14 @@ pub fn sanitize_request_id(mut req: Request<Body>) -> Request<Body> {
 /// A span costs a cached read a sixth of its instructions (the registry's slot, the fields
 /// formatted, entered and left on every poll, closed), for a request that logs nothing but its
 /// access line. So `POST /graphql` starts without one: the handler makes the same span
-/// ([`request_span`]) around whatever may log (authentication, execution), and marks its
+/// ([`crate::logging::request_span`]) around whatever may log (authentication, execution), and marks its
 /// response ([`crate::logging::Unspanned`]) so the access line names the request as the span
 /// would have.
 pub fn access_log_span(req: &Request<Body>) -> tracing::Span {
     if super::is_graphql_post(req) {
         return tracing::Span::none();
     }
-    request_span(req.method().as_str(), req.uri().path(), request_id(req.headers()).unwrap_or("-"))
-}
-
-/// The request span: what every line logged while a request is handled carries.
-pub fn request_span(method: &str, path: &str, request_id: &str) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        // As `&str`: the text format writes a plain token without any formatting machinery.
-        method = method,
-        path = path,
-        request_id = request_id,
-    )
+    crate::logging::request_span(req.method().as_str(), req.uri().path(), request_id(req.headers()).unwrap_or("-"))
 }
 
 /// The layer that counts every response by status code and gives every error status the HTTP
