@@ -467,3 +467,49 @@ async fn access_and_in_request_log_lines_name_the_request() {
     assert_eq!(audited.len(), 1, "the mutation's audit line in the request's span:\n{text}");
     assert_eq!(audited[0]["fields"]["action"], "applySource", "{}", audited[0]);
 }
+
+/// A body that arrives in several chunks is read whole (the handler joins the frames) and the
+/// body limit counts all of them: over the limit is a 413, whatever the chunking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_are_joined_and_limited_as_a_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start_with(dir.path(), None, &db, true, &["--max-body-bytes", "4096"]).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // One request per connection, its chunks written one by one with a pause between them.
+    let send = |chunks: Vec<String>| {
+        let addr = addr.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            for c in &chunks {
+                s.write_all(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes()).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            }
+            // The server may answer (and close) before the last chunk when it refuses early.
+            let _ = s.write_all(b"0\r\n\r\n").await;
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).to_string()
+        }
+    };
+    let body = json!({"query": "{ sources { plugin id } }"}).to_string();
+    let (a, b) = body.split_at(10);
+    let (b, c) = b.split_at(12);
+    let answer = send(vec![a.to_string(), b.to_string(), c.to_string()]).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"plugin\":\"models\""), "the joined body ran as one query: {answer}");
+    // Three chunks of 2 KB each: every chunk is under the limit and under the read cap (the
+    // limit + 1 KiB), their sum is past both.
+    let filler = "x".repeat(2048);
+    let answer = send(vec![format!("{{\"query\":\"{filler}"), filler.clone(), format!("{filler}\"}}")]).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Refused while reading (the cap counts every chunk), not after buffering the whole body,
+    // whose own check would name its size.
+    assert!(answer.contains("the request body is too large; the limit is 4096 bytes"), "{answer}");
+}
