@@ -15,10 +15,12 @@
 
 use std::path::Path;
 
+use catalog_bff::catalog::plugins::Model;
 use catalog_bff::catalog::plugins::PluginKind;
 use catalog_bff::catalog::sources::{Dialect, SourceEntry, SourcesFile};
 use catalog_bff::catalog::validate::{SourceDraft, check};
 use catalog_bff::catalog::yaml_split::parse_in_pieces;
+use catalog_bff::catalog::yaml_subset;
 use catalog_bff::catalog::yamlerr::syntax_check;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -608,6 +610,167 @@ fn split_doc_strategy() -> impl Strategy<Value = String> {
         })
 }
 
+/// A tree of YAML values for the subset reader, rendered by [`render_tree`] in every style
+/// the reader handles and several it must decline.
+#[derive(Clone, Debug)]
+enum Tree {
+    Leaf(String),
+    List(Vec<Tree>),
+    Map(Vec<(String, Tree)>),
+}
+
+/// Scalar text with the characters that change how YAML reads a line.
+fn tricky_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z]{1,6}",
+        "[a-z0-9 :#'\"\\\\|>\\-\\[\\]{},.~&*!?%@`\u{e9}\n]{0,10}",
+        prop::sample::select(
+            &[
+                "", "~", "null", "Null", "true", "FALSE", "-1", "1.5", ".inf", "0x1f", "007", "a: b", "- x", "#c",
+                "'q'", "\"q\""
+            ][..]
+        )
+        .prop_map(str::to_string),
+    ]
+}
+
+fn tree_strategy() -> impl Strategy<Value = Tree> {
+    tricky_text().prop_map(Tree::Leaf).prop_recursive(4, 40, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Tree::List),
+            prop::collection::vec((tricky_text(), inner), 1..4).prop_map(Tree::Map),
+        ]
+    })
+}
+
+/// Style choices drawn from a byte string, cycled.
+struct Styles<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Styles<'_> {
+    fn pick(&mut self, n: u8) -> u8 {
+        let b = self.bytes.get(self.at % self.bytes.len().max(1)).copied().unwrap_or(0);
+        self.at += 1;
+        b % n
+    }
+}
+
+fn render_scalar(text: &str, st: &mut Styles, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match st.pick(6) {
+        0 | 1 => out.push_str(&text.replace('\n', &format!("\n{pad}"))),
+        2 => out.push_str(&format!("'{}'", text.replace('\'', "''").replace('\n', &format!("\n{pad}")))),
+        3 => out.push_str(&quoted(text)),
+        k => {
+            out.push(if k == 4 { '|' } else { '>' });
+            out.push_str(["", "-", "+"][usize::from(st.pick(3))]);
+            for line in text.split('\n') {
+                out.push('\n');
+                if !line.is_empty() || st.pick(2) == 0 {
+                    out.push_str(&pad);
+                }
+                out.push_str(line);
+            }
+        }
+    }
+    if st.pick(5) == 0 {
+        out.push_str(" # c");
+    }
+    out.push('\n');
+}
+
+fn render_key(key: &str, st: &mut Styles, out: &mut String) {
+    match st.pick(4) {
+        0 => out.push_str(&quoted(key)),
+        1 => out.push_str(&format!("'{}'", key.replace('\'', "''"))),
+        _ => out.push_str(key),
+    }
+    out.push(':');
+}
+
+/// Renders `tree` after a `key:` or `-` already written; `col` is that key's or dash's column.
+fn render_value(tree: &Tree, st: &mut Styles, col: usize, under_key: bool, out: &mut String) {
+    match tree {
+        Tree::Leaf(s) => {
+            out.push(' ');
+            render_scalar(s, st, col + 2, out);
+        }
+        Tree::List(items) if items.is_empty() => out.push_str(" []\n"),
+        Tree::List(items) if items.iter().all(|t| matches!(t, Tree::Leaf(_))) && st.pick(3) == 0 => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|t| match t {
+                    Tree::Leaf(s) if st.pick(2) == 0 => quoted(s),
+                    Tree::Leaf(s) => s.clone(),
+                    _ => String::new(),
+                })
+                .collect();
+            out.push_str(&format!(" [{}]\n", parts.join(", ")));
+        }
+        Tree::List(items) => {
+            out.push('\n');
+            let c = if under_key && st.pick(3) == 0 { col } else { col + 2 };
+            render_list(items, st, c, out);
+        }
+        Tree::Map(entries) => {
+            if !under_key && st.pick(2) == 0 {
+                // A compact mapping: the first key on the dash's line.
+                out.push(' ');
+                render_entries(entries, st, col + 2, true, out);
+            } else {
+                out.push('\n');
+                render_entries(entries, st, col + 2, false, out);
+            }
+        }
+    }
+}
+
+fn render_list(items: &[Tree], st: &mut Styles, col: usize, out: &mut String) {
+    for item in items {
+        out.push_str(&" ".repeat(col));
+        out.push('-');
+        render_value(item, st, col, false, out);
+        if st.pick(8) == 0 {
+            out.push_str(&format!("{}# between\n\n", " ".repeat(usize::from(st.pick(6)))));
+        }
+    }
+}
+
+fn render_entries(entries: &[(String, Tree)], st: &mut Styles, col: usize, first_inline: bool, out: &mut String) {
+    for (i, (k, v)) in entries.iter().enumerate() {
+        if i > 0 || !first_inline {
+            out.push_str(&" ".repeat(col));
+        }
+        render_key(k, st, out);
+        render_value(v, st, col, true, out);
+    }
+}
+
+/// A list document (what a piece of a catalog's list is) rendered from trees.
+fn render_tree(items: &[Tree], styles: &[u8], col: usize) -> String {
+    let mut st = Styles { bytes: styles, at: 0 };
+    let mut out = String::new();
+    render_list(items, &mut st, col, &mut out);
+    out
+}
+
+/// Trees of keys and text the subset reader must accept in any of its styles.
+fn plain_tree_strategy() -> impl Strategy<Value = Tree> {
+    "[a-z][a-z -]{0,6}[a-z]".prop_map(Tree::Leaf).prop_recursive(4, 40, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 1..4).prop_map(Tree::List),
+            prop::collection::vec(("[a-z][a-zA-Z_]{0,8}", inner), 1..4).prop_map(|mut e| {
+                // Distinct keys: serde_yaml_ng's `Value` refuses duplicates, this is about syntax.
+                let mut seen = std::collections::HashSet::new();
+                e.retain(|(k, _)| seen.insert(k.clone()));
+                Tree::Map(e)
+            }),
+        ]
+    })
+}
+
 // ---- properties ----------------------------------------------------------------------------
 
 proptest! {
@@ -629,6 +792,56 @@ proptest! {
             let mut rest = rest;
             prop_assert_eq!(rest.remove("models"), Some(Value::Null), "{}", text);
             prop_assert_eq!(rest, whole, "{}", text);
+        }
+    }
+
+    /// The subset reader (the fast path of a split parse) either declines or gives exactly what
+    /// serde_yaml_ng gives, on lists rendered in every style and then mutated line by line.
+    #[test]
+    fn the_yaml_subset_reader_declines_or_equals_serde_yaml_ng(
+        items in prop::collection::vec(tree_strategy(), 1..5),
+        styles in prop::collection::vec(any::<u8>(), 1..64),
+        col in 0usize..3,
+        muts in prop::collection::vec(mutation_strategy(), 0..3),
+    ) {
+        let mut text = render_tree(&items, &styles, col);
+        for m in &muts {
+            text = apply_mutation(&text, m);
+        }
+        if let Some(fast) = yaml_subset::from_str::<Value>(&text) {
+            let slow = serde_yaml_ng::from_str::<Value>(&text)
+                .map_err(|e| TestCaseError::fail(format!("the subset read it, serde_yaml_ng failed: {e}\n{text}")))?;
+            prop_assert_eq!(fast, slow, "{}", text);
+        }
+    }
+
+    /// ... and it does read the shapes catalogs are written in (plain, quoted and block scalars,
+    /// block, compact, indentless and flow lists, comments): the fast path is taken.
+    #[test]
+    fn the_yaml_subset_reader_reads_plain_catalog_shapes(
+        items in prop::collection::vec(plain_tree_strategy(), 1..5),
+        styles in prop::collection::vec(any::<u8>(), 1..64),
+        col in 0usize..3,
+    ) {
+        let text = render_tree(&items, &styles, col);
+        let slow = serde_yaml_ng::from_str::<Value>(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        prop_assert_eq!(yaml_subset::from_str::<Value>(&text), Some(slow), "{}", text);
+    }
+
+    /// Typed: model items read through the subset equal serde_yaml_ng's, field by field.
+    #[test]
+    fn the_yaml_subset_reader_reads_models_as_serde_yaml_ng(doc in models_doc_strategy(), muts in prop::collection::vec(mutation_strategy(), 0..2)) {
+        let mut list = doc.split_once("models:\n").map(|(_, l)| l.to_string()).unwrap_or_default();
+        for m in &muts {
+            list = apply_mutation(&list, m);
+        }
+        if let Some(fast) = yaml_subset::from_str::<Vec<Model>>(&list) {
+            let slow = serde_yaml_ng::from_str::<Vec<Model>>(&list).map_err(|e| TestCaseError::fail(format!("{e}\n{list}")))?;
+            prop_assert_eq!(fast, slow, "{}", list);
+        } else {
+            // Unicode line separators are line breaks to libyaml: the subset leaves them to it.
+            let unusual = list.is_empty() || list.contains(['\u{2028}', '\u{2029}']);
+            prop_assert!(!muts.is_empty() || unusual, "an unmutated catalog declined:\n{}", list);
         }
     }
 

@@ -17,4 +17,5 @@ pub mod store;
 pub mod validate;
 pub mod yaml_depth;
 pub mod yaml_split;
+pub mod yaml_subset;
 pub mod yamlerr;

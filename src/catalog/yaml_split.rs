@@ -251,9 +251,13 @@ fn parse_pieces<T: DeserializeOwned + Send>(pieces: &[&str]) -> Option<Vec<T>> {
             if i >= pieces.len() || failed.load(Ordering::Relaxed) {
                 return;
             }
-            match serde_yaml_ng::from_str::<Vec<T>>(pieces[i]) {
+            // The subset reader first (the same items, ~3x faster); where it declines,
+            // serde_yaml_ng reads the piece.
+            let parsed = super::yaml_subset::from_str::<Vec<T>>(pieces[i])
+                .map_or_else(|| serde_yaml_ng::from_str::<Vec<T>>(pieces[i]).map_err(drop), Ok);
+            match parsed {
                 Ok(items) => *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(items),
-                Err(_) => {
+                Err(()) => {
                     failed.store(true, Ordering::Relaxed);
                     return;
                 }
