@@ -25,6 +25,13 @@ pub use refresh_job::Model as JobRow;
 pub use refresh_status::Model as StatusRow;
 pub use source_revision::Model as RevisionRow;
 
+/// A source's latest revision, without its content ([`Db::latest_revision`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatestRevision {
+    pub revision: i32,
+    pub content_hash: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database error: {0}")]
@@ -230,16 +237,24 @@ impl Db {
 
     // ---- revisions -------------------------------------------------------------------------
 
-    pub async fn latest_revision(&self, plugin: &str, source_id: &str) -> Result<Option<RevisionRow>, DbError> {
+    /// The latest revision's number and content hash: the columns callers compare, not the row
+    /// (whose content is the whole catalog text: 45 MB read for a number, on every `source`).
+    pub async fn latest_revision(&self, plugin: &str, source_id: &str) -> Result<Option<LatestRevision>, DbError> {
         use source_revision::Column as C;
-        self.timed(
-            source_revision::Entity::find()
-                .filter(C::PluginName.eq(plugin))
-                .filter(C::SourceId.eq(source_id))
-                .order_by_desc(C::Revision)
-                .one(&self.conn),
-        )
-        .await
+        let row: Option<(i32, String)> = self
+            .timed(
+                source_revision::Entity::find()
+                    .select_only()
+                    .column(C::Revision)
+                    .column(C::ContentHash)
+                    .filter(C::PluginName.eq(plugin))
+                    .filter(C::SourceId.eq(source_id))
+                    .order_by_desc(C::Revision)
+                    .into_tuple()
+                    .one(&self.conn),
+            )
+            .await?;
+        Ok(row.map(|(revision, content_hash)| LatestRevision { revision, content_hash }))
     }
 
     /// Latest revision number per (plugin, source), for listing many sources in one query.
@@ -316,7 +331,10 @@ impl Db {
         .await
     }
 
-    pub async fn insert_revision(&self, r: NewRevision<'_>) -> Result<RevisionRow, DbError> {
+    /// Records a revision and returns its number. Without `RETURNING`: the row holds the whole
+    /// catalog text, which SQLite would stage in a temporary file to hand it back, and it would
+    /// be read into memory again (for a 45 MB catalog most of a fresh start's time).
+    pub async fn insert_revision(&self, r: NewRevision<'_>) -> Result<i32, DbError> {
         let am = source_revision::ActiveModel {
             plugin_name: Set(r.plugin.to_string()),
             source_id: Set(r.source_id.to_string()),
@@ -329,8 +347,8 @@ impl Db {
             created_at: Set(Utc::now()),
             ..Default::default()
         };
-        match self.timed(source_revision::Entity::insert(am).exec_with_returning(&self.conn)).await {
-            Ok(row) => Ok(row),
+        match self.timed(source_revision::Entity::insert(am).exec_without_returning(&self.conn)).await {
+            Ok(_) => Ok(r.revision),
             Err(DbError::Db(e)) if is_unique_violation(&e) => Err(DbError::RevisionTaken {
                 plugin: r.plugin.to_string(),
                 source_id: r.source_id.to_string(),

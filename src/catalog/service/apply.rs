@@ -139,7 +139,7 @@ impl Catalog {
         // Across replicas: the plugin's advisory lock (a no-op on SQLite), released with `guard`.
         let guard = (guard, self.db.lock_plugin(proposed.plugin().name()).await?);
         let mut attempt = 0;
-        let (draft, row, write, report, impact) = loop {
+        let (draft, revision, write, report, impact) = loop {
             attempt += 1;
             // Merge and splice against the same bytes: the configuration as the store has it
             // now, read under the lock (not our cached copy, which may be a watch interval old).
@@ -153,9 +153,9 @@ impl Catalog {
                 LoadError::Unavailable(msg) => CatalogError::Unavailable { message: msg, retry_after_secs: 5 },
             })?;
             match self.apply_once(&config, &proposed, &opts, actor, action).await? {
-                Step::Done { draft, row, report, impact } => {
+                Step::Done { draft, revision, report, impact } => {
                     let write = self.note_write();
-                    break (draft, row, write, report, impact);
+                    break (draft, revision, write, report, impact);
                 }
                 Step::Unchanged(outcome) => {
                     drop(guard);
@@ -176,9 +176,9 @@ impl Catalog {
         let id = draft.entry.id.clone();
         self.bump();
         drop(guard);
-        tracing::info!(plugin = plugin.name(), source = %id, revision = row.revision, actor, action = action.as_str(), "source applied");
+        tracing::info!(plugin = plugin.name(), source = %id, revision, actor, action = action.as_str(), "source applied");
         let kind = if action == RevisionAction::Rollback { EventKind::RolledBack } else { EventKind::Applied };
-        self.events.publish(kind, plugin.name(), Some(&id), Some(row.revision), None);
+        self.events.publish(kind, plugin.name(), Some(&id), Some(revision), None);
 
         let refresh = if opts.refresh_after_apply {
             // The removal guard already ran against this exact content above. The refresh must
@@ -196,15 +196,7 @@ impl Catalog {
             .source(plugin, &id)
             .await?
             .ok_or_else(|| CatalogError::Internal("the applied source vanished".into()))?;
-        Ok(ApplyOutcome {
-            source,
-            revision: row.revision,
-            changed: true,
-            dry_run: false,
-            validation: report,
-            impact,
-            refresh,
-        })
+        Ok(ApplyOutcome { source, revision, changed: true, dry_run: false, validation: report, impact, refresh })
     }
 
     /// A dry run or an apply that changes nothing: no write; an optional refresh.
@@ -346,13 +338,14 @@ impl Catalog {
             }
             Err(StoreError::Failed(msg)) => return Err(CatalogError::Internal(msg)),
         };
+        let content_hash = revision_hash(&draft.entry, draft.content.as_deref());
         let recorded = self
             .db
             .insert_revision(NewRevision {
                 plugin: plugin.name(),
                 source_id: &id,
                 revision: current + 1,
-                content_hash: &revision_hash(&draft.entry, draft.content.as_deref()),
+                content_hash: &content_hash,
                 entry: &entry_json(&draft.entry),
                 content: draft.content.as_deref(),
                 action: action.as_str(),
@@ -370,8 +363,8 @@ impl Catalog {
                 },
                 other => CatalogError::Internal(format!("recording the revision failed: {other}; nothing was changed")),
             });
-        let row = match recorded {
-            Ok(row) => row,
+        let revision = match recorded {
+            Ok(revision) => revision,
             Err(e) => {
                 self.store.revert(committed).await;
                 return Err(e);
@@ -385,8 +378,8 @@ impl Catalog {
                 tracing::warn!(error = %e.render(), "re-reading the configuration after an apply failed; the watcher will retry")
             }
         }
-        self.set_known(key, row.content_hash.clone());
-        Ok(Step::Done { draft, row, report: checked.report, impact })
+        self.set_known(key, content_hash);
+        Ok(Step::Done { draft, revision, report: checked.report, impact })
     }
 
     /// The store refused a commit because the plugin's configuration changed since it was read.
@@ -426,7 +419,7 @@ impl Catalog {
 
 /// The result of one apply attempt.
 enum Step {
-    Done { draft: SourceDraft, row: RevisionRow, report: ValidationReport, impact: Impact },
+    Done { draft: SourceDraft, revision: i32, report: ValidationReport, impact: Impact },
     Unchanged(Unchanged),
     Raced(String),
 }
