@@ -23,7 +23,8 @@ use std::borrow::Cow;
 
 /// Deeper than this, the reader declines (catalog items nest a handful of levels).
 const MAX_DEPTH: usize = 48;
-/// libyaml refuses implicit keys longer than 1024 characters; this reader stays well below.
+/// libyaml refuses an implicit key whose `:` is over 1024 bytes from its start; this reader
+/// stays well below.
 const MAX_KEY_BYTES: usize = 1000;
 
 /// Reads `text` as `T`, or `None` when the text is outside the subset or `T` refuses it.
@@ -382,7 +383,11 @@ impl<'t> Parser<'t> {
             let tail = &rest[after..];
             let colon = tail.len() - tail.trim_start_matches(' ').len();
             let b = tail.as_bytes();
-            if b.get(colon) != Some(&b':') || !matches!(b.get(colon + 1), None | Some(b' ')) || after > MAX_KEY_BYTES {
+            // libyaml's limit counts from the key's start to its `:`, spaces before it included.
+            if b.get(colon) != Some(&b':')
+                || !matches!(b.get(colon + 1), None | Some(b' '))
+                || after + colon > MAX_KEY_BYTES
+            {
                 return None;
             }
             return Some((Node::Scalar { text, plain: false }, after + colon + 1));
@@ -392,7 +397,7 @@ impl<'t> Parser<'t> {
         }
         let colon = plain_key_colon(rest)?;
         let key = rest[..colon].trim_end_matches(' ');
-        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        if key.is_empty() || colon > MAX_KEY_BYTES {
             return None;
         }
         Some((Node::Scalar { text: Cow::Borrowed(key), plain: true }, colon + 1))
@@ -403,6 +408,8 @@ impl<'t> Parser<'t> {
     fn scalar(&mut self, li: usize, c: usize, parent: isize) -> Option<Node<'t>> {
         let line = self.lines[li];
         let rest = self.rest(line, c);
+        // One line (a block scalar moves on past its own lines).
+        self.at = li + 1;
         match rest.as_bytes().first()? {
             b'"' | b'\'' => {
                 let (text, after) = quoted(rest)?;
@@ -655,12 +662,20 @@ impl<'a, 't> NodeDe<'a, 't> {
             None => Err(Declined),
         }
     }
+
+    /// serde_yaml_ng reads an unsigned integer without any sign (`-0` is refused).
+    fn uint<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
+        match self.plain().filter(|t| !t.starts_with('-')).and_then(parse_int).and_then(|i| u64::try_from(i).ok()) {
+            Some(u) => visitor.visit_u64(u),
+            None => Err(Declined),
+        }
+    }
 }
 
 macro_rules! ints {
-    ($($name:ident)*) => {$(
+    ($read:ident: $($name:ident)*) => {$(
         fn $name<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
-            self.int(visitor)
+            self.$read(visitor)
         }
     )*};
 }
@@ -696,8 +711,8 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_, '_> {
         }
     }
 
-    ints!(deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
-          deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128);
+    ints!(int: deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128);
+    ints!(uint: deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128);
 
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
         self.deserialize_f64(visitor)
@@ -892,6 +907,7 @@ mod tests {
             "- url: http://x.example/a:b\n  \"quoted key\": v\n  'single': w\n  k :  spaced\n",
             "- name: caf\u{e9} \u{1f600}\n",
             "- |\n  a block item\n- >-\n  folded\n  item\n- >\n  a\n    more\n  b\n\n  c\n",
+            "-\n  below a dash\n- k:\n    below a key\n  j:\n    'quoted below'\n",
         ] {
             let (fast, slow) = both(text);
             let slow = slow.unwrap_or_else(|e| panic!("serde_yaml_ng refused {text:?}: {e}"));
@@ -922,8 +938,18 @@ mod tests {
             "- a\n-b\n",
             "- a\n - b\n",
             "- k: v\n k2: v\n",
+            "-\n  a\n  b\n",
         ] {
             assert!(from_str::<Value>(text).is_none(), "{text:?}");
+        }
+        // libyaml's key limit counts the spaces before the `:` (found by an adversarial fuzz).
+        for text in [
+            format!("- a{}: b\n", " ".repeat(1024)),
+            format!("- '{}'{}: b\n", "k".repeat(998), " ".repeat(25)),
+            format!("- x: y\n  {}{}: b\n", "k".repeat(1000), " ".repeat(25)),
+        ] {
+            assert!(serde_yaml_ng::from_str::<Value>(&text).is_err());
+            assert!(from_str::<Value>(&text).is_none(), "{text:?}");
         }
     }
 
@@ -951,5 +977,9 @@ mod tests {
         assert!(from_str::<Vec<Typed>>("- name: [a]\n").is_none());
         assert!(from_str::<Vec<Typed>>("- name: x\n  count: 0x1f\n").is_none());
         assert!(serde_yaml_ng::from_str::<Vec<Typed>>("- name: x\n  count: 0x1f\n").is_ok());
+        // An unsigned integer takes no sign, not even `-0` (found by an adversarial fuzz).
+        assert!(serde_yaml_ng::from_str::<Vec<u64>>("- -0\n").is_err());
+        assert_eq!(from_str::<Vec<u64>>("- -0\n"), None);
+        assert_eq!(from_str::<Vec<u8>>("- 7\n- 0\n"), serde_yaml_ng::from_str::<Vec<u8>>("- 7\n- 0\n").ok());
     }
 }
