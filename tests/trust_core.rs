@@ -337,6 +337,30 @@ async fn deeply_nested_yaml_is_refused_before_parsing() {
         .await;
     assert_eq!(r["refreshSource"]["results"][0]["status"], "FAILURE");
     assert!(r.to_string().contains("--max-yaml-depth"), "{r}");
+
+    // A large file (parsed in pieces, with the depth scan beside the parse) is refused all the
+    // same when one item nests too deep, though every piece on its own parses.
+    let mut big = String::from("source: x\nmodels:\n");
+    let mut i = 0;
+    while big.len() < 400_000 {
+        big.push_str(&format!("  - name: m{i}\n    description: filler item {i}\n"));
+        i += 1;
+    }
+    big.push_str("  - name: deep\n    readme:\n");
+    for d in 0..80 {
+        big.push_str(&format!("{}k:\n", " ".repeat(6 + 2 * d)));
+    }
+    big.push_str(&format!("{}end\n  - name: after\n", " ".repeat(6 + 2 * 80)));
+    std::fs::write(dir.path().join("partner-models.yaml"), &big).unwrap();
+    let r = server
+        .ok(
+            "mutation { refreshSource(plugin: \"models\", id: \"partner_models\") { results { status diagnostics { message line } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["refreshSource"]["results"][0]["status"], "FAILURE", "{r}");
+    let message = r["refreshSource"]["results"][0]["diagnostics"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("limit of 64") && message.contains("--max-yaml-depth"), "{r}");
 }
 
 /// Review finding: a custom `authHeader` followed a redirect to another origin (reqwest strips

@@ -39,12 +39,23 @@ where
     F: serde::de::DeserializeOwned,
     T: serde::de::DeserializeOwned + Send,
 {
-    check_depth(text, file)?;
     // Pieces nest two levels less than the whole file: past serde_yaml_ng's own recursion
     // limit (128) the two would disagree, so a deployer's very high depth limit parses whole.
-    if super::yaml_depth::max_depth() <= 100
-        && let Some((mut rest, items)) = super::yaml_split::parse_list::<F, T>(text, key)
-    {
+    if super::yaml_depth::max_depth() > 100 || text.len() < super::yaml_split::MIN_SPLIT_BYTES {
+        check_depth(text, file)?;
+        return serde_yaml_ng::from_str::<F>(text).map_err(|e| from_serde_error(&e, file));
+    }
+    // A large file: the depth scan (one sequential pass) runs beside the split parse, whose
+    // pieces are bounded on their own (the subset reader's depth cap, serde_yaml_ng's recursion
+    // limit); a file over the limit is refused all the same and its pieces' values dropped.
+    // The whole-file parse, the one the limit protects, still runs only after the scan passed.
+    let (depth, split) = std::thread::scope(|s| {
+        let depth = s.spawn(|| check_depth(text, file));
+        let split = super::yaml_split::parse_list::<F, T>(text, key);
+        (depth.join().unwrap_or_else(|_| check_depth(text, file)), split)
+    });
+    depth?;
+    if let Some((mut rest, items)) = split {
         join(&mut rest, items);
         return Ok(rest);
     }
