@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use entities::{audit, refresh_job, refresh_status, source_revision};
@@ -158,14 +158,18 @@ impl Db {
         opts.sqlx_logging(false).acquire_timeout(timeout).connect_timeout(timeout);
         if backend == "sqlite" {
             // One writer at a time is what SQLite allows anyway; a small pool avoids
-            // "database is locked" churn.
-            opts.max_connections(4);
+            // "database is locked" churn. The pragmas on every connection of the pool (a
+            // `PRAGMA` statement would reach one of them: `synchronous` and `busy_timeout` are
+            // per connection), WAL with `synchronous=NORMAL`: a commit does not fsync, a
+            // checkpoint does.
+            opts.max_connections(4).map_sqlx_sqlite_opts(|o| {
+                use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(std::time::Duration::from_secs(5))
+            });
         }
         let conn = Database::connect(opts).await?;
-        if backend == "sqlite" {
-            conn.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA synchronous=NORMAL;")
-                .await?;
-        }
         Migrator::up(&conn, None).await?;
         Ok(Db { conn, backend, timeout, locks: Default::default() })
     }
