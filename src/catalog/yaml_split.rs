@@ -17,7 +17,8 @@
 //! (any error, any shape it does not handle: documents markers, directives, tabs in
 //! indentation, a flow list) the caller parses the whole file as before, which gives the same
 //! diagnostics as it always did. The cost of that fallback is one more parse of a file that
-//! has an error.
+//! has an error. Each piece is read by `yaml_subset` (the same value, ~3x faster) and by
+//! serde_yaml_ng only where that declines.
 
 use serde::de::DeserializeOwned;
 use std::sync::Mutex;
