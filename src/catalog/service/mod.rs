@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 
@@ -91,9 +91,7 @@ pub struct Catalog {
     jobs: JobRegistry,
     events: Events,
     refresh_stats: crate::catalog::refresh::RefreshStats,
-    /// True once the initial refresh of every plugin has finished (readiness; snapshot cache
-    /// writes wait for it).
-    first_refresh_done: tokio::sync::watch::Sender<bool>,
+    first_refresh_done: AtomicBool,
     /// The startup snapshot cache, when on (`CatalogOptions::snapshot_cache`).
     snapshot_cache: Option<Arc<crate::catalog::snapshot_cache::SnapshotCache>>,
     /// Bumped after every change a reader can see; response caches key on it.
@@ -177,7 +175,7 @@ impl Catalog {
             jobs: JobRegistry::default(),
             refresh_stats: Default::default(),
             events: Events::default(),
-            first_refresh_done: tokio::sync::watch::Sender::new(false),
+            first_refresh_done: AtomicBool::new(false),
         });
         {
             let _cluster = catalog.lock_all_plugins().await?;

@@ -217,7 +217,7 @@ impl Catalog {
             Ok(result) => result,
             Err(_) => Err(DbError::Unavailable("no answer to a ping within 800 ms".into())),
         };
-        let first = *self.first_refresh_done.borrow();
+        let first = self.first_refresh_done.load(Ordering::Acquire);
         let config_errors = self.config_errors();
         let reachable = self.store.reachable().await;
         let config_ok = config_errors.is_empty() && reachable.is_ok();

@@ -253,7 +253,7 @@ impl Catalog {
                 Err(e) => tracing::error!(plugin = plugin.name(), error = %e, "initial refresh failed"),
             }
         }
-        self.first_refresh_done.send_replace(true);
+        self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Removes the snapshot cache files of sources that are not enabled yaml sources of the
@@ -401,34 +401,28 @@ impl Catalog {
             let s = Arc::new(s);
             if let (Some((cache_key, diagnostics)), Some(cache)) = (cache_write, self.snapshot_cache.clone()) {
                 // Off the refresh's path: nothing waits for the write, and a failed one only
-                // means a parse at the next start. Not before the initial refresh is done: at
-                // start the write would take cores from the other sources' parse, which
-                // readiness waits for.
+                // means a parse at the next start.
                 let (snap, id) = (s.clone(), id.to_string());
-                let mut initial = self.first_refresh_done.subscribe();
-                tokio::spawn(async move {
-                    let _ = initial.wait_for(|done| *done).await;
-                    tokio::task::spawn_blocking(move || {
-                        // A FULL refresh of unchanged content: the file is this load already.
-                        if cache.is_current(plugin, &id, &cache_key) {
-                            return;
+                tokio::task::spawn_blocking(move || {
+                    // A FULL refresh of unchanged content: the file is this load already.
+                    if cache.is_current(plugin, &id, &cache_key) {
+                        return;
+                    }
+                    match cache.write(plugin, &id, &cache_key, &snap.entities, &diagnostics) {
+                        Ok(Some(bytes)) => {
+                            tracing::debug!(plugin = plugin.name(), source = %id, bytes, "snapshot cache written")
                         }
-                        match cache.write(plugin, &id, &cache_key, &snap.entities, &diagnostics) {
-                            Ok(Some(bytes)) => {
-                                tracing::debug!(plugin = plugin.name(), source = %id, bytes, "snapshot cache written")
-                            }
-                            Ok(None) => tracing::info!(
-                                plugin = plugin.name(),
-                                source = %id,
-                                "snapshot cache not written: the load is over the size cap"
-                            ),
-                            Err(e) => {
-                                tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "could not write the snapshot cache")
-                            }
+                        Ok(None) => tracing::info!(
+                            plugin = plugin.name(),
+                            source = %id,
+                            "snapshot cache not written: the load is over the size cap"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "could not write the snapshot cache")
                         }
-                        drop(snap);
-                        crate::allocator::collect_now();
-                    });
+                    }
+                    drop(snap);
+                    crate::allocator::collect_now();
                 });
             }
             let replaced = self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), s);
