@@ -18,7 +18,7 @@
 //! the target type, is a `None`: the caller then parses with serde_yaml_ng, which gives the
 //! diagnostics. `tests/properties.rs` checks that `Some` always equals serde_yaml_ng's value.
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use std::borrow::Cow;
 
 /// Deeper than this, the reader declines (catalog items nest a handful of levels).
@@ -874,13 +874,6 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_> {
 
     fn size_hint(&self) -> Option<usize> {
         Some(self.entries.len())
-    }
-}
-
-impl<'de, 'a, 't> IntoDeserializer<'de, Declined> for NodeDe<'a, 't> {
-    type Deserializer = Self;
-    fn into_deserializer(self) -> Self {
-        self
     }
 }
 

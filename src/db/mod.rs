@@ -351,45 +351,33 @@ impl Db {
         const COLUMNS: &str =
             "plugin_name, source_id, revision, content_hash, entry, content, action, actor, created_at";
         let now = Utc::now();
+        // The same statement on either pool; only the placeholders differ.
+        macro_rules! insert {
+            ($pool:expr, $placeholders:literal) => {{
+                let sql = format!("INSERT INTO catalog_source_revisions ({COLUMNS}) VALUES ({})", $placeholders);
+                let mut conn = $pool.acquire().await.map_err(acquire_err)?;
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(r.plugin)
+                    .bind(r.source_id)
+                    .bind(r.revision)
+                    .bind(r.content_hash)
+                    .bind(r.entry)
+                    .bind(r.content)
+                    .bind(r.action)
+                    .bind(r.actor)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map(drop)
+                    .map_err(|e| sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into())))
+            }};
+        }
         let call = async {
-            let exec_err = |e: sqlx::Error| sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into()));
             if self.backend == "postgres" {
-                let sql = format!(
-                    "INSERT INTO catalog_source_revisions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                );
-                let mut conn = self.conn.get_postgres_connection_pool().acquire().await.map_err(acquire_err)?;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(r.plugin)
-                    .bind(r.source_id)
-                    .bind(r.revision)
-                    .bind(r.content_hash)
-                    .bind(r.entry)
-                    .bind(r.content)
-                    .bind(r.action)
-                    .bind(r.actor)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(exec_err)?;
+                insert!(self.conn.get_postgres_connection_pool(), "$1, $2, $3, $4, $5, $6, $7, $8, $9")
             } else {
-                let sql =
-                    format!("INSERT INTO catalog_source_revisions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-                let mut conn = self.conn.get_sqlite_connection_pool().acquire().await.map_err(acquire_err)?;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(r.plugin)
-                    .bind(r.source_id)
-                    .bind(r.revision)
-                    .bind(r.content_hash)
-                    .bind(r.entry)
-                    .bind(r.content)
-                    .bind(r.action)
-                    .bind(r.actor)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(exec_err)?;
+                insert!(self.conn.get_sqlite_connection_pool(), "?, ?, ?, ?, ?, ?, ?, ?, ?")
             }
-            Ok(())
         };
         match self.timed(call).await {
             Ok(()) => Ok(r.revision),
