@@ -83,12 +83,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when listening on :0.
     tracing::info!(%addr, sources = %described, database = %redact_url(&url), "listening; GraphiQL at http://{addr}/graphql");
 
-    let initial: Arc<Catalog> = catalog.clone();
-    tokio::spawn(async move {
-        initial.refresh_all().await;
-        initial.watch_loop().await;
-    });
-
     let app = crate::http::router(catalog.clone(), http_options);
     let stopping = catalog.clone();
     let shutdown = async move {

@@ -125,8 +125,15 @@ fn revision_hash(entry: &SourceEntry, content: Option<&str>) -> String {
 }
 
 impl Catalog {
-    /// Reads the configuration and records a revision for every source whose stored content
-    /// is not the latest recorded one. Does not refresh: call [`Catalog::refresh_all`].
+    /// Reads the configuration, records a revision for every source whose stored content is
+    /// not the latest recorded one, and starts the background work: the initial refresh (which
+    /// readiness waits for), then the external-edit watcher.
+    ///
+    /// On SQLite (one replica) the initial refresh starts before the import and runs beside
+    /// it: it reads the files itself and nothing it does depends on a revision, and no request
+    /// can arrive before this returns (the caller listens after). On PostgreSQL it starts
+    /// after the import and the cluster feed, as replicas share refresh jobs through the
+    /// database (`start_cluster` fails this replica id's old jobs first).
     pub async fn open(
         store: Arc<dyn ConfigStore>,
         db: Db,
@@ -177,12 +184,27 @@ impl Catalog {
             events: Events::default(),
             first_refresh_done: AtomicBool::new(false),
         });
+        let one_replica = !catalog.db.is_postgres();
+        if one_replica {
+            catalog.clone().start_background();
+        }
         {
             let _cluster = catalog.lock_all_plugins().await?;
             catalog.record_disk_revisions(&catalog.config(), RevisionAction::Import).await?;
         }
         catalog.start_cluster(poll).await?;
+        if !one_replica {
+            catalog.clone().start_background();
+        }
         Ok(catalog)
+    }
+
+    /// The initial refresh, then the external-edit watcher, in one task.
+    fn start_background(self: Arc<Self>) {
+        tokio::spawn(async move {
+            self.refresh_all().await;
+            self.watch_loop().await;
+        });
     }
 
     pub fn db(&self) -> &Db {

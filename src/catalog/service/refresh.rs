@@ -232,7 +232,7 @@ impl Catalog {
     /// (Refreshing the plugins at the same time was tried for start → ready and taken back: with
     /// replicas starting together, a replica once answered a later refresh with another job's
     /// id, in tests/replicas.rs under CI load; not yet understood. See issue 10's note.)
-    pub async fn refresh_all(self: &Arc<Self>) {
+    pub(super) async fn refresh_all(self: &Arc<Self>) {
         self.prune_snapshot_cache().await;
         for plugin in PluginKind::ALL {
             let req = RefreshRequest {

@@ -18,7 +18,7 @@ use crate::catalog::store::LoadError;
 
 impl Catalog {
     /// Runs until shutdown.
-    pub async fn watch_loop(self: Arc<Self>) {
+    pub(super) async fn watch_loop(self: Arc<Self>) {
         let Some(interval) = self.options.watch_interval else {
             return;
         };
