@@ -100,6 +100,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
         .with_graceful_shutdown(shutdown)
         .await?;
+    // What the write-ahead log still holds goes into the SQLite file (no automatic checkpoints,
+    // see `Db::connect`); a later start would replay it anyway.
+    if let Err(e) = catalog.db().checkpoint().await {
+        tracing::warn!(error = %e, "could not checkpoint the SQLite write-ahead log at shutdown");
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -188,3 +188,65 @@ async fn pages_walk_every_entity_once_with_and_without_a_search() {
     }
     server.stop();
 }
+
+const REVISIONS: &str = "{ sources { revisions(limit: 100) { revision } } }";
+
+async fn revisions_via_api(server: &Server) -> usize {
+    let v = server.ok(REVISIONS, json!({})).await;
+    v["sources"].as_array().unwrap().iter().map(|s| s["revisions"].as_array().unwrap().len()).sum()
+}
+
+/// The revisions the SQLite *file* holds, its write-ahead log ignored (`immutable` reads the
+/// main file only): what checkpoints have copied there. `None` while it has no such table yet.
+async fn revisions_in_file(db: &Path) -> Option<usize> {
+    use sqlx::Connection;
+    let mut conn =
+        sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}?immutable=true", db.display())).await.ok()?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM catalog_source_revisions").fetch_one(&mut conn).await.ok()?;
+    let _ = conn.close().await;
+    usize::try_from(n).ok()
+}
+
+async fn file_reaches(db: &Path, want: usize) -> Option<usize> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got = revisions_in_file(db).await;
+        if got == Some(want) || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// SQLite runs without automatic checkpoints (they made the commit that grew the log copy it
+/// into the file and fsync, inside the import at start and inside a large apply): the server
+/// checkpoints in the background and at shutdown, and a crash before a checkpoint loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_reach_the_database_file_in_the_background_and_survive_a_crash_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    let server = Server::example(Backend::Sqlite, dir.path()).await;
+    let imported = revisions_via_api(&server).await;
+    assert!(imported >= 2, "the example's import recorded {imported} revisions");
+    assert_eq!(file_reaches(&db, imported).await, Some(imported), "the import never reached the database file");
+
+    let apply = |id: &str, n: usize| json!({"plugin": "models", "input": {"id": id, "name": id, "type": "yaml", "content": models_yaml(n)}});
+    server.ok(APPLY, apply("checkpointed", 3)).await;
+    assert_eq!(revisions_via_api(&server).await, imported + 1);
+    assert_eq!(file_reaches(&db, imported + 1).await, Some(imported + 1), "an apply never reached the database file");
+
+    // Killed right after an apply: the revision is only in the log, and a restart replays it.
+    server.ok(APPLY, apply("unflushed", 2)).await;
+    let (dir_path, database) = server.kill();
+    let server = Server::start(&dir_path, None, &database, true).await;
+    let v = server
+        .ok("{ source(plugin: \"models\", id: \"unflushed\") { revision status { entityCount } } }", json!({}))
+        .await;
+    assert_eq!(v["source"]["revision"], 1, "{v}");
+    assert_eq!(revisions_via_api(&server).await, imported + 2);
+
+    // A clean stop leaves everything in the file.
+    server.ok(APPLY, apply("at_shutdown", 1)).await;
+    server.stop();
+    assert_eq!(revisions_in_file(&db).await, Some(imported + 3), "the stop did not checkpoint");
+}

@@ -161,7 +161,10 @@ impl Db {
             // "database is locked" churn. The pragmas on every connection of the pool (a
             // `PRAGMA` statement would reach one of them: `synchronous` and `busy_timeout` are
             // per connection), WAL with `synchronous=NORMAL`: a commit does not fsync, a
-            // checkpoint does.
+            // checkpoint does. No automatic checkpoint: SQLite runs it inside the commit that
+            // grew the log past 1000 pages, so the import of a 45 MB catalog at start (and an
+            // apply of one) paid for copying it into the database file and two fsyncs before
+            // answering; [`Db::checkpoint_loop`] does it in the background instead.
             opts.max_connections(4).map_sqlx_sqlite_opts(|o| {
                 use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 // 16 KiB pages for a new database (an existing one keeps its size): a
@@ -171,6 +174,7 @@ impl Db {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(std::time::Duration::from_secs(5))
+                    .pragma("wal_autocheckpoint", "0")
             });
         }
         let conn = Database::connect(opts).await?;
@@ -185,6 +189,45 @@ impl Db {
 
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// SQLite: copies what the write-ahead log holds into the database file
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`: it waits for no reader or writer and copies what it
+    /// can; with nothing new in the log it costs a look at the log's index). PostgreSQL: nothing.
+    pub async fn checkpoint(&self) -> Result<(), DbError> {
+        if self.is_postgres() {
+            return Ok(());
+        }
+        use sea_orm::ConnectionTrait;
+        self.timed(self.conn.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")).await.map(drop)
+    }
+
+    /// SQLite: [`Db::checkpoint`] every `every` until `shutdown` (the server checkpoints once
+    /// more after it stopped serving). A failure is logged once, and again once it works, not
+    /// every round. PostgreSQL: returns at once.
+    pub async fn checkpoint_loop(self, every: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.is_postgres() {
+            return;
+        }
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            match self.checkpoint().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the SQLite checkpoint works again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, every_ms = every.as_millis(), "could not checkpoint the SQLite write-ahead log; retrying");
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {

@@ -107,6 +107,9 @@ pub struct Catalog {
     job_slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// How often the SQLite write-ahead log is copied into the database file ([`Db::checkpoint_loop`]).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -199,10 +202,13 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// The initial refresh, then the external-edit watcher, in one task.
+    /// The initial refresh, then the external-edit watcher, in one task; after the initial
+    /// refresh also the SQLite checkpointer (once a second: what the start's import and the
+    /// refresh wrote is copied into the database file after readiness, not before).
     fn start_background(self: Arc<Self>) {
         tokio::spawn(async move {
             self.refresh_all().await;
+            tokio::spawn(self.db.clone().checkpoint_loop(CHECKPOINT_EVERY, self.shutdown_signal()));
             self.watch_loop().await;
         });
     }
