@@ -12,6 +12,11 @@
 //! default 5, the number of bare-then-server rounds whose median ratio is the figure;
 //! `BENCH_BIN` runs another build of the server, e.g. an older one, against the same bare
 //! handler).
+//!
+//! With `benches/yoga`'s packages installed (`npm ci --prefix benches/yoga`; needs `node`),
+//! each round also load-tests graphql-yoga with its response cache (`benches/yoga/server.mjs`,
+//! pinned to core 0 as well) serving the same data, checked to answer the same bytes, and
+//! prints catalog-bff ÷ graphql-yoga.
 
 use std::io::Write;
 use std::path::Path;
@@ -154,6 +159,39 @@ async fn run() {
     let bare_base = format!("http://127.0.0.1:{bare_port}");
     wait_up(&http, &format!("{bare_base}/graphql")).await;
 
+    // graphql-yoga with its response cache, on the same data, when its packages are installed.
+    let yoga_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/yoga");
+    let yoga_port = free_port();
+    let yoga = if yoga_dir.join("node_modules").is_dir() {
+        let child = Command::new("taskset")
+            .args(["-c", "0", "node"])
+            .arg(yoga_dir.join("server.mjs"))
+            .arg(yoga_port.to_string())
+            .arg(&body_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start graphql-yoga (node)");
+        Some(Stopped(child))
+    } else {
+        println!("graphql-yoga comparison skipped: run `npm ci --prefix benches/yoga` first");
+        None
+    };
+    let yoga_base = format!("http://127.0.0.1:{yoga_port}");
+    if yoga.is_some() {
+        wait_up(&http, &format!("{yoga_base}/graphql")).await;
+        let theirs = http
+            .post(format!("{yoga_base}/graphql"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("query yoga")
+            .bytes()
+            .await
+            .expect("yoga body");
+        assert_eq!(theirs, bytes, "graphql-yoga answered other bytes than catalog-bff");
+    }
+
     let script = dir.path().join("post.lua");
     let mut f = std::fs::File::create(&script).expect("script");
     writeln!(
@@ -175,7 +213,11 @@ async fn run() {
     // (this VM's speed drifts by a quarter between runs); the figure is the median round.
     let _ = wrk(&format!("{base}/graphql"), &script, 2, connections);
     let _ = wrk(&format!("{bare_base}/graphql"), &script, 2, connections);
+    if yoga.is_some() {
+        let _ = wrk(&format!("{yoga_base}/graphql"), &script, 2, connections);
+    }
     let mut rounds_seen = Vec::new();
+    let mut over_yoga = Vec::new();
     println!("{:<28} {:>10} {:>9} {:>9}", "", "req/s", "p50 ms", "p99 ms");
     for round in 1..=rounds {
         let theirs = wrk(&format!("{bare_base}/graphql"), &script, secs, connections);
@@ -188,6 +230,15 @@ async fn run() {
         println!("{:<28} {:>10.0} {:>9.2} {:>9.2}", "  catalog-bff (cache hit)", ours.rps, ours.p50_ms, ours.p99_ms);
         println!("  ratio {:.2}", ours.rps / theirs.rps);
         rounds_seen.push(ours.rps / theirs.rps);
+        if yoga.is_some() {
+            let yoga = wrk(&format!("{yoga_base}/graphql"), &script, secs, connections);
+            println!(
+                "{:<28} {:>10.0} {:>9.2} {:>9.2}",
+                "  graphql-yoga (cache hit)", yoga.rps, yoga.p50_ms, yoga.p99_ms
+            );
+            println!("  catalog-bff / graphql-yoga {:.1}x", ours.rps / yoga.rps);
+            over_yoga.push(ours.rps / yoga.rps);
+        }
     }
     rounds_seen.sort_by(f64::total_cmp);
     let median = rounds_seen[rounds_seen.len() / 2];
@@ -196,6 +247,16 @@ async fn run() {
         "ratio catalog-bff / bare axum: {median:.2}, the median of {rounds} rounds (sorted: {}) (goal >= 0.6)",
         listed.join(", ")
     );
+
+    if !over_yoga.is_empty() {
+        over_yoga.sort_by(f64::total_cmp);
+        let listed: Vec<String> = over_yoga.iter().map(|r| format!("{r:.1}")).collect();
+        println!(
+            "catalog-bff / graphql-yoga with its response cache: {:.1}x, the median of {rounds} rounds (sorted: {}) (goal >= 10x)",
+            over_yoga[over_yoga.len() / 2],
+            listed.join(", ")
+        );
+    }
 
     let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.unwrap_or_default();
     for line in metrics.lines().filter(|l| l.starts_with("catalog_bff_cache_")) {
