@@ -75,10 +75,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let described = store.describe();
-    let catalog = Catalog::open(store, db, options).await?;
+    // Bound before the catalog opens, which starts the initial refresh: a port in use stops
+    // the process before it claims a refresh job. Connections wait until the server accepts.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let catalog = Catalog::open(store, db, options).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on :0.
     tracing::info!(%addr, sources = %described, database = %redact_url(&url), "listening; GraphiQL at http://{addr}/graphql");

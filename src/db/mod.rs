@@ -20,6 +20,9 @@ use sea_orm::{
 
 use entities::{audit, refresh_job, refresh_status, source_revision};
 
+/// The bound of one SQLite checkpoint ([`Db::checkpoint`]).
+const CHECKPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub use audit::Model as AuditRow;
 pub use refresh_job::Model as JobRow;
 pub use refresh_status::Model as StatusRow;
@@ -175,6 +178,9 @@ impl Db {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(std::time::Duration::from_secs(5))
                     .pragma("wal_autocheckpoint", "0")
+                    // The log is emptied by each checkpoint but keeps its largest size on disk
+                    // (a 45 MB catalog's import or apply): cut it back when it restarts.
+                    .pragma("journal_size_limit", "4194304")
             });
         }
         let conn = Database::connect(opts).await?;
@@ -194,18 +200,33 @@ impl Db {
     /// SQLite: copies what the write-ahead log holds into the database file
     /// (`PRAGMA wal_checkpoint(PASSIVE)`: it waits for no reader or writer and copies what it
     /// can; with nothing new in the log it costs a look at the log's index). PostgreSQL: nothing.
+    /// Bounded by [`CHECKPOINT_TIMEOUT`] rather than `--db-timeout`: copying a whole catalog's
+    /// revision can take longer than a query should, and SQLite finishes it either way.
     pub async fn checkpoint(&self) -> Result<(), DbError> {
         if self.is_postgres() {
             return Ok(());
         }
         use sea_orm::ConnectionTrait;
-        self.timed(self.conn.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")).await.map(drop)
+        match tokio::time::timeout(CHECKPOINT_TIMEOUT, self.conn.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)"))
+            .await
+        {
+            Ok(result) => result.map(drop).map_err(DbError::from),
+            Err(_) => Err(DbError::Unavailable(format!(
+                "the checkpoint did not finish within {} s",
+                CHECKPOINT_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
-    /// SQLite: [`Db::checkpoint`] every `every` until `shutdown` (the server checkpoints once
-    /// more after it stopped serving). A failure is logged once, and again once it works, not
-    /// every round. PostgreSQL: returns at once.
-    pub async fn checkpoint_loop(self, every: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// SQLite: [`Db::checkpoint`] every `every` until `shutdown`, skipping a round while `hold()`
+    /// says so (the server checkpoints once more after it stopped serving). A failure is logged
+    /// once, and again once it works, not every round. PostgreSQL: returns at once.
+    pub async fn checkpoint_loop(
+        self,
+        every: std::time::Duration,
+        hold: impl Fn() -> bool + Send + 'static,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         if self.is_postgres() {
             return;
         }
@@ -214,6 +235,9 @@ impl Db {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if hold() {
+                continue;
             }
             match self.checkpoint().await {
                 Ok(()) if failing => {

@@ -109,6 +109,8 @@ pub struct Catalog {
 
 /// How often the SQLite write-ahead log is copied into the database file ([`Db::checkpoint_loop`]).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest the checkpointer waits for the initial refresh (a url source can take long).
+const CHECKPOINT_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
@@ -192,6 +194,10 @@ impl Catalog {
             catalog.clone().start_background();
         }
         {
+            // The write lock keeps the watcher (which the initial refresh hands over to, on
+            // SQLite possibly before this is done) from recording the same revisions; the
+            // cluster locks keep other replicas' imports and applies out (no-ops on SQLite).
+            let _write = catalog.write_lock.lock().await;
             let _cluster = catalog.lock_all_plugins().await?;
             catalog.record_disk_revisions(&catalog.config(), RevisionAction::Import).await?;
         }
@@ -202,13 +208,16 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// The initial refresh, then the external-edit watcher, in one task; after the initial
-    /// refresh also the SQLite checkpointer (once a second: what the start's import and the
-    /// refresh wrote is copied into the database file after readiness, not before).
+    /// The SQLite checkpointer, then the initial refresh and the external-edit watcher in one
+    /// task. The checkpointer skips its rounds while the initial refresh runs (its parse needs
+    /// the cores; what the import wrote waits in the log), for at most `CHECKPOINT_HOLD`.
     fn start_background(self: Arc<Self>) {
+        let started = std::time::Instant::now();
+        let this = self.clone();
+        let hold = move || !this.first_refresh_done.load(Ordering::Acquire) && started.elapsed() < CHECKPOINT_HOLD;
+        tokio::spawn(self.db.clone().checkpoint_loop(CHECKPOINT_EVERY, hold, self.shutdown_signal()));
         tokio::spawn(async move {
             self.refresh_all().await;
-            tokio::spawn(self.db.clone().checkpoint_loop(CHECKPOINT_EVERY, self.shutdown_signal()));
             self.watch_loop().await;
         });
     }
