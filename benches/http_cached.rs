@@ -63,6 +63,18 @@ async fn wait_up(http: &reqwest::Client, url: &str) {
     panic!("{url} did not come up");
 }
 
+/// The answer of `base`'s `/graphql` to the JSON request `body`.
+async fn post(http: &reqwest::Client, base: &str, body: &str) -> axum::body::Bytes {
+    let resp = http
+        .post(format!("{base}/graphql"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("query");
+    resp.bytes().await.expect("body")
+}
+
 struct Figures {
     rps: f64,
     p50_ms: f64,
@@ -135,14 +147,7 @@ async fn run() {
     let base = format!("http://127.0.0.1:{port}");
     wait_up(&http, &format!("{base}/readyz")).await;
     let body = serde_json::json!({ "query": QUERY }).to_string();
-    let resp = http
-        .post(format!("{base}/graphql"))
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .expect("query");
-    let bytes = resp.bytes().await.expect("body");
+    let bytes = post(&http, &base, &body).await;
     assert!(bytes.starts_with(b"{\"data\""), "{}", String::from_utf8_lossy(&bytes));
     let body_file = dir.path().join("body.json");
     std::fs::write(&body_file, &bytes).expect("write body");
@@ -163,8 +168,7 @@ async fn run() {
     let yoga_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/yoga");
     let yoga_port = free_port();
     let yoga = if yoga_dir.join("node_modules").is_dir() {
-        let child = Command::new("taskset")
-            .args(["-c", "0", "node"])
+        let child = pinned(Path::new("node"))
             .arg(yoga_dir.join("server.mjs"))
             .arg(yoga_port.to_string())
             .arg(&body_file)
@@ -179,16 +183,7 @@ async fn run() {
     let yoga_base = format!("http://127.0.0.1:{yoga_port}");
     if yoga.is_some() {
         wait_up(&http, &format!("{yoga_base}/graphql")).await;
-        let theirs = http
-            .post(format!("{yoga_base}/graphql"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("query yoga")
-            .bytes()
-            .await
-            .expect("yoga body");
+        let theirs = post(&http, &yoga_base, &body).await;
         assert_eq!(theirs, bytes, "graphql-yoga answered other bytes than catalog-bff");
     }
 

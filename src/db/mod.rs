@@ -207,15 +207,12 @@ impl Db {
             return Ok(());
         }
         use sea_orm::ConnectionTrait;
-        match tokio::time::timeout(CHECKPOINT_TIMEOUT, self.conn.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)"))
-            .await
-        {
-            Ok(result) => result.map(drop).map_err(DbError::from),
-            Err(_) => Err(DbError::Unavailable(format!(
-                "the checkpoint did not finish within {} s",
-                CHECKPOINT_TIMEOUT.as_secs()
-            ))),
-        }
+        let call = self.conn.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)");
+        bounded(CHECKPOINT_TIMEOUT, call, || {
+            format!("the checkpoint did not finish within {} s", CHECKPOINT_TIMEOUT.as_secs())
+        })
+        .await
+        .map(drop)
     }
 
     /// SQLite: [`Db::checkpoint`] every `every` until `shutdown`, skipping a round while `hold()`
@@ -262,13 +259,10 @@ impl Db {
     /// or a connection hangs, callers get [`DbError::Unavailable`] quickly instead of waiting
     /// for the pool's own (long) timeouts.
     async fn timed<T>(&self, call: impl std::future::Future<Output = Result<T, sea_orm::DbErr>>) -> Result<T, DbError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(DbError::from),
-            Err(_) => Err(DbError::Unavailable(format!(
-                "no answer from the database within {} ms (--db-timeout)",
-                self.timeout.as_millis()
-            ))),
-        }
+        bounded(self.timeout, call, || {
+            format!("no answer from the database within {} ms (--db-timeout)", self.timeout.as_millis())
+        })
+        .await
     }
 
     // ---- refresh status --------------------------------------------------------------------
@@ -547,6 +541,18 @@ impl Db {
             )
             .await?;
         Ok(res.rows_affected)
+    }
+}
+
+/// `call`, or [`DbError::Unavailable`] with `message()` when it takes longer than `limit`.
+async fn bounded<T>(
+    limit: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, sea_orm::DbErr>>,
+    message: impl FnOnce() -> String,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(DbError::from),
+        Err(_) => Err(DbError::Unavailable(message())),
     }
 }
 

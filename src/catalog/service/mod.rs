@@ -136,7 +136,7 @@ impl Catalog {
     ///
     /// On SQLite (one replica) the initial refresh starts before the import and runs beside
     /// it: it reads the files itself and nothing it does depends on a revision, and no request
-    /// can arrive before this returns (the caller listens after). On PostgreSQL it starts
+    /// can arrive before this returns (the caller accepts connections after). On PostgreSQL it starts
     /// after the import and the cluster feed, as replicas share refresh jobs through the
     /// database (`start_cluster` fails this replica id's old jobs first).
     pub async fn open(
