@@ -1042,6 +1042,44 @@ fn graphql_cases() -> Vec<Case> {
             .join(" ")
     );
     let directive_bomb = format!("{{ plugins {{ name {} }} }}", "@include(if: true) ".repeat(400));
+    // Each fragment spreads the one before twice: 2^25 selections once expanded, in 1 KB.
+    let fragment_bomb = {
+        let mut q = String::from("query { ...F25 }\nfragment F0 on Query { plugins { name } }\n");
+        for i in 1..=25 {
+            q.push_str(&format!("fragment F{i} on Query {{ ...F{p} ...F{p} }}\n", p = i - 1));
+        }
+        q
+    };
+    // A chain of fragments deeper than the parser's nesting limit (32), each spread once.
+    let fragment_chain = {
+        let mut q = String::from("query { ...C40 }\nfragment C0 on Query { plugins { name } }\n");
+        for i in 1..=40 {
+            q.push_str(&format!("fragment C{i} on Query {{ plugins {{ name }} ...C{} }}\n", i - 1));
+        }
+        q
+    };
+    // 30 aliases (the limit) of a list, each spreading a fragment of 12 doubling levels.
+    let aliased_fragments = {
+        let mut q = format!(
+            "query {{ {} }}\nfragment P0 on Plugin {{ name sourceCount }}\n",
+            (0..30).map(|i| format!("a{i}: plugins {{ ...P12 }}")).collect::<Vec<_>>().join(" ")
+        );
+        for i in 1..=12 {
+            q.push_str(&format!("fragment P{i} on Plugin {{ ...P{p} ...P{p} }}\n", p = i - 1));
+        }
+        q
+    };
+    // Spreads carrying directives, doubling: the directives multiply with the spreads.
+    let directive_spreads = {
+        let mut q = String::from("query { ...D20 }\nfragment D0 on Query { plugins { name } }\n");
+        for i in 1..=20 {
+            q.push_str(&format!(
+                "fragment D{i} on Query {{ ...D{p} @include(if: true) ...D{p} @skip(if: false) }}\n",
+                p = i - 1
+            ));
+        }
+        q
+    };
     let cursor =
         |c: &str| format!("{{ entities(plugin: \"models\", first: 2, after: \"{c}\") {{ edges {{ cursor }} }} }}");
     let mut cases = vec![
@@ -1141,6 +1179,31 @@ fn graphql_cases() -> Vec<Case> {
             code(VF),
         ),
         gql("gql-42", "selections nested past the parser's recursion limit", &parser_bomb, code(VF)),
+        gql(
+            "gql-43",
+            "fragment bomb (25 levels, each spreading the one before twice) names --max-complexity",
+            &fragment_bomb,
+            code_mentions(VF, "--max-complexity"),
+        ),
+        gql("gql-44", "fragment chain nested past the parser's limit", &fragment_chain, code_mentions(VF, "32")),
+        gql(
+            "gql-45",
+            "30 aliases each spreading a doubling fragment names --max-complexity",
+            &aliased_fragments,
+            code_mentions(VF, "--max-complexity"),
+        ),
+        gql(
+            "gql-46",
+            "directives on doubling spreads names --max-complexity",
+            &directive_spreads,
+            code_mentions(VF, "--max-complexity"),
+        ),
+        gql(
+            "gql-47",
+            "a fragment that spreads itself",
+            "query { ...S } fragment S on Query { plugins { name } ...S }",
+            code_mentions(VF, "`S`"),
+        ),
     ];
     // GET is read-only whatever the document's route.
     let mutation = "mutation { refreshPlugin(plugin: \"models\", wait: true) { id } }".to_string();

@@ -368,6 +368,56 @@ fn count_aliases(doc: &ExecutableDocument) -> usize {
     ops + frags
 }
 
+/// The document's figures with every fragment spread expanded (computed without expanding
+/// them: `document_cost`), against the limits: the nesting the parser allows, `--max-depth`,
+/// and `--max-complexity` as a bound on the selections async-graphql's validation will walk.
+fn check_cost(doc: &ExecutableDocument, l: &Limits) -> ServerResult<()> {
+    use super::document_cost::{MAX_NESTING, Refusal, expanded};
+    let cost = match expanded(doc) {
+        Ok(c) => c,
+        Err(Refusal::Cycle(name)) => {
+            return Err(error(
+                format!("fragment `{name}` spreads itself (directly or through other fragments); remove the cycle"),
+                "VALIDATION_FAILED",
+                "FRAGMENT_CYCLE",
+            ));
+        }
+        Err(Refusal::TooNested) => {
+            return Err(error(
+                format!(
+                    "the query nests selections (fields, fragments and spreads) more than {MAX_NESTING} levels deep; \
+                     nest fewer levels"
+                ),
+                "VALIDATION_FAILED",
+                "TOO_DEEP",
+            ));
+        }
+    };
+    if cost.depth > l.max_depth {
+        return Err(too_deep(cost.depth, l.max_depth));
+    }
+    if cost.selections > l.max_complexity as u64 {
+        return Err(error(
+            format!(
+                "the query is too complex: with its fragments expanded it selects {} fields, fragments and directives; \
+                 the limit is {} (--max-complexity). Spread fewer fragments, or spread them fewer times",
+                cost.selections, l.max_complexity
+            ),
+            "VALIDATION_FAILED",
+            "TOO_COMPLEX",
+        ));
+    }
+    Ok(())
+}
+
+fn too_deep(depth: usize, max: usize) -> ServerError {
+    error(
+        format!("the query is nested too deep: {depth} levels; the limit is {max} (--max-depth)"),
+        "VALIDATION_FAILED",
+        "TOO_DEEP",
+    )
+}
+
 fn persisted_hash(req: &Request) -> Option<String> {
     let pq = req.extensions.get("persistedQuery")?;
     let v = serde_json::to_value(pq).ok()?;
@@ -449,7 +499,13 @@ impl Extension for GuardrailsExt {
                 ));
             }
         }
-        let doc = next.run(ctx, query, variables).await?;
+        // Parsed here rather than by async-graphql (`next`, which nothing follows: this is the
+        // schema's only extension): its recursion-depth check walks a fragment again at every
+        // spread of it, exponential in a 1 KB document. The same parser; the limits come from
+        // `document_cost`, one linear pass, before any of async-graphql's walks.
+        let _ = (next, variables);
+        let doc = async_graphql::parser::parse_query(query).map_err(ServerError::from)?;
+        check_cost(&doc, l)?;
         let aliases = count_aliases(&doc);
         if aliases > l.max_aliases {
             return Err(error(
@@ -513,14 +569,7 @@ impl Extension for GuardrailsExt {
         let result = next.run(ctx).await?;
         let l = &self.g.limits;
         if result.depth > l.max_depth {
-            return Err(vec![error(
-                format!(
-                    "the query is nested too deep: {} levels; the limit is {} (--max-depth)",
-                    result.depth, l.max_depth
-                ),
-                "VALIDATION_FAILED",
-                "TOO_DEEP",
-            )]);
+            return Err(vec![too_deep(result.depth, l.max_depth)]);
         }
         if result.complexity > l.max_complexity {
             return Err(vec![error(

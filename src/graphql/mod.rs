@@ -1,6 +1,7 @@
 //! The GraphQL layer: maps core types and errors, holds no business logic.
 
 pub mod audit;
+mod document_cost;
 pub mod errors;
 pub mod extensions;
 pub mod guards;
