@@ -227,6 +227,21 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, env = "CATALOG_BFF_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Seconds a connection's first request, and any request head from its first byte, may
+    /// take to arrive; then 408 and the connection is closed.
+    #[arg(long, env = "CATALOG_BFF_HEADER_TIMEOUT", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a request body may take to arrive in full; then 408 and the connection is closed.
+    #[arg(long, env = "CATALOG_BFF_BODY_TIMEOUT", default_value_t = 30.0)]
+    pub body_timeout: f64,
+    /// Seconds a keep-alive connection with no request in progress may stay silent (nothing
+    /// read or written) before it is closed.
+    #[arg(long, env = "CATALOG_BFF_IDLE_TIMEOUT", default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// Most connections open at once from one client address; more are answered 503 with
+    /// Retry-After (probes excepted). The total is bounded by the file-descriptor limit.
+    #[arg(long, env = "CATALOG_BFF_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
     /// Largest GraphQL document, in bytes.
     #[arg(long, env = "CATALOG_BFF_MAX_DOCUMENT_BYTES", default_value_t = 32 * 1024)]
     pub max_document_bytes: usize,
@@ -369,6 +384,7 @@ impl ServeArgs {
             allowed_origins: self.allowed_origins.clone(),
             cors_origins: self.cors_origins.clone(),
             max_body_bytes: self.max_body_bytes,
+            body_timeout: seconds(self.body_timeout.max(0.05)),
             max_batch: self.max_batch,
             max_connections: self.max_connections,
             max_subscriptions_per_connection: self.max_subscriptions_per_connection,
@@ -393,7 +409,18 @@ impl ServeArgs {
                 },
                 changes_per_minute: self.rate_limit,
             },
+            admission: None,
         })
+    }
+
+    /// The connection limits for a soft file-descriptor limit of `fds`.
+    pub fn connection_limits(&self, fds: u64) -> crate::http::connections::ConnectionLimits {
+        crate::http::connections::ConnectionLimits::from_fd_limit(
+            fds,
+            seconds(self.header_timeout.max(0.05)),
+            seconds(self.idle_timeout.max(0.05)),
+            self.max_connections_per_ip,
+        )
     }
 
     /// The database call timeout.

@@ -16,7 +16,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Settings errors (auth mode, tokens file, trusted documents) stop start-up before anything
     // is written.
     args.check()?;
-    let http_options = args.http_options()?;
+    let mut http_options = args.http_options()?;
+    let fds = crate::http::connections::raise_fd_limit();
+    let limits = args.connection_limits(fds.soft);
+    tracing::info!(
+        soft_before = fds.soft_before,
+        soft = fds.soft,
+        hard = fds.hard,
+        connections = limits.max_open,
+        per_address = limits.max_per_ip,
+        "file descriptors: soft limit {} (was {}, hard {}); up to {} connections at once, {} per client address",
+        fds.soft,
+        fds.soft_before,
+        fds.hard,
+        limits.max_open,
+        limits.max_per_ip
+    );
+    let admission = Arc::new(crate::http::connections::Admission::new(limits));
+    http_options.admission = Some(admission.clone());
     let sources = match &args.sources {
         _ if args.store == StoreMode::Kubernetes => PathBuf::new(),
         Some(p) => {
@@ -89,8 +106,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stopping = catalog.clone();
     let shutdown = async move {
         shutdown_signal().await;
-        // Ends subscription streams (clients get `complete`) and background loops; then axum
-        // stops accepting and drains in-flight requests. Long-lived connections that stay open
+        // Ends subscription streams (clients get `complete`) and background loops; then the
+        // server stops accepting and drains in-flight requests. Long-lived connections that stay open
         // are cut after a grace period.
         stopping.shutdown();
         tokio::spawn(async {
@@ -99,9 +116,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::process::exit(0);
         });
     };
-    axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::http::connections::serve(listener, app, admission, shutdown).await;
     // What the write-ahead log still holds goes into the SQLite file (no automatic checkpoints,
     // see `Db::connect`); a later start would replay it anyway.
     if let Err(e) = catalog.db().checkpoint().await {

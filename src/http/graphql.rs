@@ -177,7 +177,9 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
     // copies every header).
     let (mut parts, body) = req.into_parts();
     let headers = std::mem::take(&mut parts.headers);
-    let body = match read_body(body, app.options.max_body_bytes.saturating_add(1024)).await {
+    let body = match super::body::read(body, app.options.max_body_bytes.saturating_add(1024), app.options.body_timeout)
+        .await
+    {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -229,41 +231,6 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
     // carry (and every layer around it move) all of it.
     let span = span();
     Box::pin(post_full(app, headers, body, caller, prepared, waited)).instrument(span).await
-}
-
-/// The request body, at most `limit` bytes (the `DefaultBodyLimit` the router's routes get),
-/// with the answers of axum's `Bytes` extractor when it cannot be read (413 past the limit,
-/// 400 when the connection fails); `JsonErrors` gives both the GraphQL-shaped body.
-///
-/// Read here rather than by that extractor, which wraps the body in a second box to limit it
-/// and gathers the frames in a queue: a cached read's body is one frame, kept as it arrives.
-async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, axum::response::Response> {
-    use axum::body::HttpBody;
-    // The first frame as it came; a copy only when a second one follows.
-    let (mut whole, mut joined) = (Bytes::new(), bytes::BytesMut::new());
-    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                return Err(
-                    (StatusCode::BAD_REQUEST, format!("Failed to buffer the request body: {e}")).into_response()
-                );
-            }
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        if whole.len() + joined.len() + data.len() > limit {
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response());
-        }
-        if whole.is_empty() && joined.is_empty() {
-            whole = data;
-        } else {
-            if joined.is_empty() {
-                joined.extend_from_slice(&std::mem::take(&mut whole));
-            }
-            joined.extend_from_slice(&data);
-        }
-    }
-    Ok(if joined.is_empty() { whole } else { joined.freeze() })
 }
 
 /// POST past the cache-hit path: a miss, or a request the hit path does not read.

@@ -95,6 +95,10 @@ impl HttpMetrics {
     }
 }
 
+fn gauge_line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+}
+
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -166,6 +170,35 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         "Open WebSocket and SSE connections.",
         app.connections.load(Ordering::Relaxed).to_string(),
     );
+    if let Some(admission) = &app.options.admission {
+        let a = admission.stats();
+        gauge(
+            "catalog_bff_http_connections_admitted",
+            "gauge",
+            "Open HTTP connections admitted within the connection budget (WebSockets included).",
+            a.open.to_string(),
+        );
+        head(
+            &mut out,
+            "catalog_bff_http_connections_refused_total",
+            "counter",
+            "Connections over a limit (answered 503, probes excepted), by the limit: per_address (--max-connections-per-ip) or budget (from the file-descriptor limit); dropped: closed at once, the pool answering refusals being full.",
+        );
+        for (reason, n) in [("per_address", a.refused_per_ip), ("budget", a.refused_budget), ("dropped", a.dropped)] {
+            let _ = writeln!(out, "catalog_bff_http_connections_refused_total{{reason=\"{reason}\"}} {n}");
+        }
+        gauge_line(
+            &mut out,
+            "catalog_bff_http_connections_evicted_total",
+            "counter",
+            "Idle connections closed to admit new ones, the connection budget being spent.",
+            a.evicted,
+        );
+    }
+    let mut gauge = |name: &str, kind: &str, help: &str, value: String| {
+        head(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    };
     gauge(
         "catalog_bff_refresh_jobs_running",
         "gauge",

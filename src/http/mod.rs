@@ -8,6 +8,8 @@
 //! then one layer that counts responses by status and gives every error status the HTTP layer
 //! makes (413, 405, 415, ...) a GraphQL-shaped JSON body carrying the request id.
 
+pub mod body;
+pub mod connections;
 pub mod console;
 pub mod documents;
 pub mod fanout;
@@ -46,6 +48,8 @@ pub struct HttpOptions {
     /// Origins that get CORS headers; empty = CORS off.
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
+    /// A request body must arrive in full within this (`--body-timeout`).
+    pub body_timeout: Duration,
     /// Requests per batch; 0 turns batching off.
     pub max_batch: usize,
     pub max_connections: usize,
@@ -53,6 +57,8 @@ pub struct HttpOptions {
     /// WebSocket limits: message size, `connection_init` timeout.
     pub ws: ws::WsOptions,
     pub schema: SchemaOptions,
+    /// The accept loop's connection counts, for `/metrics` (`None` when not served by it).
+    pub admission: Option<Arc<connections::Admission>>,
 }
 
 impl Default for HttpOptions {
@@ -66,11 +72,13 @@ impl Default for HttpOptions {
             allowed_origins: Vec::new(),
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
             max_batch: 10,
             max_connections: 1000,
             max_subscriptions_per_connection: 20,
             ws: ws::WsOptions::default(),
             schema: SchemaOptions::default(),
+            admission: None,
         }
     }
 }

@@ -269,10 +269,10 @@ async fn json_error_body(context: ErrorContext, mut resp: Response) -> Response 
     let status = resp.status();
     let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
     let path = uri.path();
-    // A body refused as too large was not read to its end: the rest of it is still on the
-    // connection, so the connection cannot carry another request. Saying so lets the client
-    // open a new one instead of reusing this one and losing its next request.
-    if status == StatusCode::PAYLOAD_TOO_LARGE && http1 {
+    // A body refused as too large, or not sent in time, was not read to its end: the rest of
+    // it is still on the connection, so the connection cannot carry another request. Saying
+    // so lets the client open a new one instead of reusing this one and losing its next request.
+    if (status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT) && http1 {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let content_type = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -346,6 +346,7 @@ fn status_code(status: StatusCode) -> &'static str {
         StatusCode::FORBIDDEN => "FORBIDDEN",
         StatusCode::NOT_FOUND => "NOT_FOUND",
         StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
+        StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
         StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
         s if s.is_client_error() => "VALIDATION_FAILED",
         _ => "INTERNAL",

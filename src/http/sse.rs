@@ -8,7 +8,6 @@
 
 use async_graphql::Request;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -64,7 +63,15 @@ fn stream(app: AppState, req: Request, slot: ConnectionSlot, request_id: Option<
     Sse::new(events).keep_alive(KeepAlive::new().interval(keepalive)).into_response()
 }
 
-pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let body = match super::body::read(body, app.options.max_body_bytes.saturating_add(1024), app.options.body_timeout)
+        .await
+    {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
         return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the operation as JSON (Content-Type: application/json)");

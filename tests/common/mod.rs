@@ -210,6 +210,30 @@ impl Server {
         Server::start_with_env(dir, sources, database, wait_ready, extra, &[]).await
     }
 
+    /// Like `start_with_env`, with the process's file-descriptor limit (soft and hard) set to
+    /// `nofile`, as `ulimit -n` would.
+    pub async fn start_with_nofile(
+        dir: &Path,
+        sources: Option<&Path>,
+        database: &str,
+        extra: &[&str],
+        nofile: u64,
+    ) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(BIN);
+        // SAFETY: setrlimit is async-signal-safe and touches only the limit struct we pass.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Server::spawn(cmd, dir, sources, database, true, extra).await
+    }
+
     /// Like `start_with`, with extra environment variables (e.g. `KUBECONFIG`).
     pub async fn start_with_env(
         dir: &Path,
@@ -221,6 +245,17 @@ impl Server {
     ) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.envs(env.iter().copied());
+        Server::spawn(cmd, dir, sources, database, wait_ready, extra).await
+    }
+
+    async fn spawn(
+        mut cmd: Command,
+        dir: &Path,
+        sources: Option<&Path>,
+        database: &str,
+        wait_ready: bool,
+        extra: &[&str],
+    ) -> Server {
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
