@@ -115,16 +115,31 @@ pub struct ServeArgs {
     /// Sources of one plugin refreshed at the same time.
     #[arg(long, env = "CATALOG_BFF_REFRESH_CONCURRENCY", default_value_t = 4)]
     pub refresh_concurrency: usize,
-    /// Refresh jobs running at the same time; more wait in phase QUEUED.
+    /// Refresh jobs loading yaml sources at the same time; more wait in phase QUEUED.
     #[arg(long, env = "CATALOG_BFF_MAX_RUNNING_JOBS", default_value_t = 4)]
     pub max_running_jobs: usize,
+    /// Refresh jobs fetching url sources at the same time (a budget of its own: a stalled host
+    /// never holds up a yaml refresh); more wait with a `queuedReason`.
+    #[arg(long, env = "CATALOG_BFF_MAX_RUNNING_FETCHES", default_value_t = 4)]
+    pub max_running_fetches: usize,
+    /// Seconds readiness waits at start for url sources; those still loading then read LOADING
+    /// and are listed in /readyz without failing it (yaml sources are always waited for).
+    #[arg(long, env = "CATALOG_BFF_READY_WAIT", default_value_t = 10.0)]
+    pub ready_wait: f64,
     /// Seconds between checks for edits made outside the API (0 turns the watcher off).
     #[arg(long, env = "CATALOG_BFF_WATCH_INTERVAL", default_value_t = 2.0)]
     pub watch_interval: f64,
     /// url sources: timeout per attempt, in seconds.
     #[arg(long, env = "CATALOG_BFF_FETCH_TIMEOUT", default_value_t = 30.0)]
     pub fetch_timeout: f64,
-    /// url sources: largest accepted body, in bytes.
+    /// url sources: every attempt and retry delay of one fetch together, in seconds.
+    #[arg(long, env = "CATALOG_BFF_FETCH_BUDGET", default_value_t = 60.0)]
+    pub fetch_budget: f64,
+    /// url sources: slowest accepted body, in bytes per second over 10 s (0: no minimum); a
+    /// slower one ends the attempt.
+    #[arg(long, env = "CATALOG_BFF_FETCH_MIN_RATE", default_value_t = 1024)]
+    pub fetch_min_rate: u64,
+    /// url sources: largest accepted body, in bytes, after decompression.
     #[arg(long, env = "CATALOG_BFF_FETCH_MAX_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub fetch_max_bytes: usize,
     /// url sources: retries after a failed attempt (connection error, timeout, 5xx, 429).
@@ -441,10 +456,14 @@ impl ServeArgs {
         crate::catalog::service::CatalogOptions {
             refresh_concurrency: self.refresh_concurrency.max(1),
             max_running_jobs: self.max_running_jobs.max(1),
+            max_running_fetches: self.max_running_fetches.max(1),
+            ready_wait: secs(self.ready_wait),
             watch_interval: if self.watch_interval > 0.0 { Some(secs(self.watch_interval)) } else { None },
             fetch: crate::catalog::fetch::FetchConfig {
                 timeout: secs(self.fetch_timeout),
                 connect_timeout: secs(self.fetch_timeout.min(5.0)),
+                budget: secs(self.fetch_budget.max(0.5)),
+                min_rate: self.fetch_min_rate,
                 max_bytes: self.fetch_max_bytes,
                 retries: self.fetch_retries,
                 backoff: Duration::from_millis(self.fetch_backoff_ms),

@@ -344,3 +344,310 @@ async fn the_connection_budget_follows_the_descriptor_limit_and_never_hits_emfil
     assert!(server.metric("catalog_bff_http_connections_refused_total{reason=\"budget\"}").await >= 1.0);
     assert!(server.metric("catalog_bff_http_connections_evicted_total").await >= 171.0);
 }
+
+// ---- url hosts that misbehave ------------------------------------------------------------------
+
+/// A url host serving a gzip-encoded catalog, a gzip bomb, bodies that stall after their headers
+/// and a body that drips; it records each request's path and `Accept-Encoding`.
+struct Hostile {
+    base: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+/// A gzip stream of `mib` MiB of zeros: about a kilobyte per MiB on the wire.
+fn gzip_bomb(mib: usize) -> Vec<u8> {
+    use std::io::Write;
+    let started = Instant::now();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        enc.write_all(&zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    eprintln!("gzip bomb: {mib} MiB in {} KB, made in {:?}", bomb.len() >> 10, started.elapsed());
+    bomb
+}
+
+async fn hostile_host(catalog: String) -> Hostile {
+    use axum::body::Body;
+    use axum::extract::{Path, State};
+    use axum::http::HeaderMap;
+    use axum::response::{IntoResponse, Response};
+    use std::io::Write;
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+    #[derive(Clone)]
+    struct St {
+        log: Log,
+        gz: bytes::Bytes,
+        bomb: bytes::Bytes,
+    }
+    fn note(st: &St, path: &str, h: &HeaderMap) {
+        let enc = h.get("accept-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        st.log.lock().unwrap().push((path.to_string(), enc));
+    }
+    fn encoded(bytes: bytes::Bytes) -> Response {
+        ([("content-encoding", "gzip"), ("content-type", "application/yaml")], bytes).into_response()
+    }
+    async fn gz(State(st): State<St>, h: HeaderMap) -> Response {
+        note(&st, "/gzip", &h);
+        encoded(st.gz.clone())
+    }
+    async fn bomb(State(st): State<St>, h: HeaderMap) -> Response {
+        note(&st, "/bomb", &h);
+        encoded(st.bomb.clone())
+    }
+    async fn stall(State(st): State<St>, Path(n): Path<String>, h: HeaderMap) -> Response {
+        note(&st, &format!("/stall/{n}"), &h);
+        // Headers now, then nothing, for ever.
+        Body::from_stream(futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>()).into_response()
+    }
+    async fn drip(State(st): State<St>, h: HeaderMap) -> Response {
+        note(&st, "/drip", &h);
+        let chunks = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"# slow..\n")), ()))
+        });
+        Body::from_stream(chunks).into_response()
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(catalog.as_bytes()).unwrap();
+    let st = St {
+        log: Log::default(),
+        gz: enc.finish().unwrap().into(),
+        // 64 MiB once decoded.
+        bomb: gzip_bomb(64).into(),
+    };
+    let app = axum::Router::new()
+        .route("/gzip", axum::routing::get(gz))
+        .route("/bomb", axum::routing::get(bomb))
+        .route("/stall/{n}", axum::routing::get(stall))
+        .route("/drip", axum::routing::get(drip))
+        .with_state(st.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Hostile { base: format!("http://{addr}"), requests: st.log }
+}
+
+fn url_source(id: &str, url: &str) -> String {
+    format!("  - name: {id}\n    id: {id}\n    type: url\n    properties:\n      url: {url}\n")
+}
+
+/// `/proc/PID/status` field in kB, as bytes.
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compressed_url_bodies_load_and_a_bomb_is_refused_at_the_decoded_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = hostile_host(models_yaml(40)).await;
+    let sources = dir.path().join("sources.yaml");
+    std::fs::write(
+        &sources,
+        format!(
+            "model_catalogs:\n{}{}",
+            url_source("gz", &format!("{}/gzip", host.base)),
+            url_source("bomb", &format!("{}/bomb", host.base))
+        ),
+    )
+    .unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let limit: u64 = 4 << 20;
+    let server = Server::start_with(
+        dir.path(),
+        Some(&sources),
+        &db,
+        true,
+        &["--url-allow", "127.0.0.1", "--fetch-max-bytes", &limit.to_string()],
+    )
+    .await;
+    let states = source_states(&server).await;
+    assert_eq!(states["models/gz"], ("AVAILABLE".to_string(), 40), "{states:?}");
+    assert_eq!(states["models/bomb"].0, "ERROR", "{states:?}");
+    let bomb = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "bomb"})).await;
+    let err = bomb["source"]["status"]["lastError"].as_str().unwrap();
+    assert!(err.contains("--fetch-max-bytes") && err.contains("decompression"), "{err}");
+    let offered = host.requests.lock().unwrap().iter().find(|(p, _)| p == "/gzip").unwrap().1.clone();
+    for enc in ["gzip", "br", "zstd", "deflate"] {
+        assert!(offered.contains(enc), "Accept-Encoding: {offered}");
+    }
+
+    // The bomb again, measured: peak RSS grows by less than twice the limit, though the body
+    // decodes to 64 MiB.
+    let pid = server.child.id();
+    // Resets the peak (VmHWM) to the current RSS.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = proc_status(pid, "VmRSS:");
+    let out = server
+        .ok("mutation { refreshSource(plugin: \"models\", id: \"bomb\", wait: true) { phase } }", json!({}))
+        .await;
+    assert_eq!(out["refreshSource"]["phase"], "FAILED");
+    let peak = proc_status(pid, "VmHWM:");
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "gzip bomb (64 MiB decoded, limit {} MiB): RSS {} MB before, peak {} MB, growth {:.1} MB",
+        limit >> 20,
+        before >> 20,
+        peak >> 20,
+        growth as f64 / 1e6
+    );
+    assert!(growth < 2 * limit, "RSS grew by {growth} bytes for a {limit}-byte limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_url_hosts_hold_neither_readiness_nor_yaml_refreshes() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = hostile_host(models_yaml(3)).await;
+    let sources = dir.path().join("sources.yaml");
+    let mut text = String::from(
+        "model_catalogs:\n  - name: Local\n    id: local\n    type: yaml\n    properties:\n      yamlCatalogPath: local.yaml\n",
+    );
+    for n in 1..=4 {
+        text.push_str(&url_source(&format!("stall{n}"), &format!("{}/stall/{n}", host.base)));
+    }
+    text.push_str(&url_source("drip", &format!("{}/drip", host.base)));
+    std::fs::write(&sources, text).unwrap();
+    std::fs::write(dir.path().join("local.yaml"), models_yaml(2)).unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let flags = [
+        "--url-allow",
+        "127.0.0.1",
+        "--fetch-timeout",
+        "4",
+        "--fetch-budget",
+        "9",
+        "--fetch-retries",
+        "5",
+        "--fetch-backoff-ms",
+        "100",
+        "--ready-wait",
+        "2",
+        "--refresh-concurrency",
+        "1",
+    ];
+    let started = Instant::now();
+    let server = Server::start_with(dir.path(), Some(&sources), &db, true, &flags).await;
+    let ready_after = started.elapsed();
+    eprintln!("ready {ready_after:?} after start, with four stalled url hosts and a dripping one (--ready-wait 2)");
+    assert!(ready_after < Duration::from_millis(3000), "ready only after {ready_after:?}");
+    let ready: Value = server.client.get(format!("{}/readyz", server.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready:#}");
+    let degraded: Vec<&str> = ready["degraded"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for n in 1..=4 {
+        assert!(degraded.contains(&format!("models/stall{n}").as_str()), "{ready:#}");
+    }
+    let states = source_states(&server).await;
+    assert_eq!(states["models/local"], ("AVAILABLE".to_string(), 2), "{states:?}");
+    assert_eq!(states["models/stall1"].0, "LOADING", "{states:?}");
+
+    // Four more jobs each fetching a stalled host: with the initial job's url part they hold
+    // every fetch slot, and the fifth waits, saying why.
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        let q = format!("mutation {{ refreshSource(plugin: \"models\", id: \"stall{n}\", wait: false) {{ id }} }}");
+        ids.push(server.ok(&q, json!({})).await["refreshSource"]["id"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let jobs = server.ok("{ refreshJobs(limit: 10) { id phase queuedReason } }", json!({})).await;
+    let waiting: Vec<&Value> =
+        jobs["refreshJobs"].as_array().unwrap().iter().filter(|j| !j["queuedReason"].is_null()).collect();
+    assert!(!waiting.is_empty(), "no job says it waits: {jobs:#}");
+    assert!(waiting[0]["queuedReason"].as_str().unwrap().contains("--max-running-fetches 4"), "{jobs:#}");
+    assert_eq!(waiting[0]["phase"], "QUEUED", "{jobs:#}");
+
+    // Meanwhile a yaml source refreshes at once, and an apply's refresh too.
+    let t = Instant::now();
+    let r = server
+        .ok("mutation { refreshSource(plugin: \"models\", id: \"local\", wait: true) { phase } }", json!({}))
+        .await;
+    let yaml_refresh = t.elapsed();
+    assert_eq!(r["refreshSource"]["phase"], "SUCCEEDED");
+    let t = Instant::now();
+    let out = server
+        .ok(APPLY, json!({"plugin": "models", "input": {"id": "local", "content": models_yaml(4)}, "options": {"refreshAfterApply": true}}))
+        .await;
+    let apply_refresh = t.elapsed();
+    assert_eq!(out["applySource"]["source"]["status"]["entityCount"], 4, "{out:#}");
+    eprintln!("while four hosts stall: yaml refresh {yaml_refresh:?}, apply + refresh {apply_refresh:?}");
+    assert!(yaml_refresh < Duration::from_secs(2) && apply_refresh < Duration::from_secs(2));
+
+    // Every stalled fetch ends within its budget (9 s), saying what ended it.
+    let t = Instant::now();
+    for id in &ids {
+        let q = "query($id: ID!) { refreshJob(id: $id) { phase results { summary } } }";
+        loop {
+            let j = server.ok(q, json!({"id": id})).await;
+            if j["refreshJob"]["phase"] == "FAILED" {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(25), "a stalled fetch did not end: {j:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!(
+        "the four stalled fetch jobs all ended {:?} after they were started (--fetch-budget 9; one of them first waited for a fetch slot)",
+        t.elapsed()
+    );
+    let stalled = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "stall1"})).await;
+    let err = stalled["source"]["status"]["lastError"].as_str().unwrap();
+    assert!(err.contains("--fetch-min-rate") && err.contains("attempts"), "{err}");
+    // A dripping host (18 bytes/s) is cut by the minimum rate (over 2 s, half of
+    // --fetch-timeout), attempt after attempt, within the budget.
+    let t = Instant::now();
+    let q = "mutation { refreshSource(plugin: \"models\", id: \"drip\", wait: true) { phase results { diagnostics { message } } } }";
+    let out = server.ok(q, json!({})).await;
+    let took = t.elapsed();
+    assert_eq!(out["refreshSource"]["phase"], "FAILED");
+    let msg = out["refreshSource"]["results"][0]["diagnostics"][0]["message"].as_str().unwrap();
+    eprintln!("dripping host cut after {took:?}: {msg}");
+    assert!(msg.contains("--fetch-min-rate"), "{msg}");
+    assert!(took < Duration::from_secs(11), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_shares_one_response_budget_and_runs_one_operation_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let sources = dir.path().join("sources.yaml");
+    std::fs::write(
+        &sources,
+        "model_catalogs:\n  - name: Big\n    id: big\n    type: yaml\n    properties:\n      yamlCatalogPath: big.yaml\n",
+    )
+    .unwrap();
+    // About 6 MB: one `content` of it fits --max-response-bytes (8 MiB), two do not.
+    let catalog = models_yaml(30_000);
+    assert!(catalog.len() > 5_000_000 && catalog.len() < 8_000_000, "{}", catalog.len());
+    std::fs::write(dir.path().join("big.yaml"), &catalog).unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start_with(dir.path(), Some(&sources), &db, true, &[]).await;
+    let one = json!({"query": "{ source(plugin: \"models\", id: \"big\") { content } }"});
+    let batch = json!(vec![one; 10]);
+    assert!(batch.to_string().len() < 1000);
+    let pid = server.child.id();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = proc_status(pid, "VmRSS:");
+    let resp = server.client.post(format!("{}/graphql", server.base)).json(&batch).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    let peak = proc_status(pid, "VmHWM:");
+    eprintln!(
+        "a batch of 10 x 6 MB contents: RSS {} MB before, peak {} MB (+{} MB); answer {} bytes",
+        before >> 20,
+        peak >> 20,
+        (peak - before) >> 20,
+        text.len()
+    );
+    let answers: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(answers.len(), 10);
+    assert!(answers[0]["data"]["source"]["content"].as_str().is_some_and(|c| c.len() > 5_000_000), "{}", &text[..200]);
+    // The second spends the budget; the rest are not run.
+    for a in &answers[1..] {
+        assert_eq!(a["errors"][0]["extensions"]["reason"], "RESPONSE_TOO_LARGE", "{a}");
+    }
+    assert!(text.len() < 8 * 1024 * 1024 + 16 * 1024, "{}", text.len());
+    // Ten contents built at once took ~215 MB on the old code; one at a time, at most one.
+    assert!(peak - before < 100 << 20, "peak RSS grew by {} MB", (peak - before) >> 20);
+}

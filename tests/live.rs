@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const EVENTS: &str =
     "subscription($p: String) { catalogEvents(plugin: $p) { kind plugin sourceId revision jobId at } }";
-const PROGRESS: &str = "subscription($id: ID!) { refreshProgress(jobId: $id) { id phase total completed currentSource results { sourceId status } } }";
+const PROGRESS: &str = "subscription($id: ID!) { refreshProgress(jobId: $id) { id phase queuedReason total completed currentSource results { sourceId status } } }";
 
 async fn wait_subscribers(server: &Server, n: f64) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -39,13 +39,22 @@ async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
     let db = database_url(Backend::Sqlite, dir.path()).await;
     // Slow enough that the node client is surely subscribed while the job still waits.
     let _host = slow_plugin(dir.path(), 3000).await;
-    // One running job at a time, so a second job is observably QUEUED.
+    // One job fetching url sources at a time, so a second one observably waits.
     let server = Server::start_with(
         dir.path(),
         Some(&dir.path().join("sources.yaml")),
         &db,
         true,
-        &["--max-running-jobs", "1", "--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
+        &[
+            "--max-running-jobs",
+            "1",
+            "--max-running-fetches",
+            "1",
+            "--refresh-concurrency",
+            "1",
+            "--url-allow",
+            "127.0.0.1",
+        ],
     )
     .await;
 
@@ -80,7 +89,8 @@ async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
         eprintln!("{transport}: APPLIED..REFRESHED seen {:?} after apply started", t0.elapsed());
         assert!(kinds.contains(&"APPLIED".to_string()), "{transport}: {kinds:?}");
 
-        // A plugin job behind a running one: QUEUED, then RUNNING with monotonic progress, then done.
+        // A plugin job behind a running one: its url sources wait for the fetch slot (its yaml
+        // source need not), saying why, then it runs with monotonic progress, then done.
         let blocker = server.ok("mutation { refreshPlugin(plugin: \"mcp\", wait: false) { id } }", json!({})).await;
         let _ = blocker;
         let slow = server
@@ -94,6 +104,7 @@ async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
         assert_eq!(next_line(&mut progress, 20).await, "CONNECTED");
         let mut phases = Vec::new();
         let mut completed = Vec::new();
+        let mut reasons = Vec::new();
         loop {
             let line = next_line(&mut progress, 30).await;
             if line == "COMPLETE" {
@@ -104,8 +115,13 @@ async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
             assert_eq!(j["id"], id.as_str());
             phases.push(j["phase"].as_str().unwrap().to_string());
             completed.push(j["completed"].as_u64().unwrap());
+            reasons.extend(j["queuedReason"].as_str().map(str::to_string));
         }
-        assert_eq!(phases.first().map(String::as_str), Some("QUEUED"), "{transport}: {phases:?}");
+        assert!(matches!(phases.first().map(String::as_str), Some("QUEUED" | "RUNNING")), "{transport}: {phases:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("waiting for a fetch slot") && r.contains("--max-running-fetches 1")),
+            "{transport}: {reasons:?}"
+        );
         assert!(phases.contains(&"RUNNING".to_string()), "{transport}: {phases:?}");
         assert_eq!(phases.last().map(String::as_str), Some("SUCCEEDED"), "{transport}: {phases:?}");
         assert!(completed.windows(2).all(|w| w[0] <= w[1]), "{transport}: completed not monotonic: {completed:?}");

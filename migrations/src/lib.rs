@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_initial;
 mod m20261124_000002_audit;
 mod m20261201_000003_cluster;
+mod m20261207_000004_queued_reason;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261124_000002_audit::Migration),
             Box::new(m20261201_000003_cluster::Migration),
+            Box::new(m20261207_000004_queued_reason::Migration),
         ]
     }
 }

@@ -1,6 +1,17 @@
-//! Fetching `url` sources over HTTP: timeouts, a size limit, retries with exponential backoff,
-//! an auth header from a SecretRef, and `ETag`/`If-None-Match` so an unchanged catalog costs
-//! one 304.
+//! Fetching `url` sources over HTTP: deadlines, a size limit, retries with exponential backoff
+//! within a total budget, compressed bodies, an auth header from a SecretRef, and
+//! `ETag`/`If-None-Match` so an unchanged catalog costs one 304.
+//!
+//! Bounded in time and memory whatever the host does:
+//! - one attempt (connect, headers and the whole body) ends within `--fetch-timeout`;
+//! - a body that arrives slower than `--fetch-min-rate` bytes/s over a window (the shorter of
+//!   [`RATE_WINDOW`] and half of `--fetch-timeout`) ends the attempt then: a stall after the
+//!   headers costs that window, not the whole timeout;
+//! - every attempt and every retry delay of one fetch fit in `--fetch-budget`: no attempt
+//!   starts that could not finish within it, and an attempt's deadline is cut to what is left;
+//! - `Accept-Encoding: gzip, br, zstd, deflate` is sent and the body decoded as it streams; the
+//!   *decoded* size is what `--fetch-max-bytes` bounds, so a compression bomb stops at the limit
+//!   having used about that much memory.
 //!
 //! Source properties:
 //! - `url` (required): `http://` or `https://`
@@ -29,12 +40,19 @@ use super::diagnostics::{Diagnostic, Layer};
 use super::outbound::{GuardedResolver, UrlAllow, check_url, find_refusal, redirect_policy};
 use super::sources::{SourceEntry, secret_ref_problems};
 
+/// The window over which `--fetch-min-rate` is measured.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Debug)]
 pub struct FetchConfig {
     /// Whole-request timeout per attempt.
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// Bodies larger than this are refused (the download stops there).
+    /// Every attempt and retry delay of one fetch together (`--fetch-budget`).
+    pub budget: Duration,
+    /// Slowest accepted body, in bytes per second over [`RATE_WINDOW`] (0: no minimum).
+    pub min_rate: u64,
+    /// Bodies larger than this (decoded) are refused (the download stops there).
     pub max_bytes: usize,
     /// Attempts after the first one, for connection errors, timeouts and 5xx.
     pub retries: u32,
@@ -134,6 +152,8 @@ impl Default for FetchConfig {
         FetchConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            budget: Duration::from_secs(60),
+            min_rate: 1024,
             max_bytes: 16 * 1024 * 1024,
             retries: 3,
             backoff: Duration::from_millis(200),
@@ -291,24 +311,42 @@ pub async fn fetch(
     } else {
         client
     };
+    let deadline = tokio::time::Instant::now() + cfg.budget;
     let mut delay = cfg.backoff;
     let mut last = String::new();
+    let mut attempts = 0;
     for attempt in 1..=cfg.retries + 1 {
-        match once(client, &url, auth.as_ref(), if_none_match, cfg, attempt).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left < MIN_ATTEMPT {
+            break;
+        }
+        attempts = attempt;
+        match once(client, &url, auth.as_ref(), if_none_match, cfg, attempt, left.min(cfg.timeout)).await {
             Attempt::Done(f) => return Ok(f),
             Attempt::Fail(msg) => return Err(fail(&url, msg)),
             Attempt::Retry(msg) => {
-                tracing::warn!(url = %url, attempt, error = %msg, "catalog fetch failed; will retry");
                 last = msg;
-                if attempt <= cfg.retries {
-                    tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if attempt > cfg.retries || left < delay + MIN_ATTEMPT {
+                    break;
                 }
+                tracing::warn!(url = %url, attempt, error = %last, "catalog fetch failed; will retry");
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
             }
         }
     }
-    Err(fail(&url, format!("{last} (after {} attempts)", cfg.retries + 1)))
+    let took = cfg.budget.saturating_sub(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let why = if attempts <= cfg.retries {
+        format!(", stopped by --fetch-budget ({} s)", cfg.budget.as_secs_f64())
+    } else {
+        String::new()
+    };
+    Err(fail(&url, format!("{last} (after {attempts} attempts in {:.1} s{why})", took.as_secs_f64())))
 }
+
+/// No attempt starts with less time than this left in the budget.
+const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 
 fn fail(url: &str, msg: String) -> Diagnostic {
     Diagnostic::error(Layer::Syntax, format!("fetching {url} failed: {msg}"))
@@ -317,6 +355,23 @@ fn fail(url: &str, msg: String) -> Diagnostic {
 }
 
 async fn once(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&(String, String)>,
+    if_none_match: Option<&str>,
+    cfg: &FetchConfig,
+    attempt: u32,
+    limit: Duration,
+) -> Attempt {
+    // Headers and the whole body within `limit` (the client's timeout is the same bound, cut
+    // to what is left of the budget).
+    match tokio::time::timeout(limit, once_within(client, url, auth, if_none_match, cfg, attempt)).await {
+        Ok(a) => a,
+        Err(_) => Attempt::Retry(format!("no complete answer within {:.1} s (--fetch-timeout)", limit.as_secs_f64())),
+    }
+}
+
+async fn once_within(
     client: &reqwest::Client,
     url: &str,
     auth: Option<&(String, String)>,
@@ -358,18 +413,57 @@ async fn once(
         return Attempt::Fail(format!("the body is {len} bytes; the limit is {} bytes", cfg.max_bytes));
     }
     let etag = resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut body = Vec::new();
+    // Chunks as they come, joined once at the end: a growing Vec would copy itself at every
+    // doubling and, for a bomb, briefly hold one and a half times the limit.
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut received = 0usize;
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
+    // The minimum rate: at least `min_rate * window` bytes in every window.
+    let window = RATE_WINDOW.min(cfg.timeout / 2).max(Duration::from_millis(100));
+    let need = (cfg.min_rate as f64 * window.as_secs_f64()) as u64;
+    let mut window_end = tokio::time::Instant::now() + window;
+    let mut in_window = 0u64;
+    loop {
+        let next = if need == 0 {
+            stream.next().await
+        } else {
+            match tokio::time::timeout_at(window_end, stream.next()).await {
+                Ok(next) => next,
+                Err(_) if in_window < need => {
+                    return Attempt::Retry(format!(
+                        "the body came at {:.0} bytes/s over {:.1} s, below the minimum of {} bytes/s (--fetch-min-rate)",
+                        in_window as f64 / window.as_secs_f64(),
+                        window.as_secs_f64(),
+                        cfg.min_rate
+                    ));
+                }
+                Err(_) => {
+                    window_end += window;
+                    in_window = 0;
+                    continue;
+                }
+            }
+        };
+        let Some(chunk) = next else { break };
         match chunk {
             Ok(c) => {
-                if body.len() + c.len() > cfg.max_bytes {
-                    return Attempt::Fail(format!("the body is larger than the limit of {} bytes", cfg.max_bytes));
+                // Decoded bytes: a compressed body is bounded by what it expands to.
+                if received + c.len() > cfg.max_bytes {
+                    return Attempt::Fail(format!(
+                        "the body is larger than the limit of {} bytes (--fetch-max-bytes; counted after decompression)",
+                        cfg.max_bytes
+                    ));
                 }
-                body.extend_from_slice(&c);
+                in_window += c.len() as u64;
+                received += c.len();
+                chunks.push(c);
             }
-            Err(e) => return Attempt::Retry(format!("reading the body: {e}")),
+            Err(e) => return Attempt::Retry(format!("reading the body: {}", error_chain(&e))),
         }
+    }
+    let mut body = Vec::with_capacity(received);
+    for c in chunks.drain(..) {
+        body.extend_from_slice(&c);
     }
     match String::from_utf8(body) {
         Ok(text) => Attempt::Done(Fetched::Body { text, etag, attempts: attempt }),

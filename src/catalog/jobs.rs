@@ -66,6 +66,10 @@ pub struct RefreshJob {
     pub current_source: Option<String>,
     pub results: Vec<RefreshResult>,
     pub error: Option<String>,
+    /// Why the job, or its url part, waits for a slot (see `service::refresh`); `None` when it
+    /// does not wait.
+    #[serde(default)]
+    pub queued_reason: Option<String>,
     pub actor: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -114,23 +118,24 @@ pub enum Registered {
 
 impl JobRegistry {
     /// Registers `job` (created at write sequence `write_seq`) unless a job for the same target
-    /// (or, for a source, its whole plugin) is running. A running job is joined only when it
-    /// was registered at or after `needs_write` (the caller's own write), so a refresh asked
-    /// for by an apply never reports content older than that apply.
+    /// is running. A running job is joined only when it was registered at or after
+    /// `needs_write` (the caller's own write), so a refresh asked for by an apply never reports
+    /// content older than that apply.
+    ///
+    /// A source's refresh does not join (or wait for) a running job of its whole plugin: that
+    /// job may be waiting on url hosts that stall, and a yaml refresh must not queue behind them.
+    /// The per-source lock still keeps the two from loading the same source at once.
     pub fn start_or_join(&self, job: RefreshJob, write_seq: u64, needs_write: Option<u64>) -> Registered {
         let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mine = target(&job.plugin, job.source_id.as_deref());
-        let candidates = [mine.clone(), job.plugin.clone()];
-        for t in &candidates {
-            if let Some(id) = reg.by_target.get(t)
-                && let Some(running) = reg.by_id.get(id)
-            {
-                let rx = running.tx.subscribe();
-                return match needs_write {
-                    Some(seq) if running.write_seq < seq => Registered::TooOld(rx),
-                    _ => Registered::Joined(rx),
-                };
-            }
+        if let Some(id) = reg.by_target.get(&mine)
+            && let Some(running) = reg.by_id.get(id)
+        {
+            let rx = running.tx.subscribe();
+            return match needs_write {
+                Some(seq) if running.write_seq < seq => Registered::TooOld(rx),
+                _ => Registered::Joined(rx),
+            };
         }
         let (tx, rx) = watch::channel(job.clone());
         reg.by_target.insert(mine, job.id.clone());

@@ -317,8 +317,10 @@ impl Db {
     // ---- jobs under a lease -----------------------------------------------------------------
 
     /// Inserts `row` owned by `owner` with a lease of `lease`, unless a live job (lease not
-    /// expired) for `target` or for the whole plugin is QUEUED or RUNNING: then returns that
-    /// one. Serialised per plugin by a transaction-scoped advisory lock.
+    /// expired) for the same `target` is QUEUED or RUNNING: then returns that one. A source's
+    /// job does not follow its plugin's (which may wait on stalled url hosts; see
+    /// `JobRegistry::start_or_join`). Serialised per plugin by a transaction-scoped advisory
+    /// lock.
     pub async fn claim_job(&self, row: &JobRow, target: &str, owner: &str, lease: Duration) -> Result<Claim, DbError> {
         let Some(pool) = self.pg_pool() else {
             self.upsert_job(row.clone()).await?;
@@ -341,11 +343,10 @@ impl Db {
             }
             let running: Option<String> = sqlx::query_scalar(
                 "SELECT id FROM catalog_refresh_jobs
-                 WHERE phase IN ('QUEUED', 'RUNNING') AND lease_until > now() AND (target = $1 OR target = $2)
+                 WHERE phase IN ('QUEUED', 'RUNNING') AND lease_until > now() AND target = $1
                  ORDER BY created_at LIMIT 1",
             )
             .bind(target)
-            .bind(&row.plugin)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(id) = running {

@@ -77,6 +77,8 @@ pub mod refresh_job {
         /// JSON array of per-source results.
         pub results: String,
         pub error: Option<String>,
+        /// Why the job (or part of it) waits for a slot; null when it does not.
+        pub queued_reason: Option<String>,
         pub actor: String,
         pub started_at: Option<ChronoDateTimeUtc>,
         pub finished_at: Option<ChronoDateTimeUtc>,

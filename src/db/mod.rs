@@ -471,6 +471,7 @@ impl Db {
                                 C::CurrentSource,
                                 C::Results,
                                 C::Error,
+                                C::QueuedReason,
                                 C::StartedAt,
                                 C::FinishedAt,
                             ])

@@ -72,16 +72,36 @@ pub struct DocumentChecked(pub usize);
 
 /// Bytes a response may still use. Put in every request's data by the guardrails; large fields
 /// ([`ResponseBudget::charge`]) take from it as they resolve, so a response that would exceed
-/// `--max-response-bytes` fails before it is built in full.
-#[derive(Debug)]
+/// `--max-response-bytes` fails before it is built in full. Clones share one budget: the
+/// operations of a batch draw on the same one (`http::graphql`).
+#[derive(Clone, Debug)]
 pub struct ResponseBudget {
     limit: usize,
-    used: AtomicUsize,
+    used: Arc<AtomicUsize>,
 }
 
 impl ResponseBudget {
     pub fn new(limit: usize) -> ResponseBudget {
-        ResponseBudget { limit, used: AtomicUsize::new(0) }
+        ResponseBudget { limit, used: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Counts a finished response of `bytes` (its JSON) against the budget, beyond what its
+    /// fields charged while resolving (`charged_before`: the budget's use before it ran).
+    /// Whether the budget still holds.
+    pub fn settle(&self, charged_before: usize, bytes: usize) -> bool {
+        let target = charged_before.saturating_add(bytes);
+        self.used.fetch_max(target, Ordering::Relaxed);
+        self.used() <= self.limit
+    }
+
+    /// Bytes used so far.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether nothing more may be answered.
+    pub fn is_spent(&self) -> bool {
+        self.used() >= self.limit
     }
 
     /// Takes `bytes` from the budget, or fails (and keeps failing) once it is exhausted.

@@ -637,6 +637,13 @@ impl RefreshJob {
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
+    /// Why the job waits, while it waits for a slot: its yaml sources for a job slot
+    /// (`--max-running-jobs`), its url sources for a fetch slot (`--max-running-fetches`), e.g.
+    /// "waiting for a fetch slot: 4 jobs are fetching url sources (--max-running-fetches 4)".
+    /// Null when nothing of the job waits.
+    async fn queued_reason(&self) -> Option<&str> {
+        self.0.queued_reason.as_deref()
+    }
     /// Who started the job: the caller's name, or `system` for scheduled and startup refreshes.
     async fn actor(&self) -> &str {
         &self.0.actor

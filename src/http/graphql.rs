@@ -291,7 +291,8 @@ async fn post_full(
                 .into_iter()
                 .map(|r| crate::graphql::request_data(r.data(caller.clone()), request_id.as_deref()))
                 .collect();
-            let mut resp = app.schema.execute_batch(BatchRequest::Batch(list)).await;
+            let max_response = app.options.schema.limits.max_response_bytes;
+            let mut resp = BatchResponse::Batch(execute_batch(&app, list, max_response).await);
             let token = if mutates {
                 invalidate(&app);
                 let token = app.catalog.consistency_token().await;
@@ -314,6 +315,52 @@ async fn post_full(
             out
         }
     }
+}
+
+/// A batch's operations, one after the other (async-graphql's `execute_batch` runs them all at
+/// once), drawing on one response budget: a large field charges it as it resolves, and each
+/// finished answer is counted whole (its JSON length). Once the budget is spent, the operation
+/// that spent it answers RESPONSE_TOO_LARGE and the rest are not run. So a batch holds at most
+/// about `--max-response-bytes` of answers, however many operations it has, and runs one
+/// operation's work at a time.
+async fn execute_batch(app: &AppState, list: Vec<Request>, max_response: usize) -> Vec<Response> {
+    use crate::graphql::extensions::ResponseBudget;
+    let budget = ResponseBudget::new(max_response);
+    let mut out = Vec::with_capacity(list.len());
+    for req in list {
+        if budget.is_spent() {
+            out.push(Response::from_errors(vec![response_too_large(max_response)]));
+            continue;
+        }
+        // Whatever this operation charges while it runs is part of its JSON, counted after.
+        let before = budget.used();
+        let resp = app.schema.execute(req.data(budget.clone())).await;
+        let bytes = json_len(&resp);
+        if budget.settle(before, bytes) {
+            out.push(resp);
+        } else {
+            drop(resp);
+            out.push(Response::from_errors(vec![response_too_large(max_response)]));
+        }
+    }
+    out
+}
+
+/// The length of a response's JSON, counted without building it.
+fn json_len(resp: &Response) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, resp);
+    n.0
 }
 
 /// `ok`, or the first error's code.

@@ -1,6 +1,7 @@
 //! `/healthz` (the process answers) and `/readyz` (config loaded, first refresh done, database
 //! reachable; with several replicas, the change feed listening), with a JSON body naming each
-//! check.
+//! check and, in `degraded`, the sources still loading (url sources whose hosts did not answer
+//! within `--ready-wait`: they do not fail readiness).
 
 use axum::Json;
 use axum::extract::State;
@@ -21,6 +22,9 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         checks.push(crate::catalog::service::ReadyCheck { name: "changeFeed", ok, detail });
     }
     let ready = checks.iter().all(|c| c.ok);
+    // Ready or not, sources still loading (url sources past --ready-wait) are named: degraded,
+    // not failed.
+    let degraded = if ready { app.catalog.loading_sources() } else { Vec::new() };
     let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
@@ -28,6 +32,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         Json(json!({
             "status": if ready { "ready" } else { "not ready" },
             "failed": failed,
+            "degraded": degraded,
             "checks": checks,
         })),
     )

@@ -56,8 +56,14 @@ struct State {
 pub struct CatalogOptions {
     /// How many sources of one plugin refresh at the same time.
     pub refresh_concurrency: usize,
-    /// How many refresh jobs run at the same time; later ones wait in phase QUEUED.
+    /// How many refresh jobs load their yaml (non-url) sources at the same time; later ones
+    /// wait in phase QUEUED.
     pub max_running_jobs: usize,
+    /// How many refresh jobs fetch their url sources at the same time; a separate budget, so a
+    /// stalled host never holds up a yaml refresh.
+    pub max_running_fetches: usize,
+    /// At start, how long readiness waits for url sources (yaml sources are always waited for).
+    pub ready_wait: std::time::Duration,
     pub fetch: FetchConfig,
     /// How often to look for edits made outside the API; `None` turns the watcher off.
     pub watch_interval: Option<std::time::Duration>,
@@ -72,6 +78,8 @@ impl Default for CatalogOptions {
         CatalogOptions {
             refresh_concurrency: 4,
             max_running_jobs: 4,
+            max_running_fetches: 4,
+            ready_wait: std::time::Duration::from_secs(10),
             fetch: FetchConfig::default(),
             watch_interval: Some(std::time::Duration::from_secs(2)),
             cluster: ClusterOptions::default(),
@@ -104,7 +112,13 @@ pub struct Catalog {
     /// The last error reading the sources file from disk (external edit), if it is invalid now.
     config_error: std::sync::Mutex<Option<Vec<Diagnostic>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Slots of jobs' yaml parts (`max_running_jobs`) and url parts (`max_running_fetches`).
     job_slots: Arc<tokio::sync::Semaphore>,
+    fetch_slots: Arc<tokio::sync::Semaphore>,
+    /// Sources whose refresh ended at least once since start (or that another replica's
+    /// refresh was reloaded for): until then an enabled source reads LOADING, whatever a
+    /// status row from an earlier run says.
+    attempted: std::sync::Mutex<std::collections::HashSet<SourceKey>>,
 }
 
 /// How often the SQLite write-ahead log is copied into the database file ([`Db::checkpoint_loop`]).
@@ -167,6 +181,7 @@ impl Catalog {
         }
         let http = super::fetch::client(&options.fetch);
         let job_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_jobs.max(1)));
+        let fetch_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_fetches.max(1)));
         let snapshot_cache =
             options.snapshot_cache.clone().map(|d| Arc::new(crate::catalog::snapshot_cache::SnapshotCache::new(d)));
         let catalog = Arc::new(Catalog {
@@ -181,6 +196,8 @@ impl Catalog {
             config_error: std::sync::Mutex::new(None),
             shutdown: tokio::sync::watch::channel(false).0,
             job_slots,
+            fetch_slots,
+            attempted: std::sync::Mutex::new(std::collections::HashSet::new()),
             state: RwLock::new(State { config: Arc::new(config), snapshots: HashMap::new() }),
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),
@@ -233,6 +250,15 @@ impl Catalog {
     /// `file` or `kubernetes`.
     pub fn store_kind(&self) -> &'static str {
         self.store.kind()
+    }
+
+    /// Marks a source as loaded (or failed) at least once since start.
+    fn mark_attempted(&self, key: &SourceKey) {
+        self.attempted.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
+    }
+
+    fn was_attempted(&self, key: &SourceKey) -> bool {
+        self.attempted.lock().unwrap_or_else(|p| p.into_inner()).contains(key)
     }
 
     fn snapshot(&self, key: &SourceKey) -> Option<Arc<Snapshot>> {

@@ -59,6 +59,10 @@ impl Catalog {
         let entity_count = snapshot.map(|s| s.entities.len()).unwrap_or(0);
         let state = if !entry.enabled {
             SourceState::Disabled
+        } else if !self.was_attempted(&(plugin, entry.id.clone())) {
+            // Not loaded since start: a row from an earlier run describes entities this
+            // process does not serve (yet).
+            SourceState::Loading
         } else {
             row.map(|r| SourceState::parse(&r.state)).unwrap_or(SourceState::Loading)
         };
@@ -238,7 +242,17 @@ impl Catalog {
             ReadyCheck {
                 name: "firstRefresh",
                 ok: first,
-                detail: if first { "done".into() } else { "initial refresh still running".into() },
+                detail: if !first {
+                    "initial refresh still running".into()
+                } else {
+                    match self.loading_sources() {
+                        loading if loading.is_empty() => "done".into(),
+                        // Degraded, not failed: these are somebody else's servers.
+                        loading => {
+                            format!("done; still loading (LOADING, served once they load): {}", loading.join(", "))
+                        }
+                    }
+                },
             },
             ReadyCheck {
                 name: "database",
