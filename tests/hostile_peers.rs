@@ -607,6 +607,15 @@ async fn stalled_url_hosts_hold_neither_readiness_nor_yaml_refreshes() {
     eprintln!("dripping host cut after {took:?}: {msg}");
     assert!(msg.contains("--fetch-min-rate"), "{msg}");
     assert!(took < Duration::from_secs(11), "{took:?}");
+
+    // A restart with the hosts still stalling is ready within --ready-wait too.
+    let (dir_path, db) = server.stop();
+    let started = Instant::now();
+    let server = Server::start_with(&dir_path, Some(&sources), &db, true, &flags).await;
+    let ready_after = started.elapsed();
+    eprintln!("restart: ready {ready_after:?} after start (--ready-wait 2)");
+    assert!(ready_after < Duration::from_millis(3000), "ready only after {ready_after:?}");
+    assert_eq!(source_states(&server).await["models/local"], ("AVAILABLE".to_string(), 4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -588,6 +588,7 @@ mod tests {
             current_source: None,
             results: "[]".into(),
             error: None,
+            queued_reason: None,
             actor: "t".into(),
             started_at: None,
             finished_at: None,

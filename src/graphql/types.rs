@@ -639,7 +639,7 @@ impl RefreshJob {
     }
     /// Why the job waits, while it waits for a slot: its yaml sources for a job slot
     /// (`--max-running-jobs`), its url sources for a fetch slot (`--max-running-fetches`), e.g.
-    /// "waiting for a fetch slot: 4 jobs are fetching url sources (--max-running-fetches 4)".
+    /// "waiting for a fetch slot: 4 refresh jobs are fetching url sources (--max-running-fetches 4)".
     /// Null when nothing of the job waits.
     async fn queued_reason(&self) -> Option<&str> {
         self.0.queued_reason.as_deref()
