@@ -205,9 +205,11 @@ impl Admission {
             return Err(Refusal::Budget);
         }
         per_ip.insert(ip, count + 1);
-        self.open.fetch_add(1, Ordering::Relaxed);
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
         let mut by_age = self.by_age.lock().unwrap_or_else(|p| p.into_inner());
-        if by_age.len() >= self.limits.max_open.saturating_mul(2).max(64) {
+        // Closed connections' entries (each keeps its `Activity` allocated) are dropped once
+        // they outnumber the open ones: the queue stays proportional to what is open.
+        if by_age.len() >= open.saturating_mul(2).max(64) {
             by_age.retain(|w| w.strong_count() > 0);
         }
         by_age.push_back(Arc::downgrade(activity));
