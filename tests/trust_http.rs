@@ -306,7 +306,9 @@ async fn http_errors_are_graphql_shaped_and_carry_request_ids() {
     let url = format!("{}/graphql", server.base);
     // No connection reuse: a refusal that leaves the body unread ends its connection, and a
     // pooled client could pick that connection for the next request (IncompleteMessage).
-    let c = &reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    // No transparent decoding (the server's reqwest has gzip on, and features unify): the
+    // compression checks below read `content-encoding` as sent.
+    let c = &reqwest::Client::builder().pool_max_idle_per_host(0).no_gzip().build().unwrap();
     // 413 beyond the body limit (the layer's own refusal, before the handler).
     let big = "x".repeat(2 * 1024 * 1024);
     let r = c.post(&url).header("content-type", "application/json").body(format!("{{\"query\":\"{big}\"}}")).send();

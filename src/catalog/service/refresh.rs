@@ -376,7 +376,9 @@ impl Catalog {
                 self.wait_for_job(&job.id, |j| j.phase.is_done()).await;
             }
         };
-        if tokio::time::timeout_at(ready_by, all_done).await.is_err() {
+        let waited = tokio::time::timeout_at(ready_by, all_done).await;
+        self.load_what_joined_jobs_refreshed(&jobs).await;
+        if waited.is_err() {
             let loading = self.loading_sources();
             tracing::warn!(
                 loading = %loading.join(", "),
@@ -385,13 +387,24 @@ impl Catalog {
             );
         }
         self.first_refresh_done.store(true, std::sync::atomic::Ordering::Release);
-        for (plugin, job) in &jobs {
+        for (_, job) in &jobs {
             self.wait_for_job(&job.id, |j| j.phase.is_done()).await;
-            // Joined another replica's job (replicas starting together): the sources it
-            // refreshed before this replica listened have no snapshot here yet.
-            for id in &job.sources {
-                if self.snapshot(&(*plugin, id.clone())).is_none() {
-                    self.reload_snapshot(*plugin, id).await;
+        }
+        self.load_what_joined_jobs_refreshed(&jobs).await;
+    }
+
+    /// A job this replica joined runs on another replica (replicas starting together): the
+    /// sources it has refreshed so far, some before this replica listened, have no snapshot
+    /// here yet. Loads them.
+    async fn load_what_joined_jobs_refreshed(&self, jobs: &[(PluginKind, RefreshJob)]) {
+        for (plugin, job) in jobs {
+            let now = match self.jobs.get(&job.id) {
+                Some(j) => Some(j),
+                None => self.db.job(&job.id).await.ok().flatten().map(job_from_row),
+            };
+            for r in now.map(|j| j.results).unwrap_or_default() {
+                if self.snapshot(&(*plugin, r.source_id.clone())).is_none() {
+                    self.reload_snapshot(*plugin, &r.source_id).await;
                 }
             }
         }
