@@ -6,6 +6,7 @@ mod m20261124_000001_initial;
 mod m20261124_000002_audit;
 mod m20261201_000003_cluster;
 mod m20261207_000004_queued_reason;
+mod m20261207_000005_change_key;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_audit::Migration),
             Box::new(m20261201_000003_cluster::Migration),
             Box::new(m20261207_000004_queued_reason::Migration),
+            Box::new(m20261207_000005_change_key::Migration),
         ]
     }
 }

@@ -100,6 +100,8 @@ pub struct Events {
     /// The LISTEN connection is up (always true without a feed).
     feed_up: AtomicBool,
     feed_detail: std::sync::Mutex<String>,
+    /// The change this replica could not apply yet (id, why, since when), if any.
+    stuck: std::sync::Mutex<Option<(u64, String, std::time::Instant)>>,
 }
 
 impl Default for Events {
@@ -113,6 +115,7 @@ impl Default for Events {
             published: AtomicU64::new(0),
             feed_up: AtomicBool::new(true),
             feed_detail: std::sync::Mutex::new("single replica (no change feed)".into()),
+            stuck: std::sync::Mutex::new(None),
         }
     }
 }
@@ -245,6 +248,28 @@ impl Events {
             Ok(Ok(a)) => Ok(*a),
             _ => Err(self.applied_generation()),
         }
+    }
+
+    /// Records the change that could not be applied (`None`: all applied). Returns since when
+    /// that same change has been stuck, if it already was.
+    pub fn set_stuck(&self, stuck: Option<(u64, String)>) -> Option<std::time::Instant> {
+        let mut s = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
+        match stuck {
+            None => {
+                *s = None;
+                None
+            }
+            Some((id, why)) => {
+                let since = s.as_ref().filter(|(prev, _, _)| *prev == id).map(|(_, _, at)| *at);
+                *s = Some((id, why, since.unwrap_or_else(std::time::Instant::now)));
+                since
+            }
+        }
+    }
+
+    /// The change that could not be applied yet: its id, why, and for how long.
+    pub fn stuck(&self) -> Option<(u64, String, std::time::Duration)> {
+        self.stuck.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(id, why, at)| (*id, why.clone(), at.elapsed()))
     }
 
     pub fn set_feed(&self, up: bool, detail: String) {

@@ -38,6 +38,9 @@ pub struct ChangeRow {
 /// A change to record (the id is assigned by the database).
 #[derive(Clone, Debug)]
 pub struct NewChange {
+    /// Unique per change, the same on every attempt to record it: a retried insert whose first
+    /// attempt committed finds its row instead of recording the change twice.
+    pub key: String,
     pub kind: String,
     pub plugin: String,
     pub source_id: Option<String>,
@@ -228,31 +231,73 @@ impl Db {
 
     // ---- the change feed ----------------------------------------------------------------------
 
-    /// Records a change and notifies every listener, in one statement (the NOTIFY is delivered
-    /// when the row is committed). Returns the change id: the cluster generation.
+    /// Records a change and notifies every listener (the NOTIFY is delivered when the row is
+    /// committed). Returns the change id: the cluster generation.
+    ///
+    /// Ids are assigned in commit order with no hole: the insert takes `MAX(id) + 1` under a
+    /// transaction-scoped advisory lock that every writer of the feed takes, held until the
+    /// commit. So a reader that sees id N+1 knows N is committed, and reads the feed in order
+    /// by id, however late a change commits (a sequence would hand out ids in start order, and
+    /// a reader could not tell a hole that will fill from one that never will). A retry of a
+    /// change whose first attempt committed finds it by its key.
     pub async fn publish_change(&self, c: &NewChange) -> Result<i64, DbError> {
         let Some(pool) = self.pg_pool() else {
             return Err(DbError::Unavailable("the change feed needs PostgreSQL".into()));
         };
-        let sql = "WITH c AS (
-                INSERT INTO catalog_changes (kind, plugin, source_id, revision, job_id, origin, created_at)
-                VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING *)
-            SELECT c.id FROM c, LATERAL pg_notify($7, json_build_object(
-                'generation', c.id, 'kind', c.kind, 'plugin', c.plugin, 'source', c.source_id,
-                'revision', c.revision, 'jobId', c.job_id, 'origin', c.origin)::text) AS n";
-        self.timed_sqlx(
-            "recording a change",
-            sqlx::query_scalar::<_, i64>(sql)
-                .bind(&c.kind)
-                .bind(&c.plugin)
-                .bind(&c.source_id)
-                .bind(c.revision)
-                .bind(&c.job_id)
-                .bind(&c.origin)
-                .bind(CHANNEL)
-                .fetch_one(pool),
-        )
-        .await
+        let work = async {
+            let mut tx = pool.begin().await?;
+            // Try, don't block (as the plugin locks): a blocked lock cannot be abandoned
+            // cleanly when the call's deadline passes.
+            let mut pause = Duration::from_millis(1);
+            loop {
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('catalog-bff:feed'))")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if got {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO catalog_changes (id, change_key, kind, plugin, source_id, revision, job_id, origin, created_at)
+                 SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3, $4, $5, $6, $7, now() FROM catalog_changes
+                 ON CONFLICT (change_key) DO NOTHING RETURNING id",
+            )
+            .bind(&c.key)
+            .bind(&c.kind)
+            .bind(&c.plugin)
+            .bind(&c.source_id)
+            .bind(c.revision)
+            .bind(&c.job_id)
+            .bind(&c.origin)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let id = match inserted {
+                Some(id) => {
+                    let payload = serde_json::json!({
+                        "generation": id, "kind": c.kind, "plugin": c.plugin, "source": c.source_id,
+                        "revision": c.revision, "jobId": c.job_id, "origin": c.origin,
+                    });
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(CHANNEL)
+                        .bind(payload.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    id
+                }
+                // Recorded by an earlier attempt whose answer was lost.
+                None => {
+                    sqlx::query_scalar("SELECT id FROM catalog_changes WHERE change_key = $1")
+                        .bind(&c.key)
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(id)
+        };
+        self.timed_sqlx("recording a change", work).await
     }
 
     /// Changes after `after`, oldest first, at most `limit`.
@@ -306,7 +351,11 @@ impl Db {
         let done = self
             .timed_sqlx(
                 "pruning the change feed",
-                sqlx::query("DELETE FROM catalog_changes WHERE created_at < now() - make_interval(secs => $1)")
+                // The newest row stays whatever its age: ids continue from it (`publish_change`).
+                sqlx::query(
+                    "DELETE FROM catalog_changes WHERE created_at < now() - make_interval(secs => $1)
+                       AND id < (SELECT MAX(id) FROM catalog_changes)",
+                )
                     .bind(secs)
                     .execute(pool),
             )

@@ -9,10 +9,14 @@
 //! - Applying: [`Catalog::feed_loop`] LISTENs on a dedicated connection; every notification
 //!   (and a heartbeat) reads the rows after the last applied id, in order, and applies the
 //!   other replicas' ones: config re-read, snapshot reload (no status row, no job), job state,
-//!   then the event to local subscribers. A row whose predecessor id is missing and that is
-//!   younger than [`GAP_GRACE`] waits: the missing one may be a transaction that has not
-//!   committed yet. After a lost connection it reconnects with backoff and resynchronises
-//!   from the table, so nothing is missed; `/readyz` shows `changeFeed` failing meanwhile.
+//!   then the event to local subscribers. Ids are gap-free and in commit order
+//!   (`Db::publish_change`), so the rows after the applied id are exactly what is left to do.
+//!   A change that cannot be applied (the config store or the database unreachable) is
+//!   retried with backoff, never skipped: the applied generation stays before it, so a
+//!   `X-Catalog-Min-Generation` read waits or is refused rather than answered stale, and after
+//!   `--consistency-wait` `/readyz` fails `changeFeed` naming the change. After a lost
+//!   connection it reconnects with backoff and resynchronises from the table, so nothing is
+//!   missed; `/readyz` shows `changeFeed` failing meanwhile.
 //! - Jobs: claimed in the database (one live job per target cluster-wide), owned under a
 //!   lease that [`Catalog::lease_loop`] renews every third of it; the same loop fails the jobs
 //!   of replicas that stopped renewing.
@@ -28,12 +32,6 @@ use crate::catalog::events::{CatalogEvent, JOB_KIND};
 use crate::db::cluster::{ChangeRow, FeedEvent, NewChange, PluginLock};
 use std::time::Duration;
 
-/// How long a hole in the change ids is waited for before it is taken as permanent (a
-/// sequence value that a failed insert used up).
-pub const GAP_GRACE: Duration = Duration::from_secs(1);
-
-/// How long a change that cannot be applied is retried before it is skipped.
-pub const GIVE_UP: Duration = Duration::from_secs(30);
 
 /// Cluster settings (`--replica-id`, `--job-lease`, `--consistency-wait`).
 #[derive(Clone, Debug)]
@@ -159,9 +157,27 @@ impl Catalog {
         })
     }
 
-    /// The `changeFeed` readiness check; `None` without a feed (SQLite).
+    /// The `changeFeed` readiness check; `None` without a feed (SQLite). Fails while the
+    /// LISTEN connection is down, and when a change has not applied for longer than
+    /// `--consistency-wait` (this replica would serve what that change replaced).
     pub fn change_feed_check(&self) -> Option<(bool, String)> {
-        self.events.feed_enabled().then(|| self.events.feed_status())
+        if !self.events.feed_enabled() {
+            return None;
+        }
+        let (up, detail) = self.events.feed_status();
+        if let Some((id, why, for_how_long)) = self.events.stuck()
+            && for_how_long > self.options.cluster.consistency_wait
+        {
+            return Some((
+                false,
+                format!(
+                    "behind: change {id} has not applied for {:.1} s (--consistency-wait {:.1} s), retrying: {why}",
+                    for_how_long.as_secs_f64(),
+                    self.options.cluster.consistency_wait.as_secs_f64()
+                ),
+            ));
+        }
+        Some((up, detail))
     }
 
     /// A receiver of a job's live state, also for a job running on another replica (followed
@@ -204,6 +220,7 @@ impl Catalog {
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             let new = NewChange {
+                key: format!("{}:{}", self.replica(), uuid::Uuid::new_v4().simple()),
                 kind: change.kind.to_string(),
                 plugin: change.plugin.clone(),
                 source_id: change.source_id.clone(),
@@ -211,23 +228,30 @@ impl Catalog {
                 job_id: change.job_id.clone(),
                 origin: self.replica().to_string(),
             };
-            let give_up = std::time::Instant::now() + Duration::from_secs(30);
+            // Retried (with the same key, so it is recorded once) until it is recorded: the
+            // other replicas learn of it from nowhere else. Later changes wait behind it, so
+            // the feed keeps this replica's order.
             let mut pause = Duration::from_millis(100);
+            let mut warned = false;
             loop {
                 match self.db.publish_change(&new).await {
                     Ok(id) => {
                         self.events.mark_flushed(change.seq, u64::try_from(id).ok());
+                        if warned {
+                            tracing::info!(kind = change.kind, plugin = %change.plugin, generation = id, "published a change after retrying");
+                        }
                         break;
-                    }
-                    Err(e) if std::time::Instant::now() < give_up => {
-                        tracing::warn!(kind = change.kind, plugin = %change.plugin, error = %e, "could not publish a change; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(2));
                     }
                     Err(e) => {
-                        tracing::error!(kind = change.kind, plugin = %change.plugin, error = %e, "gave up publishing a change to the other replicas");
-                        self.events.mark_flushed(change.seq, None);
-                        break;
+                        if !warned {
+                            tracing::warn!(kind = change.kind, plugin = %change.plugin, error = %e, "could not publish a change; retrying until it is recorded");
+                            warned = true;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.wait_for(|s| *s) => return,
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(2));
                     }
                 }
             }
@@ -260,12 +284,19 @@ impl Catalog {
             pause = Duration::from_millis(100);
             // Whatever happened while we were not listening is in the table.
             let mut gap = self.catch_up_logged().await;
+            let mut retry = Duration::from_millis(25);
             self.events.set_feed(true, format!("listening on {}", crate::db::cluster::CHANNEL));
             tracing::info!(generation = self.cluster_generation(), "change feed connected");
             loop {
-                // A hole in the ids is looked at again soon; otherwise the heartbeat also
-                // catches a notification that was missed.
-                let quiet = if gap { Duration::from_millis(50) } else { Duration::from_secs(2) };
+                // A change that did not apply is tried again soon (backing off to a second);
+                // otherwise the heartbeat also catches a notification that was missed.
+                let quiet = if gap {
+                    retry = (retry * 2).min(Duration::from_secs(1));
+                    retry
+                } else {
+                    retry = Duration::from_millis(25);
+                    Duration::from_secs(2)
+                };
                 let next = tokio::select! {
                     n = feed.next(quiet) => n,
                     _ = shutdown.wait_for(|s| *s) => return,
@@ -280,48 +311,47 @@ impl Catalog {
         }
     }
 
-    /// [`Catalog::catch_up`], logging a failure; returns whether a hole is being waited for.
+    /// [`Catalog::catch_up`], logging a failure; returns whether a change is waiting to be
+    /// retried (the loop then looks again soon, with backoff).
     async fn catch_up_logged(self: &Arc<Self>) -> bool {
         match self.catch_up().await {
-            Ok(gap) => gap,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the change feed failed");
+            Ok(()) => {
+                self.events.set_stuck(None);
+                false
+            }
+            Err((generation, e)) => {
+                let since = self.events.set_stuck(Some((generation, e.to_string())));
+                if since.is_none() {
+                    tracing::warn!(generation, error = %e, "could not apply a change from another replica; retrying until it applies");
+                }
                 true
             }
         }
     }
 
-    /// Applies, in id order, every change after the applied generation. Returns true when it
-    /// stopped at a hole that may still fill.
-    async fn catch_up(self: &Arc<Self>) -> Result<bool> {
+    /// Applies, in id order, every change after the applied generation. On a change that
+    /// cannot be applied, stops before it and returns its id and why: it is retried, never
+    /// skipped.
+    async fn catch_up(self: &Arc<Self>) -> std::result::Result<(), (u64, CatalogError)> {
         loop {
             let applied = self.cluster_generation();
-            let rows = self.db.changes_since(i64::try_from(applied).unwrap_or(i64::MAX), 500).await?;
+            let rows = self
+                .db
+                .changes_since(i64::try_from(applied).unwrap_or(i64::MAX), 500)
+                .await
+                .map_err(|e| (applied + 1, e.into()))?;
             if rows.is_empty() {
-                return Ok(false);
+                return Ok(());
             }
-            let mut at = applied;
             for row in &rows {
                 let id = u64::try_from(row.id).unwrap_or(0);
-                if id != at + 1 && row.age_secs < GAP_GRACE.as_secs_f64() {
-                    return Ok(true);
+                if row.origin != self.replica() {
+                    self.apply_remote(row).await.map_err(|e| (id, e))?;
                 }
-                if row.origin != self.replica()
-                    && let Err(e) = self.apply_remote(row).await
-                {
-                    // Not applied: stay before it and try again shortly (a re-read is
-                    // idempotent), but never let one change stall the feed for good.
-                    if row.age_secs < GIVE_UP.as_secs_f64() {
-                        tracing::warn!(generation = id, error = %e, "could not apply a change from another replica; retrying");
-                        return Ok(true);
-                    }
-                    tracing::error!(generation = id, error = %e, "skipping a change from another replica that could not be applied");
-                }
-                at = id;
-                self.events.set_applied(at);
+                self.events.set_applied(id);
             }
             if rows.len() < 500 {
-                return Ok(false);
+                return Ok(());
             }
         }
     }
@@ -332,7 +362,7 @@ impl Catalog {
         let plugin = PluginKind::parse(&row.plugin);
         if row.kind == JOB_KIND {
             if let Some(id) = &row.job_id
-                && let Ok(Some(job)) = self.db.job(id).await
+                && let Some(job) = self.db.job(id).await?
             {
                 let job = job_from_row(job);
                 if self.jobs.is_remote(id) {

@@ -61,8 +61,13 @@ impl Catalog {
                 return Ok(Vec::new());
             }
             Err(LoadError::Unavailable(msg)) => {
-                self.set_config_error(Some(vec![Diagnostic::error(Layer::Syntax, msg)]));
-                return Ok(Vec::new());
+                // Not read, so not applied: the change feed retries (never counting a change
+                // this replica could not read as applied), the watcher tries again next round.
+                self.set_config_error(Some(vec![Diagnostic::error(Layer::Syntax, msg.clone())]));
+                return Err(super::CatalogError::Unavailable {
+                    message: format!("the configuration could not be read: {msg}"),
+                    retry_after_secs: 1,
+                });
             }
         };
         let mut removed = Vec::new();
