@@ -7,6 +7,7 @@ mod m20261124_000002_audit;
 mod m20261201_000003_cluster;
 mod m20261207_000004_queued_reason;
 mod m20261207_000005_change_key;
+mod m20261207_000006_contents;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_cluster::Migration),
             Box::new(m20261207_000004_queued_reason::Migration),
             Box::new(m20261207_000005_change_key::Migration),
+            Box::new(m20261207_000006_contents::Migration),
         ]
     }
 }

@@ -22,6 +22,13 @@ pub mod refresh_status {
         /// JSON array of diagnostics from the last refresh.
         pub diagnostics: String,
         pub updated_at: ChronoDateTimeUtc,
+        /// The content (sha256, see `catalog_contents`) the source's entities come from: what
+        /// the refresh that decided decided, followed by every replica. Null: none loaded.
+        pub content_hash: Option<String>,
+        /// The content served before `content_hash` (kept in `catalog_contents` too).
+        pub previous_hash: Option<String>,
+        /// A url source's `ETag` for that content.
+        pub etag: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -286,6 +286,9 @@ impl Db {
                             C::DurationMs,
                             C::Diagnostics,
                             C::UpdatedAt,
+                            C::ContentHash,
+                            C::PreviousHash,
+                            C::Etag,
                         ])
                         .to_owned(),
                 )
@@ -293,6 +296,93 @@ impl Db {
         )
         .await?;
         Ok(())
+    }
+
+    // ---- contents ------------------------------------------------------------------------------
+
+    /// Keeps `body` under its hash, unless it is kept already.
+    pub async fn store_content(&self, sha256: &str, body: &str) -> Result<(), DbError> {
+        let now = Utc::now();
+        let bytes = i64::try_from(body.len()).unwrap_or(i64::MAX);
+        macro_rules! insert {
+            ($pool:expr, $sql:literal) => {{
+                let mut conn = $pool.acquire().await.map_err(acquire_err)?;
+                sqlx::query($sql)
+                    .bind(sha256)
+                    .bind(body)
+                    .bind(bytes)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map(drop)
+                    .map_err(|e| sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into())))
+            }};
+        }
+        let call = async {
+            if self.backend == "postgres" {
+                insert!(
+                    self.conn.get_postgres_connection_pool(),
+                    "INSERT INTO catalog_contents (sha256, body, bytes, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING"
+                )
+            } else {
+                insert!(
+                    self.conn.get_sqlite_connection_pool(),
+                    "INSERT INTO catalog_contents (sha256, body, bytes, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING"
+                )
+            }
+        };
+        self.timed(call).await
+    }
+
+    /// Whether a content is kept (so a large one is not sent again).
+    pub async fn has_content(&self, sha256: &str) -> Result<bool, DbError> {
+        use sea_orm::ConnectionTrait;
+        let sql = if self.backend == "postgres" {
+            "SELECT 1 FROM catalog_contents WHERE sha256 = $1"
+        } else {
+            "SELECT 1 FROM catalog_contents WHERE sha256 = ?"
+        };
+        let found = self
+            .timed(self.conn.query_one_raw(sea_orm::Statement::from_sql_and_values(
+                self.conn.get_database_backend(),
+                sql,
+                [sha256.into()],
+            )))
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// A kept content by its hash.
+    pub async fn content(&self, sha256: &str) -> Result<Option<String>, DbError> {
+        use sea_orm::ConnectionTrait;
+        let sql = if self.backend == "postgres" {
+            "SELECT body FROM catalog_contents WHERE sha256 = $1"
+        } else {
+            "SELECT body FROM catalog_contents WHERE sha256 = ?"
+        };
+        let row = self
+            .timed(self.conn.query_one_raw(sea_orm::Statement::from_sql_and_values(
+                self.conn.get_database_backend(),
+                sql,
+                [sha256.into()],
+            )))
+            .await?;
+        match row {
+            Some(r) => Ok(Some(r.try_get::<String>("", "body").map_err(DbError::Db)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Drops the contents no source serves now or served just before.
+    pub async fn prune_contents(&self) -> Result<u64, DbError> {
+        use sea_orm::ConnectionTrait;
+        let sql = "DELETE FROM catalog_contents WHERE NOT EXISTS (
+              SELECT 1 FROM catalog_refresh_status s
+              WHERE s.content_hash = catalog_contents.sha256 OR s.previous_hash = catalog_contents.sha256)";
+        let done = self
+            .timed(self.conn.execute_raw(sea_orm::Statement::from_string(self.conn.get_database_backend(), sql)))
+            .await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn all_statuses(&self) -> Result<Vec<StatusRow>, DbError> {

@@ -384,7 +384,7 @@ impl Catalog {
             }
             EventKind::Refreshed => {
                 if let (Some(p), Some(id)) = (plugin, &row.source_id) {
-                    self.reload_snapshot(p, id).await;
+                    self.reload_snapshot(p, id).await?;
                 }
             }
             EventKind::RefreshStarted | EventKind::RefreshFinished => {}

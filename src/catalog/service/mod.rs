@@ -10,6 +10,7 @@
 
 mod apply;
 mod cluster;
+mod contents;
 mod error;
 mod read;
 mod refresh;
@@ -119,6 +120,8 @@ pub struct Catalog {
     /// refresh was reloaded for): until then an enabled source reads LOADING, whatever a
     /// status row from an earlier run says.
     attempted: std::sync::Mutex<std::collections::HashSet<SourceKey>>,
+    /// Contents kept in the database so far (pruning runs every 16th).
+    contents_kept: AtomicU64,
 }
 
 /// How often the SQLite write-ahead log is copied into the database file ([`Db::checkpoint_loop`]).
@@ -198,6 +201,7 @@ impl Catalog {
             job_slots,
             fetch_slots,
             attempted: std::sync::Mutex::new(std::collections::HashSet::new()),
+            contents_kept: AtomicU64::new(0),
             state: RwLock::new(State { config: Arc::new(config), snapshots: HashMap::new() }),
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),

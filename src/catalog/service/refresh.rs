@@ -30,7 +30,7 @@ use crate::catalog::store::Config;
 use crate::db::StatusRow;
 use crate::db::cluster::Claim;
 
-enum Loaded {
+pub(super) enum Loaded {
     Disabled,
     Failed(Vec<Diagnostic>),
     NotModified,
@@ -42,7 +42,17 @@ enum Loaded {
         /// Parsed (not read from the snapshot cache) from a yaml source with the cache on: the
         /// key to write the result under once it is the source's snapshot.
         cache_write: Option<Key>,
+        /// The text, when it is to be kept in the database (`Catalog::keeps_content`).
+        text: Option<String>,
     },
+}
+
+/// A catalog's text as read or fetched, before it is parsed.
+pub(super) struct Text {
+    pub(super) text: String,
+    /// Where it came from, for diagnostics (the file, or the url).
+    pub(super) label: String,
+    pub(super) etag: Option<String>,
 }
 
 /// What every source of one job is refreshed with.
@@ -256,6 +266,12 @@ impl Catalog {
         if ids.is_empty() {
             return;
         }
+        if slot == Slot::Fetch && run.use_cache && !run.dry_run {
+            // The start's refresh: serve what the last good fetch kept while the hosts answer.
+            for id in &ids {
+                self.seed_stored(run.plugin, id).await;
+            }
+        }
         let (slots, size) = match slot {
             Slot::Job => (&self.job_slots, self.options.max_running_jobs.max(1)),
             Slot::Fetch => (&self.fetch_slots, self.options.max_running_fetches.max(1)),
@@ -403,8 +419,10 @@ impl Catalog {
                 None => self.db.job(&job.id).await.ok().flatten().map(job_from_row),
             };
             for r in now.map(|j| j.results).unwrap_or_default() {
-                if self.snapshot(&(*plugin, r.source_id.clone())).is_none() {
-                    self.reload_snapshot(*plugin, &r.source_id).await;
+                if self.snapshot(&(*plugin, r.source_id.clone())).is_none()
+                    && let Err(e) = self.reload_snapshot(*plugin, &r.source_id).await
+                {
+                    tracing::warn!(plugin = plugin.name(), source = %r.source_id, error = %e, "could not load what another replica's refresh decided");
                 }
             }
         }
@@ -445,7 +463,7 @@ impl Catalog {
         }
     }
 
-    fn source_lock(&self, key: &SourceKey) -> Arc<Mutex<()>> {
+    pub(super) fn source_lock(&self, key: &SourceKey) -> Arc<Mutex<()>> {
         let mut locks = self.source_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(key.clone()).or_default().clone()
     }
@@ -489,6 +507,7 @@ impl Catalog {
         let etag = if mode == RefreshMode::Incremental { old.as_ref().and_then(|s| s.etag.clone()) } else { None };
         let outcome = self.load_source(&config, plugin, id, etag.as_deref(), read_cache).await;
         let mut cache_write = None;
+        let mut kept_text: Option<String> = None;
         let keep_old_unchanged = |result: &mut RefreshResult| {
             result.entities_loaded = old_count;
             result.entities_unchanged = old_count;
@@ -514,7 +533,7 @@ impl Catalog {
                 keep_old_unchanged(&mut result);
                 (self.current_state(&key).await, None)
             }
-            Loaded::Ok { entities, diagnostics, content_hash, etag, cache_write: write_key } => {
+            Loaded::Ok { entities, diagnostics, content_hash, etag, cache_write: write_key, text } => {
                 let unchanged_content = old.as_ref().is_some_and(|s| s.content_hash == content_hash);
                 if mode == RefreshMode::Incremental && unchanged_content {
                     keep_old_unchanged(&mut result);
@@ -548,6 +567,7 @@ impl Catalog {
                         result.artifacts_loaded = entities.iter().map(Entity::artifact_count).sum();
                         result.summary = summary(entities.len(), &impact, false);
                         cache_write = write_key.map(|k| (k, diagnostics.clone()));
+                        kept_text = text;
                         result.diagnostics = diagnostics;
                         let state = if partial { SourceState::PartiallyAvailable } else { SourceState::Available };
                         // Unchanged entities keep the old snapshot's `Arc`s: one copy each.
@@ -564,10 +584,66 @@ impl Catalog {
             return result;
         }
         self.refresh_stats.record(plugin.name(), result.status, clock.elapsed().as_secs_f64());
+        let (mut state, mut new_snapshot) = (state, new_snapshot);
+        // The decision is recorded before it is served: the content where every replica (and
+        // the next start) loads it from, then the status row naming it. If either write
+        // fails, nothing changes here either.
+        if let (Some(s), Some(text)) = (&new_snapshot, kept_text)
+            && let Err(e) = self.keep_content(&s.content_hash, &text).await
+        {
+            tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not keep the catalog content");
+            new_snapshot = None;
+            state = SourceState::Error;
+            result.status = RefreshStatus::Failure;
+            result.entities_loaded = old_count;
+            result.summary = format!("Refresh failed; kept {old_count} previously loaded entities");
+            result.diagnostics.push(
+                Diagnostic::error(Layer::Semantics, format!("could not keep the catalog content in the database: {e}"))
+                    .hint("the database is unreachable or full; the refresh can be retried once it answers"),
+            );
+        }
         let entity_count = match &new_snapshot {
             Some(s) => s.entities.len(),
             None => old_count,
         };
+        let served = new_snapshot.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone())).or_else(|| {
+            old.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone()))
+        });
+        let previous_row = self.db.status(plugin.name(), id).await.ok().flatten();
+        let previous_hash = match (&new_snapshot, &old) {
+            (Some(n), Some(o)) if n.content_hash != o.content_hash => Some(o.content_hash.clone()),
+            _ => previous_row.and_then(|r| r.previous_hash),
+        };
+        let last_error = match result.status {
+            RefreshStatus::Success => None,
+            _ => result.diagnostics.iter().find(|d| d.is_error()).map(Diagnostic::render),
+        };
+        let row = StatusRow {
+            plugin_name: plugin.name().to_string(),
+            source_id: id.to_string(),
+            state: state.as_str().to_string(),
+            entity_count: i64::try_from(entity_count).unwrap_or(i64::MAX),
+            last_refresh_time: Some(result.finished_at),
+            last_refresh_status: Some(state_word(state).to_string()),
+            last_refresh_summary: Some(result.summary.clone()),
+            last_error,
+            entities_loaded: i64::try_from(result.entities_loaded).unwrap_or(i64::MAX),
+            entities_removed: i64::try_from(result.entities_removed).unwrap_or(i64::MAX),
+            duration_ms: result.duration_ms,
+            diagnostics: serde_json::to_string(&result.diagnostics).unwrap_or_else(|_| "[]".into()),
+            updated_at: Utc::now(),
+            content_hash: served.as_ref().map(|(h, _)| h.clone()).filter(|h| !h.is_empty()),
+            previous_hash: previous_hash.filter(|h| !h.is_empty()),
+            etag: served.and_then(|(_, e)| e),
+        };
+        if let Err(e) = self.db.upsert_status(row).await {
+            tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not persist refresh status");
+            new_snapshot = None;
+            result.status = RefreshStatus::Failure;
+            result
+                .diagnostics
+                .push(Diagnostic::error(Layer::Semantics, format!("could not persist refresh status: {e}")));
+        }
         if let Some(s) = new_snapshot {
             let s = Arc::new(s);
             if let (Some((cache_key, diagnostics)), Some(cache)) = (cache_write, self.snapshot_cache.clone()) {
@@ -596,37 +672,7 @@ impl Catalog {
                     crate::allocator::collect_now();
                 });
             }
-            let replaced = self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), s);
-            // The old snapshot's entities that the new one does not share are freed when the
-            // last reader lets go: let the workers collect afterwards.
-            drop(replaced);
-            crate::allocator::released();
-        }
-        let last_error = match result.status {
-            RefreshStatus::Success => None,
-            _ => result.diagnostics.iter().find(|d| d.is_error()).map(Diagnostic::render),
-        };
-        let row = StatusRow {
-            plugin_name: plugin.name().to_string(),
-            source_id: id.to_string(),
-            state: state.as_str().to_string(),
-            entity_count: i64::try_from(entity_count).unwrap_or(i64::MAX),
-            last_refresh_time: Some(result.finished_at),
-            last_refresh_status: Some(state_word(state).to_string()),
-            last_refresh_summary: Some(result.summary.clone()),
-            last_error,
-            entities_loaded: i64::try_from(result.entities_loaded).unwrap_or(i64::MAX),
-            entities_removed: i64::try_from(result.entities_removed).unwrap_or(i64::MAX),
-            duration_ms: result.duration_ms,
-            diagnostics: serde_json::to_string(&result.diagnostics).unwrap_or_else(|_| "[]".into()),
-            updated_at: Utc::now(),
-        };
-        if let Err(e) = self.db.upsert_status(row).await {
-            tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not persist refresh status");
-            result.status = RefreshStatus::Failure;
-            result
-                .diagnostics
-                .push(Diagnostic::error(Layer::Semantics, format!("could not persist refresh status: {e}")));
+            self.swap_snapshot(&key, s);
         }
         self.mark_attempted(&key);
         self.bump();
@@ -639,49 +685,6 @@ impl Catalog {
             "refreshed"
         );
         result
-    }
-
-    /// Another replica refreshed this source: load it again into memory, without writing a
-    /// status row or starting a job. The shared status row says what that refresh decided: a
-    /// failed one (ERROR) kept the last good entities, so this replica keeps its own too.
-    pub(super) async fn reload_snapshot(&self, plugin: PluginKind, id: &str) {
-        let key = (plugin, id.to_string());
-        let lock = self.source_lock(&key);
-        let _guard = lock.lock().await;
-        let state = match self.db.status(plugin.name(), id).await {
-            Ok(Some(r)) => SourceState::parse(&r.state),
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(plugin = plugin.name(), source = id, error = %e, "could not read the status of a source another replica refreshed");
-                return;
-            }
-        };
-        let snapshot = match state {
-            SourceState::Error => {
-                // That refresh failed and kept the last good entities: so does this replica.
-                self.mark_attempted(&key);
-                self.bump();
-                return;
-            }
-            SourceState::Loading => return,
-            SourceState::Disabled => Snapshot::default(),
-            SourceState::Available | SourceState::PartiallyAvailable => {
-                let config = self.config();
-                match self.load_source(&config, plugin, id, None, false).await {
-                    Loaded::Ok { entities, content_hash, etag, .. } => {
-                        let old = self.snapshot(&key);
-                        let mut snap = Snapshot::reusing(old.as_deref(), entities, content_hash);
-                        snap.etag = etag;
-                        snap
-                    }
-                    Loaded::Disabled => Snapshot::default(),
-                    Loaded::Failed(_) | Loaded::NotModified => return,
-                }
-            }
-        };
-        self.state.write().unwrap_or_else(|p| p.into_inner()).snapshots.insert(key.clone(), Arc::new(snapshot));
-        self.mark_attempted(&key);
-        self.bump();
     }
 
     async fn current_state(&self, key: &SourceKey) -> SourceState {
@@ -701,58 +704,98 @@ impl Catalog {
         if_none_match: Option<&str>,
         read_cache: bool,
     ) -> Loaded {
+        let entry = match config.find(plugin, id) {
+            Some(e) => e.clone(),
+            None => {
+                return Loaded::Failed(vec![Diagnostic::error(
+                    Layer::Semantics,
+                    format!("source {plugin}/{id} is no longer in the sources file"),
+                )]);
+            }
+        };
+        match self.read_source(config, plugin, id, if_none_match).await {
+            Ok(text) => {
+                let keep = self.keeps_content(&entry);
+                self.parse_source(plugin, id, entry, text, read_cache, keep).await
+            }
+            Err(not_read) => not_read,
+        }
+    }
+
+    /// A source's text, from its file (or ConfigMap key) or its url; `Err` with what to
+    /// report when there is none to parse (disabled, failed, not modified).
+    async fn read_source(
+        &self,
+        config: &Config,
+        plugin: PluginKind,
+        id: &str,
+        if_none_match: Option<&str>,
+    ) -> std::result::Result<Text, Loaded> {
         let (Some(entry), Some(doc)) = (config.find(plugin, id), config.doc(plugin)) else {
-            return Loaded::Failed(vec![Diagnostic::error(
+            return Err(Loaded::Failed(vec![Diagnostic::error(
                 Layer::Semantics,
                 format!("source {plugin}/{id} is no longer in the sources file"),
-            )]);
+            )]));
         };
         if !entry.enabled {
-            return Loaded::Disabled;
+            return Err(Loaded::Disabled);
         }
         // A location already owned by another source (or the sources file): not loaded.
         if let Some(d) = config.path_conflict(plugin, id) {
-            return Loaded::Failed(vec![d.clone()]);
+            return Err(Loaded::Failed(vec![d.clone()]));
         }
-        let (text, label, etag) = match entry.type_.as_str() {
+        match entry.type_.as_str() {
             "yaml" => {
                 let Some(rel) = entry.yaml_catalog_path() else {
-                    return Loaded::Failed(vec![
+                    return Err(Loaded::Failed(vec![
                         Diagnostic::error(Layer::Semantics, "properties.yamlCatalogPath is missing")
                             .field("properties.yamlCatalogPath"),
-                    ]);
+                    ]));
                 };
                 match self.store.load_catalog(doc, rel).await {
-                    Ok(t) => (t, rel.to_string(), None),
-                    Err(e) => {
-                        return Loaded::Failed(vec![
-                            Diagnostic::error(Layer::Syntax, e)
-                                .in_file(rel)
-                                .hint("check that the catalog exists and is readable by the server"),
-                        ]);
-                    }
+                    Ok(text) => Ok(Text { text, label: rel.to_string(), etag: None }),
+                    Err(e) => Err(Loaded::Failed(vec![
+                        Diagnostic::error(Layer::Syntax, e)
+                            .in_file(rel)
+                            .hint("check that the catalog exists and is readable by the server"),
+                    ])),
                 }
             }
             "url" => match fetch(&self.http, entry, if_none_match, &self.options.fetch).await {
-                Ok(Fetched::NotModified { .. }) => return Loaded::NotModified,
-                Ok(Fetched::Body { text, etag, .. }) => (text, entry.url().unwrap_or(id).to_string(), etag),
-                Err(d) => return Loaded::Failed(vec![d]),
+                Ok(Fetched::NotModified { .. }) => Err(Loaded::NotModified),
+                Ok(Fetched::Body { text, etag, .. }) => {
+                    Ok(Text { text, label: entry.url().unwrap_or(id).to_string(), etag })
+                }
+                Err(d) => Err(Loaded::Failed(vec![d])),
             },
-            other => {
-                return Loaded::Failed(vec![
-                    Diagnostic::error(Layer::Semantics, format!("source type `{other}` is not supported by this server"))
-                        .field("type")
-                        .hint("supported types: yaml (a catalog file) and url (a catalog over HTTP); the entry is kept as it is"),
-                ]);
-            }
-        };
+            other => Err(Loaded::Failed(vec![
+                Diagnostic::error(Layer::Semantics, format!("source type `{other}` is not supported by this server"))
+                    .field("type")
+                    .hint("supported types: yaml (a catalog file) and url (a catalog over HTTP); the entry is kept as it is"),
+            ])),
+        }
+    }
+
+    /// Parses a source's text into entities. `read_cache`: a yaml source is taken from the
+    /// snapshot cache when it holds this exact load; `keep_text`: the text comes back in
+    /// `Loaded::Ok` (to be kept in the database), else it is dropped as soon as it is parsed.
+    pub(super) async fn parse_source(
+        &self,
+        plugin: PluginKind,
+        id: &str,
+        entry: crate::catalog::sources::SourceEntry,
+        text: Text,
+        read_cache: bool,
+        keep_text: bool,
+    ) -> Loaded {
+        let Text { text, label, etag } = text;
         // Hashing and parsing a large catalog takes a while of CPU: on a blocking thread, so the
         // runtime's workers keep answering (readiness probes, reads) and sources of one job
         // parse in parallel.
-        let entry = entry.clone();
         let cache = self.snapshot_cache.clone().filter(|_| entry.type_ == "yaml");
         let id = id.to_string();
         let parsed = tokio::task::spawn_blocking(move || {
+            let done = |text, loaded, content_hash, cache_key, etag| Done { text, keep_text, loaded, content_hash, etag, cache_key };
             // The content hash is a sequential pass over the whole text (45 MB: ~50 ms). Only a
             // cache read needs it before the parse; otherwise it runs beside the parse.
             let cached_file = read_cache && cache.as_ref().is_some_and(|c| c.path(plugin, &id).is_file());
@@ -763,7 +806,7 @@ impl Catalog {
                     (hashing.join().unwrap_or_else(|_| sha256_hex(&[text.as_bytes()])), loaded)
                 });
                 let cache_key = cache.as_ref().map(|_| Key::new(plugin, &entry_json(&entry), &content_hash));
-                return finish(text, loaded, &entry, content_hash, etag, cache_key);
+                return finish(done(text, loaded, content_hash, cache_key, etag), &entry);
             }
             let content_hash = sha256_hex(&[text.as_bytes()]);
             let cache_key = cache.as_ref().map(|_| Key::new(plugin, &entry_json(&entry), &content_hash));
@@ -783,6 +826,7 @@ impl Catalog {
                             content_hash,
                             etag,
                             cache_write: None,
+                            text: keep_text.then_some(text),
                         };
                     }
                     Err(Miss::Absent) => {
@@ -797,7 +841,7 @@ impl Catalog {
                 }
             }
             let loaded = plugin.load(&text, &label);
-            finish(text, loaded, &entry, content_hash, etag, cache_key)
+            finish(done(text, loaded, content_hash, cache_key, etag), &entry)
         })
         .await;
         parsed.unwrap_or_else(|e| {
@@ -806,16 +850,26 @@ impl Catalog {
     }
 }
 
-/// A parse's outcome as a [`Loaded`], the text dropped and the parse's memory given back.
-fn finish(
+/// A finished parse, for [`finish`].
+struct Done {
     text: String,
+    keep_text: bool,
     loaded: std::result::Result<crate::catalog::plugins::Loaded, Vec<Diagnostic>>,
-    entry: &crate::catalog::sources::SourceEntry,
     content_hash: String,
     etag: Option<String>,
     cache_key: Option<Key>,
-) -> Loaded {
-    drop(text);
+}
+
+/// A parse's outcome as a [`Loaded`], the text dropped (unless it is kept) and the parse's
+/// memory given back.
+fn finish(done: Done, entry: &crate::catalog::sources::SourceEntry) -> Loaded {
+    let Done { text, keep_text, loaded, content_hash, etag, cache_key } = done;
+    let text = if keep_text && loaded.is_ok() {
+        Some(text)
+    } else {
+        drop(text);
+        None
+    };
     // The parse freed many times the file's size: give it back now, not at the allocator's
     // leisure (RSS after a refresh is what the operator sees).
     crate::allocator::collect_now();
@@ -827,6 +881,7 @@ fn finish(
             content_hash,
             etag,
             cache_write: cache_key,
+            text,
         },
     }
 }
