@@ -1,0 +1,133 @@
+//! Issue 27: one truth on every replica. What a refresh decides is recorded once (the content
+//! in the database, the status row naming it) and followed by every other replica, which loads
+//! exactly that content instead of fetching or deciding again; a url source's last good
+//! content survives a restart with its host down.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn skip(test: &str) -> bool {
+    if backends().contains(&Backend::Postgres) {
+        return false;
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs PostgreSQL (run .ci/run)");
+    true
+}
+
+/// A sources dir with a yaml source `local` and a url source `remote` behind `host`.
+fn write_sources(dir: &Path, host: &CatalogHost) {
+    let sources = format!(
+        "model_catalogs:\n  - name: Local\n    id: local\n    type: yaml\n    properties:\n      yamlCatalogPath: local.yaml\n  - name: Remote\n    id: remote\n    type: url\n    properties:\n      url: {}\n",
+        host.url
+    );
+    std::fs::write(dir.join("sources.yaml"), sources).unwrap();
+    std::fs::write(dir.join("local.yaml"), models_yaml(2)).unwrap();
+}
+
+async fn replica(dir: &Path, db: &str, name: &str) -> Server {
+    let args = ["--watch-interval", "0", "--url-allow", "127.0.0.1", "--rate-limit", "0", "--replica-id", name];
+    Server::start_with(dir, Some(&dir.join("sources.yaml")), db, true, &args).await
+}
+
+const REMOTE: &str = "{ source(plugin: \"models\", id: \"remote\") { status { state entityCount lastRefreshSummary } } entities(plugin: \"models\", sourceId: \"remote\") { totalCount nodes { name } } }";
+
+/// `remote`'s state, entity count and entity names on `server`.
+async fn remote(server: &Server) -> (String, u64, Vec<String>) {
+    let d = server.ok(REMOTE, json!({})).await;
+    let names = d["entities"]["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
+    (
+        d["source"]["status"]["state"].as_str().unwrap().to_string(),
+        d["source"]["status"]["entityCount"].as_u64().unwrap(),
+        names,
+    )
+}
+
+/// Waits (at most `secs`) until `check` holds for what `server` serves.
+async fn eventually<F: Fn(&(String, u64, Vec<String>)) -> bool>(server: &Server, secs: u64, check: F) -> (String, u64, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = remote(server).await;
+        if check(&now) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{} still serves {now:?}", server.base);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_source_fetched_on_one_replica_is_served_by_every_replica_after_one_fetch() {
+    if skip("a_url_source_fetched_on_one_replica_is_served_by_every_replica_after_one_fetch") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(3)).await;
+    write_sources(dir.path(), &host);
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let a = replica(dir.path(), &db, "replica-a").await;
+    let b = replica(dir.path(), &db, "replica-b").await;
+    let c = replica(dir.path(), &db, "replica-c").await;
+    for s in [&a, &b, &c] {
+        eventually(s, 10, |(state, n, _)| state == "AVAILABLE" && *n == 3).await;
+    }
+
+    // The host now answers 5 models; one refresh on A fetches them once.
+    host.state.lock().unwrap().body = models_yaml(5);
+    let before = host.state.lock().unwrap().requests;
+    let out = a.ok("mutation { refreshSource(plugin: \"models\", id: \"remote\", wait: true) { phase } }", json!({})).await;
+    assert_eq!(out["refreshSource"]["phase"], "SUCCEEDED");
+    let started = Instant::now();
+    let on_a = remote(&a).await;
+    assert_eq!(on_a.1, 5);
+    for s in [&b, &c] {
+        let seen = eventually(s, 5, |(_, n, _)| *n == 5).await;
+        assert_eq!(seen, on_a, "{} serves something else than A", s.base);
+    }
+    eprintln!("B and C serve A's fetch {:?} after A answered", started.elapsed());
+    assert_eq!(host.state.lock().unwrap().requests - before, 1, "B or C fetched the url themselves");
+
+    // A restart of everything with the host down: the last good entities are served at once,
+    // and the failed fetch keeps them.
+    drop((b, c));
+    let (dir_path, db) = a.stop();
+    host.state.lock().unwrap().fail_next = usize::MAX;
+    let a = Server::start_with(
+        &dir_path,
+        Some(&dir_path.join("sources.yaml")),
+        &db,
+        true,
+        &["--watch-interval", "0", "--url-allow", "127.0.0.1", "--replica-id", "replica-a", "--fetch-retries", "0"],
+    )
+    .await;
+    let after = eventually(&a, 10, |(state, _, _)| state == "ERROR").await;
+    assert_eq!(after.1, 5, "{after:?}");
+    assert_eq!(after.2, on_a.2);
+    let d = a.ok(REMOTE, json!({})).await;
+    let summary = d["source"]["status"]["lastRefreshSummary"].as_str().unwrap();
+    assert!(summary.contains("kept 5"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_url_host_down_keeps_the_last_good_entities() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = CatalogHost::start(models_yaml(4)).await;
+        write_sources(dir.path(), &host);
+        let db = database_url(backend, dir.path()).await;
+        let args = ["--url-allow", "127.0.0.1", "--fetch-retries", "0"];
+        let server = Server::start_with(dir.path(), Some(&dir.path().join("sources.yaml")), &db, true, &args).await;
+        let good = eventually(&server, 10, |(state, n, _)| state == "AVAILABLE" && *n == 4).await;
+        let (dir_path, db) = server.stop();
+        host.state.lock().unwrap().fail_next = usize::MAX;
+        let server = Server::start_with(&dir_path, Some(&dir_path.join("sources.yaml")), &db, true, &args).await;
+        let after = eventually(&server, 10, |(state, _, _)| state == "ERROR").await;
+        assert_eq!((after.1, &after.2), (4, &good.2), "{backend:?}: {after:?}");
+        let v: Value = server.ok(REMOTE, json!({})).await;
+        assert!(v["source"]["status"]["lastRefreshSummary"].as_str().unwrap().contains("kept 4"), "{backend:?}: {v}");
+    }
+}
