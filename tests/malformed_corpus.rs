@@ -793,6 +793,16 @@ fn field_cases() -> Vec<Case> {
             code(VF),
         ),
         input_case(
+            "field-16b",
+            "55,000 patterns in both lists (was quadratic: 20 s of CPU)",
+            json!({
+                "id": "team_models",
+                "includedModels": (0..55_000).map(|i| format!("m{i:05}")).collect::<Vec<_>>(),
+                "excludedModels": (0..55_000).map(|i| format!("x{i:05}")).collect::<Vec<_>>(),
+            }),
+            code_mentions(VF, "the limit is 1000"),
+        ),
+        input_case(
             "field-17",
             "includedModels holds null",
             json!({"id": "team_models", "includedModels": [null]}),
@@ -1080,6 +1090,18 @@ fn graphql_cases() -> Vec<Case> {
         }
         q
     };
+    // A list argument nested 1,600 deep in 3 KB: it overflowed a worker's stack and aborted
+    // the process; the nesting is refused before anything parses it.
+    let deep_list = format!("{{ plugins(x: {}1{}) {{ name }} }}", "[".repeat(1600), "]".repeat(1600));
+    // 1,200 unknown arguments in a fragment spread 256 times: arguments count in the cost.
+    let argument_bomb = {
+        let args = (0..1200).map(|i| format!("a{i}: 1")).collect::<Vec<_>>().join(" ");
+        let mut q = format!("query {{ ...G8 }}\nfragment G0 on Query {{ plugins({args}) {{ name }} }}\n");
+        for i in 1..=8 {
+            q.push_str(&format!("fragment G{i} on Query {{ ...G{p} ...G{p} }}\n", p = i - 1));
+        }
+        q
+    };
     let cursor =
         |c: &str| format!("{{ entities(plugin: \"models\", first: 2, after: \"{c}\") {{ edges {{ cursor }} }} }}");
     let mut cases = vec![
@@ -1203,6 +1225,13 @@ fn graphql_cases() -> Vec<Case> {
             "a fragment that spreads itself",
             "query { ...S } fragment S on Query { plugins { name } ...S }",
             code_mentions(VF, "`S`"),
+        ),
+        gql("gql-48", "a list argument nested 1,600 deep", &deep_list, code_mentions(VF, "the limit is 100")),
+        gql(
+            "gql-49",
+            "1,200 unknown arguments in a fragment spread 256 times",
+            &argument_bomb,
+            code_mentions(VF, "--max-complexity"),
         ),
     ];
     // GET is read-only whatever the document's route.

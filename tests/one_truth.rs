@@ -39,7 +39,8 @@ const REMOTE: &str = "{ source(plugin: \"models\", id: \"remote\") { status { st
 /// `remote`'s state, entity count and entity names on `server`.
 async fn remote(server: &Server) -> (String, u64, Vec<String>) {
     let d = server.ok(REMOTE, json!({})).await;
-    let names = d["entities"]["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
+    let names =
+        d["entities"]["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
     (
         d["source"]["status"]["state"].as_str().unwrap().to_string(),
         d["source"]["status"]["entityCount"].as_u64().unwrap(),
@@ -48,7 +49,11 @@ async fn remote(server: &Server) -> (String, u64, Vec<String>) {
 }
 
 /// Waits (at most `secs`) until `check` holds for what `server` serves.
-async fn eventually<F: Fn(&(String, u64, Vec<String>)) -> bool>(server: &Server, secs: u64, check: F) -> (String, u64, Vec<String>) {
+async fn eventually<F: Fn(&(String, u64, Vec<String>)) -> bool>(
+    server: &Server,
+    secs: u64,
+    check: F,
+) -> (String, u64, Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let now = remote(server).await;
@@ -79,7 +84,8 @@ async fn a_url_source_fetched_on_one_replica_is_served_by_every_replica_after_on
     // The host now answers 5 models; one refresh on A fetches them once.
     host.state.lock().unwrap().body = models_yaml(5);
     let before = host.state.lock().unwrap().requests;
-    let out = a.ok("mutation { refreshSource(plugin: \"models\", id: \"remote\", wait: true) { phase } }", json!({})).await;
+    let out =
+        a.ok("mutation { refreshSource(plugin: \"models\", id: \"remote\", wait: true) { phase } }", json!({})).await;
     assert_eq!(out["refreshSource"]["phase"], "SUCCEEDED");
     let started = Instant::now();
     let on_a = remote(&a).await;

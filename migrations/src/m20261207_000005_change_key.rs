@@ -37,7 +37,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_index(Index::drop().name("catalog_changes_change_key").table(CatalogChanges::Table).to_owned()).await?;
+        manager
+            .drop_index(Index::drop().name("catalog_changes_change_key").table(CatalogChanges::Table).to_owned())
+            .await?;
         manager
             .alter_table(Table::alter().table(CatalogChanges::Table).drop_column(CatalogChanges::ChangeKey).to_owned())
             .await

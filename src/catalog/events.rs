@@ -269,7 +269,11 @@ impl Events {
 
     /// The change that could not be applied yet: its id, why, and for how long.
     pub fn stuck(&self) -> Option<(u64, String, std::time::Duration)> {
-        self.stuck.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(id, why, at)| (*id, why.clone(), at.elapsed()))
+        self.stuck
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(id, why, at)| (*id, why.clone(), at.elapsed()))
     }
 
     pub fn set_feed(&self, up: bool, detail: String) {

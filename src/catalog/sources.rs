@@ -489,6 +489,15 @@ pub fn validate_entry(e: &SourceEntry) -> Vec<Diagnostic> {
     }
     out.extend(secret_ref_problems(e));
     for (key, list) in [("includedModels", &e.included_models), ("excludedModels", &e.excluded_models)] {
+        let n = list.as_ref().map_or(0, Vec::len);
+        if n > MAX_PATTERNS {
+            out.push(
+                Diagnostic::error(Layer::Semantics, format!("{key} has {n} patterns; the limit is {MAX_PATTERNS}"))
+                    .field(key)
+                    .hint("use wildcards (`granite/*`) instead of listing every name"),
+            );
+            continue;
+        }
         for (i, p) in list.iter().flatten().enumerate() {
             if p.trim().is_empty() {
                 out.push(
@@ -500,7 +509,9 @@ pub fn validate_entry(e: &SourceEntry) -> Vec<Diagnostic> {
         }
     }
     if let (Some(inc), Some(exc)) = (&e.included_models, &e.excluded_models) {
-        for p in inc.iter().filter(|p| exc.contains(p)) {
+        // A set, not `exc.contains` per pattern: two long lists made this quadratic.
+        let excluded: std::collections::HashSet<&String> = exc.iter().collect();
+        for p in inc.iter().filter(|p| excluded.contains(p)).take(20) {
             out.push(
                 Diagnostic::error(Layer::Semantics, format!("pattern `{p}` is both included and excluded"))
                     .field("excludedModels")
@@ -593,15 +604,40 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// Case-insensitive glob with `*` only, anchored at both ends (upstream's includedModels rule).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p = pattern.to_lowercase();
-    let n = name.to_lowercase();
-    let parts: Vec<&str> = p.split('*').collect();
-    if parts.len() == 1 {
-        return p == n;
+/// Most patterns in `includedModels` or in `excludedModels`.
+pub const MAX_PATTERNS: usize = 1000;
+
+/// `includedModels` / `excludedModels` patterns, lower-cased once: names without `*` in a set
+/// (one lookup per entity), the others as their parts.
+pub struct Patterns {
+    exact: std::collections::HashSet<String>,
+    wild: Vec<Vec<String>>,
+}
+
+impl Patterns {
+    pub fn new(patterns: &[String]) -> Patterns {
+        let mut p = Patterns { exact: std::collections::HashSet::new(), wild: Vec::new() };
+        for pattern in patterns {
+            let lower = pattern.to_lowercase();
+            if lower.contains('*') {
+                p.wild.push(lower.split('*').map(str::to_string).collect());
+            } else {
+                p.exact.insert(lower);
+            }
+        }
+        p
     }
-    let mut rest = n.as_str();
+
+    /// Whether a lower-cased name matches one of the patterns.
+    pub fn matches(&self, lower_name: &str) -> bool {
+        self.exact.contains(lower_name) || self.wild.iter().any(|parts| parts_match(parts, lower_name))
+    }
+}
+
+fn parts_match<S: AsRef<str>>(parts: &[S], name: &str) -> bool {
+    let mut rest = name;
     for (i, part) in parts.iter().enumerate() {
+        let part = part.as_ref();
         if i == 0 {
             let Some(r) = rest.strip_prefix(part) else { return false };
             rest = r;
@@ -613,6 +649,16 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     true
+}
+
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p = pattern.to_lowercase();
+    let n = name.to_lowercase();
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == n;
+    }
+    parts_match(&parts, &n)
 }
 
 // ---- text splicing -------------------------------------------------------------------------
@@ -874,5 +920,16 @@ mod tests {
         assert!(glob_match("*-beta", "x-beta"));
         assert!(glob_match("*deprecated*", "a-deprecated-b"));
         assert!(!glob_match("*-beta", "x-beta2"));
+        // The compiled set answers as the pattern does, one name lower-cased once.
+        for (p, n) in [
+            ("Granite/*", "granite/model"),
+            ("*-beta", "x-beta"),
+            ("*-beta", "x-beta2"),
+            ("Exact", "EXACT"),
+            ("a*b*c", "aXbYc"),
+            ("a*b*c", "acb"),
+        ] {
+            assert_eq!(Patterns::new(&[p.to_string()]).matches(&n.to_lowercase()), glob_match(p, n), "{p} {n}");
+        }
     }
 }

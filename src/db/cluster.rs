@@ -356,8 +356,8 @@ impl Db {
                     "DELETE FROM catalog_changes WHERE created_at < now() - make_interval(secs => $1)
                        AND id < (SELECT MAX(id) FROM catalog_changes)",
                 )
-                    .bind(secs)
-                    .execute(pool),
+                .bind(secs)
+                .execute(pool),
             )
             .await?;
         Ok(done.rows_affected())

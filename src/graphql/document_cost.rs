@@ -10,7 +10,9 @@
 //! limits before async-graphql sees it. What async-graphql then does is bounded by those
 //! figures: at most `--max-complexity` selections, nested at most [`MAX_NESTING`] deep.
 
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::Positioned;
+use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
+use async_graphql_value::{Name, Value};
 use std::collections::HashMap;
 
 /// The parser's own recursion limit (async-graphql's `limit_recursive_depth`, default 32): how
@@ -20,8 +22,9 @@ pub const MAX_NESTING: usize = 32;
 /// A document's figures after expansion.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cost {
-    /// Fields, inline fragments, fragment spreads and directives, as if every spread were
-    /// replaced by its fragment (saturating).
+    /// Fields, inline fragments, fragment spreads, directives, arguments and the values in
+    /// them, as if every spread were replaced by its fragment (saturating): what validation
+    /// walks.
     pub selections: u64,
     /// The deepest nesting of fields (async-graphql's `depth`, which `--max-depth` limits).
     pub depth: usize,
@@ -87,18 +90,18 @@ impl<'a> Walk<'a> {
                     } else {
                         self.set(&f.selection_set.node, level + 1)?
                     };
-                    (child, 1 + f.directives.len(), true)
+                    (child, 1 + arguments(&f.arguments) + directives(&f.directives), true)
                 }
                 Selection::InlineFragment(i) => {
-                    (self.set(&i.node.selection_set.node, level + 1)?, 1 + i.node.directives.len(), false)
+                    (self.set(&i.node.selection_set.node, level + 1)?, 1 + directives(&i.node.directives), false)
                 }
                 Selection::FragmentSpread(s) => {
                     // An unknown fragment is async-graphql's to report (KnownFragmentNames).
                     let child = self.fragment(s.node.fragment_name.node.as_str(), level + 1)?.unwrap_or_default();
-                    (child, 1 + s.node.directives.len(), false)
+                    (child, 1 + directives(&s.node.directives), false)
                 }
             };
-            cost.selections = cost.selections.saturating_add(own as u64).saturating_add(child.selections);
+            cost.selections = cost.selections.saturating_add(own).saturating_add(child.selections);
             cost.depth = cost.depth.max(child.depth + usize::from(field));
             let nested = !matches!(&item.node, Selection::Field(f) if f.node.selection_set.node.items.is_empty());
             if nested {
@@ -123,6 +126,25 @@ impl<'a> Walk<'a> {
         let cost = self.set(&def.node.selection_set.node, level)?;
         self.fragments.insert(key.as_str(), Memo::Done(cost));
         Ok(Some(cost))
+    }
+}
+
+/// Arguments and the nodes of their values.
+fn arguments(args: &[(Positioned<Name>, Positioned<Value>)]) -> u64 {
+    args.iter().map(|(_, v)| 1 + value_nodes(&v.node)).sum()
+}
+
+fn directives(ds: &[Positioned<Directive>]) -> u64 {
+    ds.iter().map(|d| 1 + arguments(&d.node.arguments)).sum()
+}
+
+/// The nodes of a value: 1 for a scalar, plus its items for a list or an object. (Nesting is
+/// bounded before parsing: `extensions::MAX_BRACKET_NESTING`.)
+fn value_nodes(v: &Value) -> u64 {
+    match v {
+        Value::List(items) => 1 + items.iter().map(value_nodes).sum::<u64>(),
+        Value::Object(fields) => 1 + fields.values().map(value_nodes).sum::<u64>(),
+        _ => 1,
     }
 }
 
@@ -151,8 +173,13 @@ mod tests {
         assert_eq!(c, Cost { selections: 3 + 2, depth: 2, nesting: 2 });
         let c = cost("{ a: plugins { ...P } b: plugins { ...P } } fragment P on Plugin { name @include(if: true) }")
             .unwrap();
-        // a, b: 1 each + spread 1 + name 1 + directive 1 = 4 each; the definition: 2.
-        assert_eq!(c, Cost { selections: 8 + 2, depth: 2, nesting: 2 });
+        // a, b: 1 each + spread 1 + name 1 + directive 1 + its argument and value 2 = 6 each;
+        // the definition: 4.
+        assert_eq!(c, Cost { selections: 12 + 4, depth: 2, nesting: 2 });
+        // Arguments and their values count, at every spread.
+        let c = cost("{ ...F ...F } fragment F on Query { plugins(x: [1, 2], y: {a: 1}) { name } }").unwrap();
+        // plugins 1 + x (1 + 3) + y (1 + 2) + name 1 = 9; per spread 10; twice, plus the definition.
+        assert_eq!(c.selections, 20 + 9);
     }
 
     #[test]

@@ -264,8 +264,76 @@ impl Guardrails {
                 "TOO_MANY_TOKENS",
             ));
         }
+        let nesting = bracket_nesting(query);
+        if nesting > MAX_BRACKET_NESTING {
+            return Err(error(
+                format!(
+                    "the document nests braces, brackets and parentheses {nesting} deep; the limit is {MAX_BRACKET_NESTING} \
+                     (selections and argument values alike); nest fewer levels"
+                ),
+                "VALIDATION_FAILED",
+                "TOO_DEEP",
+            ));
+        }
         Ok(())
     }
+}
+
+/// Validation errors answered for one document; the rest are counted in one more.
+pub const MAX_VALIDATION_ERRORS: usize = 50;
+
+/// The deepest nesting of `{`, `[` and `(` a document may have. The parser and what builds
+/// and drops its values recurse once per level: a 3 KB list value nested 1,600 deep overflowed
+/// a worker's stack and aborted the process. Selections may nest 32 deep (`document_cost`);
+/// argument values a few more.
+pub const MAX_BRACKET_NESTING: usize = 100;
+
+/// The deepest nesting of brackets outside strings and comments: one linear pass, run before
+/// any parser sees the text.
+pub fn bracket_nesting(query: &str) -> usize {
+    let b = query.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if b[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < b.len() && !b[i..].starts_with(b"\"\"\"") {
+                    // An escaped triple quote inside a block string.
+                    i += if b[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
+/// Parses a document whose nesting is within [`MAX_BRACKET_NESTING`] (else `None`, as for one
+/// that does not parse): for the places that look at a document before the schema does
+/// (operation type, the fan-out's check), which must not recurse on a hostile one either.
+pub fn parse_bounded(query: &str) -> Option<ExecutableDocument> {
+    if bracket_nesting(query) > MAX_BRACKET_NESTING {
+        return None;
+    }
+    async_graphql::parser::parse_query(query).ok()
 }
 
 pub struct GuardrailsFactory(pub Arc<Guardrails>);
@@ -586,7 +654,23 @@ impl Extension for GuardrailsExt {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
+        let result = match next.run(ctx).await {
+            Ok(r) => r,
+            Err(mut errors) => {
+                // A document may repeat one mistake thousands of times (an unknown argument in
+                // a fragment spread everywhere): the answer names the first ones.
+                if errors.len() > MAX_VALIDATION_ERRORS {
+                    let more = errors.len() - MAX_VALIDATION_ERRORS;
+                    errors.truncate(MAX_VALIDATION_ERRORS);
+                    errors.push(error(
+                        format!("... and {more} more validation errors; fix the ones above first"),
+                        "VALIDATION_FAILED",
+                        "GRAPHQL_VALIDATION",
+                    ));
+                }
+                return Err(errors);
+            }
+        };
         let l = &self.g.limits;
         if result.depth > l.max_depth {
             return Err(vec![too_deep(result.depth, l.max_depth)]);
@@ -619,6 +703,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(count_aliases(&doc), 3);
+    }
+
+    #[test]
+    fn bracket_nesting_skips_strings_and_comments() {
+        assert_eq!(bracket_nesting("{ a { b(x: [[1]]) } }"), 5);
+        assert_eq!(bracket_nesting("{ a(x: \"{{{[[[\") # {{{{\n }"), 2);
+        assert_eq!(bracket_nesting("{ a(x: \"\"\" {{{ \\\"\"\" [[[ \"\"\") }"), 2);
+        assert_eq!(bracket_nesting("{ a(x: \"\\\"{{\") }"), 2);
+        let deep = format!("{{ plugins(x: {}1{}) {{ name }} }}", "[".repeat(1600), "]".repeat(1600));
+        assert_eq!(bracket_nesting(&deep), 1602);
+        assert!(parse_bounded(&deep).is_none());
     }
 
     #[test]

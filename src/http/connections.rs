@@ -144,6 +144,10 @@ pub struct Admission {
     by_age: Mutex<std::collections::VecDeque<std::sync::Weak<Activity>>>,
     open: AtomicUsize,
     evicted: AtomicU64,
+    /// Refused connections being answered, per client address.
+    answering: Mutex<HashMap<IpAddr, u32>>,
+    /// Replaced connections not closed yet.
+    evicting: AtomicUsize,
     refused_open: AtomicUsize,
     refused_per_ip: AtomicU64,
     refused_budget: AtomicU64,
@@ -170,6 +174,8 @@ impl Admission {
             by_age: Mutex::new(std::collections::VecDeque::new()),
             open: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
+            answering: Mutex::new(HashMap::new()),
+            evicting: AtomicUsize::new(0),
             refused_open: AtomicUsize::new(0),
             refused_per_ip: AtomicU64::new(0),
             refused_budget: AtomicU64::new(0),
@@ -217,13 +223,25 @@ impl Admission {
     }
 
     /// Closes the longest-open idle connection, looking at most at 256 of them (busy ones go
-    /// to the back). Whether one was found.
+    /// to the back). Whether one was found. A replaced connection holds its descriptor until
+    /// its task has closed it, so at most [`EVICTIONS_IN_FLIGHT`] are replaced at a time: the
+    /// process never holds more than that beyond the budget.
     fn evict_idle(&self) -> bool {
+        if self.evicting.load(Ordering::Acquire) >= EVICTIONS_IN_FLIGHT {
+            return false;
+        }
         let mut by_age = self.by_age.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..256 {
             let Some(weak) = by_age.pop_front() else { return false };
             let Some(activity) = weak.upgrade() else { continue };
-            if activity.is_idle() && !activity.evict.swap(true, Ordering::AcqRel) {
+            if activity.detached.load(Ordering::Acquire) {
+                // A WebSocket now: never replaced, and no longer looked at.
+                continue;
+            }
+            if activity.is_idle()
+                && activity.evict.compare_exchange(OPEN, EVICTING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                self.evicting.fetch_add(1, Ordering::AcqRel);
                 activity.wake.notify_one();
                 self.evicted.fetch_add(1, Ordering::Relaxed);
                 return true;
@@ -233,15 +251,19 @@ impl Admission {
         false
     }
 
-    /// A place in the overflow pool, which answers refused connections.
-    fn overflow(self: &Arc<Self>) -> Option<OverflowTicket> {
-        let prev = self.refused_open.fetch_add(1, Ordering::Relaxed);
-        if prev >= self.limits.max_refused {
-            self.refused_open.fetch_sub(1, Ordering::Relaxed);
+    /// A place in the overflow pool, which answers refused connections; at most
+    /// [`REFUSALS_PER_ADDRESS`] of them per client address, so one address cannot fill it and
+    /// leave the probes of others unanswered.
+    fn overflow(self: &Arc<Self>, ip: IpAddr) -> Option<OverflowTicket> {
+        let mut refused = self.answering.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = refused.get(&ip).copied().unwrap_or(0);
+        if mine >= REFUSALS_PER_ADDRESS || self.refused_open.load(Ordering::Relaxed) >= self.limits.max_refused {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        Some(OverflowTicket(self.clone()))
+        refused.insert(ip, mine + 1);
+        self.refused_open.fetch_add(1, Ordering::Relaxed);
+        Some(OverflowTicket { admission: self.clone(), ip })
     }
 }
 
@@ -265,11 +287,32 @@ impl Drop for Ticket {
     }
 }
 
-struct OverflowTicket(Arc<Admission>);
+/// [`Activity::evict`]'s states.
+const OPEN: u8 = 0;
+const EVICTING: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// Connections being closed to make room at any one time (see [`Admission::evict_idle`]).
+const EVICTIONS_IN_FLIGHT: usize = 16;
+
+/// Refused connections of one client address answered at once.
+const REFUSALS_PER_ADDRESS: u32 = 4;
+
+struct OverflowTicket {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
 
 impl Drop for OverflowTicket {
     fn drop(&mut self) {
-        self.0.refused_open.fetch_sub(1, Ordering::Relaxed);
+        let mut refused = self.admission.answering.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = refused.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                refused.remove(&self.ip);
+            }
+        }
+        self.admission.refused_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -287,10 +330,13 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// Milliseconds since [`EPOCH`], exactly (the watchdog's reading).
+/// Milliseconds since [`EPOCH`], exactly (the watchdog's reading). The count starts at
+/// [`CLOCK_START_MS`], so that 0 (a connection that has written nothing yet) is long past.
 fn precise_ms() -> u64 {
-    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(NEVER - 1)
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(NEVER / 2).saturating_add(CLOCK_START_MS)
 }
+
+const CLOCK_START_MS: u64 = 60_000;
 
 /// Milliseconds since [`EPOCH`], to within [`TICK`].
 fn coarse_ms() -> u64 {
@@ -324,10 +370,15 @@ struct Activity {
     head_started: AtomicU64,
     last_write: AtomicU64,
     http2: AtomicBool,
+    /// Responses whose head is sent and whose (streamed) body is still being written.
+    responding: AtomicU32,
+    /// hyper is done with the connection (it closed, or it was upgraded to a WebSocket).
+    detached: AtomicBool,
     /// Set by the watchdog: the IO answers 408 and ends the connection.
     abort: AtomicBool,
-    /// Set by [`Admission::evict_idle`]: the connection is closed to make room.
-    evict: AtomicBool,
+    /// [`OPEN`], [`EVICTING`] (set by [`Admission::evict_idle`]: closed to make room) or
+    /// [`CLOSED`] (its socket is gone).
+    evict: std::sync::atomic::AtomicU8,
     /// Wakes the watchdog for an eviction.
     wake: tokio::sync::Notify,
 }
@@ -341,21 +392,31 @@ impl Activity {
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(now),
             head_started: AtomicU64::new(NEVER),
-            last_write: AtomicU64::new(now),
+            // Nothing written yet: a new silent connection is as idle as an old one.
+            last_write: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            responding: AtomicU32::new(0),
+            detached: AtomicBool::new(false),
             abort: AtomicBool::new(false),
-            evict: AtomicBool::new(false),
+            evict: std::sync::atomic::AtomicU8::new(OPEN),
             wake: tokio::sync::Notify::new(),
         }
     }
 
     /// Nothing in progress and no request head arriving: closing it loses nothing.
+    /// Served by hyper, nothing in progress, no request head arriving, nothing written for a
+    /// second (an exact-size body is still being written after its request left `in_flight`):
+    /// closing it loses nothing. An upgraded connection (a WebSocket) is never idle here: its
+    /// socket is no longer this module's to close.
     fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && self.head_started.load(Ordering::Acquire) == NEVER
+        !self.detached.load(Ordering::Acquire)
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_started.load(Ordering::Acquire) == NEVER
+            && coarse_ms().saturating_sub(self.last_write.load(Ordering::Relaxed)) >= 1000
     }
 
     fn at(&self, ms: u64) -> Instant {
-        epoch() + Duration::from_millis(ms)
+        epoch() + Duration::from_millis(ms.saturating_sub(CLOCK_START_MS))
     }
 
     /// What the watchdog should do now.
@@ -363,9 +424,20 @@ impl Activity {
         let now = precise_ms();
         let header = u64::try_from(limits.header_timeout.as_millis()).unwrap_or(NEVER / 2);
         let idle = u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(NEVER / 2);
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            // Checked again later; the request's own deadlines are the handlers'.
-            return Verdict::Wait(self.at(now.saturating_add(idle.min(header).max(100))));
+        let last_write = self.last_write.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        if in_flight > 0 {
+            // A handler still working has its own deadlines. Responses whose bodies are being
+            // written (streams: SSE, compressed bodies) must make progress: a client that
+            // stops reading holds the connection, and the memory of what is left to send,
+            // until then.
+            let writing_only = self.responding.load(Ordering::Acquire) >= in_flight;
+            let stalled_at = last_write.saturating_add(idle);
+            if writing_only && now >= stalled_at {
+                return Verdict::Stalled;
+            }
+            let next = if writing_only { stalled_at } else { now.saturating_add(idle.min(header).max(100)) };
+            return Verdict::Wait(self.at(next));
         }
         let http2 = self.http2.load(Ordering::Relaxed);
         let head = self.head_started.load(Ordering::Acquire);
@@ -373,7 +445,9 @@ impl Activity {
             let slow = !http2 && head != NEVER;
             (self.born.saturating_add(header), if slow { Verdict::SlowHead } else { Verdict::Idle })
         } else if !http2 && head != NEVER {
-            (head.saturating_add(header), Verdict::SlowHead)
+            // A pipelined head read while the previous response was still being written: its
+            // time starts when that response stopped being written.
+            (head.max(last_write).saturating_add(header), Verdict::SlowHead)
         } else {
             let quiet = self.idle_since.load(Ordering::Acquire).max(self.last_write.load(Ordering::Relaxed));
             (quiet.saturating_add(idle), Verdict::Idle)
@@ -386,6 +460,8 @@ enum Verdict {
     Wait(Instant),
     /// Nothing in progress for too long: close gracefully.
     Idle,
+    /// A response body that has not moved for the idle timeout: close.
+    Stalled,
     /// A request head that did not arrive in time: 408, then close.
     SlowHead,
 }
@@ -395,6 +471,15 @@ enum Verdict {
 const LINGER: Duration = Duration::from_secs(2);
 
 const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 143\r\n\r\n{\"errors\":[{\"message\":\"the request head did not arrive within the header timeout (--header-timeout)\",\"extensions\":{\"code\":\"REQUEST_TIMEOUT\"}}]}";
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        // The socket closes now: a replaced connection's place is free.
+        if self.activity.evict.swap(CLOSED, Ordering::AcqRel) == EVICTING {
+            self._ticket.admission.evicting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 /// A connection's socket: counts its traffic in [`Activity`], holds its admission ticket, and
 /// answers 408 when the watchdog says so.
@@ -413,6 +498,15 @@ struct Abort {
 }
 
 impl Io {
+    /// Notes `n` bytes written. Writes under 64 bytes do not count as traffic: HTTP/2
+    /// acknowledges a client's PINGs and SETTINGS with frames of 9 to 17 bytes, and a client
+    /// that pings must not keep an idle connection open for ever (a response head is longer).
+    fn wrote(&self, n: usize) {
+        if n >= 64 {
+            self.activity.last_write.store(coarse_ms(), Ordering::Relaxed);
+        }
+    }
+
     /// Writes the 408, shuts the write side, then reads and discards until the client closes
     /// or [`LINGER`] passed; then fails the read, which ends the connection.
     fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -475,7 +569,7 @@ impl AsyncRead for Io {
 impl AsyncWrite for Io {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let n = ready!(Pin::new(&mut self.stream).poll_write(cx, buf))?;
-        self.activity.last_write.store(coarse_ms(), Ordering::Relaxed);
+        self.wrote(n);
         Poll::Ready(Ok(n))
     }
 
@@ -485,7 +579,7 @@ impl AsyncWrite for Io {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let n = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs))?;
-        self.activity.last_write.store(coarse_ms(), Ordering::Relaxed);
+        self.wrote(n);
         Poll::Ready(Ok(n))
     }
 
@@ -572,7 +666,21 @@ where
             drop(guard);
             return Poll::Ready(Ok(resp));
         }
-        Poll::Ready(Ok(resp.map(|body| Body::new(GuardedBody { inner: body, _guard: guard }))))
+        if let Some(g) = &guard {
+            // Its progress is measured from now: the head is about to be written.
+            g.0.last_write.store(coarse_ms(), Ordering::Relaxed);
+            g.0.responding.fetch_add(1, Ordering::AcqRel);
+        }
+        Poll::Ready(Ok(resp.map(|body| Body::new(GuardedBody { inner: body, _guard: guard.map(Responding) }))))
+    }
+}
+
+/// A request whose response body is being written (see [`Activity::responding`]).
+struct Responding(InFlight);
+
+impl Drop for Responding {
+    fn drop(&mut self) {
+        (self.0).0.responding.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -580,7 +688,7 @@ pin_project_lite::pin_project! {
     struct GuardedBody {
         #[pin]
         inner: Body,
-        _guard: Option<InFlight>,
+        _guard: Option<Responding>,
     }
 }
 
@@ -646,7 +754,7 @@ pub async fn serve<S>(
                 });
             }
             Err(why) => {
-                let Some(place) = admission.overflow() else {
+                let Some(place) = admission.overflow(peer.ip()) else {
                     // The overflow pool is full too: close now, costing nothing more.
                     drop(stream);
                     continue;
@@ -718,7 +826,11 @@ async fn serve_admitted<S>(
         a = &mut act => a.ok(),
     };
     watchdog.abort();
-    let Some(action) = action else { return };
+    let Some(action) = action else {
+        // Closed, or upgraded: a WebSocket's socket lives on in its own task.
+        activity.detached.store(true, Ordering::Release);
+        return;
+    };
     let grace = match action {
         Action::Close(grace) => {
             conn.as_mut().graceful_shutdown();
@@ -731,7 +843,13 @@ async fn serve_admitted<S>(
         }
     };
     let _ = tokio::time::timeout(grace, conn).await;
+    activity.detached.store(true, Ordering::Release);
 }
+
+/// How long, at server shutdown, a connection's requests may take to finish: less than the
+/// 10 s after which the process exits whatever is open (`server.rs`), so a clean stop still
+/// gets to its last checkpoint.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
 /// What the watchdog asks the connection's task to do (once).
 enum Action {
@@ -749,35 +867,45 @@ async fn watch_connection(
     mut stop: tokio::sync::watch::Receiver<bool>,
     act: tokio::sync::oneshot::Sender<Action>,
 ) {
-    let mut at = activity.at(activity.born) + limits.header_timeout;
+    // Deadlines move as requests come and go (a response starts to stall, a head starts to
+    // arrive), so the watchdog looks at least every half of the shorter timeout: whatever
+    // happens is acted on within one and a half times its timeout.
+    let every = (limits.header_timeout.min(limits.idle_timeout) / 2).max(Duration::from_millis(50));
+    let mut at = Instant::now() + every;
     let action = loop {
         if *stop.borrow() {
-            // Server shutdown: requests in progress finish (the process exits after 10 s anyway).
-            break Action::Close(Duration::from_secs(10));
+            // Server shutdown: requests in progress finish.
+            break Action::Close(SHUTDOWN_GRACE);
         }
         tokio::select! {
             _ = tokio::time::sleep_until(at) => {}
             _ = activity.wake.notified() => {}
             changed = stop.changed() => {
                 if changed.is_err() {
-                    break Action::Close(Duration::from_secs(10));
+                    break Action::Close(SHUTDOWN_GRACE);
                 }
                 continue;
             }
         }
-        if activity.evict.load(Ordering::Acquire) {
+        if activity.evict.load(Ordering::Acquire) == EVICTING {
             break Action::Close(Duration::from_secs(1));
         }
         match activity.verdict(&limits) {
-            Verdict::Wait(next) => at = next,
+            Verdict::Wait(next) => at = next.min(Instant::now() + every),
             Verdict::Idle => break Action::Close(limits.header_timeout),
+            // Its response cannot finish: a graceful close would wait for it.
+            Verdict::Stalled => break Action::Close(Duration::from_millis(100)),
             Verdict::SlowHead => break Action::Answer408,
         }
     };
     let _ = act.send(action);
 }
 
-/// A connection over a limit: one HTTP/1 request, whose head must come within 2 s. Probes are
+/// How long a refused connection may take to send its request.
+const REFUSED_HEAD_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A connection over a limit: one HTTP/1 request, whose head must come within
+/// [`REFUSED_HEAD_TIMEOUT`]. Probes are
 /// answered by the application; anything else gets 503 with `Retry-After`.
 async fn serve_refused<S>(stream: TcpStream, peer: SocketAddr, why: Refusal, app: S, limits: &ConnectionLimits)
 where
@@ -818,7 +946,9 @@ where
         }
     });
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(2)).keep_alive(false);
+    // A client sends its request as soon as it connected; a refused connection that does not
+    // is closed quickly, so silent ones cannot keep the pool (and probes) waiting.
+    http1.timer(TokioTimer::new()).header_read_timeout(REFUSED_HEAD_TIMEOUT).keep_alive(false);
     let conn = http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
 }

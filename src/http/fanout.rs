@@ -65,7 +65,7 @@ impl Key {
 /// sure (a document that does not parse, an ambiguous operation) is not shareable, and the
 /// state machine answers it as before.
 pub fn shareable(request: &Request) -> bool {
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return false };
+    let Some(doc) = crate::graphql::extensions::parse_bounded(&request.query) else { return false };
     let op = match (&doc.operations, request.operation_name.as_deref()) {
         (DocumentOperations::Single(op), None) => op,
         (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {

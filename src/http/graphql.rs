@@ -720,7 +720,7 @@ pub(crate) fn is_mutation(req: &Request) -> bool {
 /// The type of the operation `req` would run; `None` when the document does not parse or the
 /// operation cannot be chosen (execution will report that).
 fn operation_type(req: &Request) -> Option<OperationType> {
-    let doc = async_graphql::parser::parse_query(&req.query).ok()?;
+    let doc = crate::graphql::extensions::parse_bounded(&req.query)?;
     let op = match &doc.operations {
         DocumentOperations::Single(op) => Some(&op.node),
         DocumentOperations::Multiple(map) => match &req.operation_name {

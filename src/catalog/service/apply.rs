@@ -174,6 +174,9 @@ impl Catalog {
         };
         let plugin = draft.plugin;
         let id = draft.entry.id.clone();
+        // A load of the old content in progress (a url host that stalls) is given up: its
+        // result is stale, and the refresh asked for below would wait for it.
+        self.supersede(&(plugin, id.clone()));
         self.bump();
         drop(guard);
         tracing::info!(plugin = plugin.name(), source = %id, revision, actor, action = action.as_str(), "source applied");
@@ -186,6 +189,7 @@ impl Catalog {
             let req = RefreshRequest {
                 confirm_removals: true,
                 after_write: Some(write),
+                unqueued: true,
                 ..RefreshRequest::new(plugin, Some(&id), actor)
             };
             Some(self.refresh(req).await?)
@@ -444,13 +448,15 @@ pub(super) fn filter_entities(entry: &SourceEntry, entities: Vec<Entity>) -> Vec
     if entry.included_models.is_none() && entry.excluded_models.is_none() {
         return entities;
     }
+    // Compiled once per load, each name lower-cased once: entities x patterns string work
+    // (and two allocations per pair) was the cost before.
+    let included = entry.included_models.as_deref().map(Patterns::new);
+    let excluded = entry.excluded_models.as_deref().map(Patterns::new);
     entities
         .into_iter()
         .filter(|e| {
-            let name = e.name();
-            let included = entry.included_models.as_ref().is_none_or(|inc| inc.iter().any(|p| glob_match(p, name)));
-            let excluded = entry.excluded_models.as_ref().is_some_and(|exc| exc.iter().any(|p| glob_match(p, name)));
-            included && !excluded
+            let name = e.name().to_lowercase();
+            included.as_ref().is_none_or(|p| p.matches(&name)) && !excluded.as_ref().is_some_and(|p| p.matches(&name))
         })
         .collect()
 }

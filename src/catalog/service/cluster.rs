@@ -32,7 +32,6 @@ use crate::catalog::events::{CatalogEvent, JOB_KIND};
 use crate::db::cluster::{ChangeRow, FeedEvent, NewChange, PluginLock};
 use std::time::Duration;
 
-
 /// Cluster settings (`--replica-id`, `--job-lease`, `--consistency-wait`).
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {

@@ -115,7 +115,12 @@ impl Catalog {
         };
         match self.decided_snapshot(plugin, id, &hash, row.etag).await {
             Ok(Some(s)) => {
-                tracing::info!(plugin = plugin.name(), source = id, entities = s.entities.len(), "serving the last good content of a url source until it is fetched");
+                tracing::info!(
+                    plugin = plugin.name(),
+                    source = id,
+                    entities = s.entities.len(),
+                    "serving the last good content of a url source until it is fetched"
+                );
                 self.swap_snapshot(&key, Arc::new(s));
                 self.mark_attempted(&key);
                 self.bump();
@@ -152,7 +157,8 @@ impl Catalog {
                 None => return Ok(None),
             },
         };
-        let label = entry.url().map(str::to_string).or_else(|| entry.yaml_catalog().map(str::to_string)).unwrap_or_default();
+        let label =
+            entry.url().map(str::to_string).or_else(|| entry.yaml_catalog().map(str::to_string)).unwrap_or_default();
         let loaded =
             self.parse_source(plugin, id, entry, refresh::Text { text, label, etag: etag.clone() }, false, false).await;
         match loaded {
@@ -163,7 +169,9 @@ impl Catalog {
                 Ok(Some(snap))
             }
             // It parsed where it was decided; here it does not (another build?).
-            _ => Err(CatalogError::Internal(format!("the decided content {hash} of {plugin}/{id} does not parse here"))),
+            _ => {
+                Err(CatalogError::Internal(format!("the decided content {hash} of {plugin}/{id} does not parse here")))
+            }
         }
     }
 }

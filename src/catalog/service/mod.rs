@@ -40,7 +40,7 @@ use super::jobs::{JobPhase, JobRegistry, RefreshJob};
 use super::plugins::{Entity, PluginKind};
 use super::redact::{redact_json, redact_yaml_text};
 use super::refresh::{Impact, RefreshMode, Snapshot, diff};
-use super::sources::{SourceEntry, glob_match};
+use super::sources::{Patterns, SourceEntry};
 use super::store::{Config, ConfigStore, Doc, LoadError};
 use super::validate::{SourceDraft, SourcePatch, check, yaml_to_json};
 use crate::db::{Db, DbError, JobRow, NewRevision, RevisionRow, StatusRow};
@@ -122,6 +122,8 @@ pub struct Catalog {
     attempted: std::sync::Mutex<std::collections::HashSet<SourceKey>>,
     /// Contents kept in the database so far (pruning runs every 16th).
     contents_kept: AtomicU64,
+    /// The loads in progress, each with the signal that gives it up (`Catalog::supersede`).
+    loading: std::sync::Mutex<HashMap<SourceKey, Arc<tokio::sync::Notify>>>,
 }
 
 /// How often the SQLite write-ahead log is copied into the database file ([`Db::checkpoint_loop`]).
@@ -202,6 +204,7 @@ impl Catalog {
             fetch_slots,
             attempted: std::sync::Mutex::new(std::collections::HashSet::new()),
             contents_kept: AtomicU64::new(0),
+            loading: std::sync::Mutex::new(HashMap::new()),
             state: RwLock::new(State { config: Arc::new(config), snapshots: HashMap::new() }),
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),

@@ -55,6 +55,15 @@ pub(super) struct Text {
     pub(super) etag: Option<String>,
 }
 
+/// How a job runs, from its request.
+#[derive(Clone, Copy, Debug)]
+struct JobOptions {
+    confirm_removals: bool,
+    use_cache: bool,
+    /// Takes no slot (see [`JobRun::unqueued`]).
+    unqueued: bool,
+}
+
 /// What every source of one job is refreshed with.
 #[derive(Clone, Copy, Debug)]
 struct JobRun {
@@ -63,6 +72,8 @@ struct JobRun {
     dry_run: bool,
     confirm_removals: bool,
     use_cache: bool,
+    /// [`RefreshRequest::unqueued`].
+    unqueued: bool,
 }
 
 /// The two budgets a job's parts wait in.
@@ -106,6 +117,9 @@ pub struct RefreshRequest {
     /// Read yaml sources from the startup snapshot cache when it holds this exact load: only
     /// the initial refresh (`refresh_all`) sets it.
     pub use_snapshot_cache: bool,
+    /// Take no job or fetch slot: an apply's refresh of the source it changed (one source,
+    /// applies rate-limited per caller), which must not queue behind other jobs' url fetches.
+    pub unqueued: bool,
 }
 
 impl RefreshRequest {
@@ -121,6 +135,7 @@ impl RefreshRequest {
             actor: actor.to_string(),
             after_write: None,
             use_snapshot_cache: false,
+            unqueued: false,
         }
     }
 }
@@ -176,8 +191,12 @@ impl Catalog {
                         Ok(Claim::Mine) => {
                             self.events.job_changed(&job.plugin, &job.id);
                             let this = self.clone();
-                            let (confirm_removals, use_cache) = (req.confirm_removals, req.use_snapshot_cache);
-                            tokio::spawn(async move { this.run_job(job, confirm_removals, use_cache).await });
+                            let options = JobOptions {
+                                confirm_removals: req.confirm_removals,
+                                use_cache: req.use_snapshot_cache,
+                                unqueued: req.unqueued && req.source_id.is_some(),
+                            };
+                            tokio::spawn(async move { this.run_job(job, options).await });
                             break rx;
                         }
                         Ok(Claim::Running(other)) => {
@@ -206,18 +225,23 @@ impl Catalog {
                 .map_err(|_| CatalogError::Internal("the refresh job ended without a result".into()))?;
             return Ok(done);
         }
+        // A job answered at once is answered as it settled: running, or queued with the reason
+        // (the job's task sets it a moment after it was registered).
+        let settled = rx.wait_for(|j| j.phase != JobPhase::Queued || j.queued_reason.is_some());
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(250), settled).await;
         let snapshot = rx.borrow().clone();
         Ok(snapshot)
     }
 
     #[tracing::instrument(name = "refresh_job", skip_all, fields(job = %job.id, plugin = %job.plugin, actor = %job.actor))]
-    async fn run_job(self: Arc<Self>, job: RefreshJob, confirm_removals: bool, use_cache: bool) {
+    async fn run_job(self: Arc<Self>, job: RefreshJob, options: JobOptions) {
         let run = JobRun {
             plugin: PluginKind::parse(&job.plugin).unwrap_or(PluginKind::Models),
             mode: job.mode,
             dry_run: job.dry_run,
-            confirm_removals,
-            use_cache,
+            confirm_removals: options.confirm_removals,
+            use_cache: options.use_cache,
+            unqueued: options.unqueued,
         };
         let config = self.config();
         let (remote, local): (Vec<String>, Vec<String>) =
@@ -277,26 +301,30 @@ impl Catalog {
             Slot::Fetch => (&self.fetch_slots, self.options.max_running_fetches.max(1)),
         };
         // The semaphores are never closed, so acquiring cannot fail.
-        let _permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                let set_reason = |reason: Option<String>| {
-                    let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
-                    w[slot as usize] = reason;
-                    let joined: Vec<&str> = w.iter().flatten().map(String::as_str).collect();
-                    (!joined.is_empty()).then(|| joined.join("; "))
-                };
-                let reason = set_reason(Some(slot.waiting_for(size)));
-                {
+        let _permit = if run.unqueued {
+            None
+        } else {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let set_reason = |reason: Option<String>| {
+                        let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+                        w[slot as usize] = reason;
+                        let joined: Vec<&str> = w.iter().flatten().map(String::as_str).collect();
+                        (!joined.is_empty()).then(|| joined.join("; "))
+                    };
+                    let reason = set_reason(Some(slot.waiting_for(size)));
+                    {
+                        let mut j = shared.lock().await;
+                        j.queued_reason = reason;
+                        self.publish_job(&j).await;
+                    }
+                    let permit = slots.clone().acquire_owned().await.ok();
+                    let reason = set_reason(None);
                     let mut j = shared.lock().await;
                     j.queued_reason = reason;
-                    self.publish_job(&j).await;
+                    permit
                 }
-                let permit = slots.clone().acquire_owned().await.ok();
-                let reason = set_reason(None);
-                let mut j = shared.lock().await;
-                j.queued_reason = reason;
-                permit
             }
         };
         {
@@ -463,6 +491,36 @@ impl Catalog {
         }
     }
 
+    /// [`Catalog::load_source`], given up (`None`) when [`Catalog::supersede`] is called for
+    /// the source meanwhile.
+    async fn load_unless_superseded(
+        &self,
+        key: &SourceKey,
+        config: &Config,
+        if_none_match: Option<&str>,
+        read_cache: bool,
+    ) -> Option<Loaded> {
+        let signal = Arc::new(tokio::sync::Notify::new());
+        self.loading.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), signal.clone());
+        let outcome = tokio::select! {
+            loaded = self.load_source(config, key.0, &key.1, if_none_match, read_cache) => Some(loaded),
+            () = signal.notified() => None,
+        };
+        let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if loading.get(key).is_some_and(|s| Arc::ptr_eq(s, &signal)) {
+            loading.remove(key);
+        }
+        outcome
+    }
+
+    /// Gives up the load of `key` in progress, if any: the source changed, so what it reads
+    /// is stale (called with the write recorded, before the refresh that reads the change).
+    pub(super) fn supersede(&self, key: &SourceKey) {
+        if let Some(signal) = self.loading.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            signal.notify_one();
+        }
+    }
+
     pub(super) fn source_lock(&self, key: &SourceKey) -> Arc<Mutex<()>> {
         let mut locks = self.source_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(key.clone()).or_default().clone()
@@ -505,7 +563,19 @@ impl Catalog {
             diagnostics: Vec::new(),
         };
         let etag = if mode == RefreshMode::Incremental { old.as_ref().and_then(|s| s.etag.clone()) } else { None };
-        let outcome = self.load_source(&config, plugin, id, etag.as_deref(), read_cache).await;
+        let Some(outcome) = self.load_unless_superseded(&key, &config, etag.as_deref(), read_cache).await else {
+            // The source changed while it was read: what this load read is stale, and the
+            // refresh that follows the change loads it. Nothing is recorded or swapped.
+            result.status = RefreshStatus::Failure;
+            result.entities_loaded = old_count;
+            result.summary = format!(
+                "Superseded: the source changed while this refresh read it; the refresh after the change loads it (kept {old_count} entities meanwhile)"
+            );
+            result.finished_at = Utc::now();
+            result.duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+            tracing::info!(plugin = plugin.name(), source = id, "refresh superseded by a change to the source");
+            return result;
+        };
         let mut cache_write = None;
         let mut kept_text: Option<String> = None;
         let keep_old_unchanged = |result: &mut RefreshResult| {
@@ -606,9 +676,10 @@ impl Catalog {
             Some(s) => s.entities.len(),
             None => old_count,
         };
-        let served = new_snapshot.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone())).or_else(|| {
-            old.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone()))
-        });
+        let served = new_snapshot
+            .as_ref()
+            .map(|s| (s.content_hash.clone(), s.etag.clone()))
+            .or_else(|| old.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone())));
         let previous_row = self.db.status(plugin.name(), id).await.ok().flatten();
         let previous_hash = match (&new_snapshot, &old) {
             (Some(n), Some(o)) if n.content_hash != o.content_hash => Some(o.content_hash.clone()),
@@ -795,7 +866,14 @@ impl Catalog {
         let cache = self.snapshot_cache.clone().filter(|_| entry.type_ == "yaml");
         let id = id.to_string();
         let parsed = tokio::task::spawn_blocking(move || {
-            let done = |text, loaded, content_hash, cache_key, etag| Done { text, keep_text, loaded, content_hash, etag, cache_key };
+            let done = |text, loaded, content_hash, cache_key, etag| Done {
+                text,
+                keep_text,
+                loaded,
+                content_hash,
+                etag,
+                cache_key,
+            };
             // The content hash is a sequential pass over the whole text (45 MB: ~50 ms). Only a
             // cache read needs it before the parse; otherwise it runs beside the parse.
             let cached_file = read_cache && cache.as_ref().is_some_and(|c| c.path(plugin, &id).is_file());

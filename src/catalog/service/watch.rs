@@ -102,6 +102,7 @@ impl Catalog {
             self.events.publish(EventKind::ConfigChangedExternally, plugin.name(), Some(id), None, None);
         }
         for ((plugin, id), revision) in &changed {
+            self.supersede(&(*plugin, id.clone()));
             tracing::info!(plugin = plugin.name(), source = %id, revision, "source changed outside the API");
             self.events.publish(EventKind::ConfigChangedExternally, plugin.name(), Some(id), Some(*revision), None);
             // In its own task: the caller may hold the cluster's plugin locks (a re-read from the
