@@ -137,3 +137,87 @@ async fn a_restart_with_the_url_host_down_keeps_the_last_good_entities() {
         assert!(v["source"]["status"]["lastRefreshSummary"].as_str().unwrap().contains("kept 4"), "{backend:?}: {v}");
     }
 }
+
+/// `X-Catalog-Min-Generation` (or `minGeneration` where a client cannot set headers) on every
+/// transport: a generation this replica has applied is answered; one it has not is refused
+/// with UNAVAILABLE after `--consistency-wait`, never answered as if current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_generation_is_honoured_on_get_sse_and_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start_with(dir.path(), None, &db, true, &["--consistency-wait", "0.3"]).await;
+    // A mutation's token: what this replica has applied.
+    let resp = server
+        .client
+        .post(format!("{}/graphql", server.base))
+        .json(&json!({"query": APPLY, "variables": {"plugin": "models", "input": {"id": "team_models", "labels": ["x"]}}}))
+        .send()
+        .await
+        .unwrap();
+    let token: u64 = resp.headers()["x-catalog-generation"].to_str().unwrap().parse().unwrap();
+    let ahead = token + 1_000_000;
+    let q = "{ plugins { name } }";
+
+    // GET with the parameter.
+    for (g, ok) in [(token, true), (ahead, false)] {
+        let url = format!("{}/graphql?query={}&minGeneration={g}", server.base, "%7Bplugins%7Bname%7D%7D");
+        let body: Value = server.client.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(body["errors"].is_null(), ok, "GET at {g}: {body}");
+        if !ok {
+            assert_eq!(body["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{body}");
+        }
+    }
+    // SSE: POST with the header, GET with the parameter.
+    for (g, ok) in [(token, true), (ahead, false)] {
+        let post = server
+            .client
+            .post(format!("{}/graphql/stream", server.base))
+            .header("accept", "text/event-stream")
+            .header("x-catalog-min-generation", g.to_string())
+            .json(&json!({"query": q}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let get = server
+            .client
+            .get(format!("{}/graphql/stream?query={}&minGeneration={g}", server.base, "%7Bplugins%7Bname%7D%7D"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for (how, text) in [("POST", &post), ("GET", &get)] {
+            if ok {
+                assert!(text.contains("event: next") && text.contains("plugins"), "SSE {how} at {g}: {text}");
+            } else {
+                assert!(text.contains("UNAVAILABLE") && !text.contains("event: next"), "SSE {how} at {g}: {text}");
+            }
+        }
+    }
+    // WebSocket: `minGeneration` in `connection_init`; behind, the connection closes with
+    // 1013 (try again later) before any ack.
+    for (g, ok) in [(token, true), (ahead, false)] {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("{}/graphql/ws", server.base.replacen("http", "ws", 1)).into_client_request().unwrap();
+        req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let init = json!({"type": "connection_init", "payload": {"minGeneration": g}});
+        ws.send(Message::Text(init.to_string().into())).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        match (ok, first) {
+            (true, Message::Text(t)) => assert!(t.contains("connection_ack"), "{t}"),
+            (false, Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1013, "{frame:?}");
+                assert!(frame.reason.contains("behind"), "{frame:?}");
+            }
+            (ok, other) => panic!("WebSocket at {g} (expected ok: {ok}): {other:?}"),
+        }
+    }
+}

@@ -52,28 +52,66 @@ pub const MIN_GENERATION_HEADER: &str = "x-catalog-min-generation";
 /// A constant `HeaderName`: looking up by `&str` parses the name on every request.
 const MIN_GENERATION: HeaderName = HeaderName::from_static(MIN_GENERATION_HEADER);
 
-/// Waits for `X-Catalog-Min-Generation`; the error response when it is invalid or this replica
-/// did not catch up in time. Without the header nothing waits, and the waiting future (boxed)
-/// is not part of the caller's.
-async fn wait_min_generation(app: &AppState, headers: &HeaderMap) -> Result<(), axum::response::Response> {
-    if !headers.contains_key(MIN_GENERATION) {
-        return Ok(());
-    }
-    Box::pin(wait_for_min_generation(app, headers)).await
-}
+/// The query parameter that asks for the same as `X-Catalog-Min-Generation`, for clients that
+/// cannot set headers (`EventSource`, a browser's `WebSocket`).
+pub const MIN_GENERATION_PARAM: &str = "minGeneration";
 
-async fn wait_for_min_generation(app: &AppState, headers: &HeaderMap) -> Result<(), axum::response::Response> {
-    let Some(raw) = headers.get(MIN_GENERATION) else { return Ok(()) };
-    let wanted = match raw.to_str().ok().map(str::trim).and_then(|v| v.parse::<u64>().ok()) {
-        Some(n) => n,
-        None => {
-            return Err(error_body(
+/// The generation a request asks to read at: `X-Catalog-Min-Generation`, else the
+/// `minGeneration` parameter of the URL's query string. `Err`: not a non-negative integer.
+pub(crate) fn requested_generation(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<u64>, axum::response::Response> {
+    let raw = match headers.get(MIN_GENERATION) {
+        Some(v) => Some(v.to_str().unwrap_or("").trim().to_string()),
+        None => query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(MIN_GENERATION_PARAM).and_then(|r| r.strip_prefix('=')))
+                .map(str::to_string)
+        }),
+    };
+    match raw {
+        None => Ok(None),
+        Some(r) => match r.parse::<u64>() {
+            Ok(n) => Ok(Some(n)),
+            Err(_) => Err(error_body(
                 StatusCode::BAD_REQUEST,
                 VALIDATION_FAILED,
-                "header X-Catalog-Min-Generation must be a non-negative integer: send back the X-Catalog-Generation of a mutation's response",
-            ));
-        }
-    };
+                "X-Catalog-Min-Generation (or minGeneration) must be a non-negative integer: send back the X-Catalog-Generation of a mutation's response",
+            )),
+        },
+    }
+}
+
+/// Waits for `X-Catalog-Min-Generation` (or `?minGeneration=`); the error response when it is
+/// invalid or this replica did not catch up in time. Without either nothing waits, and the
+/// waiting future (boxed) is not part of the caller's.
+async fn wait_min_generation(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), axum::response::Response> {
+    if !headers.contains_key(MIN_GENERATION) && !query.is_some_and(|q| q.contains(MIN_GENERATION_PARAM)) {
+        return Ok(());
+    }
+    Box::pin(wait_for_min_generation(app, headers, query)).await
+}
+
+async fn wait_for_min_generation(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), axum::response::Response> {
+    let Some(wanted) = requested_generation(headers, query)? else { return Ok(()) };
+    wait_generation(app, headers, wanted).await
+}
+
+/// Waits until this replica has applied generation `wanted`; else the UNAVAILABLE response.
+pub(crate) async fn wait_generation(
+    app: &AppState,
+    headers: &HeaderMap,
+    wanted: u64,
+) -> Result<(), axum::response::Response> {
     match app.catalog.wait_for_generation(wanted).await {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -177,6 +215,9 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
     // copies every header).
     let (mut parts, body) = req.into_parts();
     let headers = std::mem::take(&mut parts.headers);
+    // Moved out, not copied: only its query string is read (`?minGeneration=`).
+    let uri = std::mem::take(&mut parts.uri);
+    let query = uri.query();
     let body = match super::body::read(body, app.options.max_body_bytes.saturating_add(1024), app.options.body_timeout)
         .await
     {
@@ -216,9 +257,7 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
     // The cache-hit path: no GraphQL parsing, no copy of the body.
     let (mut prepared, mut waited) = (None, false);
     if let Some(plain) = Plain::read(&body) {
-        if headers.contains_key(MIN_GENERATION)
-            && let Err(resp) = wait_min_generation(&app, &headers).instrument(span()).await
-        {
+        if let Err(resp) = wait_min_generation(&app, &headers, query).instrument(span()).await {
             return resp;
         }
         waited = true;
@@ -230,13 +269,15 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
     // Boxed: the full path's future (execution, batches) is large, and a hit would otherwise
     // carry (and every layer around it move) all of it.
     let span = span();
-    Box::pin(post_full(app, headers, body, caller, prepared, waited)).instrument(span).await
+    let query = query.map(str::to_string);
+    Box::pin(post_full(app, headers, query, body, caller, prepared, waited)).instrument(span).await
 }
 
 /// POST past the cache-hit path: a miss, or a request the hit path does not read.
 async fn post_full(
     app: AppState,
     headers: HeaderMap,
+    query: Option<String>,
     body: Bytes,
     caller: Caller,
     prepared: Option<Prepared>,
@@ -252,7 +293,7 @@ async fn post_full(
             );
         }
     };
-    if !waited && let Err(resp) = wait_min_generation(&app, &headers).await {
+    if !waited && let Err(resp) = wait_min_generation(&app, &headers, query.as_deref()).await {
         return resp;
     }
     let request_id = security::request_id(&headers).map(str::to_string);
@@ -606,6 +647,7 @@ pub struct GetParams {
 pub async fn get(
     State(app): State<AppState>,
     headers: HeaderMap,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
     Query(params): Query<HashMap<String, String>>,
 ) -> axum::response::Response {
     let params = GetParams {
@@ -634,7 +676,7 @@ pub async fn get(
         {
             return mutation_over_get();
         }
-        if let Err(resp) = wait_min_generation(&app, &headers).await {
+        if let Err(resp) = wait_min_generation(&app, &headers, raw.as_deref()).await {
             return resp;
         }
         waited = true;
@@ -658,7 +700,7 @@ pub async fn get(
         return mutation_over_get();
     }
     let req = crate::graphql::request_data(req.data(caller), security::request_id(&headers));
-    if !waited && let Err(resp) = wait_min_generation(&app, &headers).await {
+    if !waited && let Err(resp) = wait_min_generation(&app, &headers, raw.as_deref()).await {
         return resp;
     }
     execute_single(&app, &headers, req, prepared).await

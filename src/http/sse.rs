@@ -24,10 +24,21 @@ fn bad(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// Origin, connection limit and authentication, then the stream.
-async fn open(app: AppState, headers: &HeaderMap, req: Request) -> Response {
+/// Origin, connection limit, authentication and read-your-writes, then the stream.
+async fn open(app: AppState, headers: &HeaderMap, query: Option<&str>, req: Request) -> Response {
     if !security::origin_allowed(&app, headers) {
         return security::forbidden_origin();
+    }
+    // `X-Catalog-Min-Generation` or `?minGeneration=` (an EventSource cannot set headers): the
+    // stream starts once this replica has applied that generation, else UNAVAILABLE.
+    match super::graphql::requested_generation(headers, query) {
+        Err(resp) => return resp,
+        Ok(Some(n)) => {
+            if let Err(resp) = super::graphql::wait_generation(&app, headers, n).await {
+                return resp;
+            }
+        }
+        Ok(None) => {}
     }
     let Some(slot) = ConnectionSlot::acquire(&app) else {
         return security::too_many_connections();
@@ -66,6 +77,7 @@ fn stream(app: AppState, req: Request, slot: ConnectionSlot, request_id: Option<
 pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
+    let query = parts.uri.query();
     let body = match super::body::read(body, app.options.max_body_bytes.saturating_add(1024), app.options.body_timeout)
         .await
     {
@@ -87,7 +99,7 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> R
         );
     }
     match serde_json::from_slice::<Request>(&body) {
-        Ok(req) => open(app, &headers, req).await,
+        Ok(req) => open(app, &headers, query, req).await,
         Err(e) => bad(StatusCode::BAD_REQUEST, &format!("the body is not a GraphQL request: {e}")),
     }
 }
@@ -95,6 +107,7 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> R
 pub async fn get(
     State(app): State<AppState>,
     headers: HeaderMap,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let query = params.get("query").cloned().unwrap_or_default();
@@ -117,5 +130,5 @@ pub async fn get(
     if super::graphql::is_mutation(&req) {
         return super::graphql::mutation_over_get();
     }
-    open(app, &headers, req).await
+    open(app, &headers, raw.as_deref(), req).await
 }

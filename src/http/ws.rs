@@ -70,6 +70,7 @@ const MAX_CLOSE_REASON: usize = 123;
 pub async fn upgrade(
     State(app): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     protocol: Result<GraphQLProtocol, StatusCode>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -84,6 +85,12 @@ pub async fn upgrade(
         return security::too_many_connections();
     }
     let header_token = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // Read-your-writes from the upgrade request (header or `?minGeneration=`); a
+    // `connection_init` payload's `minGeneration` wins.
+    let min_generation = match super::graphql::requested_generation(&headers, uri.query()) {
+        Ok(g) => g,
+        Err(resp) => return resp,
+    };
     let request_id = security::request_id(&headers).map(str::to_string);
     let upgrade = upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS);
     // GraphQLProtocol decides whether any protocol fits. The server must then speak the one
@@ -104,7 +111,29 @@ pub async fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| serve(socket, app, protocol, Upgrade { header_token, request_id }))
+        .on_upgrade(move |socket| serve(socket, app, protocol, Upgrade { header_token, request_id, min_generation }))
+}
+
+/// The generation a `connection_init` asks to read at: its payload's `minGeneration`, else
+/// the upgrade request's. `None` for other messages or when nothing is asked; `Err` for a
+/// `minGeneration` that is not a non-negative integer.
+fn init_generation(bytes: &[u8], upgrade: Option<u64>) -> Option<Result<u64, String>> {
+    // Cheap before parsing: only a `connection_init` is looked at.
+    if !bytes.windows(15).any(|w| w == b"connection_init") {
+        return None;
+    }
+    let msg: ClientEnvelope = serde_json::from_slice(bytes).ok()?;
+    if msg.kind != "connection_init" {
+        return None;
+    }
+    match msg.payload.as_ref().and_then(|p| p.get("minGeneration")) {
+        None | Some(serde_json::Value::Null) => upgrade.map(Ok),
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| "Invalid message received: `minGeneration` must be a non-negative integer".to_string()),
+        ),
+    }
 }
 
 /// The token from `connection_init` (`{"authorization": "Bearer ..."}` or `{"token": "..."}`),
@@ -503,10 +532,12 @@ struct Upgrade {
     header_token: Option<String>,
     /// The upgrade request's id: every error on this connection carries it.
     request_id: Option<String>,
+    /// The generation the upgrade request asked to read at.
+    min_generation: Option<u64>,
 }
 
 async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, upgrade: Upgrade) {
-    let Upgrade { header_token, request_id } = upgrade;
+    let Upgrade { header_token, request_id, min_generation } = upgrade;
     let (mut sink, stream) = socket.split();
     let guard = Arc::new(Mutex::new(Guard::new(protocol == WebSocketProtocols::GraphQLWS)));
     let max = app.options.ws.max_message_bytes;
@@ -534,6 +565,23 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
                 if let Err(close) = verdict {
                     lock(&guard).close = Some(close);
                     return None;
+                }
+                // Read-your-writes: `connection_init` reaches the state machine (and is acked)
+                // once this replica has applied the generation asked for; else the connection
+                // closes with 1013 (try again later), which clients retry.
+                if let Some(wanted) = init_generation(&bytes, min_generation) {
+                    match wanted {
+                        Err(why) => {
+                            lock(&guard).close = Some((4400, why));
+                            return None;
+                        }
+                        Ok(g) => {
+                            if let Err(e) = app.catalog.wait_for_generation(g).await {
+                                lock(&guard).close = Some((1013, e.to_string()));
+                                return None;
+                            }
+                        }
+                    }
                 }
                 if intercept(&app, &guard, &bytes).await {
                     wake.notify_one();
