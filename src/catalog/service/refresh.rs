@@ -491,8 +491,11 @@ impl Catalog {
         }
     }
 
-    /// [`Catalog::load_source`], given up (`None`) when [`Catalog::supersede`] is called for
-    /// the source meanwhile.
+    /// [`Catalog::load_source`]; for a url source, given up (`None`) when
+    /// [`Catalog::supersede`] is called for it meanwhile. A yaml load is never given up: it
+    /// is quick, and it read the store after the write that asked for it (invariant 4a), so
+    /// its requester gets what it asked for; a url fetch can stall for its whole budget while
+    /// holding the source's lock, and the change's own refresh waits on that lock.
     async fn load_unless_superseded(
         &self,
         key: &SourceKey,
@@ -500,6 +503,9 @@ impl Catalog {
         if_none_match: Option<&str>,
         read_cache: bool,
     ) -> Option<Loaded> {
+        if config.find(key.0, &key.1).is_none_or(|e| e.type_ != "url") {
+            return Some(self.load_source(config, key.0, &key.1, if_none_match, read_cache).await);
+        }
         let signal = Arc::new(tokio::sync::Notify::new());
         self.loading.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), signal.clone());
         let outcome = tokio::select! {
