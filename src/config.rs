@@ -332,6 +332,13 @@ impl ServeArgs {
         if self.auth == AuthMode::Static {
             anyhow::ensure!(self.tokens_file.is_some(), "--auth static needs --tokens-file FILE");
         }
+        anyhow::ensure!(
+            self.job_lease >= MIN_JOB_LEASE_SECS,
+            "--job-lease {} is below the floor of {MIN_JOB_LEASE_SECS} s: a lease is renewed every third of it, and a \
+             renewal round must fit in that with a database call to spare, or live jobs would be failed as abandoned; \
+             use {MIN_JOB_LEASE_SECS} or more (default 15)",
+            self.job_lease
+        );
         if self.store == StoreMode::File {
             anyhow::ensure!(
                 self.seed.is_none(),
@@ -502,6 +509,9 @@ impl ServeArgs {
         }
     }
 }
+
+/// The shortest `--job-lease`, in seconds.
+pub const MIN_JOB_LEASE_SECS: f64 = 3.0;
 
 /// Seconds from a flag, clamped to [0, one year] so that no value (inf, NaN, negative) can
 /// panic a `Duration` or a timer.

@@ -461,7 +461,7 @@ async fn a_job_killed_mid_refresh_reads_failed_after_restart() {
         host.state.lock().unwrap().delay_ms = 0;
         // PostgreSQL may have other live replicas: a job is failed only once its lease expired.
         let server =
-            Server::start_with(&dir_path, Some(&sources), &db, true, &["--url-allow", "127.0.0.1", "--job-lease", "1"])
+            Server::start_with(&dir_path, Some(&sources), &db, true, &["--url-allow", "127.0.0.1", "--job-lease", "3"])
                 .await;
         let deadline = Instant::now() + Duration::from_secs(20);
         let j = loop {

@@ -221,3 +221,78 @@ async fn min_generation_is_honoured_on_get_sse_and_websocket() {
         }
     }
 }
+
+/// A replica paused past its job's lease (SIGSTOP, as a long GC pause or a frozen VM would)
+/// finds, when it resumes, that another replica failed its job and served a newer fetch: its
+/// late result is fenced out (the status row refuses a write without the live lease), so it
+/// never serves or records its stale content; it follows what was decided meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_its_lease_discards_its_late_result() {
+    if skip("a_replica_that_lost_its_lease_discards_its_late_result") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(10)).await;
+    write_sources(dir.path(), &host);
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let args = |name| {
+        vec![
+            "--watch-interval",
+            "0",
+            "--url-allow",
+            "127.0.0.1",
+            "--rate-limit",
+            "0",
+            "--job-lease",
+            "3",
+            "--fetch-timeout",
+            "30",
+            "--replica-id",
+            name,
+        ]
+    };
+    let a = Server::start_with(dir.path(), Some(&dir.path().join("sources.yaml")), &db, true, &args("replica-a")).await;
+    let b = Server::start_with(dir.path(), Some(&dir.path().join("sources.yaml")), &db, true, &args("replica-b")).await;
+    eventually(&b, 10, |(_, n, _)| *n == 10).await;
+    // A starts a refresh; the host answers it (with 10 models) only after 6 s.
+    host.state.lock().unwrap().delay_ms = 6000;
+    let asked = Instant::now();
+    let job =
+        a.ok("mutation { refreshSource(plugin: \"models\", id: \"remote\", wait: false) { id } }", json!({})).await;
+    let id = job["refreshSource"]["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = a.child.id().to_string();
+    std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    // While A is frozen its lease runs out: B fails the job, then refreshes itself (11 models).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let j = b.ok("query($id: ID!) { refreshJob(id: $id) { phase } }", json!({"id": id})).await;
+        if j["refreshJob"]["phase"] == "FAILED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never failed the frozen replica's job: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The host has sent A its (now stale) 10 models, which wait in A's socket; then the
+    // catalog moves on to 11 and B loads them.
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(asked.elapsed())).await;
+    {
+        let mut h = host.state.lock().unwrap();
+        h.delay_ms = 0;
+        h.body = models_yaml(11);
+    }
+    let out =
+        b.ok("mutation { refreshSource(plugin: \"models\", id: \"remote\", wait: true) { phase } }", json!({})).await;
+    assert_eq!(out["refreshSource"]["phase"], "SUCCEEDED", "{out}");
+    // A resumes and reads its stale answer: without the fence it would serve and record the
+    // 10 models, and B would follow that record back to 10.
+    std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let on_b = remote(&b).await;
+    let on_a = eventually(&a, 10, |now| now.1 == on_b.1).await;
+    assert_eq!(on_a, on_b, "A serves something else than what B decided");
+    assert_eq!(on_b.1, 11);
+    let j = a.ok("query($id: ID!) { refreshJob(id: $id) { phase error } }", json!({"id": id})).await;
+    assert_eq!(j["refreshJob"]["phase"], "FAILED", "{j}");
+    assert!(a.log_text().contains("lease") || a.log_text().contains("discarded"), "{}", a.log_text());
+}

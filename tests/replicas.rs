@@ -215,7 +215,8 @@ async fn a_killed_replicas_job_is_failed_by_another_after_its_lease() {
     let host = CatalogHost::start(models_yaml(3)).await;
     write_sources(dir.path(), &host);
     let db = database_url(Backend::Postgres, dir.path()).await;
-    let lease = ["--job-lease", "1.5"];
+    // The floor (3 s): renewed every second.
+    let lease = ["--job-lease", "3"];
     let a = replica(dir.path(), &db, "replica-a", &lease).await;
     let b = replica(dir.path(), &db, "replica-b", &lease).await;
     host.state.lock().unwrap().delay_ms = 60_000;
@@ -232,8 +233,8 @@ async fn a_killed_replicas_job_is_failed_by_another_after_its_lease() {
         assert!(Instant::now() < deadline, "the job never ran: {j}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Several lease periods while A is alive: B leaves A's job alone.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Longer than a lease (four renewals) while A is alive: B leaves A's job alone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let (alive, _) = post(&b, JOB, json!({"id": id}), None).await;
     assert_eq!(alive["data"]["refreshJob"]["phase"], "RUNNING", "B failed a live replica's job: {alive}");
 

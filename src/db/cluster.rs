@@ -152,7 +152,7 @@ impl Db {
         ))
     }
 
-    async fn timed_sqlx<T>(
+    pub(super) async fn timed_sqlx<T>(
         &self,
         what: &str,
         call: impl std::future::Future<Output = Result<T, sqlx::Error>>,

@@ -298,6 +298,58 @@ impl Db {
         Ok(())
     }
 
+    /// [`Db::upsert_status`] carrying a fencing token: `(job id, owner)`. On PostgreSQL the row
+    /// is written only if that job is still running under that owner's live lease, checked in
+    /// the same statement; `Ok(false)`: fenced out (the lease was lost), nothing written.
+    /// Without a token, or on SQLite (one replica), it is the plain upsert.
+    pub async fn upsert_status_fenced(&self, row: StatusRow, fence: Option<(&str, &str)>) -> Result<bool, DbError> {
+        let (Some((job, owner)), Some(pool)) = (fence, self.pg_pool()) else {
+            self.upsert_status(row).await?;
+            return Ok(true);
+        };
+        let sql = "INSERT INTO catalog_refresh_status
+               (plugin_name, source_id, state, entity_count, last_refresh_time, last_refresh_status,
+                last_refresh_summary, last_error, entities_loaded, entities_removed, duration_ms,
+                diagnostics, updated_at, content_hash, previous_hash, etag)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
+             WHERE EXISTS (SELECT 1 FROM catalog_refresh_jobs
+                           WHERE id = $17 AND owner = $18 AND phase IN ('QUEUED', 'RUNNING') AND lease_until > now())
+             ON CONFLICT (plugin_name, source_id) DO UPDATE SET
+               state = EXCLUDED.state, entity_count = EXCLUDED.entity_count,
+               last_refresh_time = EXCLUDED.last_refresh_time, last_refresh_status = EXCLUDED.last_refresh_status,
+               last_refresh_summary = EXCLUDED.last_refresh_summary, last_error = EXCLUDED.last_error,
+               entities_loaded = EXCLUDED.entities_loaded, entities_removed = EXCLUDED.entities_removed,
+               duration_ms = EXCLUDED.duration_ms, diagnostics = EXCLUDED.diagnostics,
+               updated_at = EXCLUDED.updated_at, content_hash = EXCLUDED.content_hash,
+               previous_hash = EXCLUDED.previous_hash, etag = EXCLUDED.etag";
+        let done = self
+            .timed_sqlx(
+                "recording a refresh",
+                sqlx::query(sql)
+                    .bind(&row.plugin_name)
+                    .bind(&row.source_id)
+                    .bind(&row.state)
+                    .bind(row.entity_count)
+                    .bind(row.last_refresh_time)
+                    .bind(&row.last_refresh_status)
+                    .bind(&row.last_refresh_summary)
+                    .bind(&row.last_error)
+                    .bind(row.entities_loaded)
+                    .bind(row.entities_removed)
+                    .bind(row.duration_ms)
+                    .bind(&row.diagnostics)
+                    .bind(row.updated_at)
+                    .bind(&row.content_hash)
+                    .bind(&row.previous_hash)
+                    .bind(&row.etag)
+                    .bind(job)
+                    .bind(owner)
+                    .execute(pool),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     // ---- contents ------------------------------------------------------------------------------
 
     /// Keeps `body` under its hash, unless it is kept already.

@@ -13,6 +13,7 @@
 use chrono::Utc;
 use futures_util::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::Mutex;
 
 use super::{
@@ -66,7 +67,7 @@ struct JobOptions {
 
 /// What every source of one job is refreshed with.
 #[derive(Clone, Copy, Debug)]
-struct JobRun {
+pub(super) struct JobRun {
     plugin: PluginKind,
     mode: RefreshMode,
     dry_run: bool,
@@ -74,6 +75,16 @@ struct JobRun {
     use_cache: bool,
     /// [`RefreshRequest::unqueued`].
     unqueued: bool,
+}
+
+/// The job a refresh belongs to, for the fencing token its writes carry (PostgreSQL: a status
+/// row is written only while this replica holds the job's lease).
+#[derive(Clone, Debug)]
+pub(super) struct Fence {
+    pub(super) job_id: String,
+    pub(super) owner: String,
+    /// Set once a write was refused: the lease is lost, the job's other sources are skipped.
+    pub(super) lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The two budgets a job's parts wait in.
@@ -247,13 +258,25 @@ impl Catalog {
         let (remote, local): (Vec<String>, Vec<String>) =
             job.sources.iter().cloned().partition(|id| config.find(run.plugin, id).is_some_and(|e| e.type_ == "url"));
         drop(config);
+        let fence = Fence {
+            job_id: job.id.clone(),
+            owner: self.options.cluster.replica_id.clone(),
+            lost: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
         let shared = Arc::new(Mutex::new(job));
         let waiting = Arc::new(std::sync::Mutex::new([None, None]));
         futures_util::future::join(
-            self.clone().run_part(shared.clone(), waiting.clone(), Slot::Job, local, run),
-            self.clone().run_part(shared.clone(), waiting, Slot::Fetch, remote, run),
+            self.clone().run_part(shared.clone(), waiting.clone(), Slot::Job, local, run, fence.clone()),
+            self.clone().run_part(shared.clone(), waiting, Slot::Fetch, remote, run, fence.clone()),
         )
         .await;
+        if fence.lost.load(Ordering::Acquire) {
+            // Another replica failed this job when its lease ran out: nothing more is written
+            // here (the row would refuse it anyway), and what was refreshed is discarded.
+            tracing::warn!(job = %fence.job_id, "this replica lost the job's lease; its results were discarded");
+            self.jobs.finish(&shared.lock().await.clone());
+            return;
+        }
         let mut job = shared.lock().await.clone();
         if job.phase == JobPhase::Queued {
             // No sources: it starts and ends at once.
@@ -286,6 +309,7 @@ impl Catalog {
         slot: Slot,
         ids: Vec<String>,
         run: JobRun,
+        fence: Fence,
     ) {
         if ids.is_empty() {
             return;
@@ -341,15 +365,20 @@ impl Catalog {
             .map(|id| {
                 let this = self.clone();
                 let shared = shared.clone();
+                let fence = fence.clone();
                 async move {
+                    if fence.lost.load(Ordering::Acquire) {
+                        return;
+                    }
                     {
                         let mut j = shared.lock().await;
                         j.current_source = Some(id.clone());
                         this.publish_job(&j).await;
                     }
-                    let result = this
-                        .refresh_source(run.plugin, &id, run.mode, run.dry_run, run.confirm_removals, run.use_cache)
-                        .await;
+                    let result = this.refresh_source(run.plugin, &id, &run, Some(&fence)).await;
+                    if fence.lost.load(Ordering::Acquire) {
+                        return;
+                    }
                     let mut j = shared.lock().await;
                     j.results.push(result);
                     j.completed += 1;
@@ -537,11 +566,11 @@ impl Catalog {
         &self,
         plugin: PluginKind,
         id: &str,
-        mode: RefreshMode,
-        dry_run: bool,
-        confirm_removals: bool,
-        read_cache: bool,
+        run: &JobRun,
+        fence: Option<&Fence>,
     ) -> RefreshResult {
+        let (mode, dry_run, confirm_removals, read_cache) =
+            (run.mode, run.dry_run, run.confirm_removals, run.use_cache);
         let key = (plugin, id.to_string());
         let lock = self.source_lock(&key);
         let _guard = lock.lock().await;
@@ -713,13 +742,31 @@ impl Catalog {
             previous_hash: previous_hash.filter(|h| !h.is_empty()),
             etag: served.and_then(|(_, e)| e),
         };
-        if let Err(e) = self.db.upsert_status(row).await {
-            tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not persist refresh status");
-            new_snapshot = None;
-            result.status = RefreshStatus::Failure;
-            result
-                .diagnostics
-                .push(Diagnostic::error(Layer::Semantics, format!("could not persist refresh status: {e}")));
+        let token = fence.map(|f| (f.job_id.as_str(), f.owner.as_str()));
+        match self.db.upsert_status_fenced(row, token).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Fenced: this replica no longer holds the job's lease (it was paused or cut
+                // off longer than --job-lease, and another replica failed the job). What it
+                // loaded may be stale: nothing is served or recorded here.
+                if let Some(f) = fence {
+                    f.lost.store(true, Ordering::Release);
+                }
+                tracing::warn!(plugin = plugin.name(), source = id, "refresh discarded: the job's lease was lost");
+                result.status = RefreshStatus::Failure;
+                result.summary =
+                    "Discarded: this replica lost the job's lease (--job-lease) before it could record the result"
+                        .into();
+                return result;
+            }
+            Err(e) => {
+                tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not persist refresh status");
+                new_snapshot = None;
+                result.status = RefreshStatus::Failure;
+                result
+                    .diagnostics
+                    .push(Diagnostic::error(Layer::Semantics, format!("could not persist refresh status: {e}")));
+            }
         }
         if let Some(s) = new_snapshot {
             let s = Arc::new(s);
