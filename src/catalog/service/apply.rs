@@ -382,6 +382,7 @@ impl Catalog {
                 tracing::warn!(error = %e.render(), "re-reading the configuration after an apply failed; the watcher will retry")
             }
         }
+        self.remember_revision(&key, revision);
         self.set_known(key, content_hash);
         Ok(Step::Done { draft, revision, report: checked.report, impact })
     }

@@ -61,6 +61,7 @@ impl Catalog {
         let lock = self.source_lock(&key);
         let _guard = lock.lock().await;
         let Some(row) = self.db.status(plugin.name(), id).await? else { return Ok(()) };
+        self.remember_status(row.clone());
         let state = SourceState::parse(&row.state);
         if state == SourceState::Loading {
             return Ok(());
@@ -102,14 +103,8 @@ impl Catalog {
         if self.snapshot(&key).is_some() {
             return;
         }
-        let row = match self.db.status(plugin.name(), id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(plugin = plugin.name(), source = id, error = %e, "could not read the last good content of a url source");
-                return;
-            }
-        };
+        // The read model holds the status rows since the catalog opened.
+        let Some(row) = self.status_of(&key) else { return };
         let (Some(hash), false) = (row.content_hash, SourceState::parse(&row.state) == SourceState::Disabled) else {
             return;
         };

@@ -47,9 +47,15 @@ use crate::db::{Db, DbError, JobRow, NewRevision, RevisionRow, StatusRow};
 
 type SourceKey = (PluginKind, String);
 
+/// What readers see, under one lock: the configuration, each source's entities, and the read
+/// model of what the database holds about them (status rows, latest revision numbers), kept
+/// current by this replica's own writes and by the change feed, so that `sources`, `source`
+/// and `entities` read no database.
 struct State {
     config: Arc<Config>,
     snapshots: HashMap<SourceKey, Arc<Snapshot>>,
+    statuses: HashMap<SourceKey, StatusRow>,
+    revisions: HashMap<SourceKey, i32>,
 }
 
 /// Tuning for the catalog service.
@@ -205,7 +211,12 @@ impl Catalog {
             attempted: std::sync::Mutex::new(std::collections::HashSet::new()),
             contents_kept: AtomicU64::new(0),
             loading: std::sync::Mutex::new(HashMap::new()),
-            state: RwLock::new(State { config: Arc::new(config), snapshots: HashMap::new() }),
+            state: RwLock::new(State {
+                config: Arc::new(config),
+                snapshots: HashMap::new(),
+                statuses: HashMap::new(),
+                revisions: HashMap::new(),
+            }),
             write_lock: Mutex::new(()),
             source_locks: std::sync::Mutex::new(HashMap::new()),
             jobs: JobRegistry::default(),
@@ -213,6 +224,7 @@ impl Catalog {
             events: Events::default(),
             first_refresh_done: AtomicBool::new(false),
         });
+        catalog.load_read_model().await?;
         let one_replica = !catalog.db.is_postgres();
         if one_replica {
             catalog.clone().start_background();
@@ -298,7 +310,9 @@ impl Catalog {
             let (revision, action, actor) = match &latest {
                 None => (1, first, if first == RevisionAction::Import { "system" } else { "external" }),
                 Some(r) if r.content_hash != hash => (r.revision + 1, RevisionAction::External, "external"),
-                Some(_) => {
+                Some(r) => {
+                    // Recorded already (by another replica, or before a restart).
+                    self.remember_revision(&key, r.revision);
                     self.set_known(key, hash);
                     continue;
                 }
@@ -315,10 +329,48 @@ impl Catalog {
                     actor,
                 })
                 .await?;
+            self.remember_revision(&key, revision);
             self.set_known(key.clone(), hash);
             changed.push((key, revision));
         }
         Ok(changed)
+    }
+
+    /// The read model: a source's latest revision number, as recorded.
+    fn remember_revision(&self, key: &SourceKey, revision: i32) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let r = state.revisions.entry(key.clone()).or_insert(revision);
+        *r = (*r).max(revision);
+    }
+
+    /// The read model: a source's status row, as recorded.
+    fn remember_status(&self, row: StatusRow) {
+        let Some(plugin) = PluginKind::parse(&row.plugin_name) else { return };
+        let key = (plugin, row.source_id.clone());
+        self.state.write().unwrap_or_else(|p| p.into_inner()).statuses.insert(key, row);
+    }
+
+    /// The read model: a source's status row.
+    fn status_of(&self, key: &SourceKey) -> Option<StatusRow> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).statuses.get(key).cloned()
+    }
+
+    /// Fills the read model from the database (at start).
+    async fn load_read_model(&self) -> Result<()> {
+        let statuses = self.db.all_statuses().await?;
+        let revisions = self.db.latest_revision_numbers().await?;
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        for row in statuses {
+            if let Some(p) = PluginKind::parse(&row.plugin_name) {
+                state.statuses.insert((p, row.source_id.clone()), row);
+            }
+        }
+        for (p, s, r) in revisions {
+            if let Some(p) = PluginKind::parse(&p) {
+                state.revisions.insert((p, s), r);
+            }
+        }
+        Ok(())
     }
 
     fn known_hash(&self, key: &SourceKey) -> Option<String> {

@@ -17,35 +17,35 @@ impl Catalog {
             .collect()
     }
 
+    /// Every source with its status, from memory (the read model: no database call).
     pub async fn sources(&self, plugin: Option<PluginKind>) -> Result<Vec<SourceView>> {
         let config = self.config();
-        let statuses: HashMap<(String, String), StatusRow> = self
-            .db
-            .all_statuses()
-            .await?
-            .into_iter()
-            .map(|r| ((r.plugin_name.clone(), r.source_id.clone()), r))
-            .collect();
-        let revisions: HashMap<(String, String), i32> =
-            self.db.latest_revision_numbers().await?.into_iter().map(|(p, s, r)| ((p, s), r)).collect();
-        Ok(config
-            .sources()
-            .filter(|(p, _)| plugin.is_none_or(|want| want == *p))
-            .map(|(p, e)| {
-                let k = (p.name().to_string(), e.id.clone());
-                self.view(p, e, statuses.get(&k), revisions.get(&k).copied())
-            })
-            .collect())
+        let rows: Vec<(PluginKind, &SourceEntry, Option<StatusRow>, Option<i32>)> = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            config
+                .sources()
+                .filter(|(p, _)| plugin.is_none_or(|want| want == *p))
+                .map(|(p, e)| {
+                    let k = (p, e.id.clone());
+                    (p, e, state.statuses.get(&k).cloned(), state.revisions.get(&k).copied())
+                })
+                .collect()
+        };
+        Ok(rows.into_iter().map(|(p, e, row, revision)| self.view(p, e, row.as_ref(), revision)).collect())
     }
 
+    /// One source with its status, from memory.
     pub async fn source(&self, plugin: PluginKind, id: &str) -> Result<Option<SourceView>> {
         let config = self.config();
         let Some(entry) = config.find(plugin, id) else {
             return Ok(None);
         };
-        let status = self.db.status(plugin.name(), id).await?;
-        let revision = self.db.latest_revision(plugin.name(), id).await?.map(|r| r.revision);
-        Ok(Some(self.view(plugin, entry, status.as_ref(), revision)))
+        let key = (plugin, id.to_string());
+        let (row, revision) = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            (state.statuses.get(&key).cloned(), state.revisions.get(&key).copied())
+        };
+        Ok(Some(self.view(plugin, entry, row.as_ref(), revision)))
     }
 
     pub(super) fn view(

@@ -715,7 +715,7 @@ impl Catalog {
             .as_ref()
             .map(|s| (s.content_hash.clone(), s.etag.clone()))
             .or_else(|| old.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone())));
-        let previous_row = self.db.status(plugin.name(), id).await.ok().flatten();
+        let previous_row = self.status_of(&key);
         let previous_hash = match (&new_snapshot, &old) {
             (Some(n), Some(o)) if n.content_hash != o.content_hash => Some(o.content_hash.clone()),
             _ => previous_row.and_then(|r| r.previous_hash),
@@ -743,8 +743,8 @@ impl Catalog {
             etag: served.and_then(|(_, e)| e),
         };
         let token = fence.map(|f| (f.job_id.as_str(), f.owner.as_str()));
-        match self.db.upsert_status_fenced(row, token).await {
-            Ok(true) => {}
+        match self.db.upsert_status_fenced(row.clone(), token).await {
+            Ok(true) => self.remember_status(row),
             Ok(false) => {
                 // Fenced: this replica no longer holds the job's lease (it was paused or cut
                 // off longer than --job-lease, and another replica failed the job). What it
@@ -812,9 +812,9 @@ impl Catalog {
     }
 
     async fn current_state(&self, key: &SourceKey) -> SourceState {
-        match self.db.status(key.0.name(), &key.1).await {
-            Ok(Some(r)) => SourceState::parse(&r.state),
-            _ => SourceState::Available,
+        match self.status_of(key) {
+            Some(r) => SourceState::parse(&r.state),
+            None => SourceState::Available,
         }
     }
 
