@@ -437,12 +437,16 @@ impl ServeArgs {
 
     /// The connection limits for a soft file-descriptor limit of `fds`.
     pub fn connection_limits(&self, fds: u64) -> crate::http::connections::ConnectionLimits {
-        crate::http::connections::ConnectionLimits::from_fd_limit(
-            fds,
-            seconds(self.header_timeout.max(0.05)),
-            seconds(self.idle_timeout.max(0.05)),
-            self.max_connections_per_ip,
-        )
+        crate::http::connections::ConnectionLimits {
+            // Failed authentications are limited per client address where they cost calls.
+            tag_peer: self.auth == AuthMode::Kubernetes,
+            ..crate::http::connections::ConnectionLimits::from_fd_limit(
+                fds,
+                seconds(self.header_timeout.max(0.05)),
+                seconds(self.idle_timeout.max(0.05)),
+                self.max_connections_per_ip,
+            )
+        }
     }
 
     /// The database call timeout.

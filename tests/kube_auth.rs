@@ -112,6 +112,42 @@ async fn decisions_are_cached_for_the_ttl_by_token_hash() {
     assert_eq!(fake.count_requests("subjectaccessreviews"), access);
 }
 
+/// The API server is asked a bounded number of times whatever the clients do: concurrent
+/// requests with one new token share one review, and one address's unknown tokens stop being
+/// reviewed after the failure limit (429), while tokens already decided keep working from it.
+#[tokio::test]
+async fn token_floods_cost_a_bounded_number_of_reviews() {
+    let fake = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&fake, dir.path(), &["--auth-cache-ttl", "600"]).await;
+    let asks: Vec<_> = (0..40).map(|_| post(&server, Some(VIEWER), "{ plugins { name } }", json!({}))).collect();
+    for (status, body, _) in futures_util::future::join_all(asks).await {
+        assert_eq!(status, 200, "{body:#}");
+    }
+    assert_eq!(fake.count_requests("tokenreviews"), 1, "40 concurrent requests with one token: one review");
+
+    let before = fake.count_requests("tokenreviews");
+    let mut limited = None;
+    for i in 0..45 {
+        let (status, body, retry) = post(&server, Some(&format!("guess-{i}")), "{ plugins { name } }", json!({})).await;
+        if status == 429 {
+            assert_eq!(error_code(&body).as_deref(), Some("RATE_LIMITED"), "{body:#}");
+            assert!(retry.is_some(), "429 says when to retry");
+            limited.get_or_insert(i);
+        } else {
+            assert_eq!(status, 401, "{body:#}");
+            assert!(limited.is_none(), "once limited, unknown tokens stay limited");
+        }
+    }
+    assert_eq!(limited, Some(30), "the 31st failed authentication from one address is refused");
+    assert_eq!(fake.count_requests("tokenreviews") - before, 30, "no review past the limit");
+    // A token already decided still works from that address; a new one waits for the window.
+    let (status, ..) = post(&server, Some(VIEWER), "{ plugins { name } }", json!({})).await;
+    assert_eq!(status, 200);
+    let (status, ..) = post(&server, Some(OPERATOR), "{ plugins { name } }", json!({})).await;
+    assert_eq!(status, 429);
+}
+
 #[tokio::test]
 async fn a_websocket_connection_init_with_the_token_is_accepted() {
     use futures_util::{SinkExt, StreamExt};

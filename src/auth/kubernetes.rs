@@ -17,6 +17,11 @@
 //! that cannot be reached (or answers 5xx) gives UNAVAILABLE and is never cached: the next
 //! request asks again.
 //!
+//! The API calls are bounded whatever the callers do: concurrent requests with one token share
+//! one review (single flight, per token hash), and at most [`MAX_REVIEWS`] reviews run at once;
+//! beyond them a request waits for a place at most [`REVIEW_WAIT`], then gets UNAVAILABLE.
+//! (Failed authentications are also limited per client address, before this: `http::security`.)
+//!
 //! The Kubernetes client is built on first use (start-up is synchronous up to the listener, and
 //! the client's configuration is read asynchronously); whether a configuration exists at all is
 //! checked at start-up, so a missing kubeconfig fails fast.
@@ -38,6 +43,10 @@ const MAX_REJECTIONS: u64 = 10_000;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// What an UNAVAILABLE answer tells the client to wait before retrying.
 pub const RETRY_AFTER_SECS: u64 = 5;
+/// Token reviews (TokenReview plus SubjectAccessReviews) in flight at once.
+pub const MAX_REVIEWS: usize = 16;
+/// How long a request waits for one of those places.
+const REVIEW_WAIT: Duration = Duration::from_secs(2);
 
 /// The settings of `--auth kubernetes`.
 #[derive(Clone, Debug)]
@@ -59,6 +68,15 @@ enum Decision {
     Forbidden(String),
 }
 
+/// Why a review gave no decision to cache.
+#[derive(Clone, Debug)]
+enum NoDecision {
+    /// The API server does not know the token (cached as a rejection).
+    Unknown(String),
+    /// The API server could not be asked (never cached).
+    Unavailable(AuthError),
+}
+
 pub struct KubernetesAuth {
     settings: Settings,
     group: String,
@@ -66,6 +84,7 @@ pub struct KubernetesAuth {
     client: tokio::sync::OnceCell<(kube::Client, String)>,
     decisions: moka::future::Cache<String, Decision>,
     rejections: moka::future::Cache<String, String>,
+    reviews: Arc<tokio::sync::Semaphore>,
 }
 
 /// A user as a TokenReview answered: everything a SubjectAccessReview must repeat.
@@ -108,6 +127,7 @@ impl KubernetesAuth {
             group,
             resource,
             client: tokio::sync::OnceCell::new(),
+            reviews: Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS)),
         })
     }
 
@@ -198,19 +218,40 @@ impl KubernetesAuth {
         if let Some(why) = self.rejections.get(&key).await {
             return Err(AuthError::Unauthenticated(why));
         }
-        if let Some(d) = self.decisions.get(&key).await {
-            return outcome(d);
+        // One review per token at a time: concurrent requests with it wait for that one
+        // (moka runs one init future per key and hands its result, or its error, to all).
+        let decided = self.decisions.try_get_with(key.clone(), self.review(token)).await;
+        match decided {
+            Ok(d) => outcome(d),
+            Err(e) => match (*e).clone() {
+                NoDecision::Unknown(why) => {
+                    self.rejections.insert(key, why.clone()).await;
+                    Err(AuthError::Unauthenticated(why))
+                }
+                NoDecision::Unavailable(err) => Err(err),
+            },
         }
-        let user = match self.review_token(token).await? {
-            Ok(user) => user,
-            Err(why) => {
-                self.rejections.insert(key, why.clone()).await;
-                return Err(AuthError::Unauthenticated(why));
+    }
+
+    /// A token's decision from the API server, in one of [`MAX_REVIEWS`] places.
+    async fn review(&self, token: &str) -> Result<Decision, NoDecision> {
+        let _place = match tokio::time::timeout(REVIEW_WAIT, self.reviews.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(NoDecision::Unavailable(AuthError::Unavailable {
+                    message: format!(
+                        "{MAX_REVIEWS} token reviews are already in progress with the Kubernetes API server; retry shortly"
+                    ),
+                    retry_after_secs: 1,
+                }));
             }
         };
-        let decision = self.decide(user).await?;
-        self.decisions.insert(key, decision.clone()).await;
-        outcome(decision)
+        let user = match self.review_token(token).await {
+            Ok(Ok(user)) => user,
+            Ok(Err(why)) => return Err(NoDecision::Unknown(why)),
+            Err(e) => return Err(NoDecision::Unavailable(e)),
+        };
+        self.decide(user).await.map_err(NoDecision::Unavailable)
     }
 }
 
@@ -258,6 +299,18 @@ impl Authenticator for KubernetesAuth {
     }
     fn mode(&self) -> &'static str {
         "kubernetes"
+    }
+    fn calls_out(&self) -> bool {
+        true
+    }
+    fn known<'a>(&'a self, token: Option<&'a str>) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(token) = token.filter(|t| !t.is_empty()) else {
+                return true;
+            };
+            let key = sha256_hex(token);
+            self.decisions.contains_key(&key) || self.rejections.contains_key(&key)
+        })
     }
 }
 

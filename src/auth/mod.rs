@@ -49,7 +49,7 @@ pub struct Caller {
     pub role: Role,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AuthError {
     /// No token, or one nobody knows: HTTP 401, code UNAUTHENTICATED.
     #[error("{0}")]
@@ -61,6 +61,9 @@ pub enum AuthError {
     /// UNAVAILABLE; never cached, the client retries.
     #[error("{message}")]
     Unavailable { message: String, retry_after_secs: u64 },
+    /// Too many failed authentications from this client address: HTTP 429, code RATE_LIMITED.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
 }
 
 pub trait Authenticator: Send + Sync {
@@ -72,6 +75,17 @@ pub trait Authenticator: Send + Sync {
     /// `POST /graphql` otherwise does without). Only a mode that never logs says no.
     fn logs(&self) -> bool {
         true
+    }
+    /// Whether an unknown token costs calls to someone else (the Kubernetes API server): such a
+    /// mode's failed authentications are limited per client address (`http::security`).
+    fn calls_out(&self) -> bool {
+        false
+    }
+    /// Whether `token` is decided without calling out (an answer in the cache, good or bad): a
+    /// client address over its failure limit is still served for such tokens, so a shared
+    /// address (an ingress, a NAT) does not lock out callers whose tokens are known.
+    fn known<'a>(&'a self, _token: Option<&'a str>) -> BoxFuture<'a, bool> {
+        Box::pin(async { true })
     }
 }
 

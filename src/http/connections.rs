@@ -59,7 +59,15 @@ pub struct ConnectionLimits {
     pub max_open: usize,
     /// Refused connections answered (503, or a probe) at once; past these they are closed.
     pub max_refused: usize,
+    /// Put the client's address in each request ([`PeerAddr`]): for the per-address limit on
+    /// failed authentications, so only when there is authentication (it costs a request's
+    /// extension map).
+    pub tag_peer: bool,
 }
+
+/// The client address of a request (when [`ConnectionLimits::tag_peer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub IpAddr);
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
@@ -69,6 +77,7 @@ impl Default for ConnectionLimits {
             max_per_ip: 256,
             max_open: 4096,
             max_refused: 64,
+            tag_peer: false,
         }
     }
 }
@@ -92,6 +101,7 @@ impl ConnectionLimits {
             max_per_ip: max_per_ip.max(1),
             max_open: usize::try_from(usable - max_refused).unwrap_or(usize::MAX),
             max_refused: usize::try_from(max_refused).unwrap_or(64),
+            tag_peer: false,
         }
     }
 }
@@ -601,6 +611,7 @@ impl AsyncWrite for Io {
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    peer: Option<PeerAddr>,
 }
 
 /// A request in progress; dropped when its response is sent (or given up).
@@ -635,8 +646,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let guard = InFlight::start(&self.activity);
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
+        }
         TrackedFuture { inner: self.inner.call(req.map(Body::new)), guard: Some(guard) }
     }
 }
@@ -748,8 +762,9 @@ pub async fn serve<S>(
         match admission.admit(peer.ip(), &activity) {
             Ok(ticket) => {
                 let limits = admission.limits().clone();
+                let peer = limits.tag_peer.then_some(PeerAddr(peer.ip()));
                 tokio::spawn(async move {
-                    serve_admitted(stream, ticket, activity, app, limits, stop).await;
+                    serve_admitted(stream, ticket, activity, peer, app, limits, stop).await;
                     drop(done);
                 });
             }
@@ -795,6 +810,7 @@ async fn serve_admitted<S>(
     stream: TcpStream,
     ticket: Ticket,
     activity: Arc<Activity>,
+    peer: Option<PeerAddr>,
     app: S,
     limits: ConnectionLimits,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -806,7 +822,7 @@ async fn serve_admitted<S>(
     S::Future: Send + 'static,
 {
     let io = TokioIo::new(Io { stream, activity: activity.clone(), first_read: true, abort: None, _ticket: ticket });
-    let service = TowerToHyperService::new(Tracked { inner: app, activity: activity.clone() });
+    let service = TowerToHyperService::new(Tracked { inner: app, activity: activity.clone(), peer });
     let mut builder = Builder::new(TokioExecutor::new());
     // hyper's own header timeout restarts whenever a keep-alive connection goes idle (so it
     // would be the idle timeout too) and closes without an answer: the watchdog does both.

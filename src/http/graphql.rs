@@ -245,10 +245,11 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
     }
     // This request has no span yet (see `security::access_log_span`): what may log runs in it.
     let span = || super::GRAPHQL_POST.span(security::request_id(&headers).unwrap_or("-"));
+    let peer = security::peer(&parts.extensions);
     let authenticated = if app.options.auth.logs() {
-        security::authenticate(&app, &headers).instrument(span()).await
+        security::authenticate(&app, &headers, peer).instrument(span()).await
     } else {
-        security::authenticate(&app, &headers).await
+        security::authenticate(&app, &headers, peer).await
     };
     let caller = match authenticated {
         Ok(c) => c,
@@ -647,6 +648,7 @@ pub struct GetParams {
 pub async fn get(
     State(app): State<AppState>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<super::connections::PeerAddr>>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
     Query(params): Query<HashMap<String, String>>,
 ) -> axum::response::Response {
@@ -663,7 +665,7 @@ pub async fn get(
     if query.is_empty() && extensions.is_none() {
         return super::pages::graphiql(&app);
     }
-    let caller = match security::authenticate(&app, &headers).await {
+    let caller = match security::authenticate(&app, &headers, peer.map(|p| p.0.0)).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };

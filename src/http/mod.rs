@@ -108,6 +108,8 @@ pub struct AppInner {
     /// The shared `catalogEvents` streams of WebSocket subscribers (see `fanout.rs`).
     pub fanout: Arc<fanout::Hub>,
     pub connections: Arc<AtomicUsize>,
+    /// Failed authentications per client address (see `security::authenticate`).
+    pub auth_failures: security::AuthFailures,
     pub metrics: Arc<metrics::HttpMetrics>,
     pub options: Arc<HttpOptions>,
 }
@@ -144,6 +146,7 @@ pub fn router(
         subscriptions,
         fanout: Arc::new(fanout::Hub::default()),
         connections: Arc::new(AtomicUsize::new(0)),
+        auth_failures: security::AuthFailures::default(),
         metrics: Arc::new(metrics::HttpMetrics::default()),
         options: Arc::new(options),
     }));

@@ -23,24 +23,98 @@ pub fn gql_error(status: StatusCode, code: &str, message: &str) -> Response {
     resp
 }
 
+/// Failed authentications one client address may make per [`FAILURE_WINDOW`]; past them its
+/// requests are answered 429 without asking the identity provider (with `--auth kubernetes`,
+/// every unknown token is a TokenReview: a client must not be able to send the API server
+/// thousands).
+pub const MAX_AUTH_FAILURES: u32 = 30;
+/// The window of [`MAX_AUTH_FAILURES`].
+pub const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Failed authentications per client address in the current window: a bounded cache (moka,
+/// already the response cache) whose entries expire with the window. A hand-rolled counter
+/// rather than `governor`: what is limited is failures, counted after the fact, and governor's
+/// keyed limiter can only be asked by spending a cell.
+pub struct AuthFailures(moka::sync::Cache<std::net::IpAddr, std::sync::Arc<std::sync::atomic::AtomicU32>>);
+
+impl Default for AuthFailures {
+    fn default() -> Self {
+        AuthFailures(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(FAILURE_WINDOW).build())
+    }
+}
+
+impl AuthFailures {
+    fn exceeded(&self, ip: std::net::IpAddr) -> bool {
+        self.0.get(&ip).is_some_and(|n| n.load(Ordering::Relaxed) >= MAX_AUTH_FAILURES)
+    }
+
+    fn count(&self, ip: std::net::IpAddr) {
+        self.0.get_with(ip, Default::default).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The client address the accept loop put on the request, if it did.
+pub fn peer(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<super::connections::PeerAddr>().map(|p| p.0)
+}
+
+/// A token's caller, with the limit on failed authentications per client address when the
+/// mode calls out for unknown tokens (the WebSocket `connection_init`'s path; HTTP requests go
+/// through [`authenticate`]). Over the limit, only tokens the mode already knows are decided.
+pub async fn authenticate_token(
+    app: &AppState,
+    token: Option<&str>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Caller, AuthError> {
+    let auth = &app.options.auth;
+    let limited = peer.filter(|_| auth.calls_out());
+    if let Some(ip) = limited
+        && app.auth_failures.exceeded(ip)
+        && !auth.known(token).await
+    {
+        return Err(AuthError::RateLimited {
+            message: format!(
+                "too many failed authentications from {ip} ({MAX_AUTH_FAILURES} in {} s); retry later with a valid token",
+                FAILURE_WINDOW.as_secs()
+            ),
+            retry_after_secs: FAILURE_WINDOW.as_secs(),
+        });
+    }
+    let result = auth.authenticate(token).await;
+    if let (Err(AuthError::Unauthenticated(_)), Some(ip)) = (&result, limited) {
+        app.auth_failures.count(ip);
+    }
+    result
+}
+
 /// The caller of an HTTP request, or the error to send: 401 (who are you?), 403 (known, but no
-/// role here), 503 with `Retry-After` (the identity provider could not be asked).
-pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, Response> {
+/// role here), 503 with `Retry-After` (the identity provider could not be asked), 429 with
+/// `Retry-After` (this client address failed too often: [`MAX_AUTH_FAILURES`]).
+pub async fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Caller, Response> {
     let token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    app.options.auth.authenticate(token).await.map_err(|e| match e {
-        AuthError::Unauthenticated(m) => gql_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &m),
-        AuthError::Forbidden(m) => gql_error(StatusCode::FORBIDDEN, "FORBIDDEN", &m),
-        AuthError::Unavailable { message, retry_after_secs } => {
-            let body = serde_json::json!({"errors": [{"message": message, "extensions": {
-                "code": "UNAVAILABLE", "retryAfter": retry_after_secs}}]});
-            let mut r = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-                body.to_string(),
-            )
-                .into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            r
+    let result = authenticate_token(app, token, peer).await;
+    result.map_err(|e| {
+        let (status, code) = match e {
+            AuthError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        };
+        match e {
+            AuthError::Unauthenticated(m) => gql_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &m),
+            AuthError::Forbidden(m) => gql_error(StatusCode::FORBIDDEN, "FORBIDDEN", &m),
+            AuthError::Unavailable { message, retry_after_secs }
+            | AuthError::RateLimited { message, retry_after_secs } => {
+                let body = serde_json::json!({"errors": [{"message": message, "extensions": {
+                "code": code, "retryAfter": retry_after_secs}}]});
+                let mut r =
+                    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string())
+                        .into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                r
+            }
         }
     })
 }

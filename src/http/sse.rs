@@ -25,7 +25,13 @@ fn bad(status: StatusCode, message: &str) -> Response {
 }
 
 /// Origin, connection limit, authentication and read-your-writes, then the stream.
-async fn open(app: AppState, headers: &HeaderMap, query: Option<&str>, req: Request) -> Response {
+async fn open(
+    app: AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    peer: Option<std::net::IpAddr>,
+    req: Request,
+) -> Response {
     if !security::origin_allowed(&app, headers) {
         return security::forbidden_origin();
     }
@@ -43,7 +49,7 @@ async fn open(app: AppState, headers: &HeaderMap, query: Option<&str>, req: Requ
     let Some(slot) = ConnectionSlot::acquire(&app) else {
         return security::too_many_connections();
     };
-    let caller = match security::authenticate(&app, headers).await {
+    let caller = match security::authenticate(&app, headers, peer).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -99,7 +105,7 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> R
         );
     }
     match serde_json::from_slice::<Request>(&body) {
-        Ok(req) => open(app, &headers, query, req).await,
+        Ok(req) => open(app, &headers, query, security::peer(&parts.extensions), req).await,
         Err(e) => bad(StatusCode::BAD_REQUEST, &format!("the body is not a GraphQL request: {e}")),
     }
 }
@@ -107,6 +113,7 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> R
 pub async fn get(
     State(app): State<AppState>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<super::connections::PeerAddr>>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
@@ -130,5 +137,5 @@ pub async fn get(
     if super::graphql::is_mutation(&req) {
         return super::graphql::mutation_over_get();
     }
-    open(app, &headers, raw.as_deref(), req).await
+    open(app, &headers, raw.as_deref(), peer.map(|p| p.0.0), req).await
 }

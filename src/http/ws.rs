@@ -71,6 +71,7 @@ pub async fn upgrade(
     State(app): State<AppState>,
     headers: HeaderMap,
     uri: axum::http::Uri,
+    peer: Option<axum::Extension<super::connections::PeerAddr>>,
     protocol: Result<GraphQLProtocol, StatusCode>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -111,7 +112,14 @@ pub async fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| serve(socket, app, protocol, Upgrade { header_token, request_id, min_generation }))
+        .on_upgrade(move |socket| {
+            serve(
+                socket,
+                app,
+                protocol,
+                Upgrade { header_token, request_id, min_generation, peer: peer.map(|p| p.0.0) },
+            )
+        })
 }
 
 /// The generation a `connection_init` asks to read at: its payload's `minGeneration`, else
@@ -534,10 +542,12 @@ struct Upgrade {
     request_id: Option<String>,
     /// The generation the upgrade request asked to read at.
     min_generation: Option<u64>,
+    /// The client's address (for the limit on failed authentications).
+    peer: Option<std::net::IpAddr>,
 }
 
 async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, upgrade: Upgrade) {
-    let Upgrade { header_token, request_id, min_generation } = upgrade;
+    let Upgrade { header_token, request_id, min_generation, peer } = upgrade;
     let (mut sink, stream) = socket.split();
     let guard = Arc::new(Mutex::new(Guard::new(protocol == WebSocketProtocols::GraphQLWS)));
     let max = app.options.ws.max_message_bytes;
@@ -591,12 +601,14 @@ async fn serve(socket: WebSocket, app: AppState, protocol: WebSocketProtocols, u
             }
         }
     });
-    let auth = app.options.auth.clone();
+    let init_app = app.clone();
     let per_connection = app.options.max_subscriptions_per_connection;
     let session = guard.clone();
     let on_init = move |payload: serde_json::Value| async move {
         let token = init_token(&payload, header_token.as_deref());
-        let caller = auth.authenticate(token.as_deref()).await.map_err(|e| async_graphql::Error::new(e.to_string()))?;
+        let caller = security::authenticate_token(&init_app, token.as_deref(), peer)
+            .await
+            .map_err(|e| async_graphql::Error::new(e.to_string()))?;
         let budget = ConnectionBudget::new(per_connection);
         // The fan-out hub serves subscriptions with the same caller and counts them in the
         // same budget as the state machine's.
