@@ -37,7 +37,25 @@ struct Cluster {
     server: Server,
     /// The server's data directory: nothing but the SQLite database may appear in it.
     data: std::path::PathBuf,
+    /// How the server was started (for a restart).
+    launch: (String, Vec<String>, std::path::PathBuf),
     _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Stops the server (SIGTERM) and starts it again with the same flags.
+    async fn restart(&mut self) {
+        let (db, args, kubeconfig) = self.launch.clone();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        let old = std::mem::replace(
+            &mut self.server,
+            Server::start_with_env(&self.data, None, &db, true, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())])
+                .await,
+        );
+        drop(old);
+    }
 }
 
 async fn start_cluster(extra: &[&str]) -> Cluster {
@@ -56,7 +74,8 @@ async fn start_cluster(extra: &[&str]) -> Cluster {
     args.extend_from_slice(extra);
     let server =
         Server::start_with_env(&data, None, &db, true, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]).await;
-    Cluster { kube, server, data, _tmp: tmp }
+    let launch = (db.clone(), args.iter().map(|a| a.to_string()).collect(), kubeconfig.clone());
+    Cluster { kube, server, data, launch, _tmp: tmp }
 }
 
 fn data_of(kube: &FakeKube, name: &str) -> BTreeMap<String, String> {
@@ -143,9 +162,12 @@ async fn a_kubectl_edit_becomes_an_external_revision_and_a_refresh() {
     let mut data = data_of(&c.kube, MODELS_CM);
     data.insert("sources.yaml".into(), "model_catalogs:\n  - id: [broken\n".into());
     c.kube.put_configmap(NS, MODELS_CM, data);
+    // Degraded, not failed: the last good configuration is served, so the probe stays up.
     wait_for("readiness to report the invalid ConfigMap", async || {
         let r = c.server.client.get(format!("{}/readyz", c.server.base)).send().await.unwrap();
-        r.status() == 503
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        status == 200 && body["degraded"][0] == "config"
     })
     .await;
     assert_eq!(source(&c.server, "team").await["status"]["entityCount"], 5);
@@ -153,12 +175,66 @@ async fn a_kubectl_edit_becomes_an_external_revision_and_a_refresh() {
     // A deleted ConfigMap (a GitOps prune) is not "every source removed": the last good
     // configuration stays in use and readiness says why.
     c.kube.delete_configmap(NS, MODELS_CM);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = c.server.client.get(format!("{}/readyz", c.server.base)).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let body: Value = r.json().await.unwrap();
-    assert!(body.to_string().contains("does not exist"), "{body}");
+    wait_for("readiness to name the deleted ConfigMap", async || {
+        let r = c.server.client.get(format!("{}/readyz", c.server.base)).send().await.unwrap();
+        let body: Value = r.json().await.unwrap();
+        body.to_string().contains("does not exist")
+    })
+    .await;
     assert_eq!(source(&c.server, "team").await["status"]["entityCount"], 5);
+}
+
+/// Faults stay per plugin: a broken MCP ConfigMap (an outside edit, or at start) leaves model
+/// applies, refreshes and the change feed working; MCP keeps its last good configuration and
+/// says why (configErrors, a degraded /readyz), and loads again once fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_mcp_configmap_leaves_models_working() {
+    let mut c = start_cluster(&[]).await;
+    let mut mcp = data_of(&c.kube, MCP_CM);
+    let good_mcp = mcp.clone();
+    mcp.insert("sources.yaml".into(), "mcp_catalogs:\n  - id: [broken\n".into());
+    c.kube.put_configmap(NS, MCP_CM, mcp);
+    wait_for("configErrors to name the MCP ConfigMap", async || {
+        let v = c.server.ok("{ configErrors { message file } }", json!({})).await;
+        v["configErrors"].to_string().contains(MCP_CM)
+    })
+    .await;
+    let r = c.server.client.get(format!("{}/readyz", c.server.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "degraded, not failed");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["degraded"][0], "config", "{body}");
+
+    // Model applies still work, through the API and from outside.
+    c.server.ok(APPLY, apply_vars("fresh", &models_yaml(3))).await;
+    assert_eq!(source(&c.server, "fresh").await["status"]["entityCount"], 3);
+    let mut models = data_of(&c.kube, MODELS_CM);
+    models.insert("team-models.yaml".into(), models_yaml(6));
+    c.kube.put_configmap(NS, MODELS_CM, models);
+    wait_for("the outside model edit to load", async || source(&c.server, "team").await["status"]["entityCount"] == 6)
+        .await;
+    // An MCP apply says what is wrong and changes nothing.
+    let body = c
+        .server
+        .gql(
+            APPLY,
+            json!({"plugin": "mcp", "input": {"id": "tools", "name": "tools", "type": "yaml", "content": "mcp_servers: []\n"}}),
+        )
+        .await;
+    assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"), "{body:#}");
+    assert!(body.to_string().contains(MCP_CM) && body.to_string().contains("fix or restore"), "{body:#}");
+
+    // A restart with the MCP ConfigMap still broken starts (no crash loop), models served.
+    c.restart().await;
+    assert_eq!(source(&c.server, "fresh").await["status"]["entityCount"], 3);
+    let v = c.server.ok("{ configErrors { message file } }", json!({})).await;
+    assert!(v["configErrors"].to_string().contains(MCP_CM), "{v}");
+
+    // Fixed: the errors clear.
+    c.kube.put_configmap(NS, MCP_CM, good_mcp);
+    wait_for("configErrors to clear", async || {
+        c.server.ok("{ configErrors { message } }", json!({})).await["configErrors"] == json!([])
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,6 +329,25 @@ async fn a_configmap_past_one_mib_is_refused_up_front_and_nothing_changes() {
     assert_eq!(writes_now, writes, "a refused apply sent a write");
     let body = c.server.gql("{ source(plugin: \"models\", id: \"more\") { id } }", json!({})).await;
     assert!(body["data"]["source"].is_null(), "{body}");
+
+    // binaryData, labels and annotations count too: 600 KiB of data plus 150 KiB, next to
+    // 150 KiB of binaryData, is what the API server counts (and would accept); a 200 KiB
+    // annotation (kubectl apply's last-applied-configuration is one) takes it past 1 MiB.
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams};
+    let kubeconfig = kube::config::Kubeconfig::read_from(c.kube.kubeconfig(c._tmp.path(), NS)).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    catalog_bff::tls::install_crypto_provider();
+    let api: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), NS);
+    let patch = json!({"metadata": {"annotations": {"notes": "n".repeat(100 * 1024)}},
+                       "binaryData": {"blob.bin": common::fake_kube::b64_encode(&vec![7u8; 300 * 1024])}});
+    api.patch(MODELS_CM, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let rv = rv_of(&c.kube, MODELS_CM);
+    // The store reads the ConfigMap under the apply's lock, so the patch is seen at once.
+    let body = c.server.gql(APPLY, apply_vars("small", &big_catalog(150 * 1024))).await;
+    assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"), "{body}");
+    assert!(body.to_string().contains("binaryData, labels and annotations"), "{body}");
+    assert_eq!(rv_of(&c.kube, MODELS_CM), rv, "nothing was written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

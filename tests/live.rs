@@ -531,14 +531,18 @@ async fn external_edits_are_noticed_recorded_and_announced() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // An invalid sources file keeps the last good configuration and says why.
+    // An invalid sources file keeps the last good configuration and says why: degraded, not
+    // failed (the probe stays up while the last good configuration is served).
     std::fs::write(dir.path().join("sources.yaml"), "mcp_catalogs: [\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = server.client.get(format!("{}/readyz", server.base)).send().await.unwrap();
-        if r.status() == 503 {
-            let body: Value = r.json().await.unwrap();
-            assert_eq!(body["failed"], json!(["config"]));
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if body["degraded"][0] == "config" {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["failed"], json!([]));
+            assert!(body.to_string().contains("invalid YAML"), "{body}");
             break;
         }
         assert!(Instant::now() < deadline);

@@ -24,7 +24,11 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let ready = checks.iter().all(|c| c.ok);
     // Ready or not, sources still loading (url sources past --ready-wait) are named: degraded,
     // not failed.
-    let degraded = if ready { app.catalog.loading_sources() } else { Vec::new() };
+    // So is an invalid configuration while the last good one is served ("config").
+    let mut degraded = if ready { app.catalog.loading_sources() } else { Vec::new() };
+    if ready && !app.catalog.config_errors().is_empty() {
+        degraded.insert(0, "config".to_string());
+    }
     let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (

@@ -152,6 +152,27 @@ impl Catalog {
                 )),
                 LoadError::Unavailable(msg) => CatalogError::Unavailable { message: msg, retry_after_secs: 5 },
             })?;
+            // Only the applied plugin's document has to be good; the others keep their last
+            // good one (a broken MCP ConfigMap does not stop model applies).
+            let config = config.over(&self.config());
+            if let Some(diags) = config.broken(proposed.plugin()) {
+                // Where and what (the ConfigMap's own diagnostics), and what to do first.
+                let plugin = proposed.plugin();
+                let mut all = vec![
+                    Diagnostic::error(
+                        Layer::Syntax,
+                        format!(
+                            "the sources configuration of plugin {plugin} ({}) is invalid or missing",
+                            self.store.describe()
+                        ),
+                    )
+                    .hint(format!(
+                        "fix or restore plugin {plugin}'s sources list first (see configErrors); nothing was changed"
+                    )),
+                ];
+                all.extend(diags.iter().cloned());
+                return Err(CatalogError::Validation(ValidationReport::from_diagnostics(all)));
+            }
             match self.apply_once(&config, &proposed, &opts, actor, action).await? {
                 Step::Done { draft, revision, report, impact } => {
                     let write = self.note_write();
@@ -377,7 +398,10 @@ impl Catalog {
         // What we wrote is what the store now has: read it back (cheap; a ConfigMap GET or a
         // file read) rather than assembling it by hand.
         match self.store.load().await {
-            Ok(new_config) => self.state.write().unwrap_or_else(|p| p.into_inner()).config = Arc::new(new_config),
+            Ok(new_config) => {
+                let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                state.config = Arc::new(new_config.over(&state.config));
+            }
             Err(e) => {
                 tracing::warn!(error = %e.render(), "re-reading the configuration after an apply failed; the watcher will retry")
             }

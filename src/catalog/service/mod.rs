@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 
-use super::diagnostics::{Diagnostic, ValidationReport};
+use super::diagnostics::{Diagnostic, Layer, ValidationReport};
 use super::events::{EventKind, Events};
 use super::fetch::FetchConfig;
 use super::jobs::{JobPhase, JobRegistry, RefreshJob};
@@ -180,6 +180,12 @@ impl Catalog {
                 tracing::warn!("{}", w.render());
             }
         }
+        // One plugin's broken ConfigMap does not keep the other plugin from starting: that
+        // plugin starts without sources, says why (configErrors, /readyz) and loads once fixed.
+        let start_errors = config.errors();
+        for d in &start_errors {
+            tracing::error!("a plugin's configuration is invalid; it starts without sources: {}", d.render());
+        }
         // One replica (SQLite): every unfinished job is this process's own, left by a restart.
         // On PostgreSQL only expired leases are failed (`cluster`), never a live replica's jobs;
         // the external-edit check runs there under the cluster locks instead of the watcher.
@@ -204,7 +210,7 @@ impl Catalog {
             generation: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             known: std::sync::Mutex::new(HashMap::new()),
-            config_error: std::sync::Mutex::new(None),
+            config_error: std::sync::Mutex::new((!start_errors.is_empty()).then_some(start_errors)),
             shutdown: tokio::sync::watch::channel(false).0,
             job_slots,
             fetch_slots,

@@ -224,19 +224,23 @@ impl Catalog {
         let first = self.first_refresh_done.load(Ordering::Acquire);
         let config_errors = self.config_errors();
         let reachable = self.store.reachable().await;
-        let config_ok = config_errors.is_empty() && reachable.is_ok();
+        // An invalid configuration (a broken sources file, one plugin's broken ConfigMap) is
+        // degraded, not failed: the last good one is served (per plugin) and failing the probe
+        // would take every replica out for one bad edit. A store that cannot be read fails.
+        let config_ok = reachable.is_ok();
         vec![
             ReadyCheck {
                 name: "config",
                 ok: config_ok,
-                detail: match config_errors.first() {
-                    _ if config_ok => format!("loaded {}", self.store.describe()),
-                    Some(d) => format!(
-                        "the configuration in {} is invalid or unreadable (the last good one is in use): {}",
+                detail: match (reachable, config_errors.first()) {
+                    (Err(why), _) => why,
+                    (Ok(()), None) => format!("loaded {}", self.store.describe()),
+                    (Ok(()), Some(_)) => format!(
+                        "degraded: the configuration in {} is invalid or unreadable (the last good one is in use \
+                         for the plugins it concerns; the others are unaffected): {}",
                         self.store.describe(),
-                        d.render()
+                        config_errors.iter().map(|d| d.render()).collect::<Vec<_>>().join("; ")
                     ),
-                    None => reachable.err().unwrap_or_else(|| format!("{} is not readable", self.store.describe())),
                 },
             },
             ReadyCheck {

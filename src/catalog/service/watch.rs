@@ -39,15 +39,19 @@ impl Catalog {
 
     fn set_config_error(&self, diags: Option<Vec<Diagnostic>>) {
         let mut slot = self.config_error.lock().unwrap_or_else(|p| p.into_inner());
-        if diags.is_some() && *slot != diags {
-            for d in diags.iter().flatten() {
-                tracing::error!(
-                    "sources file edited outside the API is invalid; keeping the last good one: {}",
-                    d.render()
-                );
-            }
+        if *slot == diags {
+            return;
+        }
+        for d in diags.iter().flatten() {
+            tracing::error!(
+                "sources file edited outside the API is invalid; keeping the last good one: {}",
+                d.render()
+            );
         }
         *slot = diags;
+        drop(slot);
+        // `configErrors` and every cached answer computed before are out of date.
+        self.bump();
     }
 
     /// One check for external edits. Returns the sources that changed.
@@ -70,6 +74,9 @@ impl Catalog {
                 });
             }
         };
+        // A plugin whose document is broken now keeps its last good one; the others' are used.
+        let new = new.over(&current);
+        let broken = new.errors();
         let mut removed = Vec::new();
         if !new.same_text(&current) {
             for doc in new.docs() {
@@ -88,7 +95,7 @@ impl Catalog {
             }
             state.config = Arc::new(new);
         }
-        self.set_config_error(None);
+        self.set_config_error((!broken.is_empty()).then_some(broken));
         let changed = self.record_disk_revisions(&self.config(), RevisionAction::External).await?;
         if changed.is_empty() && removed.is_empty() {
             return Ok(Vec::new());

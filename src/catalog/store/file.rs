@@ -66,7 +66,7 @@ impl ConfigStore for FileStore {
     fn load(&self) -> BoxFuture<'_, Result<Config, LoadError>> {
         Box::pin(async move {
             let file = SourcesFile::read(&self.sources_path).map_err(LoadError::Invalid)?;
-            Ok(Config::shared(Doc { file, version: None, catalogs: None }))
+            Ok(Config::shared(Doc { file, version: None, catalogs: None, overhead: 0 }))
         })
     }
 

@@ -80,11 +80,27 @@ pub fn data_size(data: &BTreeMap<String, String>) -> usize {
     data.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
-fn too_large(name: &str, size: usize) -> Diagnostic {
+/// What a ConfigMap holds besides `data`, counted against the 1 MiB limit as well: Kubernetes
+/// counts `binaryData` with `data`, and labels and annotations travel in the same object (a
+/// `kubectl apply`'s last-applied-configuration annotation repeats the whole data), so they
+/// count too: keys plus values, binaryData decoded.
+fn overhead(cm: &ConfigMap) -> usize {
+    let strings =
+        |m: &Option<BTreeMap<String, String>>| m.iter().flatten().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let binary: usize = cm.binary_data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum();
+    binary + strings(&cm.metadata.labels) + strings(&cm.metadata.annotations)
+}
+
+fn too_large(name: &str, size: usize, overhead: usize) -> Diagnostic {
+    let besides = if overhead > 0 {
+        format!(", {overhead} of them in its binaryData, labels and annotations")
+    } else {
+        String::new()
+    };
     Diagnostic::error(
         Layer::Semantics,
         format!(
-            "ConfigMap {name} would hold {size} bytes ({:.2} MiB); Kubernetes allows at most {MAX_CONFIGMAP_BYTES} bytes (1 MiB) per ConfigMap",
+            "ConfigMap {name} would hold {size} bytes ({:.2} MiB{besides}); Kubernetes allows at most {MAX_CONFIGMAP_BYTES} bytes (1 MiB) per ConfigMap",
             size as f64 / (1024.0 * 1024.0)
         ),
     )
@@ -194,6 +210,39 @@ fn configmap(name: &str, namespace: &str, version: Option<String>, data: BTreeMa
 }
 
 impl KubeStore {
+    /// One plugin's document: `Err(LoadError)` when the API server could not be asked,
+    /// `Ok(Err(diagnostics))` when its ConfigMap is invalid or gone.
+    async fn load_doc(&self, plugin: PluginKind) -> Result<Result<Doc, Vec<Diagnostic>>, LoadError> {
+        let name = self.name(plugin);
+        let cm = bounded(self.api.get_opt(&name))
+            .await
+            .map_err(|e| LoadError::Unavailable(api_error(&e, &format!("reading ConfigMap {name}")).to_string()))?;
+        // The ConfigMaps exist from the first start on (seed); one that vanished (a GitOps
+        // prune, a stray `kubectl delete`) or lost its sources list is an invalid
+        // configuration, not "every source removed": the last good one stays in use.
+        let missing = |what: String| {
+            vec![
+                Diagnostic::error(Layer::Syntax, what).in_file(self.sources_path(plugin).display().to_string()).hint(
+                    "restore it (kubectl apply, or `catalog-bff import`), or restart the server to create it empty",
+                ),
+            ]
+        };
+        let Some(cm) = cm else {
+            return Ok(Err(missing(format!("ConfigMap {name} does not exist in namespace {}", self.namespace))));
+        };
+        let overhead = overhead(&cm);
+        let (mut data, version) = (cm.data.unwrap_or_default(), cm.metadata.resource_version);
+        let Some(text) = data.remove(SOURCES_KEY) else {
+            return Ok(Err(missing(format!("ConfigMap {name} has no key {SOURCES_KEY}"))));
+        };
+        Ok(SourcesFile::parse(&self.sources_path(plugin), text).map(|file| Doc {
+            file,
+            version,
+            catalogs: Some(data),
+            overhead,
+        }))
+    }
+
     /// A store over ConfigMaps `<prefix>-<plugin>` in `namespace`.
     pub fn new(client: kube::Client, namespace: &str, prefix: &str) -> KubeStore {
         KubeStore {
@@ -339,33 +388,22 @@ impl ConfigStore for KubeStore {
 
     fn load(&self) -> BoxFuture<'_, Result<Config, LoadError>> {
         Box::pin(async move {
+            // Each plugin's ConfigMap on its own: one that is invalid or gone leaves the other
+            // plugin's read and used (`Config::broken`); an API server that cannot be asked is
+            // the whole read's failure.
             let mut docs = BTreeMap::new();
+            let mut broken = BTreeMap::new();
             for plugin in PluginKind::ALL {
-                let name = self.name(plugin);
-                let cm = bounded(self.api.get_opt(&name)).await.map_err(|e| {
-                    LoadError::Unavailable(api_error(&e, &format!("reading ConfigMap {name}")).to_string())
-                })?;
-                // The ConfigMaps exist from the first start on (seed); one that vanished (a GitOps
-                // prune, a stray `kubectl delete`) or lost its sources list is an invalid
-                // configuration, not "every source removed": the last good one stays in use.
-                let missing = |what: String| {
-                    LoadError::Invalid(vec![
-                        Diagnostic::error(Layer::Syntax, what)
-                            .in_file(self.sources_path(plugin).display().to_string())
-                            .hint("restore it (kubectl apply, or `catalog-bff import`), or restart the server to create it empty"),
-                    ])
-                };
-                let Some(cm) = cm else {
-                    return Err(missing(format!("ConfigMap {name} does not exist in namespace {}", self.namespace)));
-                };
-                let (mut data, version) = (cm.data.unwrap_or_default(), cm.metadata.resource_version);
-                let Some(text) = data.remove(SOURCES_KEY) else {
-                    return Err(missing(format!("ConfigMap {name} has no key {SOURCES_KEY}")));
-                };
-                let file = SourcesFile::parse(&self.sources_path(plugin), text).map_err(LoadError::Invalid)?;
-                docs.insert(plugin, Arc::new(Doc { file, version, catalogs: Some(data) }));
+                match self.load_doc(plugin).await? {
+                    Ok(doc) => {
+                        docs.insert(plugin, Arc::new(doc));
+                    }
+                    Err(diags) => {
+                        broken.insert(plugin, diags);
+                    }
+                }
             }
-            Ok(Config::new(docs))
+            Ok(Config::partial(docs, broken))
         })
     }
 
@@ -405,9 +443,9 @@ impl ConfigStore for KubeStore {
     }
 
     fn check_write(&self, write: &Write<'_>) -> Result<(), Diagnostic> {
-        let size = data_size(&self.new_data(write));
+        let size = data_size(&self.new_data(write)) + write.base.overhead;
         if size > MAX_CONFIGMAP_BYTES {
-            return Err(too_large(&self.name(write.plugin), size));
+            return Err(too_large(&self.name(write.plugin), size, write.base.overhead));
         }
         Ok(())
     }

@@ -37,6 +37,9 @@ pub struct Doc {
     /// Catalog texts kept with the document (a ConfigMap's other keys); `None` for files,
     /// whose catalogs are read from disk.
     pub catalogs: Option<BTreeMap<String, String>>,
+    /// Bytes the store counts against its size limit besides the sources list and catalogs (a
+    /// ConfigMap's binaryData, labels and annotations, which a write keeps); 0 for files.
+    pub overhead: usize,
 }
 
 /// The whole configuration as read from the store: a document per plugin (the file store
@@ -44,17 +47,48 @@ pub struct Doc {
 #[derive(Clone, Debug)]
 pub struct Config {
     docs: BTreeMap<PluginKind, Arc<Doc>>,
+    /// Plugins whose document could not be used in this read (the kubernetes store: that
+    /// plugin's ConfigMap is invalid or gone), with why. Faults stay per plugin: the others'
+    /// documents are read and used; [`Config::over`] keeps the last good one for these.
+    broken: BTreeMap<PluginKind, Vec<Diagnostic>>,
 }
 
 impl Config {
     pub fn new(docs: BTreeMap<PluginKind, Arc<Doc>>) -> Config {
-        Config { docs }
+        Config { docs, broken: BTreeMap::new() }
+    }
+
+    /// The plugins' documents that were read, and why the others could not be used.
+    pub fn partial(docs: BTreeMap<PluginKind, Arc<Doc>>, broken: BTreeMap<PluginKind, Vec<Diagnostic>>) -> Config {
+        Config { docs, broken }
     }
 
     /// One document for every plugin (the file store).
     pub fn shared(doc: Doc) -> Config {
         let doc = Arc::new(doc);
-        Config { docs: PluginKind::ALL.into_iter().map(|p| (p, doc.clone())).collect() }
+        Config::new(PluginKind::ALL.into_iter().map(|p| (p, doc.clone())).collect())
+    }
+
+    /// Why `plugin`'s document could not be used in this read, if it could not.
+    pub fn broken(&self, plugin: PluginKind) -> Option<&[Diagnostic]> {
+        self.broken.get(&plugin).map(Vec::as_slice)
+    }
+
+    /// Every broken plugin's diagnostics, in plugin order.
+    pub fn errors(&self) -> Vec<Diagnostic> {
+        self.broken.values().flatten().cloned().collect()
+    }
+
+    /// This read, with `last`'s document kept for every plugin whose document is broken now
+    /// (the last good configuration stays in use for that plugin only).
+    pub fn over(mut self, last: &Config) -> Config {
+        for plugin in self.broken.keys() {
+            match last.docs.get(plugin) {
+                Some(doc) => self.docs.insert(*plugin, doc.clone()),
+                None => self.docs.remove(plugin),
+            };
+        }
+        self
     }
 
     pub fn doc(&self, plugin: PluginKind) -> Option<&Arc<Doc>> {
