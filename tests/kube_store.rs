@@ -510,3 +510,170 @@ async fn two_replicas_share_the_configmaps_and_a_kubectl_edit_reaches_both() {
     let externals = team["revisions"].as_array().unwrap().iter().filter(|r| r["actor"] == "external").count();
     assert_eq!(externals, 1, "{team}");
 }
+
+/// `n` models named `{prefix}/m{i}`.
+fn named_models(prefix: &str, n: usize) -> String {
+    let mut s = String::from("source: Test\nmodels:\n");
+    for i in 0..n {
+        s.push_str(&format!("  - name: {prefix}/m{i}\n    provider: Tester\n    license: apache-2.0\n"));
+    }
+    s
+}
+
+const TEAM: &str = "{ source(plugin: \"models\", id: \"team\") { revision content status { state entityCount lastRefreshSummary } } entities(plugin: \"models\", sourceId: \"team\", first: 500) { nodes { name } } }";
+
+/// What a replica serves for `team`: (revision, state, entity count, summary, sorted names).
+async fn team_view(server: &Server) -> (Value, Value, Value, Value, Vec<String>) {
+    let d = server.ok(TEAM, json!({})).await;
+    let mut names: Vec<String> =
+        d["entities"]["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    let s = &d["source"];
+    (
+        s["revision"].clone(),
+        s["status"]["state"].clone(),
+        s["status"]["entityCount"].clone(),
+        s["status"]["lastRefreshSummary"].clone(),
+        names,
+    )
+}
+
+/// Waits until every replica serves the same `team` view (at most `within`), and returns it.
+async fn agreed(replicas: &[Server], within: Duration) -> (Value, Value, Value, Value, Vec<String>) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut views = Vec::new();
+        for r in replicas {
+            views.push(team_view(r).await);
+        }
+        if views.windows(2).all(|w| w[0] == w[1]) {
+            return views.swap_remove(0);
+        }
+        assert!(Instant::now() < deadline, "replicas disagree after {within:?}: {views:#?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Issue 27's scenario, deterministic: three replicas, the kubernetes store, one PostgreSQL.
+/// Sequential applies, then a race of 20 applies with one expectedRevision over two replicas
+/// (each replacing every entity name, without a refresh), then an outside edit of the ConfigMap
+/// replacing every name again. Each change is decided once (by the replica that runs its
+/// refresh) and every replica ends in that state within a second: the race winner recorded
+/// and not loaded anywhere; the outside edit refused by the removal guard everywhere (the last
+/// good entities kept, the status says so), and once confirmed, loaded everywhere. (Before:
+/// after the outside edit the replicas disagreed, as in the issue's 30, 30 and 23 entities.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_decide_each_change_once_and_agree() {
+    if !common::backends().contains(&Backend::Postgres) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED three_replicas_decide_each_change_once: needs PostgreSQL");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let kubeconfig = kube.kubeconfig(tmp.path(), NS);
+    let seed = write_seed(&tmp.path().join("seed"));
+    std::fs::write(tmp.path().join("seed/team.yaml"), named_models("seed", 4)).unwrap();
+    let db = database_url(Backend::Postgres, tmp.path()).await;
+    let seed_arg = seed.display().to_string();
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c"] {
+        let data = tmp.path().join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let args = [
+            "--store",
+            "kubernetes",
+            "--namespace",
+            NS,
+            "--seed",
+            &seed_arg,
+            "--replica-id",
+            name,
+            "--watch-interval",
+            "30",
+            "--rate-limit",
+            "0",
+        ];
+        replicas.push(Server::start_with_env(&data, None, &db, true, &args, &env).await);
+    }
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let apply = |n: usize, prefix: &str, options: Value| json!({"plugin": "models", "input": {"id": "team", "content": named_models(prefix, n)}, "options": options});
+
+    // 20 sequential applies on A: 4 → 23 entities.
+    for n in 4..24 {
+        a.ok(APPLY, apply(n, "seed", json!({"refreshAfterApply": true}))).await;
+    }
+    let view = agreed(&replicas, Duration::from_secs(1)).await;
+    assert_eq!(view.2, 23, "{view:?}");
+    let revision = view.0.as_i64().unwrap();
+
+    // 20 concurrent applies with one expectedRevision over A and B, each replacing every name.
+    let race: Vec<_> = (0..20)
+        .map(|k| {
+            let server = if k % 2 == 0 { a } else { b };
+            let vars = apply(30, &format!("race{k}"), json!({"expectedRevision": revision, "confirmRemovals": true}));
+            async move { (k, server.gql(APPLY, vars).await) }
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (k, body) in futures_util::future::join_all(race).await {
+        match error_code(&body).as_deref() {
+            None => winners.push(k),
+            Some("CONFLICT") => {}
+            other => panic!("race apply {k}: {other:?} {body:#}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one wins: {winners:?}");
+    // Applied without a refresh: recorded everywhere, loaded nowhere yet, the same on every
+    // replica (before, some replicas loaded it on their own and the others never did).
+    let view = agreed(&replicas, Duration::from_secs(1)).await;
+    assert_eq!((view.0.as_i64(), view.2.as_i64()), (Some(revision + 1), Some(23)), "{view:?}");
+    let expected = view.4.clone();
+    assert!(expected.iter().all(|n| n.starts_with("seed/")), "{view:?}");
+
+    // An outside edit (as `kubectl edit` would) replacing every name: the removal guard refuses
+    // it on the replica that runs its refresh, and every replica follows that decision.
+    let mut data = data_of(&kube, MODELS_CM);
+    data.insert("team-models.yaml".into(), named_models("outside", 41));
+    kube.put_configmap(NS, MODELS_CM, data);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while team_view(a).await.0.as_i64() == Some(revision + 1) {
+        assert!(Instant::now() < deadline, "the outside edit was never recorded");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Give the refresh of the outside edit time to be decided, then all must agree within 1 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = team_view(a).await;
+        if v.3.as_str().is_some_and(|s| s.contains("confirmRemovals") || s.contains("Loaded"))
+            && v.0 != json!(revision + 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the outside edit's refresh never finished: {v:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let view = agreed(&replicas, Duration::from_secs(1)).await;
+    assert_eq!(view.4, expected, "the refused edit keeps the last good entities everywhere: {view:?}");
+    assert_eq!(view.0.as_i64(), Some(revision + 2), "{view:?}");
+    assert_eq!(view.1, "ERROR", "{view:?}");
+    assert!(view.3.as_str().unwrap().contains("confirmRemovals"), "the status says how to confirm: {view:?}");
+    for r in &replicas {
+        let content = r.ok(TEAM, json!({})).await["source"]["content"].clone();
+        assert_eq!(content, named_models("outside", 41), "every replica shows the recorded content");
+    }
+
+    // Confirmed on C: loaded everywhere.
+    let c = &replicas[2];
+    let out = c
+        .ok(
+            "mutation { refreshSource(plugin: \"models\", id: \"team\", wait: true, confirmRemovals: true) { phase } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(out["refreshSource"]["phase"], "SUCCEEDED", "{out}");
+    let view = agreed(&replicas, Duration::from_secs(1)).await;
+    assert_eq!(view.2, 41, "{view:?}");
+    assert!(view.4.iter().all(|n| n.starts_with("outside/")), "{view:?}");
+}
