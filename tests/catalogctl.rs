@@ -1,7 +1,7 @@
 //! catalogctl run as a process against the real server: every command, every exit code, JSON
 //! output parsed, progress lines in non-TTY mode.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

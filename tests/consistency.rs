@@ -1,7 +1,7 @@
 //! Issue 8, item 5: concurrent applies never leave stale entities behind, and a partial apply
 //! merges with the file as it is on disk, not with a cached copy.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -4,7 +4,7 @@
 //! Each test reads what the page showed from the script's JSON lines and checks the server side
 //! over the API. Screenshots of every state go to `target/screenshots/console/`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

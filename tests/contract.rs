@@ -1,7 +1,7 @@
 //! The checked-in SDL matches the code, and every UI operation in `ui-contract/` validates and
 //! runs against a real server.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -4,7 +4,7 @@
 //! that, once cut, holds every connection open and forwards nothing (the worst case: no
 //! "connection refused", just silence).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

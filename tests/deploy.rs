@@ -6,7 +6,7 @@
 //! a missing `--auth`, or a Secret/PVC that nothing defines, none of which a YAML linter sees.
 //! Docker cannot run here, so the image itself is checked by reading the Dockerfile.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde::Deserialize;

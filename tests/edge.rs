@@ -1,7 +1,7 @@
 //! Safe at the edge: GraphQL-over-HTTP conformance (graphql-http's audit), CSRF and origins,
 //! limits, roles and tokens, trusted documents and persisted queries, metrics and audit.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! client and kube-runtime's watcher: if the fake drifts from what they expect, the ConfigMap
 //! store and `--auth kubernetes` tests would test nothing.
 
-mod common;
+use crate::common;
 
 use common::fake_kube::FakeKube;
 use futures_util::StreamExt;

@@ -5,7 +5,7 @@
 //! document share one stream (the fan-out hub): each still gets its own id, a different
 //! selection its own payload, and `complete` stops only the subscriber that sent it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::SinkExt;

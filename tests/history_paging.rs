@@ -3,7 +3,7 @@
 //! in order, cursors that survive new writes, a page cap that is refused out loud, and
 //! malformed cursors refused with VALIDATION_FAILED.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -4,7 +4,7 @@
 //! addresses are spread over 127.0.0.0/8 (every one of them is loopback on Linux) where a test
 //! needs many.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

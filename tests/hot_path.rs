@@ -3,7 +3,7 @@
 //! `operationName`, variables in the key, answers per caller, mutations never over GET, the
 //! metrics label of the operation.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::header::HeaderMap;

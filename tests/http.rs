@@ -1,6 +1,6 @@
 //! HTTP behaviour: GraphiQL, content types, GET rules, error codes, probes.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

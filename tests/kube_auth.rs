@@ -2,7 +2,7 @@
 //! through KUBECONFIG (as in a cluster), SQLite, the default file store (auth and store are
 //! independent). Tokens are checked with TokenReview, roles with SubjectAccessReview.
 
-mod common;
+use crate::common;
 
 use common::fake_kube::FakeKube;
 use common::*;

@@ -2,7 +2,7 @@
 //! (tests/common/fake_kube.rs), reached through a kubeconfig as in a cluster. On PostgreSQL
 //! when it is configured, else SQLite.
 
-mod common;
+use crate::common;
 
 use common::fake_kube::FakeKube;
 use common::{APPLY, Backend, Server, database_url, error_code, models_yaml};

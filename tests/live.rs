@@ -1,7 +1,7 @@
 //! Live refresh: async jobs, progress and change events over WebSocket and SSE (with the real
 //! npm clients graphql-ws and graphql-sse, and a Rust client), the cache, external edits.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

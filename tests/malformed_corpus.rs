@@ -19,7 +19,7 @@
 //! Cases that send traffic to addresses other than loopback are never run for real: url cases
 //! for link-local and private addresses use `dryRun`, which validates without fetching.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};

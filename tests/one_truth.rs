@@ -3,7 +3,7 @@
 //! exactly that content instead of fetching or deciding again; a url source's last good
 //! content survives a restart with its host down.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@
 //! another origin aborted: GraphiQL renders, runs the `sources` query, receives a subscription
 //! event, reports no CSP violation, and with `--auth static` sends the token field.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! cursors that stay put across refreshes, the refresh diff (unchanged vs updated), and paging
 //! with and without a search across sources.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};
@@ -271,7 +271,10 @@ async fn the_watcher_never_races_the_import_of_first_revisions() {
         sources.push_str("mcp_catalogs: []\n");
         std::fs::write(dir.path().join("sources.yaml"), sources).unwrap();
         let db = database_url(Backend::Sqlite, dir.path()).await;
-        let server = Server::start_with(dir.path(), None, &db, true, &["--watch-interval", "0.01"]).await;
+        // A generous database timeout: the suite runs beside other tests, and what is checked
+        // here is which revisions exist, not how fast they are read.
+        let server =
+            Server::start_with(dir.path(), None, &db, true, &["--watch-interval", "0.01", "--db-timeout", "30"]).await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let v = server.ok("{ sources { id revisions(limit: 10) { revision action actor } } }", json!({})).await;
         let all = v["sources"].as_array().unwrap();

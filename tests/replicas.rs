@@ -7,7 +7,7 @@
 //! feed (a PostgreSQL restart or a silent network cut, by a TCP proxy) catches up after
 //! reconnecting.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

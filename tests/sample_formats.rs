@@ -4,7 +4,7 @@
 //! both dialects. These run in every clone; the upstream files add real-world coverage when
 //! `../shared` is present.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! The save → refresh → see loop, end to end against the real server, on SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! (the standard introspection query over HTTP), so it checks what GraphiQL and codegen see,
 //! not what the Rust source looks like.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
 //! Secrets never leave the server; entity-level problems give PARTIALLY_AVAILABLE.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

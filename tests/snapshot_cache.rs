@@ -3,7 +3,7 @@
 //! (a changed catalog, a changed filter, a damaged file), `--snapshot-cache off` touches nothing,
 //! and the directory is no source's catalog location.
 
-mod common;
+use crate::common;
 
 use common::{APPLY, Backend, Server, database_url};
 use serde_json::{Value, json};

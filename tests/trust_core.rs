@@ -3,7 +3,7 @@
 //! internal addresses (after DNS and on redirects), and deep YAML is refused before parsing.
 //! Every refusal changes nothing: files and revision counts are compared before and after.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

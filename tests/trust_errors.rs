@@ -2,7 +2,7 @@
 //! NOT_FOUND) naming the argument and what is allowed, and changes nothing; INTERNAL is only
 //! for our faults and never shows server paths.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

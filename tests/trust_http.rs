@@ -3,7 +3,7 @@
 //! counts list sizes and `content`, codes on async-graphql's own errors, GraphQL-shaped error
 //! bodies with request ids, and bounded metric labels. Every test talks to the real binary.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

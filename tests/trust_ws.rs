@@ -2,7 +2,7 @@
 //! 4429), the message size limit (1009, and the server stays healthy), protocol negotiation,
 //! and connection slots that only authenticated sockets hold.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};

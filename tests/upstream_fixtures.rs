@@ -2,7 +2,7 @@
 //! states, and writing back keeps what we don't own byte-for-byte. Without the fixtures each test
 //! prints `SKIPPED <name>` and returns; `sample_formats.rs` covers the same formats on our own data.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

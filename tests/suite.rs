@@ -1,0 +1,39 @@
+//! Every integration test in one binary (one link instead of one per file: most of CI's time
+//! was compiling and linking 30 test binaries that each carry the library, sqlx, kube and
+//! axum). Each file below is a module; `tests/common` is shared. Run one file's tests with
+//! `cargo test --test suite <file>::`, e.g. `cargo test --test suite kube_store::`.
+
+mod common;
+
+mod catalogctl;
+mod consistency;
+mod console;
+mod contract;
+mod db_outage;
+mod deploy;
+mod edge;
+mod fake_kube;
+mod fanout;
+mod history_paging;
+mod hostile_peers;
+mod hot_path;
+mod http;
+mod kube_auth;
+mod kube_store;
+mod live;
+mod malformed_corpus;
+mod one_truth;
+mod pages;
+mod perf_paths;
+mod properties;
+mod replicas;
+mod sample_formats;
+mod save_loop;
+mod schema_docs;
+mod secrets_and_partial;
+mod snapshot_cache;
+mod trust_core;
+mod trust_errors;
+mod trust_http;
+mod trust_ws;
+mod upstream_fixtures;
