@@ -439,6 +439,35 @@ async fn import_copies_a_sources_file_into_the_configmaps_and_refuses_what_canno
     assert_eq!(rv_of(&kube, MODELS_CM), rv);
 }
 
+/// Replicas of `--store kubernetes` (one per name) on one PostgreSQL and `kube`, seeded from
+/// `seed`, each with its own data directory under `tmp`.
+async fn kube_replicas(kube: &FakeKube, tmp: &Path, seed: &Path, names: &[&str], extra: &[&str]) -> Vec<Server> {
+    let kubeconfig = kube.kubeconfig(tmp, NS);
+    let db = database_url(Backend::Postgres, tmp).await;
+    let seed_arg = seed.display().to_string();
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let mut replicas = Vec::new();
+    for name in names {
+        let data = tmp.join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let mut args = vec![
+            "--store",
+            "kubernetes",
+            "--namespace",
+            NS,
+            "--seed",
+            &seed_arg,
+            "--replica-id",
+            name,
+            "--watch-interval",
+            "30",
+        ];
+        args.extend_from_slice(extra);
+        replicas.push(Server::start_with_env(&data, None, &db, true, &args, &env).await);
+    }
+    replicas
+}
+
 /// Two replicas of `--store kubernetes` on one PostgreSQL and one API server: an apply on A is
 /// read on B with A's consistency token, and a `kubectl edit` reaches both, recorded once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,29 +480,8 @@ async fn two_replicas_share_the_configmaps_and_a_kubectl_edit_reaches_both() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let kube = FakeKube::start().await;
-    let kubeconfig = kube.kubeconfig(tmp.path(), NS);
     let seed = write_seed(&tmp.path().join("seed"));
-    let db = database_url(Backend::Postgres, tmp.path()).await;
-    let seed_arg = seed.display().to_string();
-    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        let data = tmp.path().join(name);
-        std::fs::create_dir_all(&data).unwrap();
-        let args = [
-            "--store",
-            "kubernetes",
-            "--namespace",
-            NS,
-            "--seed",
-            seed_arg.as_str(),
-            "--replica-id",
-            name,
-            "--watch-interval",
-            "30",
-        ];
-        replicas.push(Server::start_with_env(&data, None, &db, true, &args, &env).await);
-    }
+    let replicas = kube_replicas(&kube, tmp.path(), &seed, &["a", "b"], &[]).await;
     let (a, b) = (&replicas[0], &replicas[1]);
     let resp = a
         .client
@@ -571,32 +579,9 @@ async fn three_replicas_decide_each_change_once_and_agree() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let kube = FakeKube::start().await;
-    let kubeconfig = kube.kubeconfig(tmp.path(), NS);
     let seed = write_seed(&tmp.path().join("seed"));
     std::fs::write(tmp.path().join("seed/team.yaml"), named_models("seed", 4)).unwrap();
-    let db = database_url(Backend::Postgres, tmp.path()).await;
-    let seed_arg = seed.display().to_string();
-    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
-    let mut replicas = Vec::new();
-    for name in ["a", "b", "c"] {
-        let data = tmp.path().join(name);
-        std::fs::create_dir_all(&data).unwrap();
-        let args = [
-            "--store",
-            "kubernetes",
-            "--namespace",
-            NS,
-            "--seed",
-            &seed_arg,
-            "--replica-id",
-            name,
-            "--watch-interval",
-            "30",
-            "--rate-limit",
-            "0",
-        ];
-        replicas.push(Server::start_with_env(&data, None, &db, true, &args, &env).await);
-    }
+    let replicas = kube_replicas(&kube, tmp.path(), &seed, &["a", "b", "c"], &["--rate-limit", "0"]).await;
     let (a, b) = (&replicas[0], &replicas[1]);
     let apply = |n: usize, prefix: &str, options: Value| json!({"plugin": "models", "input": {"id": "team", "content": named_models(prefix, n)}, "options": options});
 
