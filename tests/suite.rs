@@ -6,6 +6,7 @@
 mod common;
 
 mod catalogctl;
+mod chaos;
 mod consistency;
 mod console;
 mod contract;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod tcp_cut;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
