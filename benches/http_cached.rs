@@ -17,6 +17,10 @@
 //! each round also load-tests graphql-yoga with its response cache (`benches/yoga/server.mjs`,
 //! pinned to core 0 as well) serving the same data, checked to answer the same bytes, and
 //! prints catalog-bff ÷ graphql-yoga.
+//!
+//! Each round also load-tests the same server with its response cache off (`--cache-ttl 0`,
+//! on its own copy of the example) and prints uncached ÷ cached: what a cache miss costs now
+//! that reads come from the in-memory read model.
 
 use std::io::Write;
 use std::path::Path;
@@ -146,6 +150,23 @@ async fn run() {
     );
     let base = format!("http://127.0.0.1:{port}");
     wait_up(&http, &format!("{base}/readyz")).await;
+    // The same server with the response cache off (`--cache-ttl 0`), on its own copy of the
+    // example: every request executes the query against the in-memory read model.
+    let uncached_dir = tempfile::tempdir().expect("tempdir");
+    let uncached_port = free_port();
+    let log = std::fs::File::create(dir.path().join("uncached.log")).expect("log file");
+    let _uncached = Stopped(
+        pinned(Path::new(&bin))
+            .args(["serve", "--listen", &format!("127.0.0.1:{uncached_port}"), "--rate-limit", "0", "--cache-ttl", "0"])
+            .arg("--data-dir")
+            .arg(uncached_dir.path())
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the uncached server"),
+    );
+    let uncached_base = format!("http://127.0.0.1:{uncached_port}");
+    wait_up(&http, &format!("{uncached_base}/readyz")).await;
     let body = serde_json::json!({ "query": QUERY }).to_string();
     let bytes = post(&http, &base, &body).await;
     assert!(bytes.starts_with(b"{\"data\""), "{}", String::from_utf8_lossy(&bytes));
@@ -208,6 +229,8 @@ async fn run() {
     // (this VM's speed drifts by a quarter between runs); the figure is the median round.
     let _ = wrk(&format!("{base}/graphql"), &script, 2, connections);
     let _ = wrk(&format!("{bare_base}/graphql"), &script, 2, connections);
+    let _ = wrk(&format!("{uncached_base}/graphql"), &script, 2, connections);
+    let mut uncached_over_cached = Vec::new();
     if yoga.is_some() {
         let _ = wrk(&format!("{yoga_base}/graphql"), &script, 2, connections);
     }
@@ -225,6 +248,13 @@ async fn run() {
         println!("{:<28} {:>10.0} {:>9.2} {:>9.2}", "  catalog-bff (cache hit)", ours.rps, ours.p50_ms, ours.p99_ms);
         println!("  ratio {:.2}", ours.rps / theirs.rps);
         rounds_seen.push(ours.rps / theirs.rps);
+        let uncached = wrk(&format!("{uncached_base}/graphql"), &script, secs, connections);
+        println!(
+            "{:<28} {:>10.0} {:>9.2} {:>9.2}",
+            "  catalog-bff --cache-ttl 0", uncached.rps, uncached.p50_ms, uncached.p99_ms
+        );
+        println!("  uncached / cached {:.2}", uncached.rps / ours.rps);
+        uncached_over_cached.push(uncached.rps / ours.rps);
         if yoga.is_some() {
             let yoga = wrk(&format!("{yoga_base}/graphql"), &script, secs, connections);
             println!(
@@ -240,6 +270,14 @@ async fn run() {
     let listed: Vec<String> = rounds_seen.iter().map(|r| format!("{r:.2}")).collect();
     println!(
         "ratio catalog-bff / bare axum: {median:.2}, the median of {rounds} rounds (sorted: {}) (goal >= 0.6)",
+        listed.join(", ")
+    );
+
+    uncached_over_cached.sort_by(f64::total_cmp);
+    let listed: Vec<String> = uncached_over_cached.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "ratio uncached (--cache-ttl 0) / cached: {:.2}, the median of {rounds} rounds (sorted: {}) (goal >= 0.5)",
+        uncached_over_cached[uncached_over_cached.len() / 2],
         listed.join(", ")
     );
 

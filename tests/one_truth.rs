@@ -296,3 +296,70 @@ async fn a_replica_that_lost_its_lease_discards_its_late_result() {
     assert_eq!(j["refreshJob"]["phase"], "FAILED", "{j}");
     assert!(a.log_text().contains("lease") || a.log_text().contains("discarded"), "{}", a.log_text());
 }
+
+/// A feed row that commits late (its writer held the feed lock for 1.5 s, as a slow
+/// transaction would) is applied, not skipped: ids are assigned under that lock, so an apply
+/// on A meanwhile waits and gets the next id, and B applies both in order. (Before, ids came
+/// from a sequence and a reader skipped a hole after 1 s: the late row was lost for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_row_that_commits_late_is_applied_not_skipped() {
+    if skip("a_feed_row_that_commits_late_is_applied_not_skipped") {
+        return;
+    }
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(1)).await;
+    write_sources(dir.path(), &host);
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let a = replica(dir.path(), &db, "replica-a").await;
+    let b = replica(dir.path(), &db, "replica-b").await;
+
+    // Someone edits local.yaml on disk (no watcher runs: --watch-interval 0); the late feed row
+    // announces it, so only a replica that applies that row notices.
+    std::fs::write(dir.path().join("local.yaml"), models_yaml(7)).unwrap();
+    let mut conn = sqlx::postgres::PgConnection::connect(&db).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('catalog-bff:feed'))").execute(&mut *tx).await.unwrap();
+    let late: i64 = sqlx::query_scalar(
+        "INSERT INTO catalog_changes (id, change_key, kind, plugin, source_id, revision, job_id, origin, created_at)
+         SELECT COALESCE(MAX(id), 0) + 1, 'test-late-row', 'APPLIED', 'models', 'local', NULL, NULL, 'test', now()
+         FROM catalog_changes RETURNING id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    // An apply on A while the late row is uncommitted.
+    let base = a.base.clone();
+    let client = a.client.clone();
+    let apply = tokio::spawn(async move {
+        let vars = json!({"plugin": "models", "input": {"id": "other", "name": "Other", "type": "yaml", "content": models_yaml(3)}});
+        let resp = client
+            .post(format!("{base}/graphql"))
+            .json(&json!({"query": APPLY, "variables": vars}))
+            .send()
+            .await
+            .unwrap();
+        let generation: i64 = resp.headers()["x-catalog-generation"].to_str().unwrap().parse().unwrap();
+        let body: Value = resp.json().await.unwrap();
+        assert!(body.get("errors").is_none(), "{body:#}");
+        generation
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!apply.is_finished(), "A's change was recorded while an earlier id was still uncommitted");
+    tx.commit().await.unwrap();
+    let generation = apply.await.unwrap();
+    assert!(generation > late, "A's change got id {generation}, not after the late row's {late}");
+
+    // B applies the late row (re-reads, finds the outside edit, records and loads it) and A's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = b
+            .ok("{ source(plugin: \"models\", id: \"local\") { status { entityCount } } other: source(plugin: \"models\", id: \"other\") { revision } }", json!({}))
+            .await;
+        if d["source"]["status"]["entityCount"] == 7 && d["other"]["revision"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never applied the late row: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
