@@ -181,12 +181,7 @@ async fn view(server: &Server) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_agree_after_kills_database_cuts_and_api_faults() {
-    if !backends().contains(&Backend::Postgres) {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED replicas_agree_after_kills_database_cuts_and_api_faults: needs PostgreSQL"
-        );
+    if skip_without_postgres("replicas_agree_after_kills_database_cuts_and_api_faults") {
         return;
     }
     let seed: u64 = std::env::var("CATALOG_BFF_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {

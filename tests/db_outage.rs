@@ -14,12 +14,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_fails_fast_with_unavailable_and_recovers() {
-    if !backends().contains(&Backend::Postgres) {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED postgres_outage_fails_fast_with_unavailable_and_recovers: needs PostgreSQL (run .ci/run)"
-        );
+    if skip_without_postgres("postgres_outage_fails_fast_with_unavailable_and_recovers") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -472,10 +472,7 @@ async fn kube_replicas(kube: &FakeKube, tmp: &Path, seed: &Path, names: &[&str],
 /// read on B with A's consistency token, and a `kubectl edit` reaches both, recorded once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_configmaps_and_a_kubectl_edit_reaches_both() {
-    if !common::backends().contains(&Backend::Postgres) {
-        use std::io::Write;
-        let _ =
-            writeln!(std::io::stderr(), "SKIPPED two_replicas_share_the_configmaps: needs PostgreSQL (run .ci/run)");
+    if common::skip_without_postgres("two_replicas_share_the_configmaps_and_a_kubectl_edit_reaches_both") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -572,9 +569,7 @@ async fn agreed(replicas: &[Server], within: Duration) -> (Value, Value, Value, 
 /// after the outside edit the replicas disagreed, as in the 30, 30 and 23 entities.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_decide_each_change_once_and_agree() {
-    if !common::backends().contains(&Backend::Postgres) {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED three_replicas_decide_each_change_once: needs PostgreSQL");
+    if common::skip_without_postgres("three_replicas_decide_each_change_once_and_agree") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

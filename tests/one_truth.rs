@@ -10,15 +10,6 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn skip(test: &str) -> bool {
-    if backends().contains(&Backend::Postgres) {
-        return false;
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs PostgreSQL (run .ci/run)");
-    true
-}
-
 /// A sources dir with a yaml source `local` and a url source `remote` behind `host`.
 fn write_sources(dir: &Path, host: &CatalogHost) {
     let sources = format!(
@@ -67,7 +58,7 @@ async fn eventually<F: Fn(&(String, u64, Vec<String>)) -> bool>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_source_fetched_on_one_replica_is_served_by_every_replica_after_one_fetch() {
-    if skip("a_url_source_fetched_on_one_replica_is_served_by_every_replica_after_one_fetch") {
+    if skip_without_postgres("a_url_source_fetched_on_one_replica_is_served_by_every_replica_after_one_fetch") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -228,7 +219,7 @@ async fn min_generation_is_honoured_on_get_sse_and_websocket() {
 /// never serves or records its stale content; it follows what was decided meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_lost_its_lease_discards_its_late_result() {
-    if skip("a_replica_that_lost_its_lease_discards_its_late_result") {
+    if skip_without_postgres("a_replica_that_lost_its_lease_discards_its_late_result") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -303,7 +294,7 @@ async fn a_replica_that_lost_its_lease_discards_its_late_result() {
 /// from a sequence and a reader skipped a hole after 1 s: the late row was lost for good.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_row_that_commits_late_is_applied_not_skipped() {
-    if skip("a_feed_row_that_commits_late_is_applied_not_skipped") {
+    if skip_without_postgres("a_feed_row_that_commits_late_is_applied_not_skipped") {
         return;
     }
     use sqlx::Connection;

@@ -23,15 +23,6 @@ const PROGRESS: &str = "subscription($id: ID!) { refreshProgress(jobId: $id) { i
 const JOB: &str = "query($id: ID!) { refreshJob(id: $id) { id phase error completed } }";
 const LABELS: &str = "query($id: ID!) { source(plugin: \"models\", id: $id) { labels revision } }";
 
-fn skip(test: &str) -> bool {
-    if backends().contains(&Backend::Postgres) {
-        return false;
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs PostgreSQL (run .ci/run)");
-    true
-}
-
 /// A sources dir with a yaml source `local` and a url source `slow` behind `host`.
 fn write_sources(dir: &Path, host: &CatalogHost) {
     let sources = format!(
@@ -83,7 +74,7 @@ async fn next_event(ws: &mut WsClient, kind: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_on_a_is_read_on_b_with_its_token_and_reaches_subscribers_on_b_and_c() {
-    if skip("an_apply_on_a_is_read_on_b_with_its_token_and_reaches_subscribers_on_b_and_c") {
+    if skip_without_postgres("an_apply_on_a_is_read_on_b_with_its_token_and_reaches_subscribers_on_b_and_c") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -147,7 +138,7 @@ async fn an_apply_on_a_is_read_on_b_with_its_token_and_reaches_subscribers_on_b_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_on_a_is_followed_from_c_to_its_end_and_shared_by_b() {
-    if skip("a_job_on_a_is_followed_from_c_to_its_end_and_shared_by_b") {
+    if skip_without_postgres("a_job_on_a_is_followed_from_c_to_its_end_and_shared_by_b") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -208,7 +199,7 @@ async fn a_job_on_a_is_followed_from_c_to_its_end_and_shared_by_b() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replicas_job_is_failed_by_another_after_its_lease() {
-    if skip("a_killed_replicas_job_is_failed_by_another_after_its_lease") {
+    if skip_without_postgres("a_killed_replicas_job_is_failed_by_another_after_its_lease") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -263,7 +254,7 @@ async fn a_killed_replicas_job_is_failed_by_another_after_its_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_applies_on_two_replicas_with_one_expected_revision_have_one_winner() {
-    if skip("concurrent_applies_on_two_replicas_with_one_expected_revision_have_one_winner") {
+    if skip_without_postgres("concurrent_applies_on_two_replicas_with_one_expected_revision_have_one_winner") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -410,7 +401,7 @@ async fn wait_ready_again(b: &Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_while_a_replica_lost_its_feed_reaches_it_after_reconnecting() {
-    if skip("a_change_made_while_a_replica_lost_its_feed_reaches_it_after_reconnecting") {
+    if skip_without_postgres("a_change_made_while_a_replica_lost_its_feed_reaches_it_after_reconnecting") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -449,7 +440,7 @@ async fn a_change_made_while_a_replica_lost_its_feed_reaches_it_after_reconnecti
 /// the sources that job refreshed before B was listening.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_joins_a_running_initial_job_serves_every_source() {
-    if skip("a_replica_that_joins_a_running_initial_job_serves_every_source") {
+    if skip_without_postgres("a_replica_that_joins_a_running_initial_job_serves_every_source") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -482,7 +473,7 @@ async fn a_replica_that_joins_a_running_initial_job_serves_every_source() {
 /// previous process left at once, instead of renewing their leases forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restarted_under_its_id_fails_its_previous_jobs_at_start() {
-    if skip("a_replica_restarted_under_its_id_fails_its_previous_jobs_at_start") {
+    if skip_without_postgres("a_replica_restarted_under_its_id_fails_its_previous_jobs_at_start") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -514,7 +505,7 @@ async fn a_replica_restarted_under_its_id_fails_its_previous_jobs_at_start() {
 /// re-reads hold the cluster locks) and every replica serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_edit_is_recorded_once_and_served_by_every_replica() {
-    if skip("an_external_edit_is_recorded_once_and_served_by_every_replica") {
+    if skip_without_postgres("an_external_edit_is_recorded_once_and_served_by_every_replica") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -388,41 +388,28 @@ impl Db {
 
     /// Whether a content is kept (so a large one is not sent again).
     pub async fn has_content(&self, sha256: &str) -> Result<bool, DbError> {
-        use sea_orm::ConnectionTrait;
-        let sql = if self.backend == "postgres" {
-            "SELECT 1 FROM catalog_contents WHERE sha256 = $1"
-        } else {
-            "SELECT 1 FROM catalog_contents WHERE sha256 = ?"
-        };
-        let found = self
-            .timed(self.conn.query_one_raw(sea_orm::Statement::from_sql_and_values(
-                self.conn.get_database_backend(),
-                sql,
-                [sha256.into()],
-            )))
-            .await?;
-        Ok(found.is_some())
+        Ok(self.content_row("1", sha256).await?.is_some())
     }
 
     /// A kept content by its hash.
     pub async fn content(&self, sha256: &str) -> Result<Option<String>, DbError> {
-        use sea_orm::ConnectionTrait;
-        let sql = if self.backend == "postgres" {
-            "SELECT body FROM catalog_contents WHERE sha256 = $1"
-        } else {
-            "SELECT body FROM catalog_contents WHERE sha256 = ?"
-        };
-        let row = self
-            .timed(self.conn.query_one_raw(sea_orm::Statement::from_sql_and_values(
-                self.conn.get_database_backend(),
-                sql,
-                [sha256.into()],
-            )))
-            .await?;
-        match row {
+        match self.content_row("body", sha256).await? {
             Some(r) => Ok(Some(r.try_get::<String>("", "body").map_err(DbError::Db)?)),
             None => Ok(None),
         }
+    }
+
+    /// `SELECT {column}` of the kept content with this hash.
+    async fn content_row(&self, column: &str, sha256: &str) -> Result<Option<sea_orm::QueryResult>, DbError> {
+        use sea_orm::ConnectionTrait;
+        let param = if self.backend == "postgres" { "$1" } else { "?" };
+        let sql = format!("SELECT {column} FROM catalog_contents WHERE sha256 = {param}");
+        self.timed(self.conn.query_one_raw(sea_orm::Statement::from_sql_and_values(
+            self.conn.get_database_backend(),
+            sql,
+            [sha256.into()],
+        )))
+        .await
     }
 
     /// Drops the contents no source serves now or served just before.

@@ -43,6 +43,17 @@ pub fn backends() -> Vec<Backend> {
     out
 }
 
+/// Whether a test that needs PostgreSQL must skip (none configured): says so on stderr as
+/// `SKIPPED <test>` and answers true. `.ci/run` configures one and requires it.
+pub fn skip_without_postgres(test: &str) -> bool {
+    if backends().contains(&Backend::Postgres) {
+        return false;
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs PostgreSQL (run .ci/run)");
+    true
+}
+
 /// Upstream fixtures: `CATALOG_BFF_FIXTURES`, else `../shared/fixtures/upstream` beside the repo.
 /// `None` (with a loud note on stderr naming the test) when they are not there: the tests on
 /// upstream files are then skipped, and `tests/sample_formats.rs` covers the same formats with
