@@ -146,3 +146,67 @@ async fn an_exempt_callers_cached_answer_never_reaches_a_restricted_caller() {
     let (status, _, _) = post(&server, None, &body).await;
     assert_eq!(status, 401);
 }
+
+/// A change to one plugin keeps the answers that read only the other plugin cached (keyed by
+/// that plugin's generation), while everything that reads the changed plugin, or everything,
+/// is computed again; a plugin named by a variable counts as named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_one_plugin_keeps_the_other_plugins_answers_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = Server::start_with(dir.path(), None, &db, true, &["--rate-limit", "0"]).await;
+    let scoped = "query Scoped($p: String!) { sources(plugin: $p) { id labels revision status { entityCount } } }";
+    let models = json!({"query": scoped, "variables": {"p": "models"}}).to_string();
+    let mcp = json!({"query": scoped, "variables": {"p": "mcp"}}).to_string();
+    let entities = json!({"query": "{ entities(plugin: \"models\", first: 2) { totalCount } }"}).to_string();
+    let all = json!({"query": "{ sources { plugin id labels } }"}).to_string();
+    let prime = |body: String| {
+        let server = &server;
+        async move {
+            let (_, _, first) = post(server, None, &body).await;
+            let (_, h, again) = post(server, None, &body).await;
+            assert_eq!(x_cache(&h), "hit", "{body}");
+            assert_eq!(first, again);
+            first
+        }
+    };
+    let models_before = prime(models.clone()).await;
+    let entities_before = prime(entities.clone()).await;
+    prime(mcp.clone()).await;
+    prime(all.clone()).await;
+
+    // A change to `mcp`, its plugin named by a variable, and the refresh it starts.
+    let write = json!({
+        "query": "mutation W($p: String!, $l: [String!]) { applySource(plugin: $p, input: {id: \"platform_mcp\", labels: $l}) { revision } }",
+        "variables": {"p": "mcp", "l": ["scoped"]},
+    })
+    .to_string();
+    let (status, _, v) = post(&server, None, &write).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["data"]["applySource"]["revision"].is_number(), "{v}");
+    let (_, h, after) = post(&server, None, &mcp).await;
+    assert_eq!(x_cache(&h), "miss", "the changed plugin's answer is computed again");
+    assert!(after.to_string().contains("scoped"), "{after}");
+    let (_, h, after) = post(&server, None, &all).await;
+    assert_eq!(x_cache(&h), "miss", "an answer that reads every plugin is computed again");
+    assert!(after.to_string().contains("scoped"), "{after}");
+    let (_, h, same) = post(&server, None, &models).await;
+    assert_eq!(x_cache(&h), "hit", "a change to mcp keeps the models answer: {same}");
+    assert_eq!(same, models_before);
+    let (_, h, same) = post(&server, None, &entities).await;
+    assert_eq!(x_cache(&h), "hit", "a change to mcp keeps the models entities: {same}");
+    assert_eq!(same, entities_before);
+
+    // A change to `models` (named in the text): now the models answers are computed again.
+    prime(mcp.clone()).await;
+    let write = json!({"query": "mutation { applySource(plugin: \"models\", input: {id: \"team_models\", labels: [\"scoped too\"]}) { revision } }"}).to_string();
+    let (status, _, v) = post(&server, None, &write).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, h, after) = post(&server, None, &models).await;
+    assert_eq!(x_cache(&h), "miss");
+    assert!(after.to_string().contains("scoped too"), "{after}");
+    let (_, h, _) = post(&server, None, &entities).await;
+    assert_eq!(x_cache(&h), "miss");
+    let (_, h, _) = post(&server, None, &mcp).await;
+    assert_eq!(x_cache(&h), "hit", "a change to models keeps the mcp answer");
+}

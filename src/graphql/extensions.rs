@@ -194,11 +194,77 @@ pub struct Guardrails {
     /// Callers with this role or higher may send any document when trusted documents are on.
     pub trusted_exempt: Option<Role>,
     apq: Cache<String, String>,
+    /// Documents that passed every document check ([`Guardrails::parse`]), by their text.
+    parsed: Cache<String, ExecutableDocument, foldhash::quality::RandomState>,
+    /// async-graphql's validation of a document for an operation name and variables, once it
+    /// passed: a function of those and the (fixed) schema only.
+    validated: Cache<ValidationKey, ValidationResult, foldhash::quality::RandomState>,
+}
+
+/// What a validation result depends on besides the schema.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ValidationKey {
+    document: Arc<str>,
+    operation: Option<Box<str>>,
+    /// The variables as JSON text (`{}` when there are none).
+    variables: Box<str>,
+}
+
+/// Bytes of document text the parsed-document cache holds, counted at [`PARSED_WEIGHT`] times
+/// their length (a parsed document is several times its text) plus [`ENTRY_WEIGHT`].
+const PARSED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+const PARSED_WEIGHT: usize = 8;
+/// Validation results kept (keys are a document, an operation name and variables text).
+const VALIDATED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const ENTRY_WEIGHT: usize = 256;
+
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes.saturating_add(ENTRY_WEIGHT)).unwrap_or(u32::MAX)
 }
 
 impl Guardrails {
     pub fn new(limits: Limits, trusted: Option<TrustedDocuments>, trusted_exempt: Option<Role>) -> Guardrails {
-        Guardrails { limits, trusted, trusted_exempt, apq: Cache::new(10_000) }
+        // Parsing (pest) and validation were a quarter of an uncached `sources` query's CPU
+        // (perf, release build): a client sends the same few documents again and again, so both
+        // are done once per distinct document and reused.
+        let parsed = Cache::builder()
+            .max_capacity(PARSED_CACHE_BYTES)
+            .weigher(|k: &String, _: &ExecutableDocument| weight(k.len().saturating_mul(PARSED_WEIGHT)))
+            .build_with_hasher(foldhash::quality::RandomState::default());
+        let validated = Cache::builder()
+            .max_capacity(VALIDATED_CACHE_BYTES)
+            .weigher(|k: &ValidationKey, _: &ValidationResult| {
+                weight(k.document.len() + k.operation.as_deref().map_or(0, str::len) + k.variables.len())
+            })
+            .build_with_hasher(foldhash::quality::RandomState::default());
+        Guardrails { limits, trusted, trusted_exempt, apq: Cache::new(10_000), parsed, validated }
+    }
+
+    /// `query` parsed, within the cost and alias limits: parsed once per distinct text, then a
+    /// copy of the kept document (async-graphql takes it apart to execute it). Only documents
+    /// that pass are kept; one that fails costs its parse every time, as before.
+    fn parse(&self, query: &str) -> ServerResult<ExecutableDocument> {
+        if let Some(doc) = self.parsed.get(query) {
+            return Ok(doc);
+        }
+        let l = &self.limits;
+        // Parsed here rather than by async-graphql (`next` in the extension, which nothing
+        // follows: this is the schema's only extension): its recursion-depth check walks a
+        // fragment again at every spread of it, exponential in a 1 KB document. The same
+        // parser; the limits come from `document_cost`, one linear pass, before any of
+        // async-graphql's walks.
+        let doc = async_graphql::parser::parse_query(query).map_err(ServerError::from)?;
+        check_cost(&doc, l)?;
+        let aliases = count_aliases(&doc);
+        if aliases > l.max_aliases {
+            return Err(error(
+                format!("the document uses {aliases} aliases; the limit is {} (--max-aliases)", l.max_aliases),
+                "VALIDATION_FAILED",
+                "TOO_MANY_ALIASES",
+            ));
+        }
+        self.parsed.insert(query.to_string(), doc.clone());
+        Ok(doc)
     }
 
     /// Swaps in the document a request names by APQ hash (`extensions.persistedQuery.sha256Hash`)
@@ -233,12 +299,22 @@ impl Guardrails {
 
     /// Whether a document was registered by APQ (so it has been seen before).
     pub fn is_registered(&self, query: &str) -> bool {
-        self.apq.contains_key(&sha256_hex(query))
+        self.is_registered_digest(&sha256_hex(query))
+    }
+
+    /// [`Guardrails::is_registered`] for a document whose sha256 (hex) is known.
+    pub fn is_registered_digest(&self, digest: &str) -> bool {
+        self.apq.contains_key(digest)
     }
 
     /// Whether a document is one of the trusted documents.
     pub fn is_trusted(&self, query: &str) -> bool {
         self.trusted.as_ref().is_some_and(|t| t.contains_text(query))
+    }
+
+    /// [`Guardrails::is_trusted`] for a document already normalised.
+    pub fn is_trusted_normalized(&self, normalized: &str) -> bool {
+        self.trusted.as_ref().is_some_and(|t| t.normalized.contains_key(normalized))
     }
 
     /// The document size and token limits: the one check used by the extension and by the HTTP
@@ -340,7 +416,12 @@ pub struct GuardrailsFactory(pub Arc<Guardrails>);
 
 impl ExtensionFactory for GuardrailsFactory {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GuardrailsExt { g: self.0.clone(), request_id: Arc::new(Mutex::new(None)) })
+        Arc::new(GuardrailsExt {
+            g: self.0.clone(),
+            request_id: Arc::new(Mutex::new(None)),
+            operation: Mutex::new(None),
+            validation_key: Mutex::new(None),
+        })
     }
 }
 
@@ -350,6 +431,10 @@ impl ExtensionFactory for GuardrailsFactory {
 struct GuardrailsExt {
     g: Arc<Guardrails>,
     request_id: Arc<Mutex<Option<String>>>,
+    /// The request's operation name (from `prepare_request`), then the key its validation is
+    /// kept under (from `parse_query`).
+    operation: Mutex<Option<Box<str>>>,
+    validation_key: Mutex<Option<ValidationKey>>,
 }
 
 /// Messages of errors async-graphql raises itself about the client's input (argument
@@ -506,6 +591,10 @@ fn too_deep(depth: usize, max: usize) -> ServerError {
     )
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn persisted_hash(req: &Request) -> Option<String> {
     let pq = req.extensions.get("persistedQuery")?;
     let v = serde_json::to_value(pq).ok()?;
@@ -555,6 +644,7 @@ impl Extension for GuardrailsExt {
             *self.request_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.0.clone());
         }
         self.g.resolve_document(&mut request)?;
+        *lock(&self.operation) = request.operation_name.as_deref().map(Into::into);
         if request.data.get(&std::any::TypeId::of::<ResponseBudget>()).is_none() {
             request.data.insert(ResponseBudget::new(self.g.limits.max_response_bytes));
         }
@@ -568,7 +658,6 @@ impl Extension for GuardrailsExt {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let l = &self.g.limits;
         let checked = ctx.data_opt::<DocumentChecked>().is_some_and(|c| c.0 == query.len());
         if !checked {
             self.g.check_document(query)?;
@@ -587,21 +676,15 @@ impl Extension for GuardrailsExt {
                 ));
             }
         }
-        // Parsed here rather than by async-graphql (`next`, which nothing follows: this is the
-        // schema's only extension): its recursion-depth check walks a fragment again at every
-        // spread of it, exponential in a 1 KB document. The same parser; the limits come from
-        // `document_cost`, one linear pass, before any of async-graphql's walks.
-        let _ = (next, variables);
-        let doc = async_graphql::parser::parse_query(query).map_err(ServerError::from)?;
-        check_cost(&doc, l)?;
-        let aliases = count_aliases(&doc);
-        if aliases > l.max_aliases {
-            return Err(error(
-                format!("the document uses {aliases} aliases; the limit is {} (--max-aliases)", l.max_aliases),
-                "VALIDATION_FAILED",
-                "TOO_MANY_ALIASES",
-            ));
-        }
+        let _ = next;
+        let doc = self.g.parse(query)?;
+        let variables = if variables.is_empty() {
+            "{}".into()
+        } else {
+            serde_json::to_string(variables).unwrap_or_default().into_boxed_str()
+        };
+        *lock(&self.validation_key) =
+            Some(ValidationKey { document: query.into(), operation: lock(&self.operation).clone(), variables });
         Ok(doc)
     }
 
@@ -654,8 +737,21 @@ impl Extension for GuardrailsExt {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = match next.run(ctx).await {
-            Ok(r) => r,
+        let key = lock(&self.validation_key).take();
+        let known = key.as_ref().and_then(|k| self.g.validated.get(k));
+        let result = match known {
+            Some(r) => Ok(r),
+            None => next.run(ctx).await,
+        };
+        let result = match result {
+            Ok(r) => {
+                if known.is_none()
+                    && let Some(k) = key
+                {
+                    self.g.validated.insert(k, r);
+                }
+                r
+            }
             Err(mut errors) => {
                 // A document may repeat one mistake thousands of times (an unknown argument in
                 // a fragment spread everywhere): the answer names the first ones.

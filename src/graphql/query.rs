@@ -251,8 +251,12 @@ impl Query {
         };
         let db = catalog(ctx)?.db();
         let sid = source_id.as_ref().map(|s| s.as_str());
-        let rows = db.audit_page(before, plugin.as_deref(), sid, first + 1).await.map_err(|e| to_graphql(e.into()))?;
-        let total = db.audit_count(plugin.as_deref(), sid).await.map_err(|e| to_graphql(e.into()))?;
+        // Database calls are boxed in these resolvers: their futures are large, and unboxed
+        // they would size (and be moved with) every root field's resolution, `sources` too.
+        let rows = Box::pin(db.audit_page(before, plugin.as_deref(), sid, first + 1))
+            .await
+            .map_err(|e| to_graphql(e.into()))?;
+        let total = Box::pin(db.audit_count(plugin.as_deref(), sid)).await.map_err(|e| to_graphql(e.into()))?;
         let has_next = rows.len() as u64 > first;
         let items = rows
             .into_iter()
@@ -279,8 +283,7 @@ impl Query {
             Some(Cursor::Job(at, id)) => Some((at, id)),
             _ => None,
         };
-        let page = catalog(ctx)?
-            .jobs_page(before.as_ref().map(|(at, id)| (*at, id.as_str())), first)
+        let page = Box::pin(catalog(ctx)?.jobs_page(before.as_ref().map(|(at, id)| (*at, id.as_str())), first))
             .await
             .map_err(to_graphql)?;
         let items = page.items.into_iter().map(|(job, at)| (Cursor::Job(at, job.id.clone()).encode(), RefreshJob(job)));
@@ -302,8 +305,9 @@ impl Query {
         limit: i32,
     ) -> Result<Vec<AuditRecord>> {
         let limit = errors::in_range("limit", limit, 1, 1000)?;
-        let rows =
-            catalog(ctx)?.db().audit_log(u64::try_from(limit).unwrap_or(50)).await.map_err(|e| to_graphql(e.into()))?;
+        let rows = Box::pin(catalog(ctx)?.db().audit_log(u64::try_from(limit).unwrap_or(50)))
+            .await
+            .map_err(|e| to_graphql(e.into()))?;
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
@@ -322,7 +326,7 @@ impl Query {
         limit: i32,
     ) -> Result<Vec<RefreshJob>> {
         let limit = errors::in_range("limit", limit, 1, 500)?;
-        let jobs = catalog(ctx)?.recent_jobs(u64::try_from(limit).unwrap_or(20)).await.map_err(to_graphql)?;
+        let jobs = Box::pin(catalog(ctx)?.recent_jobs(u64::try_from(limit).unwrap_or(20))).await.map_err(to_graphql)?;
         Ok(jobs.into_iter().map(RefreshJob).collect())
     }
 
@@ -336,7 +340,7 @@ impl Query {
         id: ID,
     ) -> Result<Option<RefreshJob>> {
         let id = errors::job_id("id", &id)?;
-        Ok(catalog(ctx)?.job(id).await.map_err(to_graphql)?.map(RefreshJob))
+        Ok(Box::pin(catalog(ctx)?.job(id)).await.map_err(to_graphql)?.map(RefreshJob))
     }
 
     /// Runs every validation layer on a proposed source. Changes nothing.
@@ -348,6 +352,6 @@ impl Query {
     ) -> Result<ValidationReport> {
         let kind = errors::plugin("plugin", &plugin)?;
         let patch = input.into_patch()?;
-        Ok(catalog(ctx)?.validate_source(kind, patch).await.into())
+        Ok(Box::pin(catalog(ctx)?.validate_source(kind, patch)).await.into())
     }
 }

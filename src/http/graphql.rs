@@ -37,7 +37,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use tracing::Instrument;
 
-use super::documents::DocumentFacts;
+use super::documents::{DocumentFacts, Touches};
 use super::{AppState, security};
 use crate::auth::Caller;
 use crate::cache::{CacheKey, CachedAnswer, KeyRef};
@@ -424,12 +424,18 @@ fn outcome(resp: &Response) -> String {
 /// limits) only a given name counts.
 fn operation_label(app: &AppState, req: &Request, facts: Option<&DocumentFacts>) -> String {
     let name = req.operation_name.as_deref().or_else(|| facts.and_then(DocumentFacts::single_name));
-    let known = app.guardrails.is_trusted(&req.query) || app.guardrails.is_registered(&req.query);
-    let normalized = match facts {
-        Some(f) => Cow::Borrowed(&*f.normalized),
-        None => Cow::Owned(crate::cache::normalize(&req.query)),
-    };
-    app.metrics.operation_label(name, &normalized, known)
+    match facts {
+        Some(f) => {
+            let known =
+                app.guardrails.is_trusted_normalized(&f.normalized) || app.guardrails.is_registered_digest(&f.digest);
+            app.metrics.operation_label(name, &f.normalized_digest, known)
+        }
+        None => {
+            let known = app.guardrails.is_trusted(&req.query) || app.guardrails.is_registered(&req.query);
+            let normalized = crate::cache::normalize(&req.query);
+            app.metrics.operation_label(name, &crate::auth::sha256_hex(&normalized), known)
+        }
+    }
 }
 
 /// A single request read as the client's text, without GraphQL parsing: what the cache-hit
@@ -489,7 +495,7 @@ fn cache_key<'a>(
     caller: &'a Caller,
 ) -> Option<KeyRef<'a>> {
     (app.cache.enabled() && facts.operation_type(operation) == Some(OperationType::Query)).then(|| KeyRef {
-        generation: app.catalog.generation(),
+        generation: read_generation(app, facts.touches(operation), variables),
         document: &facts.normalized,
         document_hash: facts.document_hash,
         operation,
@@ -497,6 +503,21 @@ fn cache_key<'a>(
         role: caller.role,
         caller: &caller.name,
     })
+}
+
+/// The generation a query's answer is keyed by: of the plugins it reads, when it reads only
+/// some (a change to another plugin then keeps it cached), else of everything. `variables` is
+/// the request's variables as JSON text, read only when a plugin is named by a variable.
+fn read_generation(app: &AppState, touches: &Touches, variables: &str) -> u64 {
+    let values = touches
+        .uses_variables()
+        .then(|| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(variables).ok())
+        .flatten();
+    let plugins = touches.plugins(|v| values.as_ref()?.get(v)?.as_str().map(str::to_string));
+    match plugins {
+        Some(plugins) => app.catalog.plugins_generation(&plugins),
+        None => app.catalog.generation(),
+    }
 }
 
 /// Looks a plain request up in the cache. A document that fails its limits is not looked up:
@@ -584,9 +605,18 @@ async fn execute_checked(
         Some(name) => app.metrics.seen_label(name).into(),
         None => "anonymous".into(),
     };
+    let changes = mutates.then(|| {
+        facts.touches(req.operation_name.as_deref()).plugins(|v| match req.variables.get(v) {
+            Some(async_graphql::Value::String(s)) => Some(s.clone()),
+            _ => None,
+        })
+    });
     let mut resp = app.schema.execute(req).await;
-    let token = if mutates {
-        invalidate(app);
+    let token = if let Some(plugins) = changes {
+        match plugins {
+            Some(plugins) => invalidate_plugins(app, &plugins),
+            None => invalidate(app),
+        }
         let token = app.catalog.consistency_token().await;
         stamp_extensions(&mut resp, token);
         Some(token)
@@ -628,6 +658,15 @@ fn cached(graphql_response: bool, body: Bytes, outcome: &'static str) -> axum::r
 fn invalidate(app: &AppState) {
     app.catalog.bump();
     app.cache.invalidate_all();
+}
+
+/// After a mutation that changes only these plugins: answers that read them (or everything)
+/// are keyed by a generation it bumps, so they are never served again; the other plugins'
+/// answers stay cached. Nothing is freed here: the stale entries age out by TTL and size.
+fn invalidate_plugins(app: &AppState, plugins: &[crate::catalog::plugins::PluginKind]) {
+    for p in plugins {
+        app.catalog.bump_plugin(*p);
+    }
 }
 
 /// Whether `req` runs a query; a document without facts (it failed its limits) or whose

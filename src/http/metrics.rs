@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use super::AppState;
-use crate::auth::sha256_hex;
 use crate::catalog::refresh::DURATION_BUCKETS;
 
 /// Distinct client-chosen operation names that may become a label; the rest count as `other`.
@@ -42,11 +41,13 @@ impl HttpMetrics {
     /// The `operation` label: the client's name only for a trusted document or one seen before
     /// (including APQ-registered ones), and only for the first [`MAX_OPERATION_NAMES`] distinct
     /// names; otherwise `other`. Keeps the series count bounded whatever clients send.
-    /// `normalized` is the document's normalised text.
-    pub fn operation_label(&self, name: Option<&str>, normalized: &str, known: bool) -> String {
-        let key = sha256_hex(normalized);
-        let seen = known || self.seen.contains_key(&key);
-        self.seen.insert(key, ());
+    /// `normalized_digest` is the sha256 (hex) of the document's normalised text.
+    pub fn operation_label(&self, name: Option<&str>, normalized_digest: &str, known: bool) -> String {
+        let present = self.seen.contains_key(normalized_digest);
+        if !present {
+            self.seen.insert(normalized_digest.to_string(), ());
+        }
+        let seen = known || present;
         match name {
             None => "anonymous".into(),
             Some(_) if !seen => "other".into(),

@@ -23,6 +23,14 @@ pub enum PluginKind {
 impl PluginKind {
     pub const ALL: [PluginKind; 2] = [PluginKind::Models, PluginKind::Mcp];
 
+    /// This plugin's position in [`PluginKind::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            PluginKind::Models => 0,
+            PluginKind::Mcp => 1,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             PluginKind::Models => "models",

@@ -198,7 +198,7 @@ impl Catalog {
         // A load of the old content in progress (a url host that stalls) is given up: its
         // result is stale, and the refresh asked for below would wait for it.
         self.supersede(&(plugin, id.clone()));
-        self.bump();
+        self.bump_plugin(plugin);
         drop(guard);
         tracing::info!(plugin = plugin.name(), source = %id, revision, actor, action = action.as_str(), "source applied");
         let kind = if action == RevisionAction::Rollback { EventKind::RolledBack } else { EventKind::Applied };

@@ -370,7 +370,7 @@ impl Catalog {
                     self.jobs.follow_remote(job);
                 }
             }
-            self.bump();
+            self.bump_plugin_named(&row.plugin);
             return Ok(());
         }
         let Some(kind) = EventKind::parse(&row.kind) else {
@@ -388,7 +388,8 @@ impl Catalog {
             }
             EventKind::RefreshStarted | EventKind::RefreshFinished => {}
         }
-        self.bump();
+        // The change is to this plugin (a config re-read above bumps what else it changed).
+        self.bump_plugin_named(&row.plugin);
         self.events.deliver_remote(CatalogEvent {
             kind,
             plugin: row.plugin.clone(),
@@ -448,7 +449,7 @@ impl Catalog {
             tracing::warn!(job = %job.id, plugin = %job.plugin, "refresh job FAILED: {why}");
             self.events.job_changed(&job.plugin, &job.id);
             self.events.publish(EventKind::RefreshFinished, &job.plugin, source.as_deref(), None, Some(&job.id));
-            self.bump();
+            self.bump_plugin_named(&job.plugin);
         }
     }
 

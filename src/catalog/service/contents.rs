@@ -71,7 +71,7 @@ impl Catalog {
             (Some(hash), _) => {
                 if self.snapshot(&key).is_some_and(|s| s.content_hash == *hash) {
                     self.mark_attempted(&key);
-                    self.bump();
+                    self.bump_plugin(plugin);
                     return Ok(());
                 }
                 match self.decided_snapshot(plugin, id, hash, row.etag.clone()).await? {
@@ -89,7 +89,7 @@ impl Catalog {
         };
         self.swap_snapshot(&key, Arc::new(snapshot));
         self.mark_attempted(&key);
-        self.bump();
+        self.bump_plugin(plugin);
         Ok(())
     }
 
@@ -118,7 +118,7 @@ impl Catalog {
                 );
                 self.swap_snapshot(&key, Arc::new(s));
                 self.mark_attempted(&key);
-                self.bump();
+                self.bump_plugin(plugin);
             }
             Ok(None) => {}
             Err(e) => {

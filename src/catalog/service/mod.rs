@@ -111,6 +111,9 @@ pub struct Catalog {
     snapshot_cache: Option<Arc<crate::catalog::snapshot_cache::SnapshotCache>>,
     /// Bumped after every change a reader can see; response caches key on it.
     generation: AtomicU64,
+    /// Per plugin (by [`PluginKind::index`]): changes whenever that plugin's sources or
+    /// entities as a reader sees them changed. Every bump of one also bumps `generation`.
+    plugin_generations: [AtomicU64; PluginKind::ALL.len()],
     /// Counts writes to the sources or catalog files (API or external), under `write_lock`.
     /// A refresh job remembers the value it was registered at; see [`RefreshRequest::after_write`].
     writes: AtomicU64,
@@ -208,6 +211,7 @@ impl Catalog {
             options,
             http,
             generation: AtomicU64::new(0),
+            plugin_generations: std::array::from_fn(|_| AtomicU64::new(0)),
             writes: AtomicU64::new(0),
             known: std::sync::Mutex::new(HashMap::new()),
             config_error: std::sync::Mutex::new((!start_errors.is_empty()).then_some(start_errors)),
@@ -407,8 +411,35 @@ impl Catalog {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// A number that changes whenever anything a reader can see of these plugins' sources
+    /// and entities changed (the sum of their counters: each only grows). The response cache
+    /// keys a query that reads only these plugins by it, so a change to another plugin leaves
+    /// its answers cached.
+    pub fn plugins_generation(&self, plugins: &[PluginKind]) -> u64 {
+        plugins.iter().map(|p| self.plugin_generations[p.index()].load(Ordering::Acquire)).sum()
+    }
+
+    /// Something every plugin's readers may see changed (or it is not known which plugin).
     pub(crate) fn bump(&self) {
+        for g in &self.plugin_generations {
+            g.fetch_add(1, Ordering::AcqRel);
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Something only `plugin`'s readers (and readers of everything) may see changed.
+    pub(crate) fn bump_plugin(&self, plugin: PluginKind) {
+        self.plugin_generations[plugin.index()].fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// [`Catalog::bump_plugin`] for a plugin named as text (a job's); every plugin when the
+    /// name is not one.
+    pub(crate) fn bump_plugin_named(&self, plugin: &str) {
+        match PluginKind::parse(plugin) {
+            Some(p) => self.bump_plugin(p),
+            None => self.bump(),
+        }
     }
 
     /// The number of file writes so far.

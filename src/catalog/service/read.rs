@@ -78,13 +78,7 @@ impl Catalog {
             duration_ms: row.map(|r| r.duration_ms).unwrap_or(0),
             diagnostics: row.and_then(|r| serde_json::from_str(&r.diagnostics).ok()).unwrap_or_default(),
         };
-        SourceView {
-            plugin,
-            properties: redact_json(&yaml_to_json(&serde_yaml_ng::Value::Mapping(entry.properties.clone()))),
-            entry: entry.clone(),
-            revision,
-            status,
-        }
+        SourceView { plugin, entry: entry.clone(), revision, status }
     }
 
     /// The catalog YAML of a yaml source, secrets redacted. `None` for other types or a missing

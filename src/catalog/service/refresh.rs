@@ -295,7 +295,7 @@ impl Catalog {
             tracing::error!(job = %job.id, error = %e, "could not persist the finished refresh job");
         }
         self.events.job_changed(&job.plugin, &job.id);
-        self.bump();
+        self.bump_plugin_named(&job.plugin);
         self.jobs.finish(&job);
         self.events.publish(EventKind::RefreshFinished, &job.plugin, job.source_id.as_deref(), None, Some(&job.id));
     }
@@ -396,7 +396,7 @@ impl Catalog {
     async fn publish_job(&self, job: &RefreshJob) {
         self.jobs.update(job);
         // Job progress is visible through `refreshJob`: cached answers must not outlive it.
-        self.bump();
+        self.bump_plugin_named(&job.plugin);
         if let Err(e) = self.db.upsert_job(job_row(job)).await {
             tracing::warn!(job = %job.id, error = %e, "could not persist refresh job progress");
         }
@@ -799,7 +799,7 @@ impl Catalog {
             self.swap_snapshot(&key, s);
         }
         self.mark_attempted(&key);
-        self.bump();
+        self.bump_plugin(plugin);
         tracing::info!(
             plugin = plugin.name(),
             source = id,

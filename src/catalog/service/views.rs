@@ -62,10 +62,16 @@ pub struct SourceStatus {
 pub struct SourceView {
     pub plugin: PluginKind,
     pub entry: SourceEntry,
-    /// `properties` as JSON, redacted.
-    pub properties: serde_json::Value,
     pub revision: Option<i32>,
     pub status: SourceStatus,
+}
+
+impl SourceView {
+    /// `properties` as JSON, redacted: worked out when asked for (most reads do not select
+    /// them), not for every source of every read.
+    pub fn properties(&self) -> serde_json::Value {
+        redact_json(&yaml_to_json(&serde_yaml_ng::Value::Mapping(self.entry.properties.clone())))
+    }
 }
 
 /// Why a revision was recorded.

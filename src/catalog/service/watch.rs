@@ -78,6 +78,7 @@ impl Catalog {
         let new = new.over(&current);
         let broken = new.errors();
         let mut removed = Vec::new();
+        let edited = new.changed_plugins(&current);
         if !new.same_text(&current) {
             for doc in new.docs() {
                 for w in &doc.file.warnings {
@@ -103,7 +104,13 @@ impl Catalog {
         // The refreshes below must read these edits, not join a job that read the files before.
         let write = self.note_write();
         drop(guard);
-        self.bump();
+        let mut plugins: Vec<crate::catalog::plugins::PluginKind> = edited;
+        plugins.extend(changed.iter().map(|((p, _), _)| *p).chain(removed.iter().map(|(p, _)| *p)));
+        plugins.sort();
+        plugins.dedup();
+        for p in plugins {
+            self.bump_plugin(p);
+        }
         for (plugin, id) in &removed {
             tracing::info!(plugin = plugin.name(), source = %id, "source removed outside the API");
             self.events.publish(EventKind::ConfigChangedExternally, plugin.name(), Some(id), None, None);

@@ -122,6 +122,17 @@ impl Config {
     }
 
     /// Whether a document's text differs from `other`'s (what the watcher compares).
+    /// The plugins whose document differs between the two (or is in one only).
+    pub fn changed_plugins(&self, other: &Config) -> Vec<PluginKind> {
+        PluginKind::ALL
+            .into_iter()
+            .filter(|p| match (self.docs.get(p), other.docs.get(p)) {
+                (Some(a), Some(b)) => a.file.text != b.file.text || a.catalogs != b.catalogs,
+                (a, b) => a.is_some() != b.is_some(),
+            })
+            .collect()
+    }
+
     pub fn same_text(&self, other: &Config) -> bool {
         self.docs.len() == other.docs.len()
             && self
