@@ -354,3 +354,81 @@ async fn a_feed_row_that_commits_late_is_applied_not_skipped() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A feed insert whose commit outlasts `--db-timeout` (a deferred trigger sleeps 2.5 s at
+/// COMMIT: the commit completes after the replica stopped waiting) is retried with the same
+/// change key and recorded once: the retry finds the row the first attempt committed. (The
+/// issue saw one change recorded 4 times.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_insert_that_outlasts_the_db_timeout_is_recorded_once() {
+    if skip_without_postgres("a_feed_insert_that_outlasts_the_db_timeout_is_recorded_once") {
+        return;
+    }
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(1)).await;
+    write_sources(dir.path(), &host);
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let args = ["--watch-interval", "0", "--url-allow", "127.0.0.1", "--rate-limit", "0", "--replica-id", "replica-a"];
+    let a = Server::start_with(
+        dir.path(),
+        Some(&dir.path().join("sources.yaml")),
+        &db,
+        true,
+        &[&args[..], &["--db-timeout", "1"]].concat(),
+    )
+    .await;
+
+    let mut conn = sqlx::postgres::PgConnection::connect(&db).await.unwrap();
+    for statement in [
+        "CREATE TABLE slow_feed (armed boolean)",
+        "INSERT INTO slow_feed VALUES (true)",
+        "CREATE FUNCTION slow_feed_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM slow_feed) THEN
+             DELETE FROM slow_feed;
+             PERFORM pg_sleep(2.5);
+           END IF;
+           RETURN NULL;
+         END $$",
+        "CREATE CONSTRAINT TRIGGER slow_feed_commit AFTER INSERT ON catalog_changes
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_feed_commit()",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+
+    let vars = json!({"plugin": "models", "input": {"id": "other", "name": "Other", "type": "yaml", "content": models_yaml(3)}});
+    let out = a.ok(APPLY, vars).await;
+    assert!(out["applySource"]["revision"].is_number(), "{out:#}");
+    // The first attempt's commit ends 2.5 s in; the retries back off from 100 ms.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let armed: i64 = sqlx::query_scalar("SELECT count(*) FROM slow_feed").fetch_one(&mut conn).await.unwrap();
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM catalog_changes WHERE kind = 'APPLIED' AND source_id = 'other'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert!(rows <= 1, "one apply was recorded {rows} times in the change feed");
+        if armed == 0 && rows == 1 && a.log_text().contains("published a change after retrying") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow commit never happened or was never retried (armed {armed}, rows {rows}):\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Later changes are recorded once each too, in order, after it.
+    let vars = json!({"plugin": "models", "input": {"id": "other", "labels": ["after"]}});
+    a.ok(APPLY, vars).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, kind FROM catalog_changes WHERE source_id = 'other' AND kind = 'APPLIED' ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+}
