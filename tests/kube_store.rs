@@ -657,3 +657,45 @@ async fn three_replicas_decide_each_change_once_and_agree() {
     assert_eq!(view.2, 41, "{view:?}");
     assert!(view.4.iter().all(|n| n.starts_with("outside/")), "{view:?}");
 }
+
+/// The scenario on three replicas: an invalid `sources.yaml` in the MCP ConfigMap made
+/// `/readyz` fail on every replica (the Service had no endpoints) and model applies answer
+/// INTERNAL. Now every replica stays ready (degraded: `config`), names the broken ConfigMap in
+/// `configErrors`, and takes model applies that every replica then serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_mcp_configmap_leaves_every_replica_ready_and_taking_model_applies() {
+    if common::skip_without_postgres("a_broken_mcp_configmap_leaves_every_replica_ready_and_taking_model_applies") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let seed = write_seed(&tmp.path().join("seed"));
+    let replicas = kube_replicas(&kube, tmp.path(), &seed, &["a", "b", "c"], &["--rate-limit", "0"]).await;
+    let mut mcp = data_of(&kube, MCP_CM);
+    mcp.insert("sources.yaml".into(), "mcp_catalogs:\n  - id: [broken\n".into());
+    kube.put_configmap(NS, MCP_CM, mcp);
+    for (i, r) in replicas.iter().enumerate() {
+        wait_for(&format!("replica {i} to name the MCP ConfigMap in configErrors"), async || {
+            let v = r.ok("{ configErrors { message file } }", json!({})).await;
+            v["configErrors"].to_string().contains(MCP_CM)
+        })
+        .await;
+        let resp = r.client.get(format!("{}/readyz", r.base)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "replica {i}: degraded, not failed");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["degraded"][0], "config", "replica {i}: {body}");
+    }
+    // A model apply on each replica; each is served by all three.
+    for (i, r) in replicas.iter().enumerate() {
+        let out = r.ok(APPLY, apply_vars(&format!("fresh{i}"), &models_yaml(i + 1))).await;
+        assert!(out["applySource"]["revision"].is_number(), "replica {i}: {out:#}");
+    }
+    for (i, r) in replicas.iter().enumerate() {
+        for j in 0..replicas.len() {
+            wait_for(&format!("replica {i} to serve fresh{j}"), async || {
+                source(r, &format!("fresh{j}")).await["status"]["entityCount"] == json!(j + 1)
+            })
+            .await;
+        }
+    }
+}
