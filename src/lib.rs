@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod error_code;
 pub mod example;
 pub mod graphql;
 pub mod http;

@@ -1,6 +1,7 @@
 //! A small GraphQL client over reqwest: queries and mutations over POST, subscriptions over
 //! GraphQL-SSE (distinct connections).
 
+use crate::error_code::ErrorCode;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -45,7 +46,7 @@ impl Client {
         let body: Value = resp.json().await.map_err(|e| {
             CliError::new(
                 Exit::Failed,
-                "INTERNAL",
+                ErrorCode::Internal.as_str(),
                 format!("the server answered HTTP {status} without a GraphQL body: {e}"),
             )
         })?;
@@ -77,7 +78,11 @@ impl Client {
             let body: Value = resp.json().await.unwrap_or(Value::Null);
             return Err(match body["errors"].as_array().and_then(|e| e.first()) {
                 Some(err) => CliError::from_graphql(err),
-                None => CliError::new(Exit::Failed, "INTERNAL", format!("subscription refused: HTTP {status}")),
+                None => CliError::new(
+                    Exit::Failed,
+                    ErrorCode::Internal.as_str(),
+                    format!("subscription refused: HTTP {status}"),
+                ),
             });
         }
         let mut stream = resp.bytes_stream();

@@ -8,6 +8,7 @@ mod client;
 mod output;
 mod source_file;
 
+use crate::error_code::ErrorCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -36,16 +37,18 @@ pub struct CliError {
 }
 
 impl CliError {
+    /// `code` is a server [`ErrorCode`]'s word, or one of the client's own (`UNREACHABLE`,
+    /// `TIMEOUT`).
     pub fn new(exit: Exit, code: &str, message: impl Into<String>) -> CliError {
         CliError { exit, code: code.to_string(), message: message.into(), details: Value::Null }
     }
 
     pub fn from_graphql(err: &Value) -> CliError {
-        let code = err["extensions"]["code"].as_str().unwrap_or("INTERNAL").to_string();
-        let exit = match code.as_str() {
-            "VALIDATION_FAILED" => Exit::Validation,
-            "CONFLICT" => Exit::Conflict,
-            "UNAUTHENTICATED" | "FORBIDDEN" => Exit::Auth,
+        let code = err["extensions"]["code"].as_str().unwrap_or(ErrorCode::Internal.as_str()).to_string();
+        let exit = match ErrorCode::parse(&code) {
+            Some(ErrorCode::ValidationFailed) => Exit::Validation,
+            Some(ErrorCode::Conflict) => Exit::Conflict,
+            Some(ErrorCode::Unauthenticated | ErrorCode::Forbidden) => Exit::Auth,
             _ => Exit::Failed,
         };
         CliError {
@@ -184,7 +187,7 @@ fn split_target(target: &str) -> Result<(String, Option<String>), CliError> {
     if plugin.is_empty() || id.as_deref() == Some("") {
         return Err(CliError::new(
             Exit::Validation,
-            "VALIDATION_FAILED",
+            ErrorCode::ValidationFailed.as_str(),
             format!("`{target}` is not PLUGIN or PLUGIN/ID (e.g. models/team_models)"),
         ));
     }
@@ -196,7 +199,7 @@ fn need_id(target: &str) -> Result<(String, String), CliError> {
         (p, Some(id)) => Ok((p, id)),
         _ => Err(CliError::new(
             Exit::Validation,
-            "VALIDATION_FAILED",
+            ErrorCode::ValidationFailed.as_str(),
             format!("`{target}` needs PLUGIN/ID (e.g. models/team_models)"),
         )),
     }
@@ -237,7 +240,11 @@ async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
             let data = client.run(q, json!({"p": plugin, "id": id}), timeout).await?;
             let s = &data["source"];
             if s.is_null() {
-                return Err(CliError::new(Exit::Failed, "NOT_FOUND", format!("source {plugin}/{id} does not exist")));
+                return Err(CliError::new(
+                    Exit::Failed,
+                    ErrorCode::NotFound.as_str(),
+                    format!("source {plugin}/{id} does not exist"),
+                ));
             }
             out.data(s, || output::source_details(s));
             Ok(Exit::Ok)
@@ -323,7 +330,11 @@ async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
             let q = "query($p: String!, $id: ID!) { source(plugin: $p, id: $id) { revisions(limit: 100) { revision action actor createdAt contentHash } } }";
             let data = client.run(q, json!({"p": plugin, "id": id}), timeout).await?;
             if data["source"].is_null() {
-                return Err(CliError::new(Exit::Failed, "NOT_FOUND", format!("source {plugin}/{id} does not exist")));
+                return Err(CliError::new(
+                    Exit::Failed,
+                    ErrorCode::NotFound.as_str(),
+                    format!("source {plugin}/{id} does not exist"),
+                ));
             }
             let revs = &data["source"]["revisions"];
             let rows: Vec<Vec<String>> = revs
@@ -375,7 +386,11 @@ async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
             let data = client.run(&q, json!({"id": id}), timeout).await?;
             let job = data["refreshJob"].clone();
             if job.is_null() {
-                return Err(CliError::new(Exit::Failed, "NOT_FOUND", format!("refresh job {id} does not exist")));
+                return Err(CliError::new(
+                    Exit::Failed,
+                    ErrorCode::NotFound.as_str(),
+                    format!("refresh job {id} does not exist"),
+                ));
             }
             let job = if *watch { follow(&client, &job, out, timeout).await? } else { job };
             out.data(&job, || output::job_summary(&job));

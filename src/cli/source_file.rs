@@ -12,6 +12,7 @@
 //! contentFile: team-models.yaml  # the catalog YAML, relative to this file; or inline `content: |`
 //! ```
 
+use crate::error_code::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -48,14 +49,18 @@ pub struct SourceFile {
 
 pub fn load(path: &Path) -> Result<SourceFile, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::new(Exit::Validation, "VALIDATION_FAILED", format!("{}: cannot read: {e}", path.display()))
+        CliError::new(
+            Exit::Validation,
+            ErrorCode::ValidationFailed.as_str(),
+            format!("{}: cannot read: {e}", path.display()),
+        )
     })?;
     let raw: Raw = crate::catalog::yamlerr::strict_parse(&text, &path.display().to_string())
-        .map_err(|d| CliError::new(Exit::Validation, "VALIDATION_FAILED", d.render()))?;
+        .map_err(|d| CliError::new(Exit::Validation, ErrorCode::ValidationFailed.as_str(), d.render()))?;
     if raw.content.is_some() && raw.content_file.is_some() {
         return Err(CliError::new(
             Exit::Validation,
-            "VALIDATION_FAILED",
+            ErrorCode::ValidationFailed.as_str(),
             format!("{}: give either `content` or `contentFile`, not both", path.display()),
         ));
     }
@@ -66,7 +71,7 @@ pub fn load(path: &Path) -> Result<SourceFile, CliError> {
             let c = std::fs::read_to_string(&p).map_err(|e| {
                 CliError::new(
                     Exit::Validation,
-                    "VALIDATION_FAILED",
+                    ErrorCode::ValidationFailed.as_str(),
                     format!("{}: contentFile {}: {e}", path.display(), p.display()),
                 )
             })?;
@@ -80,7 +85,8 @@ pub fn load(path: &Path) -> Result<SourceFile, CliError> {
     };
     let properties = raw.properties.map(|m| serde_json::to_value(m).unwrap_or(Value::Null));
     let mut input = json!({"id": raw.id});
-    let obj = input.as_object_mut().ok_or_else(|| CliError::new(Exit::Failed, "INTERNAL", "input"))?;
+    let obj =
+        input.as_object_mut().ok_or_else(|| CliError::new(Exit::Failed, ErrorCode::Internal.as_str(), "input"))?;
     let mut put = |k: &str, v: Option<Value>| {
         if let Some(v) = v {
             obj.insert(k.to_string(), v);

@@ -1,6 +1,7 @@
 //! The audit trail: every mutation (and every denied one) is written to `catalog_audit` and
 //! logged as a structured event.
 
+use crate::error_code::ErrorCode;
 use async_graphql::{Context, Enum, Error};
 
 use super::guards::caller;
@@ -75,19 +76,21 @@ pub enum AuditOutcome {
 impl AuditOutcome {
     /// The outcome stored as `word` (`OK` or an error code).
     pub fn parse(word: &str) -> AuditOutcome {
-        match word {
-            "OK" => AuditOutcome::Ok,
-            "VALIDATION_FAILED" => AuditOutcome::ValidationFailed,
-            "NOT_FOUND" => AuditOutcome::NotFound,
-            "CONFLICT" => AuditOutcome::Conflict,
-            "REMOVALS_NEED_CONFIRMATION" => AuditOutcome::RemovalsNeedConfirmation,
-            "FORBIDDEN" => AuditOutcome::Forbidden,
-            "UNAUTHENTICATED" => AuditOutcome::Unauthenticated,
-            "RATE_LIMITED" => AuditOutcome::RateLimited,
-            "UNAVAILABLE" => AuditOutcome::Unavailable,
-            "INTERNAL" => AuditOutcome::Internal,
-            other => {
-                tracing::warn!(outcome = other, "unknown audit outcome in the database; showing INTERNAL");
+        if word == "OK" {
+            return AuditOutcome::Ok;
+        }
+        match ErrorCode::parse(word) {
+            Some(ErrorCode::ValidationFailed) => AuditOutcome::ValidationFailed,
+            Some(ErrorCode::NotFound) => AuditOutcome::NotFound,
+            Some(ErrorCode::Conflict) => AuditOutcome::Conflict,
+            Some(ErrorCode::RemovalsNeedConfirmation) => AuditOutcome::RemovalsNeedConfirmation,
+            Some(ErrorCode::Forbidden) => AuditOutcome::Forbidden,
+            Some(ErrorCode::Unauthenticated) => AuditOutcome::Unauthenticated,
+            Some(ErrorCode::RateLimited) => AuditOutcome::RateLimited,
+            Some(ErrorCode::Unavailable) => AuditOutcome::Unavailable,
+            Some(ErrorCode::Internal) => AuditOutcome::Internal,
+            Some(ErrorCode::RequestTimeout) | None => {
+                tracing::warn!(outcome = word, "unknown audit outcome in the database; showing INTERNAL");
                 AuditOutcome::Internal
             }
         }
@@ -105,7 +108,7 @@ fn code(e: &Error) -> String {
         .as_ref()
         .and_then(|x| x.get("code"))
         .map(|v| v.to_string().trim_matches('"').to_string())
-        .unwrap_or_else(|| "INTERNAL".into())
+        .unwrap_or_else(|| ErrorCode::Internal.as_str().into())
 }
 
 pub async fn record(ctx: &Context<'_>, t: Target<'_>, revision: Option<i32>, outcome: Result<(), &Error>) {

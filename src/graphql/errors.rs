@@ -7,17 +7,18 @@
 //! argument checks below run before any resolver touches the core, so a refused argument
 //! changes nothing.
 
+use crate::error_code::ErrorCode;
 use async_graphql::{Error, ErrorExtensions};
 use serde_json::json;
 
 use crate::catalog::service::CatalogError;
 
-pub const VALIDATION_FAILED: &str = "VALIDATION_FAILED";
-pub const NOT_FOUND: &str = "NOT_FOUND";
-pub const CONFLICT: &str = "CONFLICT";
-pub const REMOVALS_NEED_CONFIRMATION: &str = "REMOVALS_NEED_CONFIRMATION";
-pub const UNAVAILABLE: &str = "UNAVAILABLE";
-pub const INTERNAL: &str = "INTERNAL";
+pub const VALIDATION_FAILED: &str = ErrorCode::ValidationFailed.as_str();
+pub const NOT_FOUND: &str = ErrorCode::NotFound.as_str();
+pub const CONFLICT: &str = ErrorCode::Conflict.as_str();
+pub const REMOVALS_NEED_CONFIRMATION: &str = ErrorCode::RemovalsNeedConfirmation.as_str();
+pub const UNAVAILABLE: &str = ErrorCode::Unavailable.as_str();
+pub const INTERNAL: &str = ErrorCode::Internal.as_str();
 
 fn to_value(v: serde_json::Value) -> async_graphql::Value {
     async_graphql::Value::from_json(v).unwrap_or(async_graphql::Value::Null)

@@ -6,6 +6,7 @@
 //! (they get `extensions.code` and the request id here, in the one place every transport passes
 //! through).
 
+use crate::error_code::ErrorCode;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest, NextResolve,
     NextSubscribe, NextValidation, ResolveInfo,
@@ -134,7 +135,7 @@ pub fn response_too_large(limit: usize) -> ServerError {
             "the response is larger than {limit} bytes, the limit (--max-response-bytes); ask for fewer items \
              (a smaller `limit` or `first`) or leave out large fields such as `content`"
         ),
-        "VALIDATION_FAILED",
+        ErrorCode::ValidationFailed,
         "RESPONSE_TOO_LARGE",
     )
 }
@@ -259,7 +260,7 @@ impl Guardrails {
         if aliases > l.max_aliases {
             return Err(error(
                 format!("the document uses {aliases} aliases; the limit is {} (--max-aliases)", l.max_aliases),
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 "TOO_MANY_ALIASES",
             ));
         }
@@ -283,12 +284,12 @@ impl Guardrails {
                 self.trusted.as_ref().and_then(|t| t.by_hash.get(&hash).cloned()).or_else(|| self.apq.get(&hash));
             match known {
                 Some(q) => request.query = q,
-                None => return Err(error("PersistedQueryNotFound", "NOT_FOUND", "PERSISTED_QUERY_NOT_FOUND")),
+                None => return Err(error("PersistedQueryNotFound", ErrorCode::NotFound, "PERSISTED_QUERY_NOT_FOUND")),
             }
         } else if sha256_hex(&request.query) != hash {
             return Err(error(
                 "provided sha does not match query",
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 "PERSISTED_QUERY_HASH_MISMATCH",
             ));
         } else if request.query.len() <= self.limits.max_document_bytes {
@@ -328,7 +329,7 @@ impl Guardrails {
                     query.len(),
                     l.max_document_bytes
                 ),
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 "DOCUMENT_TOO_LARGE",
             ));
         }
@@ -336,7 +337,7 @@ impl Guardrails {
         if tokens > l.max_tokens {
             return Err(error(
                 format!("the document has {tokens} tokens; the limit is {} (--max-tokens)", l.max_tokens),
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 "TOO_MANY_TOKENS",
             ));
         }
@@ -347,7 +348,7 @@ impl Guardrails {
                     "the document nests braces, brackets and parentheses {nesting} deep; the limit is {MAX_BRACKET_NESTING} \
                      (selections and argument values alike); nest fewer levels"
                 ),
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 "TOO_DEEP",
             ));
         }
@@ -461,10 +462,10 @@ pub fn classify_errors(resp: &mut Response, request_id: Option<&str>) {
         let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
         if ext.get("code").is_none() {
             if client {
-                ext.set("code", "VALIDATION_FAILED");
+                ext.set("code", ErrorCode::ValidationFailed.as_str());
                 ext.set("reason", "GRAPHQL_VALIDATION");
             } else {
-                ext.set("code", "INTERNAL");
+                ext.set("code", ErrorCode::Internal.as_str());
             }
         }
         if let Some(id) = request_id
@@ -475,10 +476,10 @@ pub fn classify_errors(resp: &mut Response, request_id: Option<&str>) {
     }
 }
 
-fn error(message: impl Into<String>, code: &str, reason: &str) -> ServerError {
+fn error(message: impl Into<String>, code: ErrorCode, reason: &str) -> ServerError {
     let mut e = ServerError::new(message, None);
     let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", code);
+    ext.set("code", code.as_str());
     ext.set("reason", reason);
     e.extensions = Some(ext);
     e
@@ -551,7 +552,7 @@ fn check_cost(doc: &ExecutableDocument, l: &Limits) -> ServerResult<()> {
         Err(Refusal::Cycle(name)) => {
             return Err(error(
                 format!("fragment `{name}` spreads itself (directly or through other fragments); remove the cycle"),
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 "FRAGMENT_CYCLE",
             ));
         }
@@ -561,7 +562,7 @@ fn check_cost(doc: &ExecutableDocument, l: &Limits) -> ServerResult<()> {
                     "the query nests selections (fields, fragments and spreads) more than {MAX_NESTING} levels deep; \
                      nest fewer levels"
                 ),
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 "TOO_DEEP",
             ));
         }
@@ -576,7 +577,7 @@ fn check_cost(doc: &ExecutableDocument, l: &Limits) -> ServerResult<()> {
                  the limit is {} (--max-complexity). Spread fewer fragments, or spread them fewer times",
                 cost.selections, l.max_complexity
             ),
-            "VALIDATION_FAILED",
+            ErrorCode::ValidationFailed,
             "TOO_COMPLEX",
         ));
     }
@@ -586,7 +587,7 @@ fn check_cost(doc: &ExecutableDocument, l: &Limits) -> ServerResult<()> {
 fn too_deep(depth: usize, max: usize) -> ServerError {
     error(
         format!("the query is nested too deep: {depth} levels; the limit is {max} (--max-depth)"),
-        "VALIDATION_FAILED",
+        ErrorCode::ValidationFailed,
         "TOO_DEEP",
     )
 }
@@ -671,7 +672,7 @@ impl Extension for GuardrailsExt {
             if !exempt && !trusted.contains_text(query) {
                 return Err(error(
                     "this operation is not in the trusted documents; send one of the operations in ui-contract/ (by text or by its sha256 in extensions.persistedQuery)",
-                    "FORBIDDEN",
+                    ErrorCode::Forbidden,
                     "UNTRUSTED_DOCUMENT",
                 ));
             }
@@ -712,7 +713,7 @@ impl Extension for GuardrailsExt {
                 .map(|(n, _)| n.node.to_string());
             let detail = e.message.split_once(": ").map_or(e.message.as_str(), |(_, d)| d).to_string();
             let mut ext = e.extensions.take().unwrap_or_default();
-            ext.set("code", "VALIDATION_FAILED");
+            ext.set("code", ErrorCode::ValidationFailed.as_str());
             ext.set("reason", "INVALID_ARGUMENT");
             match arg {
                 Some(a) => {
@@ -760,7 +761,7 @@ impl Extension for GuardrailsExt {
                     errors.truncate(MAX_VALIDATION_ERRORS);
                     errors.push(error(
                         format!("... and {more} more validation errors; fix the ones above first"),
-                        "VALIDATION_FAILED",
+                        ErrorCode::ValidationFailed,
                         "GRAPHQL_VALIDATION",
                     ));
                 }
@@ -779,7 +780,7 @@ impl Extension for GuardrailsExt {
                      ask for fewer items, fewer aliases or fewer large fields",
                     result.complexity, l.max_complexity
                 ),
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 "TOO_COMPLEX",
             )]);
         }

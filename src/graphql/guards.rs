@@ -1,6 +1,7 @@
 //! The one role check and the per-caller rate limit, as async-graphql guards. Resolvers only
 //! declare what they need (`guard = "OperatorAction"`).
 
+use crate::error_code::ErrorCode;
 use async_graphql::{Context, ErrorExtensions, Guard, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{Caller, Role};
 
-pub const FORBIDDEN: &str = "FORBIDDEN";
-pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
-pub const RATE_LIMITED: &str = "RATE_LIMITED";
+pub const FORBIDDEN: &str = ErrorCode::Forbidden.as_str();
+pub const UNAUTHENTICATED: &str = ErrorCode::Unauthenticated.as_str();
+pub const RATE_LIMITED: &str = ErrorCode::RateLimited.as_str();
 
 pub fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller> {
     ctx.data_opt::<Caller>().ok_or_else(|| {

@@ -11,6 +11,7 @@
 //! hub's subscribers in the gauge and the connection's budget exactly as a stream of its own
 //! would be counted.
 
+use crate::error_code::ErrorCode;
 use async_graphql::{Context, Enum, ErrorExtensions, ID, Result, SimpleObject, Subscription as SubscriptionDerive};
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
@@ -130,7 +131,7 @@ fn take_budget(ctx: &Context<'_>) -> Result<Option<Arc<AtomicI64>>> {
             "at most {max} subscriptions per connection (--max-subscriptions-per-connection)"
         ))
         .extend_with(move |_, e| {
-            e.set("code", "RATE_LIMITED");
+            e.set("code", ErrorCode::RateLimited.as_str());
             e.set("limit", max as u64);
         }));
     };

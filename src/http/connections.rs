@@ -26,6 +26,7 @@
 //! (`http::body`). A connection's admission ticket lives in its IO, so a WebSocket keeps
 //! counting against the budget and its address after the upgrade.
 
+use crate::error_code::ErrorCode;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -951,7 +952,7 @@ where
                 use tower::ServiceExt;
                 return app.ready().await?.call(req.map(Body::new)).await;
             }
-            let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": "UNAVAILABLE", "retryAfter": 1}}]});
+            let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": ErrorCode::Unavailable.as_str(), "retryAfter": 1}}]});
             let mut resp = Response::new(Body::from(body.to_string()));
             *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             let h = resp.headers_mut();

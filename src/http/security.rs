@@ -2,6 +2,7 @@
 //! unless origins are configured), the open-connection limit, request ids, and GraphQL-shaped
 //! JSON bodies for every error status.
 
+use crate::error_code::ErrorCode;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +14,7 @@ use std::task::{Context, Poll};
 use super::AppState;
 use crate::auth::{AuthError, Caller, bearer};
 
-pub fn gql_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub fn gql_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]});
     let mut resp = (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string())
         .into_response();
@@ -99,12 +100,12 @@ pub async fn authenticate(
     let result = authenticate_token(app, token, peer).await;
     result.map_err(|e| {
         let (status, code) = match e {
-            AuthError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            AuthError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited.as_str()),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable.as_str()),
         };
         match e {
-            AuthError::Unauthenticated(m) => gql_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &m),
-            AuthError::Forbidden(m) => gql_error(StatusCode::FORBIDDEN, "FORBIDDEN", &m),
+            AuthError::Unauthenticated(m) => gql_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &m),
+            AuthError::Forbidden(m) => gql_error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &m),
             AuthError::Unavailable { message, retry_after_secs }
             | AuthError::RateLimited { message, retry_after_secs } => {
                 let body = serde_json::json!({"errors": [{"message": message, "extensions": {
@@ -136,7 +137,7 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
 pub fn forbidden_origin() -> Response {
     gql_error(
         StatusCode::FORBIDDEN,
-        "FORBIDDEN",
+        ErrorCode::Forbidden,
         "cross-origin connection refused: add the origin to --allowed-origins",
     )
 }
@@ -167,7 +168,7 @@ impl Drop for ConnectionSlot {
 pub fn too_many_connections() -> Response {
     let mut r = gql_error(
         StatusCode::SERVICE_UNAVAILABLE,
-        "RATE_LIMITED",
+        ErrorCode::RateLimited,
         "too many open subscription connections; retry later",
     );
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -414,15 +415,15 @@ impl tower_http::compression::Predicate for CompressPredicate {
 }
 
 /// The `extensions.code` for an HTTP error status.
-fn status_code(status: StatusCode) -> &'static str {
+fn status_code(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
-        StatusCode::FORBIDDEN => "FORBIDDEN",
-        StatusCode::NOT_FOUND => "NOT_FOUND",
-        StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
-        StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
-        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
-        s if s.is_client_error() => "VALIDATION_FAILED",
-        _ => "INTERNAL",
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthenticated,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_client_error() => ErrorCode::ValidationFailed,
+        _ => ErrorCode::Internal,
     }
 }

@@ -6,6 +6,7 @@
 //! GET runs no mutation, whatever names the document (text, APQ hash, trusted-document id);
 //! each event is checked against `--max-response-bytes`.
 
+use crate::error_code::ErrorCode;
 use async_graphql::Request;
 use axum::Json;
 use axum::extract::{Query, State};
@@ -20,7 +21,7 @@ use super::security::{self, ConnectionSlot};
 use crate::graphql::extensions::{classify_errors, response_too_large};
 
 fn bad(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({"errors": [{"message": message, "extensions": {"code": "VALIDATION_FAILED"}}]})))
+    (status, Json(serde_json::json!({"errors": [{"message": message, "extensions": {"code": ErrorCode::ValidationFailed.as_str()}}]})))
         .into_response()
 }
 
