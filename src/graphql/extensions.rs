@@ -792,6 +792,54 @@ impl Extension for GuardrailsExt {
 mod tests {
     use super::*;
 
+    /// The async-graphql messages `classify_errors` and the `resolve` hook recognise by their
+    /// prefix (the library gives them no kind): each mistake below, run through the real
+    /// library, must still produce a message with one of [`CLIENT_ERROR_PREFIXES`] and come
+    /// out VALIDATION_FAILED, so an upgrade that rewords one fails here, not for users.
+    #[tokio::test]
+    async fn async_graphql_client_error_messages_still_have_the_prefixes_relied_on() {
+        struct Q;
+        #[async_graphql::Object]
+        impl Q {
+            async fn capped(&self, #[graphql(validator(maximum = 5))] n: i32) -> i32 {
+                n
+            }
+            async fn when(&self, at: chrono::DateTime<chrono::Utc>) -> String {
+                at.to_rfc3339()
+            }
+        }
+        let schema = async_graphql::Schema::new(Q, async_graphql::EmptyMutation, async_graphql::EmptySubscription);
+        let cases: [(&str, async_graphql::Request); 5] = [
+            ("an argument validator", async_graphql::Request::new("{ capped(n: 9) }")),
+            (
+                "a scalar that does not parse",
+                async_graphql::Request::new("query($a: DateTime!) { when(at: $a) }")
+                    .variables(Variables::from_json(serde_json::json!({"a": "not a time"}))),
+            ),
+            (
+                "a variable of the wrong type",
+                async_graphql::Request::new("query($n: Int!) { capped(n: $n) }")
+                    .variables(Variables::from_json(serde_json::json!({"n": "five"}))),
+            ),
+            (
+                "no operation name among several",
+                async_graphql::Request::new("query A { capped(n: 1) } query B { capped(n: 2) }"),
+            ),
+            ("an unknown operation name", async_graphql::Request::new("query A { capped(n: 1) }").operation_name("C")),
+        ];
+        for (what, request) in cases {
+            let mut resp = schema.execute(request).await;
+            let message = resp.errors.first().map(|e| e.message.clone()).unwrap_or_default();
+            assert!(
+                CLIENT_ERROR_PREFIXES.iter().any(|p| message.starts_with(p)),
+                "{what}: async-graphql now says {message:?}, which no prefix in CLIENT_ERROR_PREFIXES matches"
+            );
+            classify_errors(&mut resp, None);
+            let code = resp.errors[0].extensions.as_ref().and_then(|x| x.get("code")).map(|v| v.to_string());
+            assert_eq!(code.as_deref(), Some("\"VALIDATION_FAILED\""), "{what}: {message}");
+        }
+    }
+
     #[test]
     fn counts_tokens_and_aliases() {
         assert_eq!(count_tokens("{ a b(x: \"y z\") }"), 9);
