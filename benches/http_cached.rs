@@ -30,6 +30,27 @@ use std::time::{Duration, Instant};
 const QUERY: &str = "{ sources { plugin id name enabled revision status { state entityCount lastRefreshSummary } } }";
 const BARE_ENV: &str = "HTTP_CACHED_BARE";
 
+/// Starts `bin serve` pinned to core 0 on a free port with the rate limit off, its data in
+/// `data` and its output in `log`, plus `extra` flags; returns it and its base URL once ready.
+async fn start_server(http: &reqwest::Client, bin: &str, data: &Path, log: &Path, extra: &[&str]) -> (Stopped, String) {
+    let port = free_port();
+    let log = std::fs::File::create(log).expect("log file");
+    let server = Stopped(
+        pinned(Path::new(bin))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-limit", "0"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start server"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_up(http, &format!("{base}/readyz")).await;
+    (server, base)
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
@@ -136,37 +157,13 @@ async fn run() {
     let http = reqwest::Client::new();
 
     // The real server: the README's first command, on a port of ours, rate limit off.
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
     let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_catalog-bff").to_string());
-    let _server = Stopped(
-        pinned(Path::new(&bin))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-limit", "0", "--data-dir"])
-            .arg(dir.path())
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start server"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_up(&http, &format!("{base}/readyz")).await;
+    let (_server, base) = start_server(&http, &bin, dir.path(), &dir.path().join("server.log"), &[]).await;
     // The same server with the response cache off (`--cache-ttl 0`), on its own copy of the
     // example: every request executes the query against the in-memory read model.
     let uncached_dir = tempfile::tempdir().expect("tempdir");
-    let uncached_port = free_port();
-    let log = std::fs::File::create(dir.path().join("uncached.log")).expect("log file");
-    let _uncached = Stopped(
-        pinned(Path::new(&bin))
-            .args(["serve", "--listen", &format!("127.0.0.1:{uncached_port}"), "--rate-limit", "0", "--cache-ttl", "0"])
-            .arg("--data-dir")
-            .arg(uncached_dir.path())
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start the uncached server"),
-    );
-    let uncached_base = format!("http://127.0.0.1:{uncached_port}");
-    wait_up(&http, &format!("{uncached_base}/readyz")).await;
+    let (_uncached, uncached_base) =
+        start_server(&http, &bin, uncached_dir.path(), &dir.path().join("uncached.log"), &["--cache-ttl", "0"]).await;
     let body = serde_json::json!({ "query": QUERY }).to_string();
     let bytes = post(&http, &base, &body).await;
     assert!(bytes.starts_with(b"{\"data\""), "{}", String::from_utf8_lossy(&bytes));

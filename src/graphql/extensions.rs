@@ -196,10 +196,16 @@ pub struct Guardrails {
     pub trusted_exempt: Option<Role>,
     apq: Cache<String, String>,
     /// Documents that passed every document check ([`Guardrails::parse`]), by their text.
-    parsed: Cache<String, ExecutableDocument, foldhash::quality::RandomState>,
+    parsed: Cache<String, ParsedDocument, foldhash::quality::RandomState>,
     /// async-graphql's validation of a document for an operation name and variables, once it
     /// passed: a function of those and the (fixed) schema only.
     validated: Cache<ValidationKey, ValidationResult, foldhash::quality::RandomState>,
+}
+
+#[derive(Clone)]
+struct ParsedDocument {
+    doc: ExecutableDocument,
+    weight: u32,
 }
 
 /// What a validation result depends on besides the schema.
@@ -211,10 +217,13 @@ struct ValidationKey {
     variables: Box<str>,
 }
 
-/// Bytes of document text the parsed-document cache holds, counted at [`PARSED_WEIGHT`] times
-/// their length (a parsed document is several times its text) plus [`ENTRY_WEIGHT`].
+/// Bytes the parsed-document cache holds. A parsed document is weighed at the larger of
+/// [`PARSED_WEIGHT`] times its text and [`TOKEN_WEIGHT`] per token (each name or field is a
+/// node of a few hundred bytes however short its text: `{a a a ...}` is 2 bytes per field), plus
+/// [`ENTRY_WEIGHT`].
 const PARSED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 const PARSED_WEIGHT: usize = 8;
+const TOKEN_WEIGHT: usize = 256;
 /// Validation results kept (keys are a document, an operation name and variables text).
 const VALIDATED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const ENTRY_WEIGHT: usize = 256;
@@ -230,7 +239,7 @@ impl Guardrails {
         // are done once per distinct document and reused.
         let parsed = Cache::builder()
             .max_capacity(PARSED_CACHE_BYTES)
-            .weigher(|k: &String, _: &ExecutableDocument| weight(k.len().saturating_mul(PARSED_WEIGHT)))
+            .weigher(|_: &String, v: &ParsedDocument| v.weight)
             .build_with_hasher(foldhash::quality::RandomState::default());
         let validated = Cache::builder()
             .max_capacity(VALIDATED_CACHE_BYTES)
@@ -244,9 +253,9 @@ impl Guardrails {
     /// `query` parsed, within the cost and alias limits: parsed once per distinct text, then a
     /// copy of the kept document (async-graphql takes it apart to execute it). Only documents
     /// that pass are kept; one that fails costs its parse every time, as before.
-    fn parse(&self, query: &str) -> ServerResult<ExecutableDocument> {
-        if let Some(doc) = self.parsed.get(query) {
-            return Ok(doc);
+    pub(crate) fn parse(&self, query: &str) -> ServerResult<ExecutableDocument> {
+        if let Some(p) = self.parsed.get(query) {
+            return Ok(p.doc);
         }
         let l = &self.limits;
         // Parsed here rather than by async-graphql (`next` in the extension, which nothing
@@ -264,7 +273,8 @@ impl Guardrails {
                 "TOO_MANY_ALIASES",
             ));
         }
-        self.parsed.insert(query.to_string(), doc.clone());
+        let bytes = query.len().saturating_mul(PARSED_WEIGHT).max(count_tokens(query).saturating_mul(TOKEN_WEIGHT));
+        self.parsed.insert(query.to_string(), ParsedDocument { doc: doc.clone(), weight: weight(bytes) });
         Ok(doc)
     }
 

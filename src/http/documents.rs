@@ -8,7 +8,9 @@
 //! document limits still hold on every request, cache hits included.
 
 use async_graphql::Positioned;
-use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType, Selection};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection,
+};
 use async_graphql_value::Value;
 use moka::sync::Cache;
 use std::sync::Arc;
@@ -107,16 +109,22 @@ impl Touches {
 }
 
 impl DocumentFacts {
+    #[cfg(test)]
     fn new(query: &str) -> DocumentFacts {
-        let operations = match async_graphql::parser::parse_query(query) {
-            Ok(doc) => match doc.operations {
+        DocumentFacts::of(query, async_graphql::parser::parse_query(query).ok())
+    }
+
+    /// The facts of `query`, parsed as `doc` (`None`: it does not parse).
+    fn of(query: &str, doc: Option<ExecutableDocument>) -> DocumentFacts {
+        let operations = match doc {
+            Some(doc) => match doc.operations {
                 DocumentOperations::Single(op) => vec![(None, op.node.ty, Touches::of(&op))],
                 DocumentOperations::Multiple(map) => map
                     .into_iter()
                     .map(|(name, op)| (Some(name.as_str().into()), op.node.ty, Touches::of(&op)))
                     .collect(),
             },
-            Err(_) => Vec::new(),
+            None => Vec::new(),
         };
         let normalized: Arc<str> = normalize(query).into();
         DocumentFacts {
@@ -189,7 +197,11 @@ impl DocumentCache {
             return Ok(f);
         }
         guardrails.check_document(query)?;
-        let facts = Arc::new(DocumentFacts::new(query));
+        // The schema's own parse (kept for the extension, so a document that passes is parsed
+        // once in all); one over the cost limits is parsed here without them, so that its
+        // operation type is still known (a refused query must not count as a mutation).
+        let doc = guardrails.parse(query).ok().or_else(|| async_graphql::parser::parse_query(query).ok());
+        let facts = Arc::new(DocumentFacts::of(query, doc));
         self.cache.insert(query.to_string(), facts.clone());
         Ok(facts)
     }
