@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use catalog_bff::catalog::plugins::PluginKind;
 use catalog_bff::catalog::sources::{SourceEntry, SourcesFile};
 use catalog_bff::catalog::validate::{SourceDraft, check};
-use catalog_bff::catalog::yamlerr::syntax_check;
+use catalog_bff::catalog::yaml::syntax_check;
 
 /// The deepest nesting measured as an ordinary parse. Deeper YAML is refused by the server's
 /// nesting limit before the expensive parse (issue 8); the "past limit" rows measure that

@@ -11,7 +11,7 @@
 //!   1 s later;
 //! - the bare `serde_yaml_ng` parse of the same file in this process, into a `Value` and into a
 //!   plain `#[derive(Deserialize)]` struct (the limit), and the ratio refresh ÷ parse;
-//! - the server's subset reader (`catalog::yaml_subset`) on the same list, on one thread;
+//! - the server's subset reader (`catalog_yaml::subset`) on the same list, on one thread;
 //! - p50 of `entities(search:)` and of a deep page (`after:` a cursor ~90k entities in).
 //!
 //! Run by hand: `cargo bench --bench refresh` (build with `--features system-alloc` to compare
@@ -233,12 +233,12 @@ async fn main() {
     // reads them on every core; a piece it declines goes to serde_yaml_ng).
     let list = big.split_once("models:\n").map_or("", |(_, l)| l);
     let subset = best(&|| {
-        let v: Option<Vec<PlainModel>> = catalog_bff::catalog::yaml_subset::from_str(list);
+        let v: Option<Vec<PlainModel>> = catalog_yaml::subset::from_str(list);
         assert_eq!(v.as_ref().map(Vec::len), Some(BIG), "the subset reader declined the generated catalog");
         std::hint::black_box(v);
     });
     println!(
-        "the subset reader (catalog::yaml_subset) on the same list, one thread: {subset:.2?} ({:.0} entities/s, {:.1}x the plain-struct parse)",
+        "the subset reader (catalog_yaml::subset) on the same list, one thread: {subset:.2?} ({:.0} entities/s, {:.1}x the plain-struct parse)",
         rate(subset),
         parse_struct.as_secs_f64() / subset.as_secs_f64()
     );

@@ -158,7 +158,7 @@ pub struct ServeArgs {
     pub url_allow: Vec<String>,
     /// Deepest YAML nesting accepted in catalogs, URL bodies, API content and the sources file;
     /// deeper documents are refused before parsing (parse cost grows with depth).
-    #[arg(long, env = "CATALOG_BFF_MAX_YAML_DEPTH", default_value_t = crate::catalog::yaml_depth::DEFAULT_MAX_DEPTH)]
+    #[arg(long, env = "CATALOG_BFF_MAX_YAML_DEPTH", default_value_t = catalog_yaml::depth::DEFAULT_MAX_DEPTH)]
     pub max_yaml_depth: usize,
     /// Startup snapshot cache: each yaml source's loaded entities are kept in
     /// DATA_DIR/snapshot-cache/, so a restart with unchanged catalogs skips the YAML parse
@@ -459,7 +459,7 @@ impl ServeArgs {
         let secs = seconds;
         // The YAML parsers are free functions shared by every entry point (and catalogctl), so
         // the limit is process-wide; the server sets it once, here, before opening the catalog.
-        crate::catalog::yaml_depth::set_max_depth(self.max_yaml_depth);
+        crate::catalog::yaml::set_limits(catalog_yaml::Limits::new(self.max_yaml_depth));
         let (url_allow, bad) = crate::catalog::outbound::UrlAllow::parse(&self.url_allow);
         for entry in bad {
             tracing::warn!(entry = %entry, "ignoring a --url-allow entry that is neither a host name, an IP nor a CIDR");

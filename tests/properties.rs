@@ -19,9 +19,9 @@ use catalog_bff::catalog::plugins::Model;
 use catalog_bff::catalog::plugins::PluginKind;
 use catalog_bff::catalog::sources::{Dialect, SourceEntry, SourcesFile};
 use catalog_bff::catalog::validate::{SourceDraft, check};
-use catalog_bff::catalog::yaml_split::parse_in_pieces;
-use catalog_bff::catalog::yaml_subset;
-use catalog_bff::catalog::yamlerr::syntax_check;
+use catalog_yaml::split::parse_in_pieces;
+use catalog_yaml::subset as yaml_subset;
+use catalog_yaml::{Limits, syntax_check};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_yaml_ng::{Mapping, Value};
@@ -519,7 +519,7 @@ fn apply_mutation(text: &str, m: &Mutation) -> String {
 
 /// Everything that reads user text, run on `text`; only a panic fails (proptest reports it).
 fn run_every_parser(text: &str) {
-    let _ = syntax_check(text, "any.yaml");
+    let _ = syntax_check(text, "any.yaml", Limits::default());
     let _ = parse(text);
     for plugin in PluginKind::ALL {
         let _ = plugin.load(text, "any.yaml");

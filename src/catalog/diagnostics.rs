@@ -186,43 +186,9 @@ impl ValidationReport {
     }
 }
 
-/// Levenshtein distance, for "did you mean" suggestions.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.to_lowercase().chars().collect();
-    let b: Vec<char> = b.to_lowercase().chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The known name closest to `unknown`, if any is reasonably close.
-pub fn nearest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    known
-        .into_iter()
-        .map(|k| (edit_distance(unknown, k), k))
-        .filter(|(d, k)| *d <= (k.len().max(unknown.len()) / 2).max(2))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggests_the_closest_known_field() {
-        let known = ["name", "description", "provider", "license", "licenseLink"];
-        assert_eq!(nearest("licenceLink", known).as_deref(), Some("licenseLink"));
-        assert_eq!(nearest("descripton", known).as_deref(), Some("description"));
-        assert_eq!(nearest("zzzzzzzzzzzz", known), None);
-    }
 
     #[test]
     fn later_layers_are_skipped_after_an_error() {

@@ -15,7 +15,4 @@ pub mod snapshot_cache;
 pub mod sources;
 pub mod store;
 pub mod validate;
-pub mod yaml_depth;
-pub mod yaml_split;
-pub mod yaml_subset;
-pub mod yamlerr;
+pub mod yaml;

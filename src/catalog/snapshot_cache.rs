@@ -49,7 +49,7 @@ impl Key {
     /// `entry_json` is the canonical JSON of the source entry, `content_hash` the hash of the
     /// catalog text the load parsed.
     pub fn new(plugin: PluginKind, entry_json: &str, content_hash: &str) -> Key {
-        let depth = super::yaml_depth::max_depth().to_string();
+        let depth = super::yaml::limits().max_depth.to_string();
         let mut h = Sha256::new();
         for part in [
             b"catalog-bff snapshot-cache key".as_slice(),

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostics::{Diagnostic, Layer};
 use super::plugins::PluginKind;
-use super::yamlerr::{find_key_value, strict_parse, syntax_check};
+use super::yaml::{find_key_value, strict_parse, syntax_check};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Dialect {

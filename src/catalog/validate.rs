@@ -7,7 +7,7 @@ use super::diagnostics::{Diagnostic, Layer, ValidationReport};
 use super::plugins::{Entity, PluginKind};
 use super::redact::{REDACTED, find_inline_secrets, is_secret_key};
 use super::sources::{SourceEntry, SourceKind, validate_entry};
-use super::yamlerr::syntax_check;
+use super::yaml::syntax_check;
 
 /// A source as proposed by a caller: the entry for the sources file and, for `yaml` sources,
 /// the catalog content to write to its `yamlCatalogPath`.

@@ -55,7 +55,7 @@ pub fn load(path: &Path) -> Result<SourceFile, CliError> {
             format!("{}: cannot read: {e}", path.display()),
         )
     })?;
-    let raw: Raw = crate::catalog::yamlerr::strict_parse(&text, &path.display().to_string())
+    let raw: Raw = catalog_yaml::strict_parse(&text, &path.display().to_string(), catalog_yaml::Limits::default())
         .map_err(|d| CliError::new(Exit::Validation, ErrorCode::ValidationFailed.as_str(), d.render()))?;
     if raw.content.is_some() && raw.content_file.is_some() {
         return Err(CliError::new(

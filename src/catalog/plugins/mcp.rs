@@ -13,7 +13,7 @@ use super::locate;
 use super::models::CustomProperties;
 use super::{Entity, Loaded, unique_names};
 use crate::catalog::diagnostics::{Diagnostic, Layer};
-use crate::catalog::yamlerr::{find_key_value, strict_parse};
+use crate::catalog::yaml::{find_key_value, strict_parse};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -143,7 +143,7 @@ pub(crate) fn locate(
 
 pub(crate) fn unique_names(names: &[&str], text: &str, file: &str, list_key: &str) -> (Vec<usize>, Vec<Diagnostic>) {
     use super::diagnostics::Layer;
-    use super::yamlerr::key_value_positions;
+    use super::yaml::key_value_positions;
     /// Diagnostics past this many duplicates are summed up in one: a file of 100k copies of one
     /// name must not produce a response of 100k diagnostics.
     const MAX_REPORTED: usize = 100;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::locate;
 use super::{Entity, Loaded, unique_names};
 use crate::catalog::diagnostics::{Diagnostic, Layer};
-use crate::catalog::yamlerr::{find_key_value, strict_parse_list};
+use crate::catalog::yaml::{find_key_value, strict_parse_list};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,7 +287,7 @@ mod tests {
                 s.push_str("    descriptin: typo\n");
             }
         }
-        assert!(s.len() > crate::catalog::yaml_split::MIN_SPLIT_BYTES * 2);
+        assert!(s.len() > catalog_yaml::split::MIN_SPLIT_BYTES * 2);
         s
     }
 
@@ -296,7 +296,7 @@ mod tests {
         let text = large(3000, None);
         let whole: ModelCatalogFile = serde_yaml_ng::from_str(&text).expect("whole parse");
         // This file takes the split path (the test would prove nothing otherwise).
-        assert!(crate::catalog::yaml_split::parse_list::<ModelCatalogFile, Model>(&text, "models").is_some());
+        assert!(catalog_yaml::split::parse_list::<ModelCatalogFile, Model>(&text, "models").is_some());
         let loaded = load(&text, "large.yaml").expect("load");
         let names: Vec<&str> = loaded.entities.iter().map(Entity::name).collect();
         assert_eq!(names.len(), 3000);
@@ -311,7 +311,7 @@ mod tests {
     fn an_error_deep_in_a_large_catalog_reads_as_from_the_whole_parse() {
         let text = large(3000, Some(2500));
         let whole = match serde_yaml_ng::from_str::<ModelCatalogFile>(&text) {
-            Err(e) => crate::catalog::yamlerr::from_serde_error(&e, "large.yaml"),
+            Err(e) => crate::catalog::diagnostics::Diagnostic::from(catalog_yaml::from_serde_error(&e, "large.yaml")),
             Ok(_) => panic!("the whole parse must fail"),
         };
         let err = load(&text, "large.yaml").expect_err("unknown field");

@@ -17,7 +17,7 @@
 //! (any error, any shape it does not handle: documents markers, directives, tabs in
 //! indentation, a flow list) the caller parses the whole file as before, which gives the same
 //! diagnostics as it always did. The cost of that fallback is one more parse of a file that
-//! has an error. Each piece is read by `yaml_subset` (the same value, ~3x faster) and by
+//! has an error. Each piece is read by `subset` (the same value, ~3x faster) and by
 //! serde_yaml_ng only where that declines.
 
 use serde::de::DeserializeOwned;
@@ -254,7 +254,7 @@ fn parse_pieces<T: DeserializeOwned + Send>(pieces: &[&str]) -> Option<Vec<T>> {
             }
             // The subset reader first (the same items, ~3x faster); where it declines,
             // serde_yaml_ng reads the piece.
-            let parsed = super::yaml_subset::from_str::<Vec<T>>(pieces[i])
+            let parsed = crate::subset::from_str::<Vec<T>>(pieces[i])
                 .map_or_else(|| serde_yaml_ng::from_str::<Vec<T>>(pieces[i]).map_err(drop), Ok);
             match parsed {
                 Ok(items) => *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(items),

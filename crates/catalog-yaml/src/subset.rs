@@ -2,7 +2,7 @@
 //! serde `Deserializer`; it declines (returns `None`) on everything else.
 //!
 //! Why: serde_yaml_ng (libyaml underneath) reads ~15 MB/s, so the items of a 100k-model catalog
-//! (40 MB) cost ~2.5 s of CPU however they are cut (see `yaml_split`). Catalog items use a
+//! (40 MB) cost ~2.5 s of CPU however they are cut (see `split`). Catalog items use a
 //! small part of YAML: block mappings and lists, one-line plain and quoted scalars, literal and
 //! folded block scalars, and one-line flow lists. This module reads exactly that part and
 //! nothing else.

@@ -10,25 +10,11 @@
 //! Quoted scalars, comments and block scalars (`|`, `>`) do not count. The count is a close
 //! over-approximation of the parser's nesting, never an under-approximation for these forms.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::diagnostics::{Diagnostic, Layer};
+use crate::Limits;
+use crate::error::{YamlError, YamlErrorKind};
 
 /// The default limit: real catalogs nest less than 10 deep.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
-
-static MAX_DEPTH: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_DEPTH);
-
-/// Sets the process-wide limit (`--max-yaml-depth`). It is process-wide because every YAML
-/// entry point (sources file, catalog files, URL bodies, API content) goes through the shared
-/// parsing helpers in `yamlerr`, which have no configuration of their own.
-pub fn set_max_depth(limit: usize) {
-    MAX_DEPTH.store(limit.max(1), Ordering::Relaxed);
-}
-
-pub fn max_depth() -> usize {
-    MAX_DEPTH.load(Ordering::Relaxed)
-}
 
 /// The first point where nesting goes past `limit`: 1-based line and column.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,17 +23,17 @@ pub struct TooDeep {
     pub column: usize,
 }
 
-/// Checks `text` against the process-wide limit and returns a diagnostic naming the limit and
-/// the flag that sets it.
-pub fn check_depth(text: &str, file: &str) -> Result<(), Diagnostic> {
-    let limit = max_depth();
+/// Checks `text` against `limits` and returns an error naming the limit and the flag that
+/// sets it.
+pub fn check(text: &str, file: &str, limits: Limits) -> Result<(), YamlError> {
+    let limit = limits.max_depth;
     match scan(text, limit) {
         Ok(()) => Ok(()),
-        Err(at) => Err(Diagnostic::error(
-            Layer::Syntax,
+        Err(at) => Err(YamlError::new(
+            YamlErrorKind::Syntax,
             format!("YAML nesting deeper than the limit of {limit} levels (--max-yaml-depth)"),
+            file,
         )
-        .in_file(file)
         .at(u32::try_from(at.line).ok(), u32::try_from(at.column).ok())
         .hint(format!(
             "flatten the document to at most {limit} nested collections; a deployer can raise the limit with \
@@ -299,11 +285,11 @@ mod tests {
     #[test]
     fn the_bundled_examples_pass() {
         for text in [
-            include_str!("../example/sources.yaml"),
-            include_str!("../example/team-models.yaml"),
-            include_str!("../example/partner-models.yaml"),
-            include_str!("../example/platform-mcp-servers.yaml"),
-            include_str!("../example/lab-mcp-servers.yaml"),
+            include_str!("../../../src/example/sources.yaml"),
+            include_str!("../../../src/example/team-models.yaml"),
+            include_str!("../../../src/example/partner-models.yaml"),
+            include_str!("../../../src/example/platform-mcp-servers.yaml"),
+            include_str!("../../../src/example/lab-mcp-servers.yaml"),
         ] {
             assert_eq!(scan(text, 16), Ok(()));
         }
@@ -311,7 +297,7 @@ mod tests {
 
     #[test]
     fn the_diagnostic_names_the_limit_and_flag() {
-        let d = check_depth(&"[".repeat(200), "input.content").unwrap_err();
+        let d = crate::depth::check(&"[".repeat(200), "input.content", Limits::default()).unwrap_err();
         assert!(d.message.contains("64") && d.message.contains("--max-yaml-depth"), "{d:?}");
         assert_eq!((d.line, d.column), (Some(1), Some(64)));
     }
