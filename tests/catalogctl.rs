@@ -8,10 +8,8 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
 
-const CTL: &str = env!("CARGO_BIN_EXE_catalogctl");
-
 fn ctl(server: &str, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(CTL);
+    let mut cmd = std::process::Command::new(common::catalogctl_bin());
     cmd.env("CATALOG_BFF_URL", server).env_remove("CATALOG_BFF_TOKEN").args(args);
     if let Some(t) = token {
         cmd.env("CATALOG_BFF_TOKEN", t);

@@ -1,8 +1,8 @@
 //! The audit trail: every mutation (and every denied one) is written to `catalog_audit` and
 //! logged as a structured event.
 
-use crate::error_code::ErrorCode;
 use async_graphql::{Context, Enum, Error};
+use catalog_api::ErrorCode;
 
 use super::guards::caller;
 use crate::catalog::service::Catalog;

@@ -7,8 +7,8 @@
 //! argument checks below run before any resolver touches the core, so a refused argument
 //! changes nothing.
 
-use crate::error_code::ErrorCode;
 use async_graphql::{Error, ErrorExtensions};
+use catalog_api::ErrorCode;
 use serde_json::json;
 
 use crate::catalog::service::CatalogError;

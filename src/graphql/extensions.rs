@@ -6,13 +6,13 @@
 //! (they get `extensions.code` and the request id here, in the one place every transport passes
 //! through).
 
-use crate::error_code::ErrorCode;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest, NextResolve,
     NextSubscribe, NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, Request, Response, ServerError, ServerResult, ValidationResult, Variables};
+use catalog_api::ErrorCode;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use moka::sync::Cache;

@@ -1,8 +1,8 @@
 //! The one role check and the per-caller rate limit, as async-graphql guards. Resolvers only
 //! declare what they need (`guard = "OperatorAction"`).
 
-use crate::error_code::ErrorCode;
 use async_graphql::{Context, ErrorExtensions, Guard, Result};
+use catalog_api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -11,8 +11,8 @@
 //! hub's subscribers in the gauge and the connection's budget exactly as a stream of its own
 //! would be counted.
 
-use crate::error_code::ErrorCode;
 use async_graphql::{Context, Enum, ErrorExtensions, ID, Result, SimpleObject, Subscription as SubscriptionDerive};
+use catalog_api::ErrorCode;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use std::sync::Arc;

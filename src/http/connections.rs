@@ -26,7 +26,7 @@
 //! (`http::body`). A connection's admission ticket lives in its IO, so a WebSocket keeps
 //! counting against the budget and its address after the upgrade.
 
-use crate::error_code::ErrorCode;
+use catalog_api::ErrorCode;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;

@@ -2,10 +2,10 @@
 //! unless origins are configured), the open-connection limit, request ids, and GraphQL-shaped
 //! JSON bodies for every error status.
 
-use crate::error_code::ErrorCode;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use catalog_api::ErrorCode;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,13 +6,13 @@
 //! GET runs no mutation, whatever names the document (text, APQ hash, trusted-document id);
 //! each event is checked against `--max-response-bytes`.
 
-use crate::error_code::ErrorCode;
 use async_graphql::Request;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use catalog_api::ErrorCode;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 

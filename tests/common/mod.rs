@@ -14,6 +14,19 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_catalog-bff");
 
+/// catalogctl's binary: its own crate (crates/catalogctl), built by the same `cargo test` at the
+/// top into the same directory as the server's (its package has an integration test, so cargo
+/// builds the binary before any test runs).
+pub fn catalogctl_bin() -> std::path::PathBuf {
+    let bin = std::path::Path::new(BIN).with_file_name(format!("catalogctl{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: `cargo test` at the top builds it (or `cargo build -p catalogctl`)",
+        bin.display()
+    );
+    bin
+}
+
 /// An HTTP client (installs the rustls provider the way the server does).
 pub fn client() -> reqwest::Client {
     catalog_bff::tls::install_crypto_provider();

@@ -1,5 +1,5 @@
 //! `catalogctl`: scripted apply, refresh and rollback against a catalog-bff server.
 
 fn main() -> std::process::ExitCode {
-    catalog_bff::cli::main()
+    catalogctl::main()
 }

@@ -1,7 +1,7 @@
 //! A small GraphQL client over reqwest: queries and mutations over POST, subscriptions over
 //! GraphQL-SSE (distinct connections).
 
-use crate::error_code::ErrorCode;
+use catalog_api::ErrorCode;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>, timeout: Duration) -> Client {
-        crate::tls::install_crypto_provider();
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .build()
@@ -116,4 +116,10 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Installs ring as the process-wide rustls crypto provider (reqwest is built without one).
+fn install_crypto_provider() {
+    // Err means another provider was installed first; either way one is in place.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

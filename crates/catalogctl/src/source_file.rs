@@ -12,7 +12,7 @@
 //! contentFile: team-models.yaml  # the catalog YAML, relative to this file; or inline `content: |`
 //! ```
 
-use crate::error_code::ErrorCode;
+use catalog_api::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

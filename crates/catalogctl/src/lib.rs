@@ -8,7 +8,7 @@ mod client;
 mod output;
 mod source_file;
 
-use crate::error_code::ErrorCode;
+use catalog_api::ErrorCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use std::path::PathBuf;
