@@ -97,7 +97,6 @@ fn main() {
     println!("cargo:rerun-if-env-changed={ASSETS_ENV}");
     println!("cargo:rerun-if-env-changed={REGISTRY_ENV}");
     println!("cargo:rerun-if-env-changed={REQUIRE_ENV}");
-    build_fingerprint();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     let assets = out_dir.join("graphiql");
     let result = std::fs::create_dir_all(&assets)
@@ -130,62 +129,6 @@ fn main() {
         // Nothing sensible to build without the generated module.
         panic!("cannot write {}: {e}", target.display());
     }
-}
-
-/// The source files whose code decides what a catalog load gives (entities, diagnostics, the
-/// filter): the snapshot cache (`src/catalog/snapshot_cache.rs`) is keyed on their hash, so a
-/// binary built from other loading code never takes another binary's cache file as valid.
-/// `Cargo.lock` is in: a serde or YAML parser upgrade changes what a parse gives too.
-const FINGERPRINTED: &[&str] = &[
-    "src/catalog/plugins",
-    // The YAML toolkit (depth guard, splitter, subset reader, located errors) and the core's
-    // entry points into it.
-    "crates/catalog-yaml/src",
-    "src/catalog/yaml.rs",
-    "src/catalog/validate.rs",
-    "src/catalog/diagnostics.rs",
-    // Not in the brief's list, for the same reason: the entry filter (`filter_entities`)
-    // and the cache's own format.
-    "src/catalog/service/apply.rs",
-    "src/catalog/snapshot_cache.rs",
-    "Cargo.lock",
-];
-
-/// Exports `CATALOG_BFF_BUILD_FINGERPRINT`: sha256 over every file of [`FINGERPRINTED`] (path,
-/// length, bytes; directories walked in sorted order). A file that cannot be read hashes as
-/// missing rather than failing the build.
-fn build_fingerprint() {
-    fn add(h: &mut Sha256, root: &Path, rel: &Path) {
-        let full = root.join(rel);
-        if full.is_dir() {
-            let mut entries: Vec<PathBuf> = match std::fs::read_dir(&full) {
-                Ok(d) => d.filter_map(|e| e.ok()).map(|e| rel.join(e.file_name())).collect(),
-                Err(_) => Vec::new(),
-            };
-            entries.sort();
-            for e in entries {
-                add(h, root, &e);
-            }
-            return;
-        }
-        h.update(rel.to_string_lossy().as_bytes());
-        h.update([0u8]);
-        match std::fs::read(&full) {
-            Ok(bytes) => {
-                h.update((bytes.len() as u64).to_le_bytes());
-                h.update(&bytes);
-            }
-            Err(_) => h.update(b"missing"),
-        }
-    }
-    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let mut h = Sha256::new();
-    for rel in FINGERPRINTED {
-        println!("cargo:rerun-if-changed={rel}");
-        add(&mut h, &root, Path::new(rel));
-    }
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    println!("cargo:rustc-env=CATALOG_BFF_BUILD_FINGERPRINT={hex}");
 }
 
 /// The generated module when every file is in `dir` (verified).

@@ -10,10 +10,10 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use catalog_bff::catalog::plugins::PluginKind;
-use catalog_bff::catalog::sources::{SourceEntry, SourcesFile};
-use catalog_bff::catalog::validate::{SourceDraft, check};
-use catalog_bff::catalog::yaml::syntax_check;
+use catalog_core::plugins::PluginKind;
+use catalog_core::sources::{SourceEntry, SourcesFile};
+use catalog_core::validate::{SourceDraft, check};
+use catalog_core::yaml::syntax_check;
 
 /// The deepest nesting measured as an ordinary parse. Deeper YAML is refused by the server's
 /// nesting limit before the expensive parse (issue 8); the "past limit" rows measure that

@@ -4,16 +4,12 @@
 // on error paths, so their size in `Result::Err` does not matter.
 #![allow(clippy::result_large_err)]
 
-pub mod allocator;
 pub mod auth;
 pub mod cache;
-pub mod catalog;
 pub mod config;
-pub mod db;
 pub mod example;
 pub mod graphql;
 pub mod http;
 pub mod k8s;
 pub mod logging;
 pub mod server;
-pub mod tls;

@@ -14,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(catalog_bff::allocator::on_park)
+        .on_thread_park(catalog_core::allocator::on_park)
         .build()
     {
         Ok(runtime) => runtime.block_on(run()),

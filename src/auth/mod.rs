@@ -129,7 +129,7 @@ impl StaticTokens {
     pub fn load(path: &Path) -> anyhow::Result<StaticTokens> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read the tokens file {}: {e}", path.display()))?;
-        let file: TokensFile = crate::catalog::yaml::strict_parse(&text, &path.display().to_string())
+        let file: TokensFile = catalog_core::yaml::strict_parse(&text, &path.display().to_string())
             .map_err(|d| anyhow::anyhow!("{}", d.render()))?;
         let mut by_hash = HashMap::new();
         for (i, t) in file.tokens.into_iter().enumerate() {

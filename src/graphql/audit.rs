@@ -5,8 +5,8 @@ use async_graphql::{Context, Enum, Error};
 use catalog_api::ErrorCode;
 
 use super::guards::caller;
-use crate::catalog::service::Catalog;
-use crate::db::NewAudit;
+use catalog_core::db::NewAudit;
+use catalog_core::service::Catalog;
 
 /// Which mutation an audit record is about. The database keeps the mutation's name
 /// (`applySource`, `applySource(dryRun)`, ...): these are the only words this code writes.

@@ -14,8 +14,8 @@ pub mod types;
 use async_graphql::{Context, Schema};
 use std::sync::Arc;
 
-use crate::catalog::plugins::PluginKind;
-use crate::catalog::service::Catalog;
+use catalog_core::plugins::PluginKind;
+use catalog_core::service::Catalog;
 
 pub type CatalogSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 

@@ -8,7 +8,7 @@ use super::errors::{self, invalid_input, to_graphql};
 use super::history::{self, Cursor, HistoryConnection};
 use super::mutation::SourceInput;
 use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
-use crate::catalog::service::EntityCursor;
+use catalog_core::service::EntityCursor;
 
 pub struct Query;
 
@@ -31,8 +31,8 @@ pub struct AuditRecord {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-impl From<crate::db::AuditRow> for AuditRecord {
-    fn from(r: crate::db::AuditRow) -> Self {
+impl From<catalog_core::db::AuditRow> for AuditRecord {
+    fn from(r: catalog_core::db::AuditRow) -> Self {
         AuditRecord {
             actor: r.actor,
             action: super::audit::AuditAction::parse(&r.action),
@@ -100,8 +100,8 @@ impl Query {
                 name: p.name.to_string(),
                 source_count: p.source_count,
                 entity_count: p.entity_count,
-                kind: crate::catalog::plugins::PluginKind::parse(p.name)
-                    .unwrap_or(crate::catalog::plugins::PluginKind::Models),
+                kind: catalog_core::plugins::PluginKind::parse(p.name)
+                    .unwrap_or(catalog_core::plugins::PluginKind::Models),
             })
             .collect())
     }

@@ -22,8 +22,8 @@ use tokio::sync::{broadcast, watch};
 use super::catalog;
 use super::errors::{self, not_found, to_graphql};
 use super::types::RefreshJob;
-use crate::catalog::events as core_events;
-use crate::catalog::jobs::RefreshJob as CoreJob;
+use catalog_core::events as core_events;
+use catalog_core::jobs::RefreshJob as CoreJob;
 
 /// Live subscription count, shared with `/metrics`.
 #[derive(Default)]

@@ -8,12 +8,12 @@ use super::catalog;
 use super::errors::to_graphql;
 use super::extensions::charge_response;
 use super::history::{self, Cursor, HistoryConnection};
-use crate::catalog::diagnostics as core_diag;
-use crate::catalog::jobs as core_jobs;
-use crate::catalog::plugins::{Entity, PluginKind, mcp, models};
-use crate::catalog::redact::redact_json;
-use crate::catalog::refresh as core_refresh;
-use crate::catalog::service::{self as core, SourceView};
+use catalog_core::diagnostics as core_diag;
+use catalog_core::jobs as core_jobs;
+use catalog_core::plugins::{Entity, PluginKind, mcp, models};
+use catalog_core::redact::redact_json;
+use catalog_core::refresh as core_refresh;
+use catalog_core::service::{self as core, SourceView};
 
 /// How a source is doing right now; drives the state badge in the sources table.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]

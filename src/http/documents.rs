@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::auth::sha256_hex;
 use crate::cache::normalize;
-use crate::catalog::plugins::PluginKind;
 use crate::graphql::extensions::Guardrails;
+use catalog_core::plugins::PluginKind;
 
 /// The facts about one document text that passed the document limits.
 #[derive(Debug)]

@@ -29,10 +29,10 @@ use std::time::Duration;
 
 use crate::auth::{Authenticator, NoAuth};
 use crate::cache::ResponseCache;
-use crate::catalog::service::Catalog;
 use crate::graphql::extensions::Guardrails;
 use crate::graphql::subscription::SubscriptionGauge;
 use crate::graphql::{CatalogSchema, SchemaOptions};
+use catalog_core::service::Catalog;
 
 #[derive(Clone)]
 pub struct HttpOptions {

@@ -18,7 +18,7 @@
 //! the swap happen under it, so a follow and a local refresh never interleave.
 
 use super::*;
-use crate::catalog::refresh::Snapshot;
+use crate::refresh::Snapshot;
 
 impl Catalog {
     /// Whether a source's loaded text is kept in the database (see the module docs).

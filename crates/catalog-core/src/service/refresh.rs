@@ -20,16 +20,16 @@ use super::{
     Catalog, CatalogError, Result, SourceKey, SourceState, entry_json, filter_entities, job_from_row, job_row,
     sha256_hex, state_word,
 };
-use crate::catalog::diagnostics::{Diagnostic, Layer};
-use crate::catalog::events::EventKind;
-use crate::catalog::fetch::{Fetched, fetch};
-use crate::catalog::jobs::{JobPhase, RefreshJob, Registered};
-use crate::catalog::plugins::{Entity, PluginKind};
-use crate::catalog::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
-use crate::catalog::snapshot_cache::{Key, Miss};
-use crate::catalog::store::Config;
 use crate::db::StatusRow;
 use crate::db::cluster::Claim;
+use crate::diagnostics::{Diagnostic, Layer};
+use crate::events::EventKind;
+use crate::fetch::{Fetched, fetch};
+use crate::jobs::{JobPhase, RefreshJob, Registered};
+use crate::plugins::{Entity, PluginKind};
+use crate::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
+use crate::snapshot_cache::{Key, Miss};
+use crate::store::Config;
 
 pub(super) enum Loaded {
     Disabled,
@@ -192,7 +192,7 @@ impl Catalog {
                 Registered::Joined(rx) => break rx,
                 Registered::Started(rx) => {
                     // Cluster-wide: a live job for this target on another replica wins.
-                    let target = crate::catalog::jobs::target(&job.plugin, job.source_id.as_deref());
+                    let target = crate::jobs::target(&job.plugin, job.source_id.as_deref());
                     let cluster = &self.options.cluster;
                     match self.db.claim_job(&job_row(&job), &target, &cluster.replica_id, cluster.job_lease).await {
                         Err(e) => {
@@ -907,7 +907,7 @@ impl Catalog {
         &self,
         plugin: PluginKind,
         id: &str,
-        entry: crate::catalog::sources::SourceEntry,
+        entry: crate::sources::SourceEntry,
         text: Text,
         read_cache: bool,
         keep_text: bool,
@@ -985,7 +985,7 @@ impl Catalog {
 struct Done {
     text: String,
     keep_text: bool,
-    loaded: std::result::Result<crate::catalog::plugins::Loaded, Vec<Diagnostic>>,
+    loaded: std::result::Result<crate::plugins::Loaded, Vec<Diagnostic>>,
     content_hash: String,
     etag: Option<String>,
     cache_key: Option<Key>,
@@ -993,7 +993,7 @@ struct Done {
 
 /// A parse's outcome as a [`Loaded`], the text dropped (unless it is kept) and the parse's
 /// memory given back.
-fn finish(done: Done, entry: &crate::catalog::sources::SourceEntry) -> Loaded {
+fn finish(done: Done, entry: &crate::sources::SourceEntry) -> Loaded {
     let Done { text, keep_text, loaded, content_hash, etag, cache_key } = done;
     let text = if keep_text && loaded.is_ok() {
         Some(text)

@@ -105,10 +105,10 @@ pub struct Catalog {
     source_locks: std::sync::Mutex<HashMap<SourceKey, Arc<Mutex<()>>>>,
     jobs: JobRegistry,
     events: Events,
-    refresh_stats: crate::catalog::refresh::RefreshStats,
+    refresh_stats: crate::refresh::RefreshStats,
     first_refresh_done: AtomicBool,
     /// The startup snapshot cache, when on (`CatalogOptions::snapshot_cache`).
-    snapshot_cache: Option<Arc<crate::catalog::snapshot_cache::SnapshotCache>>,
+    snapshot_cache: Option<Arc<crate::snapshot_cache::SnapshotCache>>,
     /// Bumped after every change a reader can see; response caches key on it.
     generation: AtomicU64,
     /// Per plugin (by [`PluginKind::index`]): changes whenever that plugin's sources or
@@ -203,7 +203,7 @@ impl Catalog {
         let job_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_jobs.max(1)));
         let fetch_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_fetches.max(1)));
         let snapshot_cache =
-            options.snapshot_cache.clone().map(|d| Arc::new(crate::catalog::snapshot_cache::SnapshotCache::new(d)));
+            options.snapshot_cache.clone().map(|d| Arc::new(crate::snapshot_cache::SnapshotCache::new(d)));
         let catalog = Arc::new(Catalog {
             snapshot_cache,
             store,
@@ -420,7 +420,9 @@ impl Catalog {
     }
 
     /// Something every plugin's readers may see changed (or it is not known which plugin).
-    pub(crate) fn bump(&self) {
+    /// Also called by the HTTP layer after a mutation, so that no answer cached before it is
+    /// served after its response.
+    pub fn bump(&self) {
         for g in &self.plugin_generations {
             g.fetch_add(1, Ordering::AcqRel);
         }
@@ -428,7 +430,7 @@ impl Catalog {
     }
 
     /// Something only `plugin`'s readers (and readers of everything) may see changed.
-    pub(crate) fn bump_plugin(&self, plugin: PluginKind) {
+    pub fn bump_plugin(&self, plugin: PluginKind) {
         self.plugin_generations[plugin.index()].fetch_add(1, Ordering::AcqRel);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }

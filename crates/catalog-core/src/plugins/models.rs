@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use super::locate;
 use super::{Entity, Loaded, unique_names};
-use crate::catalog::diagnostics::{Diagnostic, Layer};
-use crate::catalog::yaml::{find_key_value, strict_parse_list};
+use crate::diagnostics::{Diagnostic, Layer};
+use crate::yaml::{find_key_value, strict_parse_list};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,7 +311,7 @@ mod tests {
     fn an_error_deep_in_a_large_catalog_reads_as_from_the_whole_parse() {
         let text = large(3000, Some(2500));
         let whole = match serde_yaml_ng::from_str::<ModelCatalogFile>(&text) {
-            Err(e) => crate::catalog::diagnostics::Diagnostic::from(catalog_yaml::from_serde_error(&e, "large.yaml")),
+            Err(e) => crate::diagnostics::Diagnostic::from(catalog_yaml::from_serde_error(&e, "large.yaml")),
             Ok(_) => panic!("the whole parse must fail"),
         };
         let err = load(&text, "large.yaml").expect_err("unknown field");

@@ -2,17 +2,17 @@
 //!
 //! Writes are atomic per file (see [`super::atomic`]); a commit writes the catalog first, then
 //! the sources file, and restores what it wrote if a later step fails. Where bytes may go is
-//! decided by [`crate::catalog::paths`] on the real filesystem, right before each write.
+//! decided by [`crate::paths`] on the real filesystem, right before each write.
 
 use futures_util::future::BoxFuture;
 use std::path::{Path, PathBuf};
 
 use super::atomic::write_atomic;
 use super::{Committed, Config, ConfigStore, Doc, LoadError, StoreError, Write};
-use crate::catalog::diagnostics::Diagnostic;
-use crate::catalog::paths;
-use crate::catalog::plugins::PluginKind;
-use crate::catalog::sources::SourcesFile;
+use crate::diagnostics::Diagnostic;
+use crate::paths;
+use crate::plugins::PluginKind;
+use crate::sources::SourcesFile;
 
 pub struct FileStore {
     sources_path: PathBuf,

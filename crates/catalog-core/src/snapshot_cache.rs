@@ -500,7 +500,7 @@ mod tests {
     /// Writes a load to a fresh cache and reads it back: equal entities and diagnostics.
     fn round_trip(
         plugin: PluginKind,
-        loaded: crate::catalog::plugins::Loaded,
+        loaded: crate::plugins::Loaded,
     ) -> Result<(), proptest::test_runner::TestCaseError> {
         let entities: Vec<Arc<Entity>> = loaded.entities.iter().cloned().map(Arc::new).collect();
         let dir = tempfile::tempdir().unwrap();

@@ -28,8 +28,8 @@
 
 use super::apply::Proposed;
 use super::*;
-use crate::catalog::events::{CatalogEvent, JOB_KIND};
 use crate::db::cluster::{ChangeRow, FeedEvent, NewChange, PluginLock};
+use crate::events::{CatalogEvent, JOB_KIND};
 use std::time::Duration;
 
 /// Cluster settings (`--replica-id`, `--job-lease`, `--consistency-wait`).
@@ -470,4 +470,4 @@ impl Catalog {
     }
 }
 
-use crate::catalog::events;
+use crate::events;

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Committed, Config, ConfigStore, Doc, LoadError, StoreError, Write};
-use crate::catalog::diagnostics::{Diagnostic, Layer};
-use crate::catalog::paths;
-use crate::catalog::plugins::PluginKind;
-use crate::catalog::sources::{SourceEntry, SourcesFile};
+use crate::diagnostics::{Diagnostic, Layer};
+use crate::paths;
+use crate::plugins::PluginKind;
+use crate::sources::{SourceEntry, SourcesFile};
 
 /// The key of a plugin's sources list.
 pub const SOURCES_KEY: &str = "sources.yaml";

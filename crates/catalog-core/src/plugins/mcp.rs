@@ -12,8 +12,8 @@ use serde_json::Value as Json;
 use super::locate;
 use super::models::CustomProperties;
 use super::{Entity, Loaded, unique_names};
-use crate::catalog::diagnostics::{Diagnostic, Layer};
-use crate::catalog::yaml::{find_key_value, strict_parse};
+use crate::diagnostics::{Diagnostic, Layer};
+use crate::yaml::{find_key_value, strict_parse};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,7 +195,7 @@ fn format_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FormatName, D::
 /// read into JSON) and `None` both serialise as `null`, and must not read back the same.
 mod runtime_metadata {
     use super::Json;
-    use crate::catalog::plugins::models::in_exact_text;
+    use crate::plugins::models::in_exact_text;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<Json>, s: S) -> Result<S::Ok, S::Error> {

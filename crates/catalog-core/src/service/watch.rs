@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use super::{Catalog, RefreshRequest, Result, RevisionAction, SourceKey};
-use crate::catalog::diagnostics::{Diagnostic, Layer};
-use crate::catalog::events::EventKind;
-use crate::catalog::store::LoadError;
+use crate::diagnostics::{Diagnostic, Layer};
+use crate::events::EventKind;
+use crate::store::LoadError;
 
 impl Catalog {
     /// Runs until shutdown.
@@ -104,7 +104,7 @@ impl Catalog {
         // The refreshes below must read these edits, not join a job that read the files before.
         let write = self.note_write();
         drop(guard);
-        let mut plugins: Vec<crate::catalog::plugins::PluginKind> = edited;
+        let mut plugins: Vec<crate::plugins::PluginKind> = edited;
         plugins.extend(changed.iter().map(|((p, _), _)| *p).chain(removed.iter().map(|(p, _)| *p)));
         plugins.sort();
         plugins.dedup();

@@ -1,8 +1,8 @@
 //! The one error taxonomy of the catalog core; the GraphQL layer maps it in one place.
 
-use crate::catalog::diagnostics::ValidationReport;
-use crate::catalog::refresh::Impact;
 use crate::db::DbError;
+use crate::diagnostics::ValidationReport;
+use crate::refresh::Impact;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

@@ -1,9 +1,9 @@
 //! Validate, apply and rollback: the write path (invariants 2, 3, 4b and 6).
 
 use super::*;
-use crate::catalog::paths;
-use crate::catalog::sources::{SourceKind, SourcesFile};
-use crate::catalog::store::{StoreError, Write};
+use crate::paths;
+use crate::sources::{SourceKind, SourcesFile};
+use crate::store::{StoreError, Write};
 
 /// How many times an apply re-reads and retries after someone else wrote the same plugin's
 /// configuration (a ConfigMap 409) without touching the applied source.
@@ -44,15 +44,15 @@ impl Catalog {
 
     /// The layered validation of a prepared draft plus what needs the server's settings: the
     /// outbound URL policy of `url` sources (`--url-allow`).
-    fn check_draft(&self, draft: &SourceDraft, existing: Option<&SourceEntry>) -> crate::catalog::validate::Checked {
+    fn check_draft(&self, draft: &SourceDraft, existing: Option<&SourceEntry>) -> crate::validate::Checked {
         let mut checked = check(draft, existing);
         if draft.entry.kind() == SourceKind::Url
             && let Some(url) = draft.entry.url()
-            && let Err(msg) = crate::catalog::outbound::check_source_url(&self.options.fetch.url_allow, url)
+            && let Err(msg) = crate::outbound::check_source_url(&self.options.fetch.url_allow, url)
         {
             let mut diags: Vec<Diagnostic> = checked.report.diagnostics().cloned().collect();
             diags.push(
-                Diagnostic::error(crate::catalog::diagnostics::Layer::Security, msg)
+                Diagnostic::error(crate::diagnostics::Layer::Security, msg)
                     .field("input.properties.url")
                     .hint("point the source at a catalog host outside the cluster's private ranges, or list the host with --url-allow"),
             );
@@ -77,7 +77,7 @@ impl Catalog {
         match tokio::task::spawn_blocking(move || this.validate(this.draft(plugin, patch))).await {
             Ok(report) => report,
             Err(e) => ValidationReport::from_diagnostics(vec![Diagnostic::error(
-                crate::catalog::diagnostics::Layer::Semantics,
+                crate::diagnostics::Layer::Semantics,
                 format!("validation did not finish: {e}"),
             )]),
         }
@@ -90,7 +90,7 @@ impl Catalog {
             Ok(draft) => self.check_draft(&draft, existing.as_ref()).report,
             Err(CatalogError::Validation(report)) => report,
             Err(e) => ValidationReport::from_diagnostics(vec![Diagnostic::error(
-                crate::catalog::diagnostics::Layer::Semantics,
+                crate::diagnostics::Layer::Semantics,
                 e.to_string(),
             )]),
         }
