@@ -295,7 +295,7 @@ async fn run(n: usize, child: &Child, addr: &str, http: &reqwest::Client) {
 
 #[tokio::main]
 async fn main() {
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let limit = raise_fd_limit();
     let sizes: Vec<usize> = std::env::var("FANOUT_SIZES")
         .unwrap_or_else(|_| "1000,10000".into())

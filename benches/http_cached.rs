@@ -153,7 +153,7 @@ async fn run() {
     let connections: u32 = std::env::var("BENCH_CONNECTIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(5);
     let dir = tempfile::tempdir().expect("tempdir");
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let http = reqwest::Client::new();
 
     // The real server: the README's first command, on a port of ours, rate limit off.

@@ -28,7 +28,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-bff"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--rate-limit", "0", "--data-dir"])

@@ -94,7 +94,7 @@ async fn main() {
         eprintln!("SKIPPED propagation bench: set CATALOG_BFF_TEST_POSTGRES_URL to a PostgreSQL server");
         return;
     };
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let which = std::env::var("PROPAGATION_STORE").unwrap_or_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let files = dir.path().join("file");

@@ -243,7 +243,7 @@ async fn main() {
         parse_struct.as_secs_f64() / subset.as_secs_f64()
     );
 
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let http = reqwest::Client::new();
     // Fresh starts vary with the host (most of their CPU is a new process's first page faults):
     // a few first, each on a new data directory holding the same three files, then the one

@@ -454,23 +454,23 @@ impl ServeArgs {
         seconds(self.db_timeout.max(0.05))
     }
 
-    pub fn catalog_options(&self) -> catalog_core::service::CatalogOptions {
+    pub fn catalog_options(&self) -> catalog_core::CatalogOptions {
         use std::time::Duration;
         let secs = seconds;
         // The YAML parsers are free functions shared by every entry point (and catalogctl), so
         // the limit is process-wide; the server sets it once, here, before opening the catalog.
-        catalog_core::yaml::set_limits(catalog_yaml::Limits::new(self.max_yaml_depth));
-        let (url_allow, bad) = catalog_core::outbound::UrlAllow::parse(&self.url_allow);
+        catalog_core::set_yaml_limits(catalog_yaml::Limits::new(self.max_yaml_depth));
+        let (url_allow, bad) = catalog_core::UrlAllow::parse(&self.url_allow);
         for entry in bad {
             tracing::warn!(entry = %entry, "ignoring a --url-allow entry that is neither a host name, an IP nor a CIDR");
         }
-        catalog_core::service::CatalogOptions {
+        catalog_core::CatalogOptions {
             refresh_concurrency: self.refresh_concurrency.max(1),
             max_running_jobs: self.max_running_jobs.max(1),
             max_running_fetches: self.max_running_fetches.max(1),
             ready_wait: secs(self.ready_wait),
             watch_interval: if self.watch_interval > 0.0 { Some(secs(self.watch_interval)) } else { None },
-            fetch: catalog_core::fetch::FetchConfig {
+            fetch: catalog_core::FetchConfig {
                 timeout: secs(self.fetch_timeout),
                 connect_timeout: secs(self.fetch_timeout.min(5.0)),
                 budget: secs(self.fetch_budget.max(0.5)),
@@ -482,20 +482,20 @@ impl ServeArgs {
                 url_allow: std::sync::Arc::new(url_allow),
                 kube_secrets: None,
             },
-            cluster: catalog_core::service::ClusterOptions {
-                replica_id: self.replica_id.clone().unwrap_or_else(catalog_core::service::default_replica_id),
+            cluster: catalog_core::ClusterOptions {
+                replica_id: self.replica_id.clone().unwrap_or_else(catalog_core::default_replica_id),
                 job_lease: secs(self.job_lease),
                 consistency_wait: secs(self.consistency_wait),
             },
             snapshot_cache: (self.snapshot_cache == OnOff::On)
-                .then(|| self.data_dir.join(catalog_core::snapshot_cache::DIR_NAME)),
+                .then(|| self.data_dir.join(catalog_core::SNAPSHOT_CACHE_DIR)),
         }
     }
 
     /// The snapshot cache's directory, reserved whether the cache is on or not: no source's
     /// catalog may be read from or written into it.
     pub fn snapshot_cache_dir(&self) -> PathBuf {
-        self.data_dir.join(catalog_core::snapshot_cache::DIR_NAME)
+        self.data_dir.join(catalog_core::SNAPSHOT_CACHE_DIR)
     }
 
     /// The SQLite database file, when the database is SQLite: no source may write over it.

@@ -22,7 +22,7 @@ pub fn seed(dir: &Path) -> std::io::Result<bool> {
     // Catalog files first, the sources file last: a crash half-way leaves no sources file, so
     // the next start seeds again.
     for (name, text) in FILES.iter().rev() {
-        catalog_core::store::atomic::write_atomic(&dir.join(name), text.as_bytes())?;
+        catalog_core::write_atomic(&dir.join(name), text.as_bytes())?;
     }
     Ok(true)
 }

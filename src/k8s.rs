@@ -10,7 +10,7 @@ const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/
 /// A client and the namespace to use: `--namespace` if given, else the pod's, else the
 /// kubeconfig context's, else `default`.
 pub async fn connect(namespace: Option<&str>) -> anyhow::Result<(kube::Client, String)> {
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration: run in a pod with a service account, or set KUBECONFIG")?;

@@ -12,11 +12,7 @@ use catalog_bff::config::{Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_park(catalog_core::allocator::on_park)
-        .build()
-    {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().on_thread_park(catalog_core::on_park).build() {
         Ok(runtime) => runtime.block_on(run()),
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");

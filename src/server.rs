@@ -4,12 +4,12 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use crate::config::{ServeArgs, StoreMode};
-use catalog_core::db::Db;
-use catalog_core::fetch::KubeSecrets;
-use catalog_core::service::Catalog;
-use catalog_core::store::ConfigStore;
-use catalog_core::store::file::FileStore;
-use catalog_core::store::kubernetes::KubeStore;
+use catalog_core::Catalog;
+use catalog_core::ConfigStore;
+use catalog_core::Db;
+use catalog_core::FileStore;
+use catalog_core::KubeSecrets;
+use catalog_core::KubeStore;
 use std::path::PathBuf;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -58,12 +58,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let db = Db::connect(&url, args.db_timeout())
         .await
         .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let mut options = args.catalog_options();
     let store: Arc<dyn ConfigStore> = match args.store {
         StoreMode::File => Arc::new(FileStore::new(
             sources.clone(),
-            catalog_core::paths::Reserved {
+            catalog_core::Reserved {
                 files: args.sqlite_path().into_iter().collect(),
                 dirs: vec![args.snapshot_cache_dir()],
             },
@@ -72,7 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let (client, namespace) = crate::k8s::connect(args.namespace.as_deref()).await?;
             let store = KubeStore::new(client.clone(), &namespace, &args.configmap_prefix).watching();
             let seed = match &args.seed {
-                Some(path) => Some(catalog_core::sources::SourcesFile::read(path).map_err(|d| {
+                Some(path) => Some(catalog_core::SourcesFile::read(path).map_err(|d| {
                     anyhow::anyhow!(
                         "the --seed file is invalid:\n{}",
                         d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n")
@@ -119,7 +119,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::http::connections::serve(listener, app, admission, shutdown).await;
     // What the write-ahead log still holds goes into the SQLite file (no automatic checkpoints,
     // see `Db::connect`); a later start would replay it anyway.
-    if let Err(e) = catalog.db().checkpoint().await {
+    if let Err(e) = catalog.checkpoint().await {
         tracing::warn!(error = %e, "could not checkpoint the SQLite write-ahead log at shutdown");
     }
     tracing::info!("shut down cleanly");
@@ -130,7 +130,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// checked (the file, every catalog readable, every ConfigMap under 1 MiB, none in the way)
 /// before the first ConfigMap is written.
 pub async fn import(args: crate::config::ImportArgs) -> anyhow::Result<Vec<String>> {
-    let file = catalog_core::sources::SourcesFile::read(&args.sources).map_err(|d| {
+    let file = catalog_core::SourcesFile::read(&args.sources).map_err(|d| {
         anyhow::anyhow!(
             "{} is invalid:\n{}",
             args.sources.display(),

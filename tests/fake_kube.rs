@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 async fn client(kubeconfig: &std::path::Path) -> kube::Client {
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
     kube::Client::try_from(cfg).unwrap()

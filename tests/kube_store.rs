@@ -273,7 +273,7 @@ async fn an_apply_keeps_labels_annotations_and_keys_it_does_not_own() {
     // A GitOps tool labels and annotates the ConfigMap and keeps a binary key in it.
     let kubeconfig = kube::config::Kubeconfig::read_from(c.kube.kubeconfig(c._tmp.path(), NS)).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let api: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), NS);
     let patch = json!({"metadata": {"labels": {"argocd.argoproj.io/instance": "catalogs"},
                                     "annotations": {"owner": "platform-team"}},
@@ -337,7 +337,7 @@ async fn a_configmap_past_one_mib_is_refused_up_front_and_nothing_changes() {
     use kube::api::{Api, Patch, PatchParams};
     let kubeconfig = kube::config::Kubeconfig::read_from(c.kube.kubeconfig(c._tmp.path(), NS)).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     let api: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), NS);
     let patch = json!({"metadata": {"annotations": {"notes": "n".repeat(100 * 1024)}},
                        "binaryData": {"blob.bin": common::fake_kube::b64_encode(&vec![7u8; 300 * 1024])}});

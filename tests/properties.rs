@@ -15,10 +15,10 @@
 
 use std::path::Path;
 
-use catalog_core::plugins::Model;
-use catalog_core::plugins::PluginKind;
-use catalog_core::sources::{Dialect, SourceEntry, SourcesFile};
-use catalog_core::validate::{SourceDraft, check};
+use catalog_core::PluginKind;
+use catalog_core::models::Model;
+use catalog_core::{Dialect, SourceEntry, SourcesFile};
+use catalog_core::{SourceDraft, validate_source as check};
 use catalog_yaml::split::parse_in_pieces;
 use catalog_yaml::subset as yaml_subset;
 use catalog_yaml::{Limits, syntax_check};
@@ -890,7 +890,7 @@ proptest! {
         let plugin = if mcp { PluginKind::Mcp } else { PluginKind::Models };
         let checked = check(&SourceDraft { plugin, entry, content }, None);
         let id_error = checked.report.errors().any(|d| d.field.as_deref() == Some("input.id"));
-        prop_assert_eq!(id_error, !catalog_core::sources::valid_id(&id), "id {:?}", id);
+        prop_assert_eq!(id_error, !catalog_core::valid_id(&id), "id {:?}", id);
         let id_ok = id.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
         prop_assert_eq!(id_error, !id_ok, "id {:?}", id);

@@ -27,7 +27,7 @@
 //! checked at start-up, so a missing kubeconfig fails fast.
 
 use super::{AuthError, Authenticator, Caller, Role, sha256_hex};
-use catalog_core::plugins::PluginKind;
+use catalog_core::PluginKind;
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};

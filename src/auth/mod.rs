@@ -129,8 +129,9 @@ impl StaticTokens {
     pub fn load(path: &Path) -> anyhow::Result<StaticTokens> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read the tokens file {}: {e}", path.display()))?;
-        let file: TokensFile = catalog_core::yaml::strict_parse(&text, &path.display().to_string())
-            .map_err(|d| anyhow::anyhow!("{}", d.render()))?;
+        let file: TokensFile =
+            catalog_yaml::strict_parse(&text, &path.display().to_string(), catalog_core::yaml_limits())
+                .map_err(|e| anyhow::anyhow!("{}", e.render()))?;
         let mut by_hash = HashMap::new();
         for (i, t) in file.tokens.into_iter().enumerate() {
             let hash = t.sha256.trim().to_ascii_lowercase();

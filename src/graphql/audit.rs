@@ -5,8 +5,8 @@ use async_graphql::{Context, Enum, Error};
 use catalog_api::ErrorCode;
 
 use super::guards::caller;
-use catalog_core::db::NewAudit;
-use catalog_core::service::Catalog;
+use catalog_core::Catalog;
+use catalog_core::NewAudit;
 
 /// Which mutation an audit record is about. The database keeps the mutation's name
 /// (`applySource`, `applySource(dryRun)`, ...): these are the only words this code writes.
@@ -127,7 +127,7 @@ pub async fn record(ctx: &Context<'_>, t: Target<'_>, revision: Option<i32>, out
         revision,
         outcome: &outcome,
     };
-    if let Err(e) = catalog.db().insert_audit(rec).await {
+    if let Err(e) = catalog.record_audit(rec).await {
         tracing::error!(error = %e, "could not write the audit record");
     }
 }

@@ -11,7 +11,7 @@ use async_graphql::{Error, ErrorExtensions};
 use catalog_api::ErrorCode;
 use serde_json::json;
 
-use catalog_core::service::CatalogError;
+use catalog_core::CatalogError;
 
 pub const VALIDATION_FAILED: &str = ErrorCode::ValidationFailed.as_str();
 pub const NOT_FOUND: &str = ErrorCode::NotFound.as_str();
@@ -109,7 +109,7 @@ pub fn source_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Error> {
             ID_HINT,
         ));
     }
-    if !catalog_core::sources::valid_id(id) {
+    if !catalog_core::valid_id(id) {
         return Err(invalid_input(format!("`{field}` is not a valid source id: `{id}`; {ID_HINT}"), field, ID_HINT));
     }
     Ok(id)
@@ -130,8 +130,8 @@ pub fn job_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Error> {
 /// A plugin argument: `NOT_FOUND` with the list of plugins for a name this server does not
 /// have (the lookup is `graphql::plugin`); a name too long to be one is refused without
 /// echoing it.
-pub fn plugin(field: &str, name: &str) -> Result<catalog_core::plugins::PluginKind, Error> {
-    use catalog_core::plugins::PluginKind;
+pub fn plugin(field: &str, name: &str) -> Result<catalog_core::PluginKind, Error> {
+    use catalog_core::PluginKind;
     if name.len() > MAX_PLUGIN_LEN {
         let known: Vec<&str> = PluginKind::ALL.iter().map(|p| p.name()).collect();
         return Err(invalid_input(

@@ -14,8 +14,8 @@ pub mod types;
 use async_graphql::{Context, Schema};
 use std::sync::Arc;
 
-use catalog_core::plugins::PluginKind;
-use catalog_core::service::Catalog;
+use catalog_core::Catalog;
+use catalog_core::PluginKind;
 
 pub type CatalogSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 

@@ -7,9 +7,9 @@ use super::errors::{self, invalid_input, to_graphql};
 use super::guards::OperatorAction;
 use super::types::{ApplyResult, RefreshJob, RefreshMode};
 use super::{actor, catalog};
-use catalog_core::service::ApplyOptions as CoreApplyOptions;
-use catalog_core::service::RefreshRequest;
-use catalog_core::validate::{SourcePatch, json_to_yaml};
+use catalog_core::ApplyOptions as CoreApplyOptions;
+use catalog_core::RefreshRequest;
+use catalog_core::{SourcePatch, json_to_yaml};
 
 /// A source to create or update. Fields left out keep their current value (for a new source:
 /// name = id, type = yaml, enabled = true).

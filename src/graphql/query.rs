@@ -8,7 +8,7 @@ use super::errors::{self, invalid_input, to_graphql};
 use super::history::{self, Cursor, HistoryConnection};
 use super::mutation::SourceInput;
 use super::types::{CatalogEntity, Plugin, RefreshJob, Source, ValidationReport};
-use catalog_core::service::EntityCursor;
+use catalog_core::EntityCursor;
 
 pub struct Query;
 
@@ -31,8 +31,8 @@ pub struct AuditRecord {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-impl From<catalog_core::db::AuditRow> for AuditRecord {
-    fn from(r: catalog_core::db::AuditRow) -> Self {
+impl From<catalog_core::AuditRow> for AuditRecord {
+    fn from(r: catalog_core::AuditRow) -> Self {
         AuditRecord {
             actor: r.actor,
             action: super::audit::AuditAction::parse(&r.action),
@@ -100,8 +100,7 @@ impl Query {
                 name: p.name.to_string(),
                 source_count: p.source_count,
                 entity_count: p.entity_count,
-                kind: catalog_core::plugins::PluginKind::parse(p.name)
-                    .unwrap_or(catalog_core::plugins::PluginKind::Models),
+                kind: catalog_core::PluginKind::parse(p.name).unwrap_or(catalog_core::PluginKind::Models),
             })
             .collect())
     }
@@ -249,14 +248,12 @@ impl Query {
             Some(Cursor::Audit(id)) => Some(id),
             _ => None,
         };
-        let db = catalog(ctx)?.db();
+        let cat = catalog(ctx)?;
         let sid = source_id.as_ref().map(|s| s.as_str());
         // Database calls are boxed in these resolvers: their futures are large, and unboxed
         // they would size (and be moved with) every root field's resolution, `sources` too.
-        let rows = Box::pin(db.audit_page(before, plugin.as_deref(), sid, first + 1))
-            .await
-            .map_err(|e| to_graphql(e.into()))?;
-        let total = Box::pin(db.audit_count(plugin.as_deref(), sid)).await.map_err(|e| to_graphql(e.into()))?;
+        let rows = Box::pin(cat.audit_page(before, plugin.as_deref(), sid, first + 1)).await.map_err(to_graphql)?;
+        let total = Box::pin(cat.audit_count(plugin.as_deref(), sid)).await.map_err(to_graphql)?;
         let has_next = rows.len() as u64 > first;
         let items = rows
             .into_iter()
@@ -305,9 +302,7 @@ impl Query {
         limit: i32,
     ) -> Result<Vec<AuditRecord>> {
         let limit = errors::in_range("limit", limit, 1, 1000)?;
-        let rows = Box::pin(catalog(ctx)?.db().audit_log(u64::try_from(limit).unwrap_or(50)))
-            .await
-            .map_err(|e| to_graphql(e.into()))?;
+        let rows = Box::pin(catalog(ctx)?.audit_log(u64::try_from(limit).unwrap_or(50))).await.map_err(to_graphql)?;
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 

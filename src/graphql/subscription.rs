@@ -22,8 +22,7 @@ use tokio::sync::{broadcast, watch};
 use super::catalog;
 use super::errors::{self, not_found, to_graphql};
 use super::types::RefreshJob;
-use catalog_core::events as core_events;
-use catalog_core::jobs::RefreshJob as CoreJob;
+use catalog_core::RefreshJob as CoreJob;
 
 /// Live subscription count, shared with `/metrics`.
 #[derive(Default)]
@@ -140,7 +139,7 @@ fn take_budget(ctx: &Context<'_>) -> Result<Option<Arc<AtomicI64>>> {
 
 /// What happened, in a `catalogEvents` event.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "core_events::EventKind")]
+#[graphql(remote = "catalog_core::EventKind")]
 pub enum CatalogEventKind {
     /// `applySource` recorded a new revision (`sourceId`, `revision`).
     Applied,
@@ -173,8 +172,8 @@ pub struct CatalogEvent {
     pub at: DateTime<Utc>,
 }
 
-impl From<core_events::CatalogEvent> for CatalogEvent {
-    fn from(e: core_events::CatalogEvent) -> Self {
+impl From<catalog_core::CatalogEvent> for CatalogEvent {
+    fn from(e: catalog_core::CatalogEvent) -> Self {
         CatalogEvent {
             kind: e.kind.into(),
             plugin: e.plugin,
@@ -198,7 +197,7 @@ struct Progress {
 struct Events {
     /// A [`FanoutRun::Check`]: end at once, after the checks.
     check_only: bool,
-    rx: broadcast::Receiver<core_events::CatalogEvent>,
+    rx: broadcast::Receiver<catalog_core::CatalogEvent>,
     plugin: Option<String>,
     shutdown: watch::Receiver<bool>,
     _count: Counted,

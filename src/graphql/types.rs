@@ -8,16 +8,13 @@ use super::catalog;
 use super::errors::to_graphql;
 use super::extensions::charge_response;
 use super::history::{self, Cursor, HistoryConnection};
-use catalog_core::diagnostics as core_diag;
-use catalog_core::jobs as core_jobs;
-use catalog_core::plugins::{Entity, PluginKind, mcp, models};
-use catalog_core::redact::redact_json;
-use catalog_core::refresh as core_refresh;
-use catalog_core::service::{self as core, SourceView};
+use catalog_core::SourceView;
+use catalog_core::redact_json;
+use catalog_core::{Entity, PluginKind, mcp, models};
 
 /// How a source is doing right now; drives the state badge in the sources table.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "core::SourceState")]
+#[graphql(remote = "catalog_core::SourceState")]
 pub enum SourceState {
     /// The last refresh loaded every entity; all of them are served.
     Available,
@@ -33,7 +30,7 @@ pub enum SourceState {
 
 /// Where a refresh job is in its life. `SUCCEEDED` and `FAILED` are final.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "core_jobs::JobPhase")]
+#[graphql(remote = "catalog_core::JobPhase")]
 pub enum JobPhase {
     /// Accepted, not started yet.
     Queued,
@@ -47,7 +44,7 @@ pub enum JobPhase {
 
 /// The outcome of refreshing one source.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "core_refresh::RefreshStatus")]
+#[graphql(remote = "catalog_core::RefreshStatus")]
 pub enum RefreshStatus {
     /// Every entity loaded.
     Success,
@@ -59,7 +56,7 @@ pub enum RefreshStatus {
 
 /// How much a refresh reloads.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "core_refresh::RefreshMode")]
+#[graphql(remote = "catalog_core::RefreshMode")]
 pub enum RefreshMode {
     /// Reload every source's content, changed or not.
     Full,
@@ -70,7 +67,7 @@ pub enum RefreshMode {
 
 /// How serious a diagnostic is.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "core_diag::Severity")]
+#[graphql(remote = "catalog_core::Severity")]
 pub enum Severity {
     /// Blocks the apply (or drops the entity on refresh); must be fixed.
     Error,
@@ -80,7 +77,7 @@ pub enum Severity {
 
 /// The validation layers, run in this order; a failing layer stops the later ones.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "core_diag::Layer")]
+#[graphql(remote = "catalog_core::Layer")]
 pub enum ValidationLayer {
     /// YAML syntax (with line and column).
     Syntax,
@@ -96,7 +93,7 @@ pub enum ValidationLayer {
 
 /// Why a revision was recorded.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "core::RevisionAction")]
+#[graphql(remote = "catalog_core::RevisionAction")]
 pub enum RevisionAction {
     /// The configuration found on first start (actor `system`).
     Import,
@@ -167,8 +164,8 @@ pub struct Diagnostic {
     pub hint: Option<String>,
 }
 
-impl From<core_diag::Diagnostic> for Diagnostic {
-    fn from(d: core_diag::Diagnostic) -> Self {
+impl From<catalog_core::Diagnostic> for Diagnostic {
+    fn from(d: catalog_core::Diagnostic) -> Self {
         Diagnostic {
             layer: d.layer.into(),
             severity: d.severity.into(),
@@ -183,7 +180,7 @@ impl From<core_diag::Diagnostic> for Diagnostic {
     }
 }
 
-pub fn diags(list: Vec<core_diag::Diagnostic>) -> Vec<Diagnostic> {
+pub fn diags(list: Vec<catalog_core::Diagnostic>) -> Vec<Diagnostic> {
     list.into_iter().map(Diagnostic::from).collect()
 }
 
@@ -213,8 +210,8 @@ pub struct ValidationReport {
     pub layers: Vec<LayerReport>,
 }
 
-impl From<core_diag::ValidationReport> for ValidationReport {
-    fn from(r: core_diag::ValidationReport) -> Self {
+impl From<catalog_core::ValidationReport> for ValidationReport {
+    fn from(r: catalog_core::ValidationReport) -> Self {
         ValidationReport {
             valid: r.valid(),
             errors: diags(r.errors().cloned().collect()),
@@ -255,8 +252,8 @@ pub struct Impact {
     pub removed_names: Vec<String>,
 }
 
-impl From<core_refresh::Impact> for Impact {
-    fn from(i: core_refresh::Impact) -> Self {
+impl From<catalog_core::Impact> for Impact {
+    fn from(i: catalog_core::Impact) -> Self {
         Impact {
             to_add: i.to_add,
             to_update: i.to_update,
@@ -427,7 +424,7 @@ impl Source {
     }
 }
 
-pub struct SourceStatus(pub core::SourceStatus);
+pub struct SourceStatus(pub catalog_core::SourceStatus);
 
 /// A source's live status, persisted in the database (it survives restarts).
 #[Object]
@@ -475,7 +472,7 @@ impl SourceStatus {
     }
 }
 
-pub struct SourceRevision(pub core::RevisionView);
+pub struct SourceRevision(pub catalog_core::RevisionView);
 
 /// One recorded version of a source (entry and catalog content). History is never rewritten:
 /// a rollback records a new revision.
@@ -491,7 +488,7 @@ impl SourceRevision {
     }
     /// Why the revision was recorded.
     async fn action(&self) -> RevisionAction {
-        match core::RevisionAction::parse(&self.0.action) {
+        match catalog_core::RevisionAction::parse(&self.0.action) {
             Some(a) => a.into(),
             None => {
                 // Only this code writes revisions; a foreign word is shown as what it most
@@ -557,7 +554,7 @@ pub struct RefreshResult {
     /// What the refresh changed (for a dry run: would change), with the first few names.
     pub impact: Impact,
     #[graphql(skip)]
-    pub diags: Vec<core_diag::Diagnostic>,
+    pub diags: Vec<catalog_core::Diagnostic>,
 }
 
 #[ComplexObject]
@@ -568,8 +565,8 @@ impl RefreshResult {
     }
 }
 
-impl From<core_refresh::RefreshResult> for RefreshResult {
-    fn from(r: core_refresh::RefreshResult) -> Self {
+impl From<catalog_core::RefreshResult> for RefreshResult {
+    fn from(r: catalog_core::RefreshResult) -> Self {
         RefreshResult {
             plugin: r.plugin,
             source_id: r.source_id.into(),
@@ -591,7 +588,7 @@ impl From<core_refresh::RefreshResult> for RefreshResult {
     }
 }
 
-pub struct RefreshJob(pub core_jobs::RefreshJob);
+pub struct RefreshJob(pub catalog_core::RefreshJob);
 
 /// A refresh of one source or of a whole plugin. Follow it live with
 /// `subscription { refreshProgress(jobId) }`, or poll `refreshJob(id)`.
@@ -671,7 +668,7 @@ impl RefreshJob {
     }
 }
 
-pub struct ApplyResult(pub core::ApplyOutcome);
+pub struct ApplyResult(pub catalog_core::ApplyOutcome);
 
 /// The outcome of `applySource` / `rollbackSource`: the source as it is now, the revision, what
 /// validation found and what changed.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::auth::sha256_hex;
 use crate::cache::normalize;
 use crate::graphql::extensions::Guardrails;
-use catalog_core::plugins::PluginKind;
+use catalog_core::PluginKind;
 
 /// The facts about one document text that passed the document limits.
 #[derive(Debug)]

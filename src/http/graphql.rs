@@ -663,7 +663,7 @@ fn invalidate(app: &AppState) {
 /// After a mutation that changes only these plugins: answers that read them (or everything)
 /// are keyed by a generation it bumps, so they are never served again; the other plugins'
 /// answers stay cached. Nothing is freed here: the stale entries age out by TTL and size.
-fn invalidate_plugins(app: &AppState, plugins: &[catalog_core::plugins::PluginKind]) {
+fn invalidate_plugins(app: &AppState, plugins: &[catalog_core::PluginKind]) {
     for p in plugins {
         app.catalog.bump_plugin(*p);
     }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use super::AppState;
-use catalog_core::refresh::DURATION_BUCKETS;
+use catalog_core::DURATION_BUCKETS;
 
 /// Distinct client-chosen operation names that may become a label; the rest count as `other`.
 pub const MAX_OPERATION_NAMES: usize = 200;

@@ -32,7 +32,7 @@ use crate::cache::ResponseCache;
 use crate::graphql::extensions::Guardrails;
 use crate::graphql::subscription::SubscriptionGauge;
 use crate::graphql::{CatalogSchema, SchemaOptions};
-use catalog_core::service::Catalog;
+use catalog_core::Catalog;
 
 #[derive(Clone)]
 pub struct HttpOptions {

@@ -19,7 +19,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let mut checks = app.catalog.readiness().await;
     // Several replicas: a replica whose LISTEN connection is down would serve stale data.
     if let Some((ok, detail)) = app.catalog.change_feed_check() {
-        checks.push(catalog_core::service::ReadyCheck { name: "changeFeed", ok, detail });
+        checks.push(catalog_core::ReadyCheck { name: "changeFeed", ok, detail });
     }
     let ready = checks.iter().all(|c| c.ok);
     // Ready or not, sources still loading (url sources past --ready-wait) are named: degraded,

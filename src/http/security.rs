@@ -161,7 +161,7 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
         // The connection's buffers and subscription state go with it.
-        catalog_core::allocator::released();
+        catalog_core::memory_released();
     }
 }
 

@@ -29,7 +29,7 @@ pub fn catalogctl_bin() -> std::path::PathBuf {
 
 /// An HTTP client (installs the rustls provider the way the server does).
 pub fn client() -> reqwest::Client {
-    catalog_core::tls::install_crypto_provider();
+    catalog_core::install_crypto_provider();
     reqwest::Client::new()
 }
 

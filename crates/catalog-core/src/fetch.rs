@@ -165,8 +165,8 @@ impl Default for FetchConfig {
 }
 
 pub enum Fetched {
-    Body { text: String, etag: Option<String>, attempts: u32 },
-    NotModified { attempts: u32 },
+    Body { text: String, etag: Option<String> },
+    NotModified,
 }
 
 pub fn client(cfg: &FetchConfig) -> reqwest::Client {
@@ -321,7 +321,7 @@ pub async fn fetch(
             break;
         }
         attempts = attempt;
-        match once(client, &url, auth.as_ref(), if_none_match, cfg, attempt, left.min(cfg.timeout)).await {
+        match once(client, &url, auth.as_ref(), if_none_match, cfg, left.min(cfg.timeout)).await {
             Attempt::Done(f) => return Ok(f),
             Attempt::Fail(msg) => return Err(fail(&url, msg)),
             Attempt::Retry(msg) => {
@@ -360,12 +360,11 @@ async fn once(
     auth: Option<&(String, String)>,
     if_none_match: Option<&str>,
     cfg: &FetchConfig,
-    attempt: u32,
     limit: Duration,
 ) -> Attempt {
     // Headers and the whole body within `limit` (the client's timeout is the same bound, cut
     // to what is left of the budget).
-    match tokio::time::timeout(limit, once_within(client, url, auth, if_none_match, cfg, attempt)).await {
+    match tokio::time::timeout(limit, once_within(client, url, auth, if_none_match, cfg)).await {
         Ok(a) => a,
         Err(_) => Attempt::Retry(format!("no complete answer within {:.1} s (--fetch-timeout)", limit.as_secs_f64())),
     }
@@ -377,7 +376,6 @@ async fn once_within(
     auth: Option<&(String, String)>,
     if_none_match: Option<&str>,
     cfg: &FetchConfig,
-    attempt: u32,
 ) -> Attempt {
     let mut req = client.get(url);
     if let Some((h, v)) = auth {
@@ -399,7 +397,7 @@ async fn once_within(
     };
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
-        return Attempt::Done(Fetched::NotModified { attempts: attempt });
+        return Attempt::Done(Fetched::NotModified);
     }
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         return Attempt::Retry(format!("HTTP {status}"));
@@ -466,7 +464,7 @@ async fn once_within(
         body.extend_from_slice(&c);
     }
     match String::from_utf8(body) {
-        Ok(text) => Attempt::Done(Fetched::Body { text, etag, attempts: attempt }),
+        Ok(text) => Attempt::Done(Fetched::Body { text, etag }),
         Err(_) => Attempt::Fail("the body is not UTF-8 text".into()),
     }
 }

@@ -1,29 +1,71 @@
 //! The catalog core: sources, plugins, validation, the config stores (file, ConfigMaps),
 //! refresh, revisions, the database and the replicas' change feed.
 //!
-//! It knows nothing about GraphQL or HTTP (an architecture invariant; see ARCHITECTURE.md):
-//! this crate's Cargo.toml has no axum, tower or async-graphql, so breaking the rule is a
-//! compile error.
+//! This file is the whole API: every module is private, and what the server (and the tests)
+//! may use is re-exported below, grouped by what it is for. The core knows nothing about
+//! GraphQL or HTTP (its Cargo.toml has no axum, tower or async-graphql), and it is the only
+//! crate that talks to the database (the server has no sea-orm or sqlx): breaking either rule
+//! is a compile error. See ARCHITECTURE.md for the map.
 
 // Diagnostics are deliberately rich (file, line, column, field, suggestion, hint) and only built
 // on error paths, so their size in `Result::Err` does not matter.
 #![allow(clippy::result_large_err)]
 
-pub mod allocator;
-pub mod db;
-pub mod diagnostics;
-pub mod events;
-pub mod fetch;
-pub mod jobs;
-pub mod outbound;
-pub mod paths;
-pub mod plugins;
-pub mod redact;
-pub mod refresh;
-pub mod service;
-pub mod snapshot_cache;
-pub mod sources;
-pub mod store;
-pub mod tls;
-pub mod validate;
-pub mod yaml;
+mod allocator;
+mod db;
+mod diagnostics;
+mod events;
+mod fetch;
+mod jobs;
+mod outbound;
+mod paths;
+mod plugins;
+mod redact;
+mod refresh;
+mod service;
+mod snapshot_cache;
+mod sources;
+mod store;
+mod tls;
+mod validate;
+mod yaml;
+
+// ---- The service, its options and its one error type ------------------------------------------
+pub use service::{Catalog, CatalogError, CatalogOptions, ClusterOptions, Result, default_replica_id};
+
+// ---- Requests into it -------------------------------------------------------------------------
+pub use service::{ApplyOptions, EntityCursor, RefreshRequest};
+pub use validate::{Checked, SourceDraft, SourcePatch, check as validate_source, json_to_yaml};
+
+// ---- What it hands out: views, entities, diagnostics, jobs, events ----------------------------
+pub use diagnostics::{Diagnostic, Layer, LayerReport, Severity, ValidationReport};
+pub use events::{CatalogEvent, EventKind};
+pub use jobs::{JobPhase, RefreshJob};
+/// The entity types of each plugin's catalog format.
+pub use plugins::{Entity, PluginKind, mcp, models};
+pub use refresh::{DURATION_BUCKETS, Impact, RefreshMode, RefreshResult, RefreshStatus};
+pub use service::{
+    ApplyOutcome, AuditRow, EntityPage, HistoryPage, PluginView, ReadyCheck, RevisionAction, RevisionView, SourceState,
+    SourceStatus, SourceView,
+};
+
+// ---- The audit trail's records (written and read through `Catalog`) ----------------------------
+pub use db::NewAudit;
+
+// ---- Sources, and helpers the API layer shares with the core ----------------------------------
+pub use redact::redact_json;
+pub use sources::{Dialect, SourceEntry, SourcesFile, valid_id};
+
+// ---- Setting it up (the server's start-up) ----------------------------------------------------
+pub use db::Db;
+pub use fetch::{FetchConfig, KubeSecrets};
+pub use outbound::UrlAllow;
+pub use paths::Reserved;
+pub use snapshot_cache::DIR_NAME as SNAPSHOT_CACHE_DIR;
+pub use store::atomic::write_atomic;
+pub use store::{ConfigStore, file::FileStore, kubernetes::KubeStore};
+pub use yaml::{limits as yaml_limits, set_limits as set_yaml_limits};
+
+// ---- Process-wide plumbing ----------------------------------------------------------------------
+pub use allocator::{on_park, released as memory_released};
+pub use tls::install_crypto_provider;

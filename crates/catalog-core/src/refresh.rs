@@ -43,10 +43,6 @@ fn name_key(name: &str) -> u64 {
 type ByName = HashMap<u64, u32, foldhash::fast::RandomState>;
 
 impl Snapshot {
-    pub fn new(entities: Vec<Entity>, content_hash: String) -> Snapshot {
-        Snapshot::reusing(None, entities, content_hash)
-    }
-
     /// A snapshot of `entities` where every entity equal to the old snapshot's entity of the
     /// same name is the old `Arc`: a refresh of unchanged content keeps one copy of each entity
     /// (the freshly parsed duplicates are dropped right here) and readers holding the old

@@ -20,7 +20,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::diagnostics::Diagnostic;
@@ -64,10 +64,6 @@ impl Key {
             h.update(part);
         }
         Key(h.finalize().into())
-    }
-
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
     }
 }
 
@@ -125,10 +121,6 @@ impl SnapshotCache {
 
     pub fn with_cap(dir: PathBuf, max_bytes: u64) -> SnapshotCache {
         SnapshotCache { dir, max_bytes, write_lock: std::sync::Mutex::new(()) }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The file name of a source's cache file.

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use catalog_yaml::{Limits, Position, find_key_value, key_value_positions};
+pub use catalog_yaml::{Limits, find_key_value, key_value_positions};
 use catalog_yaml::{YamlError, YamlErrorKind};
 
 use super::diagnostics::{Diagnostic, Layer};

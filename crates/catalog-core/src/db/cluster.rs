@@ -136,12 +136,12 @@ fn sqlx_err(e: sqlx::Error) -> DbError {
 }
 
 impl Db {
-    pub fn is_postgres(&self) -> bool {
+    pub(crate) fn is_postgres(&self) -> bool {
         self.backend == "postgres"
     }
 
     /// sea-orm's PostgreSQL pool, shared (never a second pool).
-    pub fn pg_pool(&self) -> Option<&PgPool> {
+    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
         self.is_postgres().then(|| self.conn.get_postgres_connection_pool())
     }
 
@@ -166,7 +166,7 @@ impl Db {
     /// Takes the cluster-wide write lock of `plugin`
     /// (`pg_advisory_lock(hashtext('catalog-bff:'||plugin))` on a connection held for the
     /// guard's life), waiting at most `--db-timeout`. SQLite: a no-op.
-    pub async fn lock_plugin(&self, plugin: &str) -> Result<PluginLock, DbError> {
+    pub(crate) async fn lock_plugin(&self, plugin: &str) -> Result<PluginLock, DbError> {
         let Some(pool) = self.pg_pool() else {
             return Ok(PluginLock { shared: None });
         };
@@ -240,7 +240,7 @@ impl Db {
     /// by id, however late a change commits (a sequence would hand out ids in start order, and
     /// a reader could not tell a hole that will fill from one that never will). A retry of a
     /// change whose first attempt committed finds it by its key.
-    pub async fn publish_change(&self, c: &NewChange) -> Result<i64, DbError> {
+    pub(crate) async fn publish_change(&self, c: &NewChange) -> Result<i64, DbError> {
         let Some(pool) = self.pg_pool() else {
             return Err(DbError::Unavailable("the change feed needs PostgreSQL".into()));
         };
@@ -301,7 +301,7 @@ impl Db {
     }
 
     /// Changes after `after`, oldest first, at most `limit`.
-    pub async fn changes_since(&self, after: i64, limit: i64) -> Result<Vec<ChangeRow>, DbError> {
+    pub(crate) async fn changes_since(&self, after: i64, limit: i64) -> Result<Vec<ChangeRow>, DbError> {
         let Some(pool) = self.pg_pool() else { return Ok(Vec::new()) };
         let rows = self
             .timed_sqlx(
@@ -334,7 +334,7 @@ impl Db {
     }
 
     /// The newest change id (0 when there is none).
-    pub async fn last_change_id(&self) -> Result<i64, DbError> {
+    pub(crate) async fn last_change_id(&self) -> Result<i64, DbError> {
         let Some(pool) = self.pg_pool() else { return Ok(0) };
         self.timed_sqlx(
             "reading the change feed",
@@ -345,7 +345,7 @@ impl Db {
 
     /// Forgets changes older than `keep` (a replica that was away longer starts over by
     /// re-reading everything, which it does at start anyway).
-    pub async fn prune_changes(&self, keep: Duration) -> Result<u64, DbError> {
+    pub(crate) async fn prune_changes(&self, keep: Duration) -> Result<u64, DbError> {
         let Some(pool) = self.pg_pool() else { return Ok(0) };
         let secs = keep.as_secs_f64();
         let done = self
@@ -370,7 +370,13 @@ impl Db {
     /// job does not follow its plugin's (which may wait on stalled url hosts; see
     /// `JobRegistry::start_or_join`). Serialised per plugin by a transaction-scoped advisory
     /// lock.
-    pub async fn claim_job(&self, row: &JobRow, target: &str, owner: &str, lease: Duration) -> Result<Claim, DbError> {
+    pub(crate) async fn claim_job(
+        &self,
+        row: &JobRow,
+        target: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, DbError> {
         let Some(pool) = self.pg_pool() else {
             self.upsert_job(row.clone()).await?;
             return Ok(Claim::Mine);
@@ -447,7 +453,7 @@ impl Db {
     }
 
     /// Extends the lease of every unfinished job `owner` runs. Returns how many.
-    pub async fn renew_leases(&self, owner: &str, lease: Duration) -> Result<u64, DbError> {
+    pub(crate) async fn renew_leases(&self, owner: &str, lease: Duration) -> Result<u64, DbError> {
         let Some(pool) = self.pg_pool() else { return Ok(0) };
         let done = self
             .timed_sqlx(
@@ -467,7 +473,7 @@ impl Db {
     /// At start: marks FAILED the unfinished jobs owned by `owner`: replica ids are unique
     /// among live replicas, so these were left by this replica's previous process (a restart
     /// with the same `--replica-id`), which would otherwise renew their leases forever.
-    pub async fn fail_own_jobs(&self, owner: &str) -> Result<Vec<Expired>, DbError> {
+    pub(crate) async fn fail_own_jobs(&self, owner: &str) -> Result<Vec<Expired>, DbError> {
         let Some(pool) = self.pg_pool() else { return Ok(Vec::new()) };
         let rows = self
             .timed_sqlx(
@@ -489,7 +495,7 @@ impl Db {
     /// Marks FAILED every unfinished job whose lease expired (or that has none: left by a
     /// version without leases), naming the replica that stopped renewing. Never touches a job
     /// of a live replica. Returns the jobs it failed.
-    pub async fn expire_leases(&self) -> Result<Vec<Expired>, DbError> {
+    pub(crate) async fn expire_leases(&self) -> Result<Vec<Expired>, DbError> {
         let Some(pool) = self.pg_pool() else { return Ok(Vec::new()) };
         let rows = self
             .timed_sqlx(
@@ -527,7 +533,7 @@ pub enum FeedEvent {
 
 impl Db {
     /// Opens the change feed's LISTEN connection, within `--db-timeout`.
-    pub async fn listen(&self) -> Result<Feed, DbError> {
+    pub(crate) async fn listen(&self) -> Result<Feed, DbError> {
         let Some(pool) = self.pg_pool() else {
             return Err(DbError::Unavailable("the change feed needs PostgreSQL".into()));
         };
@@ -546,7 +552,7 @@ impl Db {
 impl Feed {
     /// Waits up to `quiet` for a notification; after silence, pings the connection (a cut
     /// network is silent, not closed).
-    pub async fn next(&mut self, quiet: Duration) -> FeedEvent {
+    pub(crate) async fn next(&mut self, quiet: Duration) -> FeedEvent {
         match tokio::time::timeout(quiet, self.listener.try_recv()).await {
             Ok(Ok(Some(_))) => FeedEvent::Notified,
             Ok(Ok(None)) | Ok(Err(_)) => FeedEvent::Lost,

@@ -89,7 +89,7 @@ pub struct NewAudit<'a> {
 }
 
 impl Db {
-    pub async fn insert_audit(&self, a: NewAudit<'_>) -> Result<(), DbError> {
+    pub(crate) async fn insert_audit(&self, a: NewAudit<'_>) -> Result<(), DbError> {
         let am = audit::ActiveModel {
             actor: Set(a.actor.to_string()),
             action: Set(a.action.to_string()),
@@ -104,7 +104,7 @@ impl Db {
         Ok(())
     }
 
-    pub async fn audit_log(&self, limit: u64) -> Result<Vec<AuditRow>, DbError> {
+    pub(crate) async fn audit_log(&self, limit: u64) -> Result<Vec<AuditRow>, DbError> {
         use audit::Column as C;
         self.timed(audit::Entity::find().order_by_desc(C::Id).limit(limit).all(&self.conn)).await
     }
@@ -112,7 +112,7 @@ impl Db {
     /// One page of the audit trail, newest first: rows with `id < before` (all when `None`),
     /// optionally of one plugin and source, at most `limit` rows (keyset paging: the database
     /// reads only the page, and a cursor stays valid while rows are added).
-    pub async fn audit_page(
+    pub(crate) async fn audit_page(
         &self,
         before: Option<i64>,
         plugin: Option<&str>,
@@ -134,7 +134,7 @@ impl Db {
     }
 
     /// How many audit rows match the filter (the connection's `totalCount`).
-    pub async fn audit_count(&self, plugin: Option<&str>, source_id: Option<&str>) -> Result<u64, DbError> {
+    pub(crate) async fn audit_count(&self, plugin: Option<&str>, source_id: Option<&str>) -> Result<u64, DbError> {
         use audit::Column as C;
         use sea_orm::PaginatorTrait;
         let mut q = audit::Entity::find();
@@ -189,11 +189,11 @@ impl Db {
     }
 
     /// The bound of one database call (`--db-timeout`).
-    pub fn timeout(&self) -> std::time::Duration {
+    pub(crate) fn timeout(&self) -> std::time::Duration {
         self.timeout
     }
 
-    pub fn backend(&self) -> &'static str {
+    pub(crate) fn backend(&self) -> &'static str {
         self.backend
     }
 
@@ -202,7 +202,7 @@ impl Db {
     /// can; with nothing new in the log it costs a look at the log's index). PostgreSQL: nothing.
     /// Bounded by [`CHECKPOINT_TIMEOUT`] rather than `--db-timeout`: copying a whole catalog's
     /// revision can take longer than a query should, and SQLite finishes it either way.
-    pub async fn checkpoint(&self) -> Result<(), DbError> {
+    pub(crate) async fn checkpoint(&self) -> Result<(), DbError> {
         if self.is_postgres() {
             return Ok(());
         }
@@ -218,7 +218,7 @@ impl Db {
     /// SQLite: [`Db::checkpoint`] every `every` until `shutdown`, skipping a round while `hold()`
     /// says so (the server checkpoints once more after it stopped serving). A failure is logged
     /// once, and again once it works, not every round. PostgreSQL: returns at once.
-    pub async fn checkpoint_loop(
+    pub(crate) async fn checkpoint_loop(
         self,
         every: std::time::Duration,
         hold: impl Fn() -> bool + Send + 'static,
@@ -251,7 +251,7 @@ impl Db {
         }
     }
 
-    pub async fn ping(&self) -> Result<(), DbError> {
+    pub(crate) async fn ping(&self) -> Result<(), DbError> {
         self.timed(self.conn.ping()).await
     }
 
@@ -267,7 +267,7 @@ impl Db {
 
     // ---- refresh status --------------------------------------------------------------------
 
-    pub async fn upsert_status(&self, row: StatusRow) -> Result<(), DbError> {
+    pub(crate) async fn upsert_status(&self, row: StatusRow) -> Result<(), DbError> {
         use refresh_status::Column as C;
         let am: refresh_status::ActiveModel = row.into();
         self.timed(
@@ -302,7 +302,11 @@ impl Db {
     /// is written only if that job is still running under that owner's live lease, checked in
     /// the same statement; `Ok(false)`: fenced out (the lease was lost), nothing written.
     /// Without a token, or on SQLite (one replica), it is the plain upsert.
-    pub async fn upsert_status_fenced(&self, row: StatusRow, fence: Option<(&str, &str)>) -> Result<bool, DbError> {
+    pub(crate) async fn upsert_status_fenced(
+        &self,
+        row: StatusRow,
+        fence: Option<(&str, &str)>,
+    ) -> Result<bool, DbError> {
         let (Some((job, owner)), Some(pool)) = (fence, self.pg_pool()) else {
             self.upsert_status(row).await?;
             return Ok(true);
@@ -353,7 +357,7 @@ impl Db {
     // ---- contents ------------------------------------------------------------------------------
 
     /// Keeps `body` under its hash, unless it is kept already.
-    pub async fn store_content(&self, sha256: &str, body: &str) -> Result<(), DbError> {
+    pub(crate) async fn store_content(&self, sha256: &str, body: &str) -> Result<(), DbError> {
         let now = Utc::now();
         let bytes = i64::try_from(body.len()).unwrap_or(i64::MAX);
         macro_rules! insert {
@@ -387,12 +391,12 @@ impl Db {
     }
 
     /// Whether a content is kept (so a large one is not sent again).
-    pub async fn has_content(&self, sha256: &str) -> Result<bool, DbError> {
+    pub(crate) async fn has_content(&self, sha256: &str) -> Result<bool, DbError> {
         Ok(self.content_row("1", sha256).await?.is_some())
     }
 
     /// A kept content by its hash.
-    pub async fn content(&self, sha256: &str) -> Result<Option<String>, DbError> {
+    pub(crate) async fn content(&self, sha256: &str) -> Result<Option<String>, DbError> {
         match self.content_row("body", sha256).await? {
             Some(r) => Ok(Some(r.try_get::<String>("", "body").map_err(DbError::Db)?)),
             None => Ok(None),
@@ -413,7 +417,7 @@ impl Db {
     }
 
     /// Drops the contents no source serves now or served just before.
-    pub async fn prune_contents(&self) -> Result<u64, DbError> {
+    pub(crate) async fn prune_contents(&self) -> Result<u64, DbError> {
         use sea_orm::ConnectionTrait;
         let sql = "DELETE FROM catalog_contents WHERE NOT EXISTS (
               SELECT 1 FROM catalog_refresh_status s
@@ -424,11 +428,11 @@ impl Db {
         Ok(done.rows_affected())
     }
 
-    pub async fn all_statuses(&self) -> Result<Vec<StatusRow>, DbError> {
+    pub(crate) async fn all_statuses(&self) -> Result<Vec<StatusRow>, DbError> {
         self.timed(refresh_status::Entity::find().all(&self.conn)).await
     }
 
-    pub async fn status(&self, plugin: &str, source_id: &str) -> Result<Option<StatusRow>, DbError> {
+    pub(crate) async fn status(&self, plugin: &str, source_id: &str) -> Result<Option<StatusRow>, DbError> {
         self.timed(refresh_status::Entity::find_by_id((plugin.to_string(), source_id.to_string())).one(&self.conn))
             .await
     }
@@ -437,7 +441,11 @@ impl Db {
 
     /// The latest revision's number and content hash: the columns callers compare, not the row
     /// (whose content is the whole catalog text: 45 MB read for a number, on every `source`).
-    pub async fn latest_revision(&self, plugin: &str, source_id: &str) -> Result<Option<LatestRevision>, DbError> {
+    pub(crate) async fn latest_revision(
+        &self,
+        plugin: &str,
+        source_id: &str,
+    ) -> Result<Option<LatestRevision>, DbError> {
         use source_revision::Column as C;
         let row: Option<(i32, String)> = self
             .timed(
@@ -456,7 +464,7 @@ impl Db {
     }
 
     /// Latest revision number per (plugin, source), for listing many sources in one query.
-    pub async fn latest_revision_numbers(&self) -> Result<Vec<(String, String, i32)>, DbError> {
+    pub(crate) async fn latest_revision_numbers(&self) -> Result<Vec<(String, String, i32)>, DbError> {
         use source_revision::Column as C;
         let rows: Vec<(String, String, Option<i32>)> = self
             .timed(
@@ -474,7 +482,12 @@ impl Db {
         Ok(rows.into_iter().map(|(p, s, r)| (p, s, r.unwrap_or(0))).collect())
     }
 
-    pub async fn revision(&self, plugin: &str, source_id: &str, revision: i32) -> Result<Option<RevisionRow>, DbError> {
+    pub(crate) async fn revision(
+        &self,
+        plugin: &str,
+        source_id: &str,
+        revision: i32,
+    ) -> Result<Option<RevisionRow>, DbError> {
         use source_revision::Column as C;
         self.timed(
             source_revision::Entity::find()
@@ -486,7 +499,12 @@ impl Db {
         .await
     }
 
-    pub async fn revisions(&self, plugin: &str, source_id: &str, limit: u64) -> Result<Vec<RevisionRow>, DbError> {
+    pub(crate) async fn revisions(
+        &self,
+        plugin: &str,
+        source_id: &str,
+        limit: u64,
+    ) -> Result<Vec<RevisionRow>, DbError> {
         use source_revision::Column as C;
         self.timed(
             source_revision::Entity::find()
@@ -501,7 +519,7 @@ impl Db {
 
     /// One page of a source's revisions, newest first: revision numbers below `before` (all
     /// when `None`), at most `limit` rows (keyset paging on the revision number).
-    pub async fn revisions_page(
+    pub(crate) async fn revisions_page(
         &self,
         plugin: &str,
         source_id: &str,
@@ -517,7 +535,7 @@ impl Db {
     }
 
     /// How many revisions a source has.
-    pub async fn revision_count(&self, plugin: &str, source_id: &str) -> Result<u64, DbError> {
+    pub(crate) async fn revision_count(&self, plugin: &str, source_id: &str) -> Result<u64, DbError> {
         use sea_orm::PaginatorTrait;
         use source_revision::Column as C;
         self.timed(
@@ -537,7 +555,7 @@ impl Db {
     /// `RETURNING` too: SQLite would stage the row in a temporary file to hand it back. The
     /// errors map as sea-orm maps them (pool errors are `Unavailable`, a taken revision
     /// number is [`DbError::RevisionTaken`]); the timestamp is bound as sea-orm binds it.
-    pub async fn insert_revision(&self, r: NewRevision<'_>) -> Result<i32, DbError> {
+    pub(crate) async fn insert_revision(&self, r: NewRevision<'_>) -> Result<i32, DbError> {
         const COLUMNS: &str =
             "plugin_name, source_id, revision, content_hash, entry, content, action, actor, created_at";
         let now = Utc::now();
@@ -585,7 +603,7 @@ impl Db {
     /// Inserts or updates a job row. A row that is already finished (SUCCEEDED, FAILED, ...)
     /// is never changed: a replica whose lease expired (another one marked its job FAILED
     /// "interrupted") cannot write its late progress or result over that verdict.
-    pub async fn upsert_job(&self, row: JobRow) -> Result<(), DbError> {
+    pub(crate) async fn upsert_job(&self, row: JobRow) -> Result<(), DbError> {
         use refresh_job::Column as C;
         let am: refresh_job::ActiveModel = row.into();
         let result = self
@@ -625,7 +643,7 @@ impl Db {
     }
 
     /// Most recent jobs first.
-    pub async fn recent_jobs(&self, limit: u64) -> Result<Vec<JobRow>, DbError> {
+    pub(crate) async fn recent_jobs(&self, limit: u64) -> Result<Vec<JobRow>, DbError> {
         use refresh_job::Column as C;
         self.timed(refresh_job::Entity::find().order_by_desc(C::CreatedAt).limit(limit).all(&self.conn)).await
     }
@@ -633,7 +651,11 @@ impl Db {
     /// One page of jobs, newest first by (created_at, id): jobs after the cursor `before`
     /// (all when `None`), at most `limit` rows. The id breaks ties between jobs created in the
     /// same instant, so the order (and a cursor) is stable.
-    pub async fn jobs_page(&self, before: Option<(DateTime<Utc>, &str)>, limit: u64) -> Result<Vec<JobRow>, DbError> {
+    pub(crate) async fn jobs_page(
+        &self,
+        before: Option<(DateTime<Utc>, &str)>,
+        limit: u64,
+    ) -> Result<Vec<JobRow>, DbError> {
         use refresh_job::Column as C;
         use sea_orm::Condition;
         let mut q = refresh_job::Entity::find();
@@ -648,17 +670,17 @@ impl Db {
     }
 
     /// How many jobs are recorded.
-    pub async fn job_count(&self) -> Result<u64, DbError> {
+    pub(crate) async fn job_count(&self) -> Result<u64, DbError> {
         use sea_orm::PaginatorTrait;
         self.timed(refresh_job::Entity::find().count(&self.conn)).await
     }
 
-    pub async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {
+    pub(crate) async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {
         self.timed(refresh_job::Entity::find_by_id(id.to_string()).one(&self.conn)).await
     }
 
     /// Marks jobs left QUEUED or RUNNING by a previous process as FAILED.
-    pub async fn fail_interrupted_jobs(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
+    pub(crate) async fn fail_interrupted_jobs(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
         use refresh_job::Column as C;
         let res = self
             .timed(

@@ -9,6 +9,7 @@
 //! - A refresh swaps a source's snapshot only on success; failures keep the last good entities.
 
 mod apply;
+mod audit;
 mod cluster;
 mod contents;
 mod error;
@@ -19,6 +20,7 @@ mod views;
 mod watch;
 
 use apply::filter_entities;
+pub use audit::AuditRow;
 pub use cluster::{ClusterOptions, default_replica_id};
 pub use error::{CatalogError, Result};
 pub use refresh::RefreshRequest;
@@ -266,10 +268,6 @@ impl Catalog {
             self.refresh_all().await;
             self.watch_loop().await;
         });
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.db
     }
 
     fn config(&self) -> Arc<Config> {

@@ -886,8 +886,8 @@ impl Catalog {
                 }
             }
             "url" => match fetch(&self.http, entry, if_none_match, &self.options.fetch).await {
-                Ok(Fetched::NotModified { .. }) => Err(Loaded::NotModified),
-                Ok(Fetched::Body { text, etag, .. }) => {
+                Ok(Fetched::NotModified) => Err(Loaded::NotModified),
+                Ok(Fetched::Body { text, etag }) => {
                     Ok(Text { text, label: entry.url().unwrap_or(id).to_string(), etag })
                 }
                 Err(d) => Err(Loaded::Failed(vec![d])),
