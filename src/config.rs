@@ -1,5 +1,6 @@
 //! Command line and environment settings.
 
+pub use crate::logging::LogFormat;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,12 +89,6 @@ pub enum ExemptRole {
 pub enum OnOff {
     On,
     Off,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -363,7 +358,7 @@ impl ServeArgs {
             "configmapPrefix": self.configmap_prefix,
             "sources": self.sources.as_ref().map(|p| p.display().to_string()),
             "seed": self.seed.as_ref().map(|p| p.display().to_string()),
-            "database": crate::server::redact_url(&self.database_url()),
+            "database": redact_url(&self.database_url()),
             "auth": format!("{:?}", self.auth).to_lowercase(),
             "tokensFile": self.tokens_file.as_ref().map(|p| p.display().to_string()),
             "secretsDir": self.secrets_dir.display().to_string(),
@@ -522,4 +517,19 @@ pub const MIN_JOB_LEASE_SECS: f64 = 3.0;
 fn seconds(s: f64) -> std::time::Duration {
     const YEAR: f64 = 365.0 * 24.0 * 3600.0;
     std::time::Duration::try_from_secs_f64(if s.is_nan() { 0.0 } else { s.clamp(0.0, YEAR) }).unwrap_or_default()
+}
+
+/// A database URL with its password replaced by `***`, for logs and `describe`.
+pub fn redact_url(url: &str) -> String {
+    // postgres://user:password@host/db → postgres://user:***@host/db
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }

@@ -25,7 +25,21 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Registry, registry::SpanRef};
 
-use crate::config::LogFormat;
+/// How log lines are written (`--log-format`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The request id of a request or its response (the request-id layer sets it before any
+/// handler runs, and the response carries it back).
+pub fn request_id(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
+}
+
+/// The header the request id travels in.
+pub static REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 /// Installs the global subscriber (filter from `RUST_LOG`, default `info`). Keep the guard for
 /// the life of the process: dropping it flushes what is queued.
@@ -113,7 +127,7 @@ impl<B> tower_http::trace::OnResponse<B> for AccessLog {
         let unspanned = if span.is_none() { response.extensions().get::<Unspanned>() } else { None };
         let request_id = || {
             // The request-id layers put the request's id on every response.
-            crate::http::security::request_id(response.headers()).filter(|v| !v.is_empty()).unwrap_or("-")
+            request_id(response.headers()).filter(|v| !v.is_empty()).unwrap_or("-")
         };
         let Some(sink) = SINK.get() else {
             let span = unspanned.map(|u| u.span(request_id()));

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use std::sync::Arc;
 
+use crate::config::redact_url;
 use crate::config::{ServeArgs, StoreMode};
 use catalog_core::Catalog;
 use catalog_core::ConfigStore;
@@ -139,20 +140,6 @@ pub async fn import(args: crate::config::ImportArgs) -> anyhow::Result<Vec<Strin
     })?;
     let (client, namespace) = crate::k8s::connect(args.namespace.as_deref()).await?;
     KubeStore::new(client, &namespace, &args.configmap_prefix).import(&file, args.overwrite).await
-}
-
-pub fn redact_url(url: &str) -> String {
-    // postgres://user:password@host/db → postgres://user:***@host/db
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -46,7 +46,7 @@ async fn every_command_and_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--rate-limit", "0"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--rate-limit", "0"]).start().await;
     let base = server.base.clone();
     let run = move |args: &[&str]| ctl(&base, None, args);
 
@@ -160,14 +160,11 @@ async fn auth_failures_and_an_unreachable_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
     let tokens = common::tokens_file(dir.path(), &[("ci", "operator", "op"), ("ro", "viewer", "ro")]);
-    let server = Server::start_with(
-        dir.path(),
-        None,
-        &db,
-        true,
-        &["--auth", "static", "--tokens-file", tokens.to_str().unwrap()],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&["--auth", "static", "--tokens-file", tokens.to_str().unwrap()])
+        .start()
+        .await;
     let o = ctl(&server.base, Some("wrong"), &["sources"]);
     assert_eq!(code(&o), 4, "{}", text(&o));
     assert!(text(&o).contains("unknown token"));

@@ -240,7 +240,7 @@ async fn replicas_agree_after_kills_database_cuts_and_api_faults() {
         let a = args(names[i]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let env = [("KUBECONFIG", kubeconfigs[i].to_str().unwrap())];
-        Server::start_with_env(&data, None, &proxied, true, &a, &env).await
+        TestServer::new(&data).database(&proxied).flags(&a).envs(&env).start().await
     };
     let mut servers = Vec::new();
     for i in 0..names.len() {

@@ -25,7 +25,7 @@ async fn concurrent_applies_with_refresh_never_serve_an_older_apply() {
         let dir = tempfile::tempdir().unwrap();
         let db = database_url(backend, dir.path()).await;
         // 160 applies in a few seconds: past the default per-caller rate limit.
-        let server = Server::start_with(dir.path(), None, &db, true, &["--rate-limit", "0"]).await;
+        let server = TestServer::new(dir.path()).database(&db).flags(&["--rate-limit", "0"]).start().await;
         server
             .ok(APPLY, json!({"plugin": "models", "input": {"id": "race", "content": models_yaml(1)}, "options": {"refreshAfterApply": true}}))
             .await;
@@ -84,7 +84,7 @@ async fn partial_apply_merges_with_the_file_on_disk_not_a_cached_copy() {
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
         let db = database_url(backend, dir.path()).await;
-        let server = Server::start_with(dir.path(), None, &db, true, &["--watch-interval", "0"]).await;
+        let server = TestServer::new(dir.path()).database(&db).flags(&["--watch-interval", "0"]).start().await;
         let sources = dir.path().join("sources.yaml");
         let text = std::fs::read_to_string(&sources).unwrap();
         assert!(text.contains("name: \"Partner Models\""));
@@ -119,14 +119,12 @@ async fn refresh_after_apply_does_not_join_a_job_that_read_older_content() {
     std::fs::write(dir.path().join("sources.yaml"), sources).unwrap();
     std::fs::write(dir.path().join("local.yaml"), models_yaml(2)).unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(
-        dir.path(),
-        Some(&dir.path().join("sources.yaml")),
-        &db,
-        true,
-        &["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"])
+        .start()
+        .await;
     host.state.lock().unwrap().delay_ms = 2000;
     let job = server.ok("mutation { refreshPlugin(plugin: \"models\", wait: false) { id } }", json!({})).await;
     let id = job["refreshPlugin"]["id"].as_str().unwrap().to_string();

@@ -235,21 +235,18 @@ async fn the_console_works_with_trusted_documents_and_static_tokens() {
     let tokens =
         common::tokens_file(dir.path(), &[("ops", "operator", "op-token"), ("reader", "viewer", "viewer-token")]);
     let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
-    let server = Server::start_with(
-        dir.path(),
-        None,
-        &db,
-        true,
-        &[
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&[
             "--auth",
             "static",
             "--tokens-file",
             tokens.to_str().unwrap(),
             "--trusted-documents",
             contract.to_str().unwrap(),
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     // Trusted documents are on: an operator's ad-hoc query is refused.
     let adhoc: Value = server
         .client

@@ -23,8 +23,11 @@ async fn postgres_outage_fails_fast_with_unavailable_and_recovers() {
     let hostport = url.split('@').nth(1).unwrap().split('/').next().unwrap().to_string();
     let proxy = Arc::new(Proxy::start(hostport.clone()).await);
     let proxied = url.replace(&hostport, &format!("127.0.0.1:{}", proxy.port));
-    let server =
-        Server::start_with(dir.path(), None, &proxied, true, &["--db-timeout", "1", "--watch-interval", "0"]).await;
+    let server = TestServer::new(dir.path())
+        .database(&proxied)
+        .flags(&["--db-timeout", "1", "--watch-interval", "0"])
+        .start()
+        .await;
     let before = server.ok("{ entities(plugin: \"models\") { totalCount } }", json!({})).await;
     let entity_count = before["entities"]["totalCount"].as_u64().unwrap();
     assert!(entity_count > 0);

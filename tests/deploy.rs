@@ -605,14 +605,11 @@ async fn compose_tokens_file_accepts_the_documented_tokens() {
     let tokens = repo().join("deploy/compose/tokens.yaml");
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(
-        dir.path(),
-        None,
-        &db,
-        true,
-        &["--auth", "static", "--tokens-file", tokens.to_str().unwrap()],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&["--auth", "static", "--tokens-file", tokens.to_str().unwrap()])
+        .start()
+        .await;
     let post = |token: Option<&'static str>, query: &'static str| {
         let mut req = server
             .client

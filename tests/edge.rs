@@ -45,8 +45,11 @@ async fn graphql_http_audit_passes() {
 async fn cross_origin_websocket_and_sse_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server =
-        Server::start_with(dir.path(), None, &db, true, &["--allowed-origins", "https://console.example.com"]).await;
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&["--allowed-origins", "https://console.example.com"])
+        .start()
+        .await;
     let err = WsClient::connect(&server.base, Some("https://evil.example")).await.err().expect("refused");
     assert!(err.to_string().contains("403"), "{err}");
     assert!(WsClient::connect(&server.base, Some("https://console.example.com")).await.is_ok());
@@ -81,8 +84,9 @@ async fn query_bombs_get_clear_errors_and_the_server_keeps_answering() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
     // A lower complexity limit than the default (1000) keeps the bomb small; the mechanism is the same.
-    let server =
-        std::sync::Arc::new(Server::start_with(dir.path(), None, &db, true, &["--max-complexity", "200"]).await);
+    let server = std::sync::Arc::new(
+        TestServer::new(dir.path()).database(&db).flags(&["--max-complexity", "200"]).start().await,
+    );
     // Another client keeps querying throughout.
     let bystander = {
         let s = server.clone();
@@ -166,14 +170,11 @@ async fn roles_tokens_actor_and_audit() {
         let dir = tempfile::tempdir().unwrap();
         let db = database_url(backend, dir.path()).await;
         let tokens = tokens_file(dir.path());
-        let server = Server::start_with(
-            dir.path(),
-            None,
-            &db,
-            true,
-            &["--auth", "static", "--tokens-file", tokens.to_str().unwrap(), "--rate-limit", "3"],
-        )
-        .await;
+        let server = TestServer::new(dir.path())
+            .database(&db)
+            .flags(&["--auth", "static", "--tokens-file", tokens.to_str().unwrap(), "--rate-limit", "3"])
+            .start()
+            .await;
         let q = json!({"query": "{ sources { id } }"});
         let (status, body) = post(&server, None, q.clone()).await;
         assert_eq!(
@@ -274,7 +275,7 @@ async fn trusted_server(dir: &Path) -> (Server, std::path::PathBuf) {
     let db = database_url(Backend::Sqlite, dir).await;
     let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
     let args = ["--trusted-documents", contract.to_str().unwrap(), "--rate-limit", "0"];
-    (Server::start_with(dir, None, &db, true, &args).await, contract)
+    (TestServer::new(dir).database(&db).flags(&args).start().await, contract)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +317,7 @@ async fn trusted_documents_and_persisted_queries() {
     // Automatic persisted queries work for everyone without trusted documents.
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &[]).await;
+    let server = TestServer::new(dir.path()).database(&db).start().await;
     let q = "{ plugins { name sourceCount } }";
     let h = catalog_bff::auth::sha256_hex(q);
     let pq = json!({"persistedQuery": {"version": 1, "sha256Hash": h}});
@@ -433,14 +434,11 @@ fn unauthenticated_mode_is_refused_off_loopback() {
 async fn subscription_and_connection_limits() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(
-        dir.path(),
-        None,
-        &db,
-        true,
-        &["--max-subscriptions-per-connection", "2", "--max-connections", "2"],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&["--max-subscriptions-per-connection", "2", "--max-connections", "2"])
+        .start()
+        .await;
     let sub = "subscription { catalogEvents { kind } }";
     let mut ws = WsClient::connect(&server.base, None).await.unwrap();
     ws.subscribe("1", sub, json!({})).await;

@@ -143,14 +143,20 @@ async fn fragment_bombs_are_refused_at_once_while_probes_keep_answering() {
 async fn idle_slow_and_silent_connections_are_closed_within_their_timeouts() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(
-        dir.path(),
-        None,
-        &db,
-        true,
-        &["--header-timeout", "1", "--idle-timeout", "3", "--body-timeout", "2", "--max-connections-per-ip", "64"],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&[
+            "--header-timeout",
+            "1",
+            "--idle-timeout",
+            "3",
+            "--body-timeout",
+            "2",
+            "--max-connections-per-ip",
+            "64",
+        ])
+        .start()
+        .await;
     let to = addr(&server);
 
     // 3,000 connections that send nothing, 50 from each of 60 addresses.
@@ -249,7 +255,7 @@ async fn idle_slow_and_silent_connections_are_closed_within_their_timeouts() {
 async fn over_the_per_address_cap_connections_get_503_and_probes_still_answer() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--max-connections-per-ip", "20"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--max-connections-per-ip", "20"]).start().await;
     let to = addr(&server);
     let mut held = Vec::new();
     for _ in 0..20 {
@@ -288,7 +294,7 @@ async fn the_connection_budget_follows_the_descriptor_limit_and_never_hits_emfil
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
     // 300 descriptors: 64 kept for the process, 7 for answering refusals, 229 connections.
-    let server = Server::start_with_nofile(dir.path(), None, &db, &["--header-timeout", "30"], 300).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--header-timeout", "30"]).nofile(300).start().await;
     let to = addr(&server);
     let logs = server.log_text();
     assert!(logs.contains("up to 229 connections at once"), "{logs}");
@@ -517,14 +523,12 @@ async fn compressed_url_bodies_load_and_a_bomb_is_refused_at_the_decoded_limit()
     .unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
     let limit: u64 = 16 << 20;
-    let server = Server::start_with(
-        dir.path(),
-        Some(&sources),
-        &db,
-        true,
-        &["--url-allow", "127.0.0.1", "--fetch-max-bytes", &limit.to_string()],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .sources(&sources)
+        .database(&db)
+        .flags(&["--url-allow", "127.0.0.1", "--fetch-max-bytes", &limit.to_string()])
+        .start()
+        .await;
     let states = source_states(&server).await;
     assert_eq!(states["models/gz"], ("AVAILABLE".to_string(), 40), "{states:?}");
     assert_eq!(states["models/bomb"].0, "ERROR", "{states:?}");
@@ -590,7 +594,7 @@ async fn stalled_url_hosts_hold_neither_readiness_nor_yaml_refreshes() {
         "1",
     ];
     let started = Instant::now();
-    let server = Server::start_with(dir.path(), Some(&sources), &db, true, &flags).await;
+    let server = TestServer::new(dir.path()).sources(&sources).database(&db).flags(&flags).start().await;
     let ready_after = started.elapsed();
     eprintln!("ready {ready_after:?} after start, with four stalled url hosts and a dripping one (--ready-wait 2)");
     assert!(ready_after < Duration::from_millis(3000), "ready only after {ready_after:?}");
@@ -681,7 +685,7 @@ async fn stalled_url_hosts_hold_neither_readiness_nor_yaml_refreshes() {
     // A restart with the hosts still stalling is ready within --ready-wait too.
     let (dir_path, db) = server.stop();
     let started = Instant::now();
-    let server = Server::start_with(&dir_path, Some(&sources), &db, true, &flags).await;
+    let server = TestServer::new(&dir_path).sources(&sources).database(&db).flags(&flags).start().await;
     let ready_after = started.elapsed();
     eprintln!("restart: ready {ready_after:?} after start (--ready-wait 2)");
     assert!(ready_after < Duration::from_millis(3000), "ready only after {ready_after:?}");
@@ -720,7 +724,8 @@ async fn a_batch_shares_one_response_budget_and_runs_one_operation_at_a_time() {
     assert!(catalog.len() > 5_000_000 && catalog.len() < 8_000_000, "{}", catalog.len());
     std::fs::write(dir.path().join("big.yaml"), &catalog).unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), Some(&sources), &db, true, &["--idle-timeout", "2"]).await;
+    let server =
+        TestServer::new(dir.path()).sources(&sources).database(&db).flags(&["--idle-timeout", "2"]).start().await;
     let one = json!({"query": "{ source(plugin: \"models\", id: \"big\") { content } }"});
     let batch = json!(vec![one.clone(); 10]);
     assert!(batch.to_string().len() < 1000);

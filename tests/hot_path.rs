@@ -35,7 +35,7 @@ fn x_cache(h: &HeaderMap) -> &str {
 async fn repeated_queries_hit_and_keep_the_full_paths_rules() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--rate-limit", "0"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--rate-limit", "0"]).start().await;
 
     // The same document, spaced differently, shares one entry; the body is the same bytes.
     let a = json!({"query": "query Sources { sources { id name revision } }"}).to_string();
@@ -109,12 +109,9 @@ async fn an_exempt_callers_cached_answer_never_reaches_a_restricted_caller() {
     let tokens =
         common::tokens_file(dir.path(), &[("ops", "operator", OPERATOR_TOKEN), ("dash", "viewer", VIEWER_TOKEN)]);
     let contract = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
-    let server = Server::start_with(
-        dir.path(),
-        None,
-        &db,
-        true,
-        &[
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&[
             "--auth",
             "static",
             "--tokens-file",
@@ -125,9 +122,9 @@ async fn an_exempt_callers_cached_answer_never_reaches_a_restricted_caller() {
             "operator",
             "--rate-limit",
             "0",
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     let body = json!({"query": "{ sources { id name enabled } }"}).to_string();
     // The operator may run any document; its answer is cached...
     for expected in ["miss", "hit"] {
@@ -154,7 +151,7 @@ async fn an_exempt_callers_cached_answer_never_reaches_a_restricted_caller() {
 async fn a_change_to_one_plugin_keeps_the_other_plugins_answers_cached() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--rate-limit", "0"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--rate-limit", "0"]).start().await;
     let scoped = "query Scoped($p: String!) { sources(plugin: $p) { id labels revision status { entityCount } } }";
     let models = json!({"query": scoped, "variables": {"p": "models"}}).to_string();
     let mcp = json!({"query": scoped, "variables": {"p": "mcp"}}).to_string();

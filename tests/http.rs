@@ -128,7 +128,13 @@ async fn readyz_is_503_until_the_first_refresh_is_done() {
     )
     .unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), Some(&sources), &db, false, &["--url-allow", "127.0.0.1"]).await;
+    let server = TestServer::new(dir.path())
+        .sources(&sources)
+        .database(&db)
+        .flags(&["--url-allow", "127.0.0.1"])
+        .no_wait()
+        .start()
+        .await;
     let r = server.client.get(format!("{}/readyz", server.base)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();

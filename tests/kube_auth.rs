@@ -30,7 +30,7 @@ async fn start(fake: &FakeKube, dir: &std::path::Path, extra: &[&str]) -> Server
     let db = database_url(Backend::Sqlite, dir).await;
     let mut args = vec!["--auth", "kubernetes"];
     args.extend_from_slice(extra);
-    Server::start_with_env(dir, None, &db, true, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]).await
+    TestServer::new(dir).database(&db).flags(&args).envs(&[("KUBECONFIG", kubeconfig.to_str().unwrap())]).start().await
 }
 
 async fn post(server: &Server, token: Option<&str>, query: &str, variables: Value) -> (u16, Value, Option<String>) {

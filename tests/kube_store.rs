@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::fake_kube::FakeKube;
-use common::{APPLY, Backend, Server, database_url, error_code, models_yaml};
+use common::{APPLY, Backend, Server, TestServer, database_url, error_code, models_yaml};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,7 +51,11 @@ impl Cluster {
         let _ = self.server.child.wait();
         let old = std::mem::replace(
             &mut self.server,
-            Server::start_with_env(&self.data, None, &db, true, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())])
+            TestServer::new(&self.data)
+                .database(&db)
+                .flags(&args)
+                .envs(&[("KUBECONFIG", kubeconfig.to_str().unwrap())])
+                .start()
                 .await,
         );
         drop(old);
@@ -72,8 +76,12 @@ async fn start_cluster(extra: &[&str]) -> Cluster {
     let mut args =
         vec!["--store", "kubernetes", "--namespace", NS, "--seed", seed_arg.as_str(), "--watch-interval", "30"];
     args.extend_from_slice(extra);
-    let server =
-        Server::start_with_env(&data, None, &db, true, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]).await;
+    let server = TestServer::new(&data)
+        .database(&db)
+        .flags(&args)
+        .envs(&[("KUBECONFIG", kubeconfig.to_str().unwrap())])
+        .start()
+        .await;
     let launch = (db.clone(), args.iter().map(|a| a.to_string()).collect(), kubeconfig.clone());
     Cluster { kube, server, data, launch, _tmp: tmp }
 }
@@ -463,7 +471,7 @@ async fn kube_replicas(kube: &FakeKube, tmp: &Path, seed: &Path, names: &[&str],
             "30",
         ];
         args.extend_from_slice(extra);
-        replicas.push(Server::start_with_env(&data, None, &db, true, &args, &env).await);
+        replicas.push(TestServer::new(&data).database(&db).flags(&args).envs(&env).start().await);
     }
     replicas
 }

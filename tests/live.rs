@@ -40,12 +40,10 @@ async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
     // Slow enough that the node client is surely subscribed while the job still waits.
     let _host = slow_plugin(dir.path(), 3000).await;
     // One job fetching url sources at a time, so a second one observably waits.
-    let server = Server::start_with(
-        dir.path(),
-        Some(&dir.path().join("sources.yaml")),
-        &db,
-        true,
-        &[
+    let server = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&[
             "--max-running-jobs",
             "1",
             "--max-running-fetches",
@@ -54,9 +52,9 @@ async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
             "1",
             "--url-allow",
             "127.0.0.1",
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
 
     for (round, transport) in ["ws", "sse"].into_iter().enumerate() {
         // The previous round's clients are gone once the server has noticed their close.
@@ -134,14 +132,12 @@ async fn rust_client_follows_progress_and_a_finished_job_completes_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
     let _host = slow_plugin(dir.path(), 200).await;
-    let server = Server::start_with(
-        dir.path(),
-        Some(&dir.path().join("sources.yaml")),
-        &db,
-        true,
-        &["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"])
+        .start()
+        .await;
     let job =
         server.ok("mutation { refreshPlugin(plugin: \"models\", wait: false) { id phase total } }", json!({})).await;
     let id = job["refreshPlugin"]["id"].as_str().unwrap().to_string();
@@ -219,7 +215,8 @@ async fn reads_after_a_mutation_response_never_see_older_state() {
         let dir = tempfile::tempdir().unwrap();
         let db = database_url(backend, dir.path()).await;
         // 500 applies in a row: the per-caller rate limit is not what this test is about.
-        let server = std::sync::Arc::new(Server::start_with(dir.path(), None, &db, true, &["--rate-limit", "0"]).await);
+        let server =
+            std::sync::Arc::new(TestServer::new(dir.path()).database(&db).flags(&["--rate-limit", "0"]).start().await);
         std::fs::write(dir.path().join("partner-models.yaml"), models_yaml(1)).unwrap();
         server.ok("mutation { refreshSource(plugin: \"models\", id: \"partner_models\", confirmRemovals: true) { phase } }", json!({})).await;
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -363,12 +360,10 @@ async fn url_sources_200_304_retry_and_size_limit() {
     );
     std::fs::write(dir.path().join("sources.yaml"), sources).unwrap();
     let secrets = dir.path().join("secrets");
-    let server = Server::start_with(
-        dir.path(),
-        Some(&dir.path().join("sources.yaml")),
-        &db,
-        true,
-        &[
+    let server = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&[
             "--fetch-backoff-ms",
             "20",
             "--fetch-max-bytes",
@@ -377,9 +372,9 @@ async fn url_sources_200_304_retry_and_size_limit() {
             secrets.to_str().unwrap(),
             "--url-allow",
             "127.0.0.1",
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     let src = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "remote"})).await;
     assert_eq!(src["source"]["status"]["state"], "AVAILABLE", "{src:#}");
     assert_eq!(src["source"]["status"]["entityCount"], 4);
@@ -437,14 +432,12 @@ async fn a_job_killed_mid_refresh_reads_failed_after_restart() {
         let db = database_url(backend, dir.path()).await;
         let host = slow_plugin(dir.path(), 0).await;
         let sources = dir.path().join("sources.yaml");
-        let server = Server::start_with(
-            dir.path(),
-            Some(&sources),
-            &db,
-            true,
-            &["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"],
-        )
-        .await;
+        let server = TestServer::new(dir.path())
+            .sources(&sources)
+            .database(&db)
+            .flags(&["--refresh-concurrency", "1", "--url-allow", "127.0.0.1"])
+            .start()
+            .await;
         host.state.lock().unwrap().delay_ms = 60_000;
         let job = server.ok("mutation { refreshPlugin(plugin: \"models\", wait: false) { id } }", json!({})).await;
         let id = job["refreshPlugin"]["id"].as_str().unwrap().to_string();
@@ -460,9 +453,12 @@ async fn a_job_killed_mid_refresh_reads_failed_after_restart() {
         let (dir_path, db) = server.kill();
         host.state.lock().unwrap().delay_ms = 0;
         // PostgreSQL may have other live replicas: a job is failed only once its lease expired.
-        let server =
-            Server::start_with(&dir_path, Some(&sources), &db, true, &["--url-allow", "127.0.0.1", "--job-lease", "3"])
-                .await;
+        let server = TestServer::new(&dir_path)
+            .sources(&sources)
+            .database(&db)
+            .flags(&["--url-allow", "127.0.0.1", "--job-lease", "3"])
+            .start()
+            .await;
         let deadline = Instant::now() + Duration::from_secs(20);
         let j = loop {
             let j = server
@@ -487,7 +483,7 @@ async fn a_job_killed_mid_refresh_reads_failed_after_restart() {
 async fn external_edits_are_noticed_recorded_and_announced() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--watch-interval", "0.2"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--watch-interval", "0.2"]).start().await;
     let mut ws = WsClient::connect(&server.base, None).await.unwrap();
     ws.subscribe("e", EVENTS, json!({"p": "mcp"})).await;
     wait_subscribers(&server, 1.0).await;
@@ -573,7 +569,7 @@ async fn legacy_graphql_ws_protocol_and_keepalive_pings() {
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--keepalive-interval", "0.3"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--keepalive-interval", "0.3"]).start().await;
 
     // graphql-transport-ws: the server pings an idle connection.
     let mut ws = WsClient::connect(&server.base, None).await.unwrap();

@@ -108,7 +108,7 @@ struct Group {
 async fn start_group(dir: &Path, watched: Vec<PathBuf>) -> Group {
     let db = database_url(Backend::Sqlite, dir).await;
     // No rate limit: the corpus sends many refused mutations from one caller on purpose.
-    let server = Server::start_with(dir, None, &db, true, &["--rate-limit", "0"]).await;
+    let server = TestServer::new(dir).database(&db).flags(&["--rate-limit", "0"]).start().await;
     let mut all = vec![dir.to_path_buf()];
     all.extend(watched);
     Group { server, watched: all, counter: std::sync::atomic::AtomicUsize::new(0) }

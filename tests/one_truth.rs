@@ -22,7 +22,7 @@ fn write_sources(dir: &Path, host: &CatalogHost) {
 
 async fn replica(dir: &Path, db: &str, name: &str) -> Server {
     let args = ["--watch-interval", "0", "--url-allow", "127.0.0.1", "--rate-limit", "0", "--replica-id", name];
-    Server::start_with(dir, Some(&dir.join("sources.yaml")), db, true, &args).await
+    TestServer::new(dir).sources(dir.join("sources.yaml")).database(db).flags(&args).start().await
 }
 
 const REMOTE: &str = "{ source(plugin: \"models\", id: \"remote\") { status { state entityCount lastRefreshSummary } } entities(plugin: \"models\", sourceId: \"remote\") { totalCount nodes { name } } }";
@@ -93,14 +93,21 @@ async fn a_url_source_fetched_on_one_replica_is_served_by_every_replica_after_on
     drop((b, c));
     let (dir_path, db) = a.stop();
     host.state.lock().unwrap().fail_next = usize::MAX;
-    let a = Server::start_with(
-        &dir_path,
-        Some(&dir_path.join("sources.yaml")),
-        &db,
-        true,
-        &["--watch-interval", "0", "--url-allow", "127.0.0.1", "--replica-id", "replica-a", "--fetch-retries", "0"],
-    )
-    .await;
+    let a = TestServer::new(&dir_path)
+        .sources(dir_path.join("sources.yaml"))
+        .database(&db)
+        .flags(&[
+            "--watch-interval",
+            "0",
+            "--url-allow",
+            "127.0.0.1",
+            "--replica-id",
+            "replica-a",
+            "--fetch-retries",
+            "0",
+        ])
+        .start()
+        .await;
     let after = eventually(&a, 10, |(state, _, _)| state == "ERROR").await;
     assert_eq!(after.1, 5, "{after:?}");
     assert_eq!(after.2, on_a.2);
@@ -117,11 +124,17 @@ async fn a_restart_with_the_url_host_down_keeps_the_last_good_entities() {
         write_sources(dir.path(), &host);
         let db = database_url(backend, dir.path()).await;
         let args = ["--url-allow", "127.0.0.1", "--fetch-retries", "0"];
-        let server = Server::start_with(dir.path(), Some(&dir.path().join("sources.yaml")), &db, true, &args).await;
+        let server = TestServer::new(dir.path())
+            .sources(dir.path().join("sources.yaml"))
+            .database(&db)
+            .flags(&args)
+            .start()
+            .await;
         let good = eventually(&server, 10, |(state, n, _)| state == "AVAILABLE" && *n == 4).await;
         let (dir_path, db) = server.stop();
         host.state.lock().unwrap().fail_next = usize::MAX;
-        let server = Server::start_with(&dir_path, Some(&dir_path.join("sources.yaml")), &db, true, &args).await;
+        let server =
+            TestServer::new(&dir_path).sources(dir_path.join("sources.yaml")).database(&db).flags(&args).start().await;
         let after = eventually(&server, 10, |(state, _, _)| state == "ERROR").await;
         assert_eq!((after.1, &after.2), (4, &good.2), "{backend:?}: {after:?}");
         let v: Value = server.ok(REMOTE, json!({})).await;
@@ -138,7 +151,7 @@ async fn min_generation_is_honoured_on_get_sse_and_websocket() {
     use tokio_tungstenite::tungstenite::Message;
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--consistency-wait", "0.3"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--consistency-wait", "0.3"]).start().await;
     // A mutation's token: what this replica has applied.
     let resp = server
         .client
@@ -242,8 +255,18 @@ async fn a_replica_that_lost_its_lease_discards_its_late_result() {
             name,
         ]
     };
-    let a = Server::start_with(dir.path(), Some(&dir.path().join("sources.yaml")), &db, true, &args("replica-a")).await;
-    let b = Server::start_with(dir.path(), Some(&dir.path().join("sources.yaml")), &db, true, &args("replica-b")).await;
+    let a = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&args("replica-a"))
+        .start()
+        .await;
+    let b = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&args("replica-b"))
+        .start()
+        .await;
     eventually(&b, 10, |(_, n, _)| *n == 10).await;
     // A starts a refresh; the host answers it (with 10 models) only after 6 s.
     host.state.lock().unwrap().delay_ms = 6000;
@@ -370,14 +393,12 @@ async fn a_feed_insert_that_outlasts_the_db_timeout_is_recorded_once() {
     write_sources(dir.path(), &host);
     let db = database_url(Backend::Postgres, dir.path()).await;
     let args = ["--watch-interval", "0", "--url-allow", "127.0.0.1", "--rate-limit", "0", "--replica-id", "replica-a"];
-    let a = Server::start_with(
-        dir.path(),
-        Some(&dir.path().join("sources.yaml")),
-        &db,
-        true,
-        &[&args[..], &["--db-timeout", "1"]].concat(),
-    )
-    .await;
+    let a = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&[&args[..], &["--db-timeout", "1"]].concat())
+        .start()
+        .await;
 
     let mut conn = sqlx::postgres::PgConnection::connect(&db).await.unwrap();
     for statement in [

@@ -203,7 +203,11 @@ fn tokens_file(dir: &Path) -> PathBuf {
 
 async fn start_with_auth(dir: &Path, tokens: &Path) -> Server {
     let db = database_url(Backend::Sqlite, dir).await;
-    Server::start_with(dir, None, &db, true, &["--auth", "static", "--tokens-file", tokens.to_str().unwrap()]).await
+    TestServer::new(dir)
+        .database(&db)
+        .flags(&["--auth", "static", "--tokens-file", tokens.to_str().unwrap()])
+        .start()
+        .await
 }
 
 /// Runs `tests/node/graphiql.mjs` against the server; its JSON lines arrive on the receiver.

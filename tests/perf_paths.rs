@@ -56,7 +56,7 @@ async fn start(dir: &Path) -> Server {
     )
     .unwrap();
     let db = database_url(Backend::Sqlite, dir).await;
-    Server::start_with(dir, Some(&dir.join("sources.yaml")), &db, true, &["--watch-interval", "0"]).await
+    TestServer::new(dir).sources(dir.join("sources.yaml")).database(&db).flags(&["--watch-interval", "0"]).start().await
 }
 
 fn names(page: &Value) -> Vec<String> {
@@ -240,7 +240,7 @@ async fn sqlite_writes_reach_the_database_file_in_the_background_and_a_kill_lose
     // Killed right after an apply (most likely before the next checkpoint): a restart has it.
     server.ok(APPLY, apply("unflushed", 2)).await;
     let (dir_path, database) = server.kill();
-    let server = Server::start(&dir_path, None, &database, true).await;
+    let server = TestServer::new(&dir_path).database(&database).start().await;
     let v = server
         .ok("{ source(plugin: \"models\", id: \"unflushed\") { revision status { entityCount } } }", json!({}))
         .await;
@@ -273,8 +273,11 @@ async fn the_watcher_never_races_the_import_of_first_revisions() {
         let db = database_url(Backend::Sqlite, dir.path()).await;
         // A generous database timeout: the suite runs beside other tests, and what is checked
         // here is which revisions exist, not how fast they are read.
-        let server =
-            Server::start_with(dir.path(), None, &db, true, &["--watch-interval", "0.01", "--db-timeout", "30"]).await;
+        let server = TestServer::new(dir.path())
+            .database(&db)
+            .flags(&["--watch-interval", "0.01", "--db-timeout", "30"])
+            .start()
+            .await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let v = server.ok("{ sources { id revisions(limit: 10) { revision action actor } } }", json!({})).await;
         let all = v["sources"].as_array().unwrap();

@@ -38,7 +38,7 @@ fn write_sources(dir: &Path, host: &CatalogHost) {
 async fn replica(dir: &Path, db: &str, name: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--watch-interval", "0", "--url-allow", "127.0.0.1", "--rate-limit", "0", "--replica-id", name];
     args.extend_from_slice(extra);
-    Server::start_with(dir, Some(&dir.join("sources.yaml")), db, true, &args).await
+    TestServer::new(dir).sources(dir.join("sources.yaml")).database(db).flags(&args).start().await
 }
 
 /// POSTs with optional `X-Catalog-Min-Generation`; returns the body and `X-Catalog-Generation`.
@@ -449,7 +449,13 @@ async fn a_replica_that_joins_a_running_initial_job_serves_every_source() {
     host.state.lock().unwrap().delay_ms = 3000;
     let db = database_url(Backend::Postgres, dir.path()).await;
     let args = ["--watch-interval", "0", "--url-allow", "127.0.0.1", "--replica-id", "replica-a"];
-    let a = Server::start_with(dir.path(), Some(&dir.path().join("sources.yaml")), &db, false, &args).await;
+    let a = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&args)
+        .no_wait()
+        .start()
+        .await;
     // A's start-up job has loaded `local` and waits on the slow host.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -516,7 +522,7 @@ async fn an_external_edit_is_recorded_once_and_served_by_every_replica() {
     let mut servers = Vec::new();
     for name in ["replica-a", "replica-b", "replica-c"] {
         let args = ["--watch-interval", "0.1", "--url-allow", "127.0.0.1", "--replica-id", name];
-        servers.push(Server::start_with(dir.path(), Some(&sources), &db, true, &args).await);
+        servers.push(TestServer::new(dir.path()).sources(&sources).database(&db).flags(&args).start().await);
     }
     std::fs::write(dir.path().join("local.yaml"), models_yaml(4)).unwrap();
     let revisions = "{ source(plugin: \"models\", id: \"local\") { revision revisions(limit: 10) { action } } entities(plugin: \"models\", sourceId: \"local\") { totalCount } }";

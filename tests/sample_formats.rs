@@ -20,7 +20,7 @@ async fn start_copy(tree: &str, sources: &str) -> (Server, tempfile::TempDir, Pa
     copy_dir(&samples().join(tree), work.path());
     let sources = work.path().join(sources);
     let db = database_url(Backend::Sqlite, work.path()).await;
-    let server = Server::start(work.path(), Some(&sources), &db, true).await;
+    let server = TestServer::new(work.path()).sources(&sources).database(&db).start().await;
     (server, work, sources)
 }
 

@@ -195,7 +195,7 @@ async fn restart_preserves_status_counts_and_revisions() {
         let before = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "team_models"})).await;
         let (dir_path, db) = server.stop();
 
-        let server = Server::start(&dir_path, None, &db, true).await;
+        let server = TestServer::new(&dir_path).database(&db).start().await;
         let after = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "team_models"})).await;
         assert_eq!(after["source"]["revision"], before["source"]["revision"], "{backend:?}");
         assert_eq!(after["source"]["revisions"], before["source"]["revisions"]);

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::{APPLY, Backend, Server, database_url};
+use common::{APPLY, Backend, Server, TestServer, database_url};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -156,7 +156,7 @@ async fn setup() -> Setup {
 
 impl Setup {
     async fn start(&self, extra: &[&str]) -> Server {
-        Server::start_with(&self.dir, Some(&self.sources), &self.db, true, extra).await
+        TestServer::new(&self.dir).sources(&self.sources).database(&self.db).flags(extra).start().await
     }
 }
 
@@ -277,9 +277,12 @@ async fn off_creates_and_reads_nothing() {
     let on = s.start(&[]).await;
     wait_for_files(&s.dir, 2);
     on.stop();
-    let off =
-        Server::start_with_env(&s.dir, Some(&s.sources), &s.db, true, &[], &[("CATALOG_BFF_SNAPSHOT_CACHE", "off")])
-            .await;
+    let off = TestServer::new(&s.dir)
+        .sources(&s.sources)
+        .database(&s.db)
+        .envs(&[("CATALOG_BFF_SNAPSHOT_CACHE", "off")])
+        .start()
+        .await;
     assert_eq!(hits(&off, 0), 0, "{}", off.log_text());
     assert_eq!(everything(&off).await["models"], before["models"]);
     off.stop();

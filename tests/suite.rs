@@ -5,6 +5,7 @@
 
 mod common;
 
+mod architecture;
 mod catalogctl;
 mod chaos;
 mod consistency;

@@ -125,7 +125,7 @@ async fn a_deployers_shared_or_self_location_puts_the_later_source_in_error() {
     )
     .unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start(dir.path(), Some(&sources), &db, true).await;
+    let server = TestServer::new(dir.path()).sources(&sources).database(&db).start().await;
     assert_eq!(state_and_error(&server, "a").await.0, "AVAILABLE");
     let (state, err) = state_and_error(&server, "b").await;
     assert_eq!(state, "ERROR");
@@ -178,7 +178,7 @@ async fn url_sources_refuse_loopback_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let sources = write(dir.path());
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start(dir.path(), Some(&sources), &db, true).await;
+    let server = TestServer::new(dir.path()).sources(&sources).database(&db).start().await;
     let (state, err) = state_and_error(&server, "ip").await;
     assert_eq!(state, "ERROR");
     assert!(err.contains("loopback") && err.contains("--url-allow"), "{err}");
@@ -192,7 +192,8 @@ async fn url_sources_refuse_loopback_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let sources = write(dir.path());
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), Some(&sources), &db, true, &["--url-allow", "127.0.0.1"]).await;
+    let server =
+        TestServer::new(dir.path()).sources(&sources).database(&db).flags(&["--url-allow", "127.0.0.1"]).start().await;
     let s = server.ok(SOURCE_QUERY, json!({"plugin": "models", "id": "ip"})).await;
     assert_eq!(s["source"]["status"]["state"], "AVAILABLE", "{s:#}");
     assert_eq!(s["source"]["status"]["entityCount"], 3);
@@ -224,7 +225,8 @@ async fn a_redirect_from_an_allowed_host_to_a_refused_one_is_refused() {
     )
     .unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), Some(&sources), &db, true, &["--url-allow", "127.0.0.1"]).await;
+    let server =
+        TestServer::new(dir.path()).sources(&sources).database(&db).flags(&["--url-allow", "127.0.0.1"]).start().await;
     let (state, err) = state_and_error(&server, "r").await;
     assert_eq!(state, "ERROR");
     assert!(
@@ -255,14 +257,12 @@ async fn secret_refs_name_a_secret_and_resolve_inside_the_secrets_dir() {
     )
     .unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(
-        dir.path(),
-        Some(&sources),
-        &db,
-        true,
-        &["--url-allow", "127.0.0.1", "--secrets-dir", secrets.to_str().unwrap()],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .sources(&sources)
+        .database(&db)
+        .flags(&["--url-allow", "127.0.0.1", "--secrets-dir", secrets.to_str().unwrap()])
+        .start()
+        .await;
     // A deployer's file: the source fails with the reason, nothing is read or sent.
     let (state, err) = state_and_error(&server, "etc").await;
     assert_eq!(state, "ERROR");
@@ -389,14 +389,12 @@ async fn a_credentialed_fetch_never_follows_a_redirect_to_another_origin() {
     )
     .unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(
-        dir.path(),
-        Some(&sources),
-        &db,
-        true,
-        &["--url-allow", "127.0.0.1", "--secrets-dir", secrets.to_str().unwrap()],
-    )
-    .await;
+    let server = TestServer::new(dir.path())
+        .sources(&sources)
+        .database(&db)
+        .flags(&["--url-allow", "127.0.0.1", "--secrets-dir", secrets.to_str().unwrap()])
+        .start()
+        .await;
     let (state, err) = state_and_error(&server, "r").await;
     assert_eq!(state, "ERROR");
     assert!(err.contains("another origin"), "{err}");

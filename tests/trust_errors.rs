@@ -209,7 +209,7 @@ fn cases() -> Vec<Case> {
 async fn argument_mistakes_get_honest_codes_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--rate-limit", "0"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--rate-limit", "0"]).start().await;
     let dir_text = dir.path().to_string_lossy().to_string();
     let files = tree_bytes(dir.path());
     let state = server.ok(STATE, json!({})).await;
@@ -253,7 +253,7 @@ async fn internal_errors_are_generic_and_logged_in_full() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
     // No watcher: the broken file stays unnoticed until the apply reads it.
-    let server = Server::start_with(dir.path(), None, &db, true, &["--watch-interval", "0"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--watch-interval", "0"]).start().await;
     // Something only the server's side can fix: the sources file on disk became unreadable.
     std::fs::write(dir.path().join("sources.yaml"), "model_catalogs: [unclosed\n").unwrap();
     let files = tree_bytes(dir.path());

@@ -114,7 +114,7 @@ async fn get_never_runs_a_mutation_named_by_trusted_document_id() {
         "--rate-limit",
         "0",
     ];
-    let server = Server::start_with(dir.path(), None, &db, true, &args).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&args).start().await;
     let jobs = job_count(&server).await;
     let text = std::fs::read_to_string(contract.join("refresh-rollback.graphql")).unwrap();
     let id = json!({"documentId": catalog_bff::auth::sha256_hex(&text)}).to_string();
@@ -164,7 +164,7 @@ async fn document_limits_apply_on_cache_hits() {
 async fn responses_over_the_size_limit_are_refused_on_post_get_and_sse() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--max-response-bytes", "3000"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--max-response-bytes", "3000"]).start().await;
     // The example's catalog files are ~5 KB together: `content` fields use up the budget.
     let (_, _, body) = post_json(&server, json!({"query": "{ sources { id content } }"})).await;
     assert_eq!(error_code(&body).as_deref(), Some("VALIDATION_FAILED"), "{body:#}");
@@ -301,8 +301,11 @@ async fn framework_errors_are_validation_failed_with_the_field_and_range() {
 async fn http_errors_are_graphql_shaped_and_carry_request_ids() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server =
-        Server::start_with(dir.path(), None, &db, true, &["--cors-origins", "https://console.example.com"]).await;
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&["--cors-origins", "https://console.example.com"])
+        .start()
+        .await;
     let url = format!("{}/graphql", server.base);
     // No connection reuse: a refusal that leaves the body unread ends its connection, and a
     // pooled client could pick that connection for the next request (IncompleteMessage).
@@ -419,7 +422,7 @@ async fn operation_name_labels_are_bounded() {
 async fn access_and_in_request_log_lines_name_the_request() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start(dir.path(), None, &db, true).await;
+    let server = TestServer::new(dir.path()).database(&db).start().await;
     let c = reqwest::Client::new();
     let url = format!("{}/graphql", server.base);
     let query = json!({"query": "{ sources { plugin id revision } }"});
@@ -477,7 +480,7 @@ async fn chunked_bodies_are_joined_and_limited_as_a_whole() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server = Server::start_with(dir.path(), None, &db, true, &["--max-body-bytes", "4096"]).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--max-body-bytes", "4096"]).start().await;
     let addr = server.base.trim_start_matches("http://").to_string();
     // One request per connection, its chunks written one by one with a pause between them.
     let send = |chunks: Vec<String>| {

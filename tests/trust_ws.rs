@@ -196,8 +196,11 @@ async fn an_oversized_frame_closes_the_socket_with_1009_and_the_server_stays_hea
 async fn sockets_that_never_authenticate_hold_no_slot_and_are_closed_at_the_init_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(Backend::Sqlite, dir.path()).await;
-    let server =
-        Server::start_with(dir.path(), None, &db, true, &["--max-connections", "2", "--ws-init-timeout", "2"]).await;
+    let server = TestServer::new(dir.path())
+        .database(&db)
+        .flags(&["--max-connections", "2", "--ws-init-timeout", "2"])
+        .start()
+        .await;
 
     // Two sockets that never send connection_init...
     let (mut idle_a, _) = open(&server.base, "graphql-transport-ws").await;

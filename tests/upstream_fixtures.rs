@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 async fn start_on(sources: &std::path::Path, dir: &std::path::Path) -> Server {
     let db = database_url(Backend::Sqlite, dir).await;
-    Server::start(dir, Some(sources), &db, true).await
+    TestServer::new(dir).sources(sources).database(&db).start().await
 }
 
 fn expect(pairs: &[(&str, &str, u64)]) -> BTreeMap<String, (String, u64)> {

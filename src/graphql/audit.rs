@@ -4,7 +4,7 @@
 use async_graphql::{Context, Enum, Error};
 use catalog_api::ErrorCode;
 
-use super::guards::caller;
+use super::caller;
 use catalog_core::Catalog;
 use catalog_core::NewAudit;
 

@@ -7,18 +7,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::auth::{Caller, Role};
+use super::caller;
+use crate::auth::Role;
 
 pub const FORBIDDEN: &str = ErrorCode::Forbidden.as_str();
 pub const UNAUTHENTICATED: &str = ErrorCode::Unauthenticated.as_str();
 pub const RATE_LIMITED: &str = ErrorCode::RateLimited.as_str();
-
-pub fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller> {
-    ctx.data_opt::<Caller>().ok_or_else(|| {
-        async_graphql::Error::new("authentication required: send Authorization: Bearer <token>")
-            .extend_with(|_, e| e.set("code", UNAUTHENTICATED))
-    })
-}
 
 /// Requires at least `role`.
 pub struct RequireRole(pub Role);

@@ -21,6 +21,16 @@ pub type CatalogSchema = Schema<query::Query, mutation::Mutation, subscription::
 
 pub use crate::auth::Caller;
 
+/// The authenticated caller of a request (the HTTP layer puts it in the request's data), or
+/// UNAUTHENTICATED.
+pub fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller> {
+    use async_graphql::ErrorExtensions;
+    ctx.data_opt::<Caller>().ok_or_else(|| {
+        async_graphql::Error::new("authentication required: send Authorization: Bearer <token>")
+            .extend_with(|_, e| e.set("code", catalog_api::ErrorCode::Unauthenticated.as_str()))
+    })
+}
+
 /// Schema-level limits and guardrails. Depth and complexity live in `limits`: the guardrails
 /// extension checks them (not the schema) so the error names the limit and its flag.
 #[derive(Clone)]

@@ -83,7 +83,7 @@ pub type EntityConnection = Connection<String, CatalogEntity, EntityConnectionFi
 impl Query {
     /// The caller of this request: name, role and whether it may change sources.
     async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
-        let caller = super::guards::caller(ctx)?;
+        let caller = super::caller(ctx)?;
         let role = match caller.role {
             crate::auth::Role::Viewer => CallerRole::Viewer,
             crate::auth::Role::Operator => CallerRole::Operator,

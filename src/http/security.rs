@@ -212,12 +212,7 @@ impl tower_http::request_id::MakeRequestId for MakeRequestUuid {
     }
 }
 
-pub static REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
-
-/// The request id of a request (set by the request-id layer before any handler runs).
-pub fn request_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
-}
+pub use crate::logging::{REQUEST_ID, request_id};
 
 /// A client's `X-Request-Id` is echoed only when it is sane (1-128 characters of
 /// `[A-Za-z0-9._:-]`): anything else could forge log lines or carry a payload, so it is dropped

@@ -204,6 +204,26 @@ pub fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Polls `check` every 50 ms until it returns `Ok(value)`, and returns that value. When
+/// `within` has passed it panics with `what` and the last `Err` it saw (so the failure says
+/// what the state was, not only that time ran out). The one polling loop of the suite.
+pub async fn eventually<T, E: std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 pub struct Server {
     pub child: Child,
     pub base: String,
@@ -214,69 +234,125 @@ pub struct Server {
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-pub struct Options {
-    pub sources: Option<PathBuf>,
-    pub wait_ready: bool,
+/// How to start the server under test: `TestServer::new(dir).database(&db).start().await`.
+/// By default it serves the bundled example seeded into `dir` (no `--sources`), with JSON logs
+/// at info, on an ephemeral port, and `start` waits until `/readyz` answers 200.
+pub struct TestServer {
+    dir: PathBuf,
+    sources: Option<PathBuf>,
+    database: Option<String>,
+    backend: Option<Backend>,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+    nofile: Option<u64>,
+    wait_ready: bool,
+}
+
+impl TestServer {
+    pub fn new(dir: impl AsRef<Path>) -> TestServer {
+        TestServer {
+            dir: dir.as_ref().to_path_buf(),
+            sources: None,
+            database: None,
+            backend: None,
+            flags: Vec::new(),
+            env: Vec::new(),
+            nofile: None,
+            wait_ready: true,
+        }
+    }
+
+    /// `--sources PATH` (else `DATA_DIR/sources.yaml`, seeded with the example).
+    pub fn sources(mut self, path: impl AsRef<Path>) -> Self {
+        self.sources = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    pub fn sources_opt(mut self, path: Option<impl AsRef<Path>>) -> Self {
+        self.sources = path.map(|p| p.as_ref().to_path_buf());
+        self
+    }
+
+    /// `--database URL`.
+    pub fn database(mut self, url: impl AsRef<str>) -> Self {
+        self.database = Some(url.as_ref().to_string());
+        self
+    }
+
+    /// A fresh database of this backend (see [`database_url`]), when no URL is given.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// A fresh PostgreSQL database (the test should have checked `skip_without_postgres`).
+    pub fn postgres(self) -> Self {
+        self.backend(Backend::Postgres)
+    }
+
+    /// One more `serve` flag (or its value).
+    pub fn flag(mut self, flag: impl AsRef<str>) -> Self {
+        self.flags.push(flag.as_ref().to_string());
+        self
+    }
+
+    /// More `serve` flags, in order.
+    pub fn flags<S: AsRef<str>>(mut self, flags: &[S]) -> Self {
+        self.flags.extend(flags.iter().map(|f| f.as_ref().to_string()));
+        self
+    }
+
+    /// Extra environment variables (e.g. `KUBECONFIG`).
+    pub fn envs<K: AsRef<str>, V: AsRef<str>>(mut self, env: &[(K, V)]) -> Self {
+        self.env.extend(env.iter().map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string())));
+        self
+    }
+
+    /// The process's file-descriptor limit (soft and hard), as `ulimit -n` would set it.
+    pub fn nofile(mut self, limit: u64) -> Self {
+        self.nofile = Some(limit);
+        self
+    }
+
+    /// Return as soon as the server listens, without waiting for `/readyz`.
+    pub fn no_wait(self) -> Self {
+        self.wait_ready(false)
+    }
+
+    pub fn wait_ready(mut self, wait: bool) -> Self {
+        self.wait_ready = wait;
+        self
+    }
+
+    pub async fn start(self) -> Server {
+        let database = match (self.database, self.backend) {
+            (Some(url), _) => url,
+            (None, backend) => database_url(backend.unwrap_or(Backend::Sqlite), &self.dir).await,
+        };
+        let mut cmd = Command::new(BIN);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some(nofile) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the limit struct we pass.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        Server::spawn(cmd, &self.dir, self.sources.as_deref(), &database, self.wait_ready, &flags).await
+    }
 }
 
 impl Server {
     /// Starts the server on the bundled example, seeded into `dir`.
     pub async fn example(backend: Backend, dir: &Path) -> Server {
-        let db = database_url(backend, dir).await;
-        Server::start(dir, None, &db, true).await
-    }
-
-    pub async fn start(dir: &Path, sources: Option<&Path>, database: &str, wait_ready: bool) -> Server {
-        Server::start_with(dir, sources, database, wait_ready, &[]).await
-    }
-
-    /// Like `start`, with extra `serve` flags.
-    pub async fn start_with(
-        dir: &Path,
-        sources: Option<&Path>,
-        database: &str,
-        wait_ready: bool,
-        extra: &[&str],
-    ) -> Server {
-        Server::start_with_env(dir, sources, database, wait_ready, extra, &[]).await
-    }
-
-    /// Like `start_with_env`, with the process's file-descriptor limit (soft and hard) set to
-    /// `nofile`, as `ulimit -n` would.
-    pub async fn start_with_nofile(
-        dir: &Path,
-        sources: Option<&Path>,
-        database: &str,
-        extra: &[&str],
-        nofile: u64,
-    ) -> Server {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(BIN);
-        // SAFETY: setrlimit is async-signal-safe and touches only the limit struct we pass.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Server::spawn(cmd, dir, sources, database, true, extra).await
-    }
-
-    /// Like `start_with`, with extra environment variables (e.g. `KUBECONFIG`).
-    pub async fn start_with_env(
-        dir: &Path,
-        sources: Option<&Path>,
-        database: &str,
-        wait_ready: bool,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.envs(env.iter().copied());
-        Server::spawn(cmd, dir, sources, database, wait_ready, extra).await
+        TestServer::new(dir).backend(backend).start().await
     }
 
     async fn spawn(
@@ -341,16 +417,14 @@ impl Server {
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await
-                && r.status() == 200
-            {
-                return;
+        eventually("the server is ready", Duration::from_secs(60), async || {
+            match self.client.get(format!("{}/readyz", self.base)).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(format!("/readyz answered {}", r.status())),
+                Err(e) => Err(e.to_string()),
             }
-            assert!(Instant::now() < deadline, "server never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// POSTs a GraphQL request and returns the whole JSON body.

@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::diagnostics::{Diagnostic, Layer};
 use super::plugins::PluginKind;
-use super::sources::{SourceEntry, SourcesFile};
+use super::sources::{SourceEntry, SourcesFile, normalized};
 
 pub const FIELD: &str = "input.properties.yamlCatalogPath";
 
@@ -107,11 +107,6 @@ pub fn lexical_problem(rel: &str) -> Option<&'static str> {
         return Some("names a directory");
     }
     None
-}
-
-/// `rel` with `.` components and repeated separators removed, for comparing locations.
-pub fn normalized(rel: &str) -> PathBuf {
-    Path::new(rel).components().filter(|c| !matches!(c, Component::CurDir)).collect()
 }
 
 fn printable(rel: &str) -> String {

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::diagnostics::{Diagnostic, Layer};
 use super::plugins::PluginKind;
@@ -313,15 +313,15 @@ impl SourcesFile {
     }
 
     /// Lexical comparison of catalog locations (symlink aliases are caught at write time by
-    /// `paths::writable_catalog_path`): the first source naming a location owns it.
+    /// `writable_catalog_path` in `paths`): the first source naming a location owns it.
     fn find_path_conflicts(&self) -> Vec<(PluginKind, String, Diagnostic)> {
         let file = self.path.display().to_string();
-        let own = super::paths::normalized(&self.path.to_string_lossy());
+        let own = normalized(&self.path.to_string_lossy());
         let mut owners: std::collections::HashMap<PathBuf, (PluginKind, String)> = std::collections::HashMap::new();
         let mut out = Vec::new();
         for (plugin, e) in &self.sources {
             let Some(rel) = e.yaml_catalog() else { continue };
-            let key = super::paths::normalized(&self.resolve(rel).to_string_lossy());
+            let key = normalized(&self.resolve(rel).to_string_lossy());
             let (line, col) = find_key_value(&self.text, "id", &e.id, 0);
             let problem = if key == own {
                 Some(format!("yamlCatalogPath `{rel}` of source {plugin}/{} is the sources file itself", e.id))
@@ -797,6 +797,12 @@ fn ensure_trailing_newline(text: &mut String) {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
+}
+
+/// `rel` with `.` components and repeated separators removed, for comparing catalog locations
+/// (here, and by `paths` before a write).
+pub fn normalized(rel: &str) -> PathBuf {
+    Path::new(rel).components().filter(|c| !matches!(c, Component::CurDir)).collect()
 }
 
 #[cfg(test)]
