@@ -15,6 +15,13 @@
 //! are taken the moment a message is read, before any parsing, to keep the client's own work
 //! out of the figure as far as possible.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark prints its figures and stops at the first thing that goes wrong"
+)]
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

@@ -22,6 +22,13 @@
 //! on its own copy of the example) and prints uncached ÷ cached: what a cache miss costs now
 //! that reads come from the in-memory read model.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark prints its figures and stops at the first thing that goes wrong"
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

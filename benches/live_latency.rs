@@ -5,6 +5,13 @@
 //!
 //! Run: `cargo bench --bench live_latency` (prints p50 / p95 / max over 100 applies).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark prints its figures and stops at the first thing that goes wrong"
+)]
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

@@ -6,6 +6,13 @@
 //! person reads: the `us/KB` column should stay roughly flat as the input grows. Nothing is
 //! asserted. Run with `cargo bench --bench parse_linear`; it is not run in CI.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark prints its figures and stops at the first thing that goes wrong"
+)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};

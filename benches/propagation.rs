@@ -10,6 +10,13 @@
 //! cargo bench --bench propagation` (prints p50 / p99 / max per store). `PROPAGATION_STORE=file`
 //! or `=kubernetes` runs one.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark prints its figures and stops at the first thing that goes wrong"
+)]
+
 #[path = "../tests/common/fake_kube.rs"]
 mod fake_kube;
 

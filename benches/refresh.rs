@@ -17,6 +17,13 @@
 //! Run by hand: `cargo bench --bench refresh` (build with `--features system-alloc` to compare
 //! with the system allocator). It prints figures and asserts no timing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark prints its figures and stops at the first thing that goes wrong"
+)]
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -52,7 +59,7 @@ fn catalog(prefix: &str, n: usize) -> String {
 
 /// The same shape as the models plugin reads, without its checks: what a bare parse costs.
 #[derive(Deserialize)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "parsed to measure the parse; the values are not read")]
 struct PlainFile {
     source: Option<String>,
     models: Vec<PlainModel>,
@@ -60,7 +67,7 @@ struct PlainFile {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "parsed to measure the parse; the values are not read")]
 struct PlainModel {
     name: String,
     provider: Option<String>,
@@ -74,7 +81,7 @@ struct PlainModel {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "parsed to measure the parse; the values are not read")]
 struct PlainArtifact {
     uri: Option<String>,
     create_time_since_epoch: Option<String>,

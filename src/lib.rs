@@ -2,7 +2,10 @@
 
 // Diagnostics are deliberately rich (file, line, column, field, suggestion, hint) and only built
 // on error paths, so their size in `Result::Err` does not matter.
-#![allow(clippy::result_large_err)]
+#![expect(
+    clippy::result_large_err,
+    reason = "diagnostics are rich (file, position, field, suggestion, hint) and only built on error paths"
+)]
 
 pub mod auth;
 pub mod cache;

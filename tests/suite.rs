@@ -3,6 +3,13 @@
 //! axum). Each file below is a module; `tests/common` is shared. Run one file's tests with
 //! `cargo test --test suite <file>::`, e.g. `cargo test --test suite kube_store::`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test fails loudly: an unwrap that panics is a failed test with its reason"
+)]
+
 mod common;
 
 mod architecture;

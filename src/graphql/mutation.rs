@@ -210,7 +210,7 @@ impl Mutation {
     }
 
     /// Refreshes one source. With `wait` (the default) the finished job is returned.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "each argument is a GraphQL argument of the field")]
     #[graphql(guard = "OperatorAction")]
     async fn refresh_source(
         &self,

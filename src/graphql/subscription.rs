@@ -111,7 +111,9 @@ impl Drop for BudgetSlot {
 
 /// One subscriber served by the fan-out hub: counted in the gauge and in its connection's
 /// budget while it lives, like a subscription stream of its own.
-pub struct Subscriber(#[allow(dead_code)] Counted);
+pub struct Subscriber(
+    #[expect(dead_code, reason = "held for its Drop: the gauge and the budget count it while it lives")] Counted,
+);
 
 impl Subscriber {
     /// Counts the subscriber; call it once its events flow (as the resolver counts a stream

@@ -708,7 +708,7 @@ impl ApplyResult {
 
 /// An entity in a catalog: a `Model` or an `McpServer`.
 #[derive(Interface)]
-#[allow(clippy::duplicated_attributes)] // one `ty` per field is how the derive is spelled
+#[expect(clippy::duplicated_attributes, reason = "one `ty` per field is how the derive is spelled")]
 #[graphql(
     field(name = "id", ty = "String", desc = "`plugin/sourceId/name`: unique across the server (a cache key)"),
     field(name = "name", ty = "&str", desc = "The entity's name, unique within its source"),

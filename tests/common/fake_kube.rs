@@ -25,7 +25,7 @@
 //!
 //! Not modelled: `limit`/`continue` paging (every list fits in one page, which a client must
 //! accept anyway), server-side apply, JSON patch, `generateName`, other resource kinds.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test uses some of the fake's knobs")]
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};

@@ -1,6 +1,6 @@
 //! Test helpers: start the real `catalog-bff` binary on an ephemeral port against a real SQLite
 //! file or a real PostgreSQL database, and talk to it over real HTTP.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test module uses some of the helpers")]
 
 pub mod fake_kube;
 pub mod tcp_cut;

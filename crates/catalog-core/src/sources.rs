@@ -157,9 +157,9 @@ struct KubeflowDoc {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SectionedDoc {
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "accepted so a Kubernetes-style header parses; not used")]
     api_version: Option<String>,
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "accepted so a Kubernetes-style header parses; not used")]
     kind: Option<String>,
     catalogs: SectionedCatalogs,
 }

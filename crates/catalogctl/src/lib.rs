@@ -4,6 +4,7 @@
 //! PARTIAL unless --allow-partial, a removal that needs confirmation, not found); 2 validation
 //! failed; 3 conflict; 4 authentication or permission; 5 server unreachable or timed out.
 
+#![allow(clippy::print_stdout, reason = "a CLI's output is its stdout")]
 mod client;
 mod output;
 mod source_file;

@@ -18,7 +18,7 @@ use crate::yaml::{find_key_value, strict_parse};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct McpCatalogFile {
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "a catalog file's `source:` label is accepted, the entry names the source")]
     source: Option<String>,
     mcp_servers: Option<Vec<KubeflowServer>>,
     mcpservers: Option<Vec<FlatServer>>,

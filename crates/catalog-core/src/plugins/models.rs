@@ -15,7 +15,7 @@ use crate::yaml::{find_key_value, strict_parse_list};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ModelCatalogFile {
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "a catalog file's `source:` label is accepted, the entry names the source")]
     source: Option<String>,
     #[serde(default)]
     models: Option<Vec<Model>>,
