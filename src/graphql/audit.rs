@@ -73,27 +73,59 @@ pub enum AuditOutcome {
     Internal,
 }
 
+impl From<ErrorCode> for AuditOutcome {
+    /// A mutation that failed with `code`. (A request timeout never reaches a resolver: it
+    /// reads as INTERNAL, as an unknown word does.)
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::ValidationFailed => AuditOutcome::ValidationFailed,
+            ErrorCode::NotFound => AuditOutcome::NotFound,
+            ErrorCode::Conflict => AuditOutcome::Conflict,
+            ErrorCode::RemovalsNeedConfirmation => AuditOutcome::RemovalsNeedConfirmation,
+            ErrorCode::Forbidden => AuditOutcome::Forbidden,
+            ErrorCode::Unauthenticated => AuditOutcome::Unauthenticated,
+            ErrorCode::RateLimited => AuditOutcome::RateLimited,
+            ErrorCode::Unavailable => AuditOutcome::Unavailable,
+            ErrorCode::Internal | ErrorCode::RequestTimeout => AuditOutcome::Internal,
+        }
+    }
+}
+
 impl AuditOutcome {
+    /// The word stored in `catalog_audit.outcome` (and logged): `OK` or the error code.
+    pub fn as_str(self) -> &'static str {
+        let code = match self {
+            AuditOutcome::Ok => return "OK",
+            AuditOutcome::ValidationFailed => ErrorCode::ValidationFailed,
+            AuditOutcome::NotFound => ErrorCode::NotFound,
+            AuditOutcome::Conflict => ErrorCode::Conflict,
+            AuditOutcome::RemovalsNeedConfirmation => ErrorCode::RemovalsNeedConfirmation,
+            AuditOutcome::Forbidden => ErrorCode::Forbidden,
+            AuditOutcome::Unauthenticated => ErrorCode::Unauthenticated,
+            AuditOutcome::RateLimited => ErrorCode::RateLimited,
+            AuditOutcome::Unavailable => ErrorCode::Unavailable,
+            AuditOutcome::Internal => ErrorCode::Internal,
+        };
+        code.as_str()
+    }
+
     /// The outcome stored as `word` (`OK` or an error code).
     pub fn parse(word: &str) -> AuditOutcome {
         if word == "OK" {
             return AuditOutcome::Ok;
         }
         match ErrorCode::parse(word) {
-            Some(ErrorCode::ValidationFailed) => AuditOutcome::ValidationFailed,
-            Some(ErrorCode::NotFound) => AuditOutcome::NotFound,
-            Some(ErrorCode::Conflict) => AuditOutcome::Conflict,
-            Some(ErrorCode::RemovalsNeedConfirmation) => AuditOutcome::RemovalsNeedConfirmation,
-            Some(ErrorCode::Forbidden) => AuditOutcome::Forbidden,
-            Some(ErrorCode::Unauthenticated) => AuditOutcome::Unauthenticated,
-            Some(ErrorCode::RateLimited) => AuditOutcome::RateLimited,
-            Some(ErrorCode::Unavailable) => AuditOutcome::Unavailable,
-            Some(ErrorCode::Internal) => AuditOutcome::Internal,
-            Some(ErrorCode::RequestTimeout) | None => {
+            Some(code) => AuditOutcome::from(code),
+            None => {
                 tracing::warn!(outcome = word, "unknown audit outcome in the database; showing INTERNAL");
                 AuditOutcome::Internal
             }
         }
+    }
+
+    /// How a resolver's error ends an audited call: its `extensions.code`, typed.
+    fn of(e: &Error) -> AuditOutcome {
+        super::errors::code_of(e.extensions.as_ref()).map_or(AuditOutcome::Internal, AuditOutcome::from)
     }
 }
 
@@ -103,29 +135,21 @@ pub struct Target<'a> {
     pub source_id: Option<&'a str>,
 }
 
-fn code(e: &Error) -> String {
-    e.extensions
-        .as_ref()
-        .and_then(|x| x.get("code"))
-        .map(|v| v.to_string().trim_matches('"').to_string())
-        .unwrap_or_else(|| ErrorCode::Internal.as_str().into())
-}
-
 pub async fn record(ctx: &Context<'_>, t: Target<'_>, revision: Option<i32>, outcome: Result<(), &Error>) {
     let Ok(catalog) = ctx.data::<std::sync::Arc<Catalog>>() else { return };
     let actor = caller(ctx).map(|c| c.name.clone()).unwrap_or_else(|_| "unauthenticated".into());
     let outcome = match outcome {
-        Ok(()) => "OK".to_string(),
-        Err(e) => code(e),
+        Ok(()) => AuditOutcome::Ok,
+        Err(e) => AuditOutcome::of(e),
     };
-    tracing::info!(target: "audit", actor = %actor, action = t.action.as_str(), plugin = t.plugin, source = ?t.source_id, revision = ?revision, outcome = %outcome, "audit");
+    tracing::info!(target: "audit", actor = %actor, action = t.action.as_str(), plugin = t.plugin, source = ?t.source_id, revision = ?revision, outcome = outcome.as_str(), "audit");
     let rec = NewAudit {
         actor: &actor,
         action: t.action.as_str(),
         plugin: t.plugin,
         source_id: t.source_id,
         revision,
-        outcome: &outcome,
+        outcome: outcome.as_str(),
     };
     if let Err(e) = catalog.record_audit(rec).await {
         tracing::error!(error = %e, "could not write the audit record");
@@ -143,4 +167,28 @@ pub async fn record_denied(ctx: &Context<'_>, e: &Error) {
         .unwrap_or_default();
     let plugin = plugin.trim_matches('"').to_string();
     record(ctx, Target { action, plugin: &plugin, source_id: None }, None, Err(e)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::ErrorExtensions;
+
+    /// Every code a mutation can fail with is stored and read back as itself (the outcome is
+    /// the code, typed, not its text copied out of the error's JSON).
+    #[test]
+    fn every_error_code_round_trips_through_the_audit_outcome() {
+        for code in ErrorCode::ALL {
+            let outcome = AuditOutcome::from(code);
+            assert_eq!(AuditOutcome::parse(outcome.as_str()), outcome, "{code}");
+            if code != ErrorCode::RequestTimeout {
+                assert_eq!(outcome.as_str(), code.as_str());
+            }
+            let err = Error::new("x").extend_with(|_, e| e.set("code", code.as_str()));
+            assert_eq!(AuditOutcome::of(&err), outcome, "{code}");
+        }
+        assert_eq!(AuditOutcome::parse("OK"), AuditOutcome::Ok);
+        assert_eq!(AuditOutcome::parse("SOMETHING_NEW"), AuditOutcome::Internal);
+        assert_eq!(AuditOutcome::of(&Error::new("no code")), AuditOutcome::Internal);
+    }
 }

@@ -24,6 +24,16 @@ fn to_value(v: serde_json::Value) -> async_graphql::Value {
     async_graphql::Value::from_json(v).unwrap_or(async_graphql::Value::Null)
 }
 
+/// The code of an error's `extensions.code`, typed: `None` when it has none, or a word not in
+/// the list (only ever set by this server, so that would be a bug).
+pub fn code_of(extensions: Option<&async_graphql::ErrorExtensionValues>) -> Option<ErrorCode> {
+    match extensions?.get("code")? {
+        async_graphql::Value::String(s) => ErrorCode::parse(s),
+        async_graphql::Value::Enum(name) => ErrorCode::parse(name.as_str()),
+        _ => None,
+    }
+}
+
 pub fn to_graphql(err: CatalogError) -> Error {
     let message = err.to_string();
     match err {

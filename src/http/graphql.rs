@@ -347,7 +347,7 @@ async fn post_full(
             };
             if let BatchResponse::Batch(rs) = &resp {
                 for (name, r) in names.iter().zip(rs) {
-                    app.metrics.operation(name, &outcome(r));
+                    app.metrics.operation(name, outcome(r));
                 }
             }
             let mut out = respond(&headers, resp, app.options.schema.limits.max_response_bytes);
@@ -405,16 +405,15 @@ fn json_len(resp: &Response) -> usize {
     n.0
 }
 
-/// `ok`, or the first error's code.
-fn outcome(resp: &Response) -> String {
+/// `ok`, or the first error's code (VALIDATION_FAILED when it has none: async-graphql's own
+/// errors before `classify_errors` names them).
+fn outcome(resp: &Response) -> &'static str {
     match resp.errors.first() {
-        None => "ok".into(),
-        Some(e) => e
-            .extensions
-            .as_ref()
-            .and_then(|x| x.get("code"))
-            .map(|v| v.to_string().trim_matches('"').to_string())
-            .unwrap_or_else(|| VALIDATION_FAILED.into()),
+        None => "ok",
+        Some(e) if e.extensions.as_ref().is_none_or(|x| x.get("code").is_none()) => VALIDATION_FAILED,
+        Some(e) => {
+            crate::graphql::errors::code_of(e.extensions.as_ref()).map_or(INTERNAL, catalog_api::ErrorCode::as_str)
+        }
     }
 }
 
@@ -569,7 +568,7 @@ async fn execute_single(
         Err(e) => {
             let label = operation_label(app, &req, None);
             let resp = Response::from_errors(vec![e]);
-            app.metrics.operation(&label, &outcome(&resp));
+            app.metrics.operation(&label, outcome(&resp));
             return respond(headers, BatchResponse::Single(resp), max_response);
         }
     };
@@ -624,7 +623,7 @@ async fn execute_checked(
         None
     };
     add_codes(&mut resp, security::request_id(headers));
-    app.metrics.operation(&label, &outcome(&resp));
+    app.metrics.operation(&label, outcome(&resp));
     if let Some(key) = key
         && resp.errors.is_empty()
         && let Ok(body) = serde_json::to_vec(&resp)
