@@ -309,31 +309,28 @@ async fn replicas_agree_after_kills_database_cuts_and_api_faults() {
     // Settle: one confirmed refresh of each source (an apply acknowledged while its refresh
     // could not run is loaded now), then every replica must agree.
     for id in APPLIED.iter().chain([&OUTSIDE]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(&format!("the final refresh of {id} succeeds"), Duration::from_secs(30), async || {
             let d = servers[0].gql(REFRESH, json!({"id": id})).await;
-            if d["data"]["refreshSource"]["phase"] == "SUCCEEDED" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the final refresh of {id} never succeeded: {d}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            if d["data"]["refreshSource"]["phase"] == "SUCCEEDED" { Ok(()) } else { Err(d) }
+        })
+        .await;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let _settled = loop {
-        let mut views = Vec::new();
-        for s in &servers {
-            views.push(view(s).await);
-        }
-        if views.windows(2).all(|w| w[0] == w[1]) {
-            break views.swap_remove(0);
-        }
-        if Instant::now() > deadline {
+    let _settled = eventually(
+        &format!("seed {seed}: replicas agree within 10 s after the faults ended"),
+        Duration::from_secs(10),
+        async || {
+            let mut views = Vec::new();
+            for s in &servers {
+                views.push(view(s).await);
+            }
+            if views.windows(2).all(|w| w[0] == w[1]) {
+                return Ok(views.swap_remove(0));
+            }
             let diff: Vec<String> = views.iter().map(|v| serde_json::to_string(v).unwrap()).collect();
-            panic!("seed {seed}: replicas disagree 10 s after the faults ended:\n{}", diff.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            Err(diff)
+        },
+    )
+    .await;
     eprintln!("converged {:?} after the workload", t0.elapsed() - Duration::from_secs(50));
 
     // The last change while one replica cannot reach the API server, and nothing after it:
@@ -351,25 +348,25 @@ async fn replicas_agree_after_kills_database_cuts_and_api_faults() {
     shared.acked.lock().unwrap().push(Acked { source: "s0".into(), revision: last_revision, content: last.clone() });
     tokio::time::sleep(Duration::from_secs(2)).await;
     api_proxies[cut_off].cut.send_replace(false);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let agreed = loop {
-        let mut views = Vec::new();
-        for s in &servers {
-            views.push(view(s).await);
-        }
-        if views.windows(2).all(|w| w[0] == w[1]) && views[0]["s0.content"] == json!(last) {
-            break views.swap_remove(0);
-        }
-        if Instant::now() > deadline {
+    let agreed = eventually(
+        &format!(
+            "seed {seed}: within 15 s after replica {} could reach the API server again, the replicas agree on s0",
+            names[cut_off]
+        ),
+        Duration::from_secs(15),
+        async || {
+            let mut views = Vec::new();
+            for s in &servers {
+                views.push(view(s).await);
+            }
+            if views.windows(2).all(|w| w[0] == w[1]) && views[0]["s0.content"] == json!(last) {
+                return Ok(views.swap_remove(0));
+            }
             let diff: Vec<String> = views.iter().map(|v| serde_json::to_string(&v["s0.content"]).unwrap()).collect();
-            panic!(
-                "seed {seed}: 15 s after replica {} could reach the API server again, the replicas still disagree on s0:\n{}",
-                names[cut_off],
-                diff.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            Err(diff)
+        },
+    )
+    .await;
 
     let stale = shared.stale.lock().unwrap();
     assert!(stale.is_empty(), "seed {seed}: Min-Generation reads answered older state:\n{}", stale.join("\n"));

@@ -465,12 +465,8 @@ async fn subscription_and_connection_limits() {
     let err = WsClient::connect(&server.base, None).await.err().expect("third connection refused");
     assert!(err.to_string().contains("503"), "{err}");
     drop(second);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if WsClient::connect(&server.base, None).await.is_ok() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the slot was never released");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually("the slot is released", std::time::Duration::from_secs(10), async || {
+        WsClient::connect(&server.base, None).await.map(drop)
+    })
+    .await;
 }

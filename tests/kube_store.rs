@@ -5,11 +5,11 @@
 use crate::common;
 
 use common::fake_kube::FakeKube;
-use common::{APPLY, Backend, Server, TestServer, database_url, error_code, models_yaml};
+use common::{APPLY, Backend, Server, TestServer, database_url, error_code, eventually, models_yaml};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NS: &str = "catalogs";
 const MODELS_CM: &str = "catalog-bff-models";
@@ -105,11 +105,8 @@ async fn source(server: &Server, id: &str) -> Value {
 }
 
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("waiting for {what}");
+    eventually(&what, Duration::from_secs(20), async || if check().await { Ok(()) } else { Err(false) }).await
 }
 
 fn apply_vars(id: &str, content: &str) -> Value {
@@ -553,18 +550,17 @@ async fn team_view(server: &Server) -> (Value, Value, Value, Value, Vec<String>)
 
 /// Waits until every replica serves the same `team` view (at most `within`), and returns it.
 async fn agreed(replicas: &[Server], within: Duration) -> (Value, Value, Value, Value, Vec<String>) {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually("replicas agree", within, async || {
         let mut views = Vec::new();
         for r in replicas {
             views.push(team_view(r).await);
         }
         if views.windows(2).all(|w| w[0] == w[1]) {
-            return views.swap_remove(0);
+            return Ok(views.swap_remove(0));
         }
-        assert!(Instant::now() < deadline, "replicas disagree after {within:?}: {views:#?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        Err(views)
+    })
+    .await
 }
 
 /// Issue 27's scenario, deterministic: three replicas, the kubernetes store, one PostgreSQL.
@@ -625,23 +621,23 @@ async fn three_replicas_decide_each_change_once_and_agree() {
     let mut data = data_of(&kube, MODELS_CM);
     data.insert("team-models.yaml".into(), named_models("outside", 41));
     kube.put_configmap(NS, MODELS_CM, data);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while team_view(a).await.0.as_i64() == Some(revision + 1) {
-        assert!(Instant::now() < deadline, "the outside edit was never recorded");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("the outside edit is recorded", Duration::from_secs(20), async || {
+        let v = team_view(a).await;
+        if v.0.as_i64() == Some(revision + 1) { Err(v) } else { Ok(()) }
+    })
+    .await;
     // Give the refresh of the outside edit time to be decided, then all must agree within 1 s.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the outside edit's refresh finishes", Duration::from_secs(20), async || {
         let v = team_view(a).await;
         if v.3.as_str().is_some_and(|s| s.contains("confirmRemovals") || s.contains("Loaded"))
             && v.0 != json!(revision + 1)
         {
-            break;
+            Ok(())
+        } else {
+            Err(v)
         }
-        assert!(Instant::now() < deadline, "the outside edit's refresh never finished: {v:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await;
     let view = agreed(&replicas, Duration::from_secs(1)).await;
     assert_eq!(view.4, expected, "the refused edit keeps the last good entities everywhere: {view:?}");
     assert_eq!(view.0.as_i64(), Some(revision + 2), "{view:?}");

@@ -12,11 +12,11 @@ const EVENTS: &str =
 const PROGRESS: &str = "subscription($id: ID!) { refreshProgress(jobId: $id) { id phase queuedReason total completed currentSource results { sourceId status } } }";
 
 async fn wait_subscribers(server: &Server, n: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.metric("catalog_bff_subscriptions_active").await < n {
-        assert!(Instant::now() < deadline, "subscriptions never became active");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("subscriptions become active", Duration::from_secs(20), async || {
+        let active = server.metric("catalog_bff_subscriptions_active").await;
+        if active < n { Err(active) } else { Ok(()) }
+    })
+    .await;
 }
 
 /// Two url sources behind a slow host, so a plugin job takes a while.
@@ -58,11 +58,11 @@ async fn npm_graphql_ws_and_graphql_sse_receive_events_and_progress() {
 
     for (round, transport) in ["ws", "sse"].into_iter().enumerate() {
         // The previous round's clients are gone once the server has noticed their close.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while server.metric("catalog_bff_subscriptions_active").await > 0.0 {
-            assert!(Instant::now() < deadline, "old subscriptions never ended");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("old subscriptions end", Duration::from_secs(20), async || {
+            let active = server.metric("catalog_bff_subscriptions_active").await;
+            if active > 0.0 { Err(active) } else { Ok(()) }
+        })
+        .await;
         let (_child, mut events) = node_client(transport, &server.base, EVENTS, json!({"p": "models"}));
         assert_eq!(next_line(&mut events, 20).await, "CONNECTED");
         wait_subscribers(&server, 1.0).await;
@@ -441,15 +441,11 @@ async fn a_job_killed_mid_refresh_reads_failed_after_restart() {
         host.state.lock().unwrap().delay_ms = 60_000;
         let job = server.ok("mutation { refreshPlugin(plugin: \"models\", wait: false) { id } }", json!({})).await;
         let id = job["refreshPlugin"]["id"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        eventually("the job runs", Duration::from_secs(10), async || {
             let j = server.ok("query($id: ID!) { refreshJob(id: $id) { phase } }", json!({"id": id})).await;
-            if j["refreshJob"]["phase"] == "RUNNING" {
-                break;
-            }
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            if j["refreshJob"]["phase"] == "RUNNING" { Ok(()) } else { Err(j) }
+        })
+        .await;
         let (dir_path, db) = server.kill();
         host.state.lock().unwrap().delay_ms = 0;
         // PostgreSQL may have other live replicas: a job is failed only once its lease expired.
@@ -498,40 +494,37 @@ async fn external_edits_are_noticed_recorded_and_announced() {
     let ev = &m["payload"]["data"]["catalogEvents"];
     assert_eq!(ev["kind"], "CONFIG_CHANGED_EXTERNALLY", "{m}");
     assert_eq!(ev["sourceId"], "lab_mcp");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the external edit is picked up", Duration::from_secs(20), async || {
         let d = server.ok(q, json!({})).await;
         let lab = d["x"].as_array().unwrap().iter().find(|s| s["id"] == "lab_mcp").unwrap().clone();
         if lab["status"]["entityCount"] == 3 {
             assert_eq!(lab["revisions"][0]["actor"], "external");
             assert_eq!(lab["revisions"][0]["action"], "EXTERNAL");
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "external edit not picked up: {lab:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(lab)
+    })
+    .await;
 
     // An invalid hand edit keeps the last good entities and shows the error.
     std::fs::write(&path, "mcpservers:\n  - name: broken\n    toolCont: 1\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the invalid external edit is surfaced", Duration::from_secs(20), async || {
         let d = server.ok(q, json!({})).await;
         let lab = d["x"].as_array().unwrap().iter().find(|s| s["id"] == "lab_mcp").unwrap().clone();
         if lab["status"]["state"] == "ERROR" {
             assert_eq!(lab["status"]["entityCount"], 3);
             let err = lab["status"]["lastError"].as_str().unwrap();
             assert!(err.contains("lab-mcp-servers.yaml:3:5") && err.contains("toolCount"), "{err}");
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "invalid external edit not surfaced: {lab:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(lab)
+    })
+    .await;
 
     // An invalid sources file keeps the last good configuration and says why: degraded, not
     // failed (the probe stays up while the last good configuration is served).
     std::fs::write(dir.path().join("sources.yaml"), "mcp_catalogs: [\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("/readyz reports the invalid sources file as degraded", Duration::from_secs(20), async || {
         let r = server.client.get(format!("{}/readyz", server.base)).send().await.unwrap();
         let status = r.status();
         let body: Value = r.json().await.unwrap();
@@ -539,11 +532,11 @@ async fn external_edits_are_noticed_recorded_and_announced() {
             assert_eq!(status, 200, "{body}");
             assert_eq!(body["failed"], json!([]));
             assert!(body.to_string().contains("invalid YAML"), "{body}");
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err((status, body))
+    })
+    .await;
     let d = server.ok("{ sources { id } configErrors { message line } }", json!({})).await;
     assert_eq!(d["sources"].as_array().unwrap().len(), 5);
     assert!(d["configErrors"][0]["line"].is_number());

@@ -45,15 +45,12 @@ async fn eventually<F: Fn(&(String, u64, Vec<String>)) -> bool>(
     secs: u64,
     check: F,
 ) -> (String, u64, Vec<String>) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    let what = format!("{} serves what is expected", server.base);
+    common::eventually(&what, Duration::from_secs(secs), async || {
         let now = remote(server).await;
-        if check(&now) {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "{} still serves {now:?}", server.base);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if check(&now) { Ok(now) } else { Err(now) }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,15 +275,11 @@ async fn a_replica_that_lost_its_lease_discards_its_late_result() {
     let pid = a.child.id().to_string();
     std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
     // While A is frozen its lease runs out: B fails the job, then refreshes itself (11 models).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    common::eventually("B fails the frozen replica's job", Duration::from_secs(20), async || {
         let j = b.ok("query($id: ID!) { refreshJob(id: $id) { phase } }", json!({"id": id})).await;
-        if j["refreshJob"]["phase"] == "FAILED" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B never failed the frozen replica's job: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if j["refreshJob"]["phase"] == "FAILED" { Ok(()) } else { Err(j) }
+    })
+    .await;
     // The host has sent A its (now stale) 10 models, which wait in A's socket; then the
     // catalog moves on to 11 and B loads them.
     tokio::time::sleep(Duration::from_secs(7).saturating_sub(asked.elapsed())).await;
@@ -365,17 +358,13 @@ async fn a_feed_row_that_commits_late_is_applied_not_skipped() {
     assert!(generation > late, "A's change got id {generation}, not after the late row's {late}");
 
     // B applies the late row (re-reads, finds the outside edit, records and loads it) and A's.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    common::eventually("B applies the late row", Duration::from_secs(10), async || {
         let d = b
             .ok("{ source(plugin: \"models\", id: \"local\") { status { entityCount } } other: source(plugin: \"models\", id: \"other\") { revision } }", json!({}))
             .await;
-        if d["source"]["status"]["entityCount"] == 7 && d["other"]["revision"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B never applied the late row: {d}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if d["source"]["status"]["entityCount"] == 7 && d["other"]["revision"] == 1 { Ok(()) } else { Err(d) }
+    })
+    .await;
 }
 
 /// A feed insert whose commit outlasts `--db-timeout` (a deferred trigger sleeps 2.5 s at
@@ -422,8 +411,7 @@ async fn a_feed_insert_that_outlasts_the_db_timeout_is_recorded_once() {
     let out = a.ok(APPLY, vars).await;
     assert!(out["applySource"]["revision"].is_number(), "{out:#}");
     // The first attempt's commit ends 2.5 s in; the retries back off from 100 ms.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    common::eventually("the slow commit happens and is retried", Duration::from_secs(15), async || {
         let armed: i64 = sqlx::query_scalar("SELECT count(*) FROM slow_feed").fetch_one(&mut conn).await.unwrap();
         let rows: i64 =
             sqlx::query_scalar("SELECT count(*) FROM catalog_changes WHERE kind = 'APPLIED' AND source_id = 'other'")
@@ -432,15 +420,11 @@ async fn a_feed_insert_that_outlasts_the_db_timeout_is_recorded_once() {
                 .unwrap();
         assert!(rows <= 1, "one apply was recorded {rows} times in the change feed");
         if armed == 0 && rows == 1 && a.log_text().contains("published a change after retrying") {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "the slow commit never happened or was never retried (armed {armed}, rows {rows}):\n{}",
-            a.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(format!("armed {armed}, rows {rows}, log:\n{}", a.log_text()))
+    })
+    .await;
     // Later changes are recorded once each too, in order, after it.
     let vars = json!({"plugin": "models", "input": {"id": "other", "labels": ["after"]}});
     a.ok(APPLY, vars).await;

@@ -13,7 +13,7 @@ use common::*;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -54,11 +54,11 @@ async fn post(server: &Server, query: &str, variables: Value, min_generation: Op
 }
 
 async fn wait_subscribers(server: &Server, n: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.metric("catalog_bff_subscriptions_active").await < n {
-        assert!(Instant::now() < deadline, "subscriptions never became active");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("subscriptions become active", Duration::from_secs(20), async || {
+        let active = server.metric("catalog_bff_subscriptions_active").await;
+        if active < n { Err(active) } else { Ok(()) }
+    })
+    .await;
 }
 
 /// The next `catalogEvents` payload of kind `kind` on `ws` (others are skipped).
@@ -185,15 +185,11 @@ async fn a_job_on_a_is_followed_from_c_to_its_end_and_shared_by_b() {
     assert_eq!(single.len(), 1, "{jobs:#}");
     assert_eq!(single[0]["id"], id);
     // B, which joined A's job, converges on its end too (by the feed, a few ms behind C maybe).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("B sees A's job end", Duration::from_secs(10), async || {
         let (done, _) = post(&b, JOB, json!({"id": id}), None).await;
-        if done["data"]["refreshJob"]["phase"] == "SUCCEEDED" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B never saw A's job end: {done:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if done["data"]["refreshJob"]["phase"] == "SUCCEEDED" { Ok(()) } else { Err(done) }
+    })
+    .await;
     drop(a);
 }
 
@@ -215,30 +211,22 @@ async fn a_killed_replicas_job_is_failed_by_another_after_its_lease() {
         post(&a, "mutation { refreshSource(plugin: \"models\", id: \"slow\", wait: false) { id } }", json!({}), None)
             .await;
     let id = job["data"]["refreshSource"]["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the job runs", Duration::from_secs(20), async || {
         let (j, _) = post(&b, JOB, json!({"id": id}), None).await;
-        if j["data"]["refreshJob"]["phase"] == "RUNNING" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job never ran: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if j["data"]["refreshJob"]["phase"] == "RUNNING" { Ok(()) } else { Err(j) }
+    })
+    .await;
     // Longer than a lease (four renewals) while A is alive: B leaves A's job alone.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (alive, _) = post(&b, JOB, json!({"id": id}), None).await;
     assert_eq!(alive["data"]["refreshJob"]["phase"], "RUNNING", "B failed a live replica's job: {alive}");
 
     let _ = a.kill();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let failed = loop {
+    let failed = eventually("B fails the dead replica's job", Duration::from_secs(30), async || {
         let (j, _) = post(&b, JOB, json!({"id": id}), None).await;
-        if j["data"]["refreshJob"]["phase"] == "FAILED" {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "B never failed the dead replica's job: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        if j["data"]["refreshJob"]["phase"] == "FAILED" { Ok(j) } else { Err(j) }
+    })
+    .await;
     let error = failed["data"]["refreshJob"]["error"].as_str().unwrap_or_default().to_string();
     assert!(
         error.contains("interrupted") && error.contains("replica-a") && error.contains("stopped renewing its lease"),
@@ -372,31 +360,26 @@ impl Proxy {
 
 /// Waits until B's `/readyz` names `changeFeed` as failing.
 async fn wait_feed_down(b: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(20);
     let quick = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-    loop {
-        if let Ok(r) = quick.get(format!("{}/readyz", b.base)).send().await {
-            let body: Value = r.json().await.unwrap_or(Value::Null);
-            if body["failed"].as_array().is_some_and(|f| f.contains(&json!("changeFeed"))) {
-                return;
-            }
+    eventually("/readyz names the lost change feed", Duration::from_secs(20), async || {
+        let r = quick.get(format!("{}/readyz", b.base)).send().await.map_err(|e| e.to_string())?;
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if body["failed"].as_array().is_some_and(|f| f.contains(&json!("changeFeed"))) {
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "/readyz never named the lost change feed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(body.to_string())
+    })
+    .await;
 }
 
 async fn wait_ready_again(b: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = b.client.get(format!("{}/readyz", b.base)).send().await
-            && r.status() == 200
-        {
-            return;
+    eventually("B becomes ready again", Duration::from_secs(30), async || {
+        match b.client.get(format!("{}/readyz", b.base)).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            other => Err(other.map(|r| r.status())),
         }
-        assert!(Instant::now() < deadline, "B never became ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,16 +440,15 @@ async fn a_replica_that_joins_a_running_initial_job_serves_every_source() {
         .start()
         .await;
     // A's start-up job has loaded `local` and waits on the slow host.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("A's start-up job gets half way", Duration::from_secs(20), async || {
         let (jobs, _) = post(&a, "{ refreshJobs(limit: 10) { phase completed total } }", json!({}), None).await;
         let list = jobs["data"]["refreshJobs"].as_array().cloned().unwrap_or_default();
         if list.iter().any(|j| j["phase"] == "RUNNING" && j["total"] == 2 && j["completed"] == 1) {
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "A's start-up job never got half way: {jobs}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(jobs)
+    })
+    .await;
     let b = replica(dir.path(), &db, "replica-b", &[]).await;
     let (ents, _) = post(&b, "{ entities(plugin: \"models\") { totalCount } }", json!({}), None).await;
     assert_eq!(ents["data"]["entities"]["totalCount"], 5, "B misses what A's job loaded before B listened: {ents:#}");
@@ -493,11 +475,11 @@ async fn a_replica_restarted_under_its_id_fails_its_previous_jobs_at_start() {
         post(&a, "mutation { refreshSource(plugin: \"models\", id: \"slow\", wait: false) { id } }", json!({}), None)
             .await;
     let id = job["data"]["refreshSource"]["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while post(&a, JOB, json!({"id": id}), None).await.0["data"]["refreshJob"]["phase"] != "RUNNING" {
-        assert!(Instant::now() < deadline, "the job never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the job runs", Duration::from_secs(20), async || {
+        let (j, _) = post(&a, JOB, json!({"id": id}), None).await;
+        if j["data"]["refreshJob"]["phase"] != "RUNNING" { Err(j) } else { Ok(()) }
+    })
+    .await;
     let _ = a.kill();
     host.state.lock().unwrap().delay_ms = 0;
     let a = replica(dir.path(), &db, "replica-a", &lease).await;
@@ -527,15 +509,11 @@ async fn an_external_edit_is_recorded_once_and_served_by_every_replica() {
     std::fs::write(dir.path().join("local.yaml"), models_yaml(4)).unwrap();
     let revisions = "{ source(plugin: \"models\", id: \"local\") { revision revisions(limit: 10) { action } } entities(plugin: \"models\", sourceId: \"local\") { totalCount } }";
     for s in &servers {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually("a replica serves the external edit", Duration::from_secs(20), async || {
             let (r, _) = post(s, revisions, json!({}), None).await;
-            if r["data"]["entities"]["totalCount"] == 4 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "a replica never served the external edit: {r:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if r["data"]["entities"]["totalCount"] == 4 { Ok(()) } else { Err(r) }
+        })
+        .await;
     }
     // A while longer: every watcher has looked many times.
     tokio::time::sleep(Duration::from_millis(500)).await;
