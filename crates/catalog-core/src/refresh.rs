@@ -198,6 +198,31 @@ pub struct RefreshResult {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+impl RefreshResult {
+    /// A refresh of `plugin/source_id` that starts now: a success with nothing loaded yet.
+    pub fn started(plugin: &str, source_id: &str, dry_run: bool) -> RefreshResult {
+        let now = Utc::now();
+        RefreshResult {
+            plugin: plugin.to_string(),
+            source_id: source_id.to_string(),
+            status: RefreshStatus::Success,
+            entities_loaded: 0,
+            entities_added: 0,
+            entities_removed: 0,
+            entities_updated: 0,
+            entities_unchanged: 0,
+            artifacts_loaded: 0,
+            started_at: now,
+            finished_at: now,
+            duration_ms: 0,
+            summary: String::new(),
+            dry_run,
+            impact: Impact::default(),
+            diagnostics: Vec::new(),
+        }
+    }
+}
+
 /// "Loaded 6 entities", "Loaded 6 entities, removed 1", "Unchanged (6 entities)".
 pub fn summary(loaded: usize, impact: &Impact, incremental_skip: bool) -> String {
     if incremental_skip {

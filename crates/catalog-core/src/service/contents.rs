@@ -157,7 +157,7 @@ impl Catalog {
         let loaded =
             self.parse_source(plugin, id, entry, refresh::Text { text, label, etag: etag.clone() }, false, false).await;
         match loaded {
-            refresh::Loaded::Ok { entities, content_hash, .. } => {
+            super::decide::Loaded::Ok { entities, content_hash, .. } => {
                 let old = self.snapshot(&(plugin, id.to_string()));
                 let mut snap = Snapshot::reusing(old.as_deref(), entities, content_hash);
                 snap.etag = etag;

@@ -12,6 +12,7 @@ mod apply;
 mod audit;
 mod cluster;
 mod contents;
+mod decide;
 mod error;
 mod read;
 mod refresh;

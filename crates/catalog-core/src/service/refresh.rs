@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::Mutex;
 
+use super::decide::{Loaded, decide};
 use super::{
     Catalog, CatalogError, Result, SourceKey, SourceState, entry_json, filter_entities, job_from_row, job_row,
     sha256_hex, state_word,
@@ -26,27 +27,10 @@ use crate::diagnostics::{Diagnostic, Layer};
 use crate::events::EventKind;
 use crate::fetch::{Fetched, fetch};
 use crate::jobs::{JobPhase, RefreshJob, Registered};
-use crate::plugins::{Entity, PluginKind};
-use crate::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
+use crate::plugins::PluginKind;
+use crate::refresh::{RefreshMode, RefreshResult, RefreshStatus, Snapshot};
 use crate::snapshot_cache::{Key, Miss};
 use crate::store::Config;
-
-pub(super) enum Loaded {
-    Disabled,
-    Failed(Vec<Diagnostic>),
-    NotModified,
-    Ok {
-        entities: Vec<Entity>,
-        diagnostics: Vec<Diagnostic>,
-        content_hash: String,
-        etag: Option<String>,
-        /// Parsed (not read from the snapshot cache) from a yaml source with the cache on: the
-        /// key to write the result under once it is the source's snapshot.
-        cache_write: Option<Key>,
-        /// The text, when it is to be kept in the database (`Catalog::keeps_content`).
-        text: Option<String>,
-    },
-}
 
 /// A catalog's text as read or fetched, before it is parsed.
 pub(super) struct Text {
@@ -574,29 +558,11 @@ impl Catalog {
         let key = (plugin, id.to_string());
         let lock = self.source_lock(&key);
         let _guard = lock.lock().await;
-        let started = Utc::now();
         let clock = std::time::Instant::now();
         let config = self.config();
         let old = self.snapshot(&key);
         let old_count = old.as_ref().map(|s| s.entities.len()).unwrap_or(0);
-        let mut result = RefreshResult {
-            plugin: plugin.name().to_string(),
-            source_id: id.to_string(),
-            status: RefreshStatus::Success,
-            entities_loaded: 0,
-            entities_added: 0,
-            entities_removed: 0,
-            entities_updated: 0,
-            entities_unchanged: 0,
-            artifacts_loaded: 0,
-            started_at: started,
-            finished_at: started,
-            duration_ms: 0,
-            summary: String::new(),
-            dry_run,
-            impact: Impact::default(),
-            diagnostics: Vec::new(),
-        };
+        let mut result = RefreshResult::started(plugin.name(), id, dry_run);
         let etag = if mode == RefreshMode::Incremental { old.as_ref().and_then(|s| s.etag.clone()) } else { None };
         let Some(outcome) = self.load_unless_superseded(&key, &config, etag.as_deref(), read_cache).await else {
             // The source changed while it was read: what this load read is stale, and the
@@ -611,78 +577,10 @@ impl Catalog {
             tracing::info!(plugin = plugin.name(), source = id, "refresh superseded by a change to the source");
             return result;
         };
-        let mut cache_write = None;
-        let mut kept_text: Option<String> = None;
-        let keep_old_unchanged = |result: &mut RefreshResult| {
-            result.entities_loaded = old_count;
-            result.entities_unchanged = old_count;
-            result.impact = Impact { unchanged: old_count, current_count: old_count, ..Impact::default() };
-            result.artifacts_loaded = old.as_ref().map(|s| s.artifact_count()).unwrap_or(0);
-            result.summary = summary(old_count, &Impact::default(), true);
-        };
-        let (state, new_snapshot) = match outcome {
-            Loaded::Disabled => {
-                result.entities_removed = old_count;
-                result.impact = diff(old.as_deref(), &[]);
-                result.summary = "Source is disabled".into();
-                (SourceState::Disabled, Some(Snapshot::default()))
-            }
-            Loaded::Failed(diags) => {
-                result.status = RefreshStatus::Failure;
-                result.entities_loaded = old_count;
-                result.summary = format!("Refresh failed; kept {old_count} previously loaded entities");
-                result.diagnostics = diags;
-                (SourceState::Error, None)
-            }
-            Loaded::NotModified => {
-                keep_old_unchanged(&mut result);
-                (self.current_state(&key).await, None)
-            }
-            Loaded::Ok { entities, diagnostics, content_hash, etag, cache_write: write_key, text } => {
-                let unchanged_content = old.as_ref().is_some_and(|s| s.content_hash == content_hash);
-                if mode == RefreshMode::Incremental && unchanged_content {
-                    keep_old_unchanged(&mut result);
-                    result.diagnostics = diagnostics;
-                    (self.current_state(&key).await, None)
-                } else {
-                    let impact = diff(old.as_deref(), &entities);
-                    result.impact = impact.clone();
-                    if impact.needs_confirmation() && !confirm_removals {
-                        result.status = RefreshStatus::Failure;
-                        result.entities_loaded = old_count;
-                        result.summary = format!(
-                            "Refusing to remove {} of {} entities without confirmRemovals; kept the previous entities",
-                            impact.to_remove, impact.current_count
-                        );
-                        result.diagnostics.push(
-                            Diagnostic::error(Layer::Semantics, result.summary.clone())
-                                .hint("if the removal is intended, refresh again with confirmRemovals: true"),
-                        );
-                        (SourceState::Error, None)
-                    } else {
-                        let partial = diagnostics.iter().any(Diagnostic::is_error);
-                        if partial {
-                            result.status = RefreshStatus::Partial;
-                        }
-                        result.entities_loaded = entities.len();
-                        result.entities_added = impact.to_add;
-                        result.entities_removed = impact.to_remove;
-                        result.entities_updated = impact.to_update;
-                        result.entities_unchanged = impact.unchanged;
-                        result.artifacts_loaded = entities.iter().map(Entity::artifact_count).sum();
-                        result.summary = summary(entities.len(), &impact, false);
-                        cache_write = write_key.map(|k| (k, diagnostics.clone()));
-                        kept_text = text;
-                        result.diagnostics = diagnostics;
-                        let state = if partial { SourceState::PartiallyAvailable } else { SourceState::Available };
-                        // Unchanged entities keep the old snapshot's `Arc`s: one copy each.
-                        let mut snap = Snapshot::reusing(old.as_deref(), entities, content_hash);
-                        snap.etag = etag;
-                        (state, Some(snap))
-                    }
-                }
-            }
-        };
+        let current = self.current_state(&key);
+        let decision = decide(old.as_deref(), current, outcome, mode, confirm_removals, &mut result);
+        let (state, new_snapshot, cache_write, kept_text) =
+            (decision.state, decision.snapshot, decision.cache_write, decision.text);
         result.finished_at = Utc::now();
         result.duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
         if dry_run {
@@ -707,41 +605,7 @@ impl Catalog {
                     .hint("the database is unreachable or full; the refresh can be retried once it answers"),
             );
         }
-        let entity_count = match &new_snapshot {
-            Some(s) => s.entities.len(),
-            None => old_count,
-        };
-        let served = new_snapshot
-            .as_ref()
-            .map(|s| (s.content_hash.clone(), s.etag.clone()))
-            .or_else(|| old.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone())));
-        let previous_row = self.status_of(&key);
-        let previous_hash = match (&new_snapshot, &old) {
-            (Some(n), Some(o)) if n.content_hash != o.content_hash => Some(o.content_hash.clone()),
-            _ => previous_row.and_then(|r| r.previous_hash),
-        };
-        let last_error = match result.status {
-            RefreshStatus::Success => None,
-            _ => result.diagnostics.iter().find(|d| d.is_error()).map(Diagnostic::render),
-        };
-        let row = StatusRow {
-            plugin_name: plugin.name().to_string(),
-            source_id: id.to_string(),
-            state: state.as_str().to_string(),
-            entity_count: i64::try_from(entity_count).unwrap_or(i64::MAX),
-            last_refresh_time: Some(result.finished_at),
-            last_refresh_status: Some(state_word(state).to_string()),
-            last_refresh_summary: Some(result.summary.clone()),
-            last_error,
-            entities_loaded: i64::try_from(result.entities_loaded).unwrap_or(i64::MAX),
-            entities_removed: i64::try_from(result.entities_removed).unwrap_or(i64::MAX),
-            duration_ms: result.duration_ms,
-            diagnostics: serde_json::to_string(&result.diagnostics).unwrap_or_else(|_| "[]".into()),
-            updated_at: Utc::now(),
-            content_hash: served.as_ref().map(|(h, _)| h.clone()).filter(|h| !h.is_empty()),
-            previous_hash: previous_hash.filter(|h| !h.is_empty()),
-            etag: served.and_then(|(_, e)| e),
-        };
+        let row = self.status_row(&key, state, new_snapshot.as_ref(), old.as_deref(), &result);
         let token = fence.map(|f| (f.job_id.as_str(), f.owner.as_str()));
         match self.db.upsert_status_fenced(row.clone(), token).await {
             Ok(true) => self.remember_status(row),
@@ -770,31 +634,8 @@ impl Catalog {
         }
         if let Some(s) = new_snapshot {
             let s = Arc::new(s);
-            if let (Some((cache_key, diagnostics)), Some(cache)) = (cache_write, self.snapshot_cache.clone()) {
-                // Off the refresh's path: nothing waits for the write, and a failed one only
-                // means a parse at the next start.
-                let (snap, id) = (s.clone(), id.to_string());
-                tokio::task::spawn_blocking(move || {
-                    // A FULL refresh of unchanged content: the file is this load already.
-                    if cache.is_current(plugin, &id, &cache_key) {
-                        return;
-                    }
-                    match cache.write(plugin, &id, &cache_key, &snap.entities, &diagnostics) {
-                        Ok(Some(bytes)) => {
-                            tracing::debug!(plugin = plugin.name(), source = %id, bytes, "snapshot cache written")
-                        }
-                        Ok(None) => tracing::info!(
-                            plugin = plugin.name(),
-                            source = %id,
-                            "snapshot cache not written: the load is over the size cap"
-                        ),
-                        Err(e) => {
-                            tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "could not write the snapshot cache")
-                        }
-                    }
-                    drop(snap);
-                    crate::allocator::collect_now();
-                });
+            if let Some(write) = cache_write {
+                self.write_snapshot_cache(plugin, id, s.clone(), write);
             }
             self.swap_snapshot(&key, s);
         }
@@ -811,7 +652,85 @@ impl Catalog {
         result
     }
 
-    async fn current_state(&self, key: &SourceKey) -> SourceState {
+    /// The status row that records a refresh's outcome: the state decided, what is served
+    /// after it (the new snapshot, else the old one) and the snapshot it replaced.
+    fn status_row(
+        &self,
+        key: &SourceKey,
+        state: SourceState,
+        new_snapshot: Option<&Snapshot>,
+        old: Option<&Snapshot>,
+        result: &RefreshResult,
+    ) -> StatusRow {
+        let (plugin, id) = (key.0, key.1.as_str());
+        let old_count = old.map_or(0, |s| s.entities.len());
+        let entity_count = match new_snapshot {
+            Some(s) => s.entities.len(),
+            None => old_count,
+        };
+        let served = new_snapshot
+            .as_ref()
+            .map(|s| (s.content_hash.clone(), s.etag.clone()))
+            .or_else(|| old.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone())));
+        let previous_row = self.status_of(key);
+        let previous_hash = match (new_snapshot, old) {
+            (Some(n), Some(o)) if n.content_hash != o.content_hash => Some(o.content_hash.clone()),
+            _ => previous_row.and_then(|r| r.previous_hash),
+        };
+        let last_error = match result.status {
+            RefreshStatus::Success => None,
+            _ => result.diagnostics.iter().find(|d| d.is_error()).map(Diagnostic::render),
+        };
+        StatusRow {
+            plugin_name: plugin.name().to_string(),
+            source_id: id.to_string(),
+            state: state.as_str().to_string(),
+            entity_count: i64::try_from(entity_count).unwrap_or(i64::MAX),
+            last_refresh_time: Some(result.finished_at),
+            last_refresh_status: Some(state_word(state).to_string()),
+            last_refresh_summary: Some(result.summary.clone()),
+            last_error,
+            entities_loaded: i64::try_from(result.entities_loaded).unwrap_or(i64::MAX),
+            entities_removed: i64::try_from(result.entities_removed).unwrap_or(i64::MAX),
+            duration_ms: result.duration_ms,
+            diagnostics: serde_json::to_string(&result.diagnostics).unwrap_or_else(|_| "[]".into()),
+            updated_at: Utc::now(),
+            content_hash: served.as_ref().map(|(h, _)| h.clone()).filter(|h| !h.is_empty()),
+            previous_hash: previous_hash.filter(|h| !h.is_empty()),
+            etag: served.and_then(|(_, e)| e),
+        }
+    }
+
+    /// Writes a new snapshot's load to the snapshot cache, off the refresh's path: nothing
+    /// waits for the write, and a failed one only means a parse at the next start.
+    fn write_snapshot_cache(&self, plugin: PluginKind, id: &str, snap: Arc<Snapshot>, write: (Key, Vec<Diagnostic>)) {
+        let (cache_key, diagnostics) = write;
+        let Some(cache) = self.snapshot_cache.clone() else { return };
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            // A FULL refresh of unchanged content: the file is this load already.
+            if cache.is_current(plugin, &id, &cache_key) {
+                return;
+            }
+            match cache.write(plugin, &id, &cache_key, &snap.entities, &diagnostics) {
+                Ok(Some(bytes)) => {
+                    tracing::debug!(plugin = plugin.name(), source = %id, bytes, "snapshot cache written")
+                }
+                Ok(None) => tracing::info!(
+                    plugin = plugin.name(),
+                    source = %id,
+                    "snapshot cache not written: the load is over the size cap"
+                ),
+                Err(e) => {
+                    tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "could not write the snapshot cache")
+                }
+            }
+            drop(snap);
+            crate::allocator::collect_now();
+        });
+    }
+
+    fn current_state(&self, key: &SourceKey) -> SourceState {
         match self.status_of(key) {
             Some(r) => SourceState::parse(&r.state),
             None => SourceState::Available,
