@@ -17,7 +17,7 @@
     reason = "a benchmark prints its figures and stops at the first thing that goes wrong"
 )]
 
-#[path = "../tests/common/fake_kube.rs"]
+#[path = "../tests/it/support/fake_kube.rs"]
 mod fake_kube;
 
 use futures_util::{SinkExt, StreamExt};

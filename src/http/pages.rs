@@ -42,7 +42,7 @@ pub const ASSETS_EMBEDDED: bool = generated::EMBEDDED;
 
 /// The Content-Security-Policy of every page. Only this origin: `'self'` also covers the
 /// same-host `ws:`/`wss:` GraphiQL's subscriptions use (CSP level 3; checked in Chromium by
-/// `tests/pages.rs`). Fonts and icons are `data:` URLs inside graphiql.min.css. GraphiQL's
+/// `tests/it/pages.rs`). Fonts and icons are `data:` URLs inside graphiql.min.css. GraphiQL's
 /// components set `style` attributes and insert `<style>` elements at run time, hence
 /// `'unsafe-inline'` for styles only (scripts stay `'self'`).
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; \

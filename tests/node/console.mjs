@@ -1,5 +1,5 @@
 // Drives the operator console at `/` in headless Chromium (playwright-core) against a real
-// server, for tests/console.rs.
+// server, for tests/it/console.rs.
 // usage: node console.mjs <base-url> <artifact-dir> <chromium> <suite> [operator-token viewer-token]
 // suites: `main` (auth none: table, save, diagnostics, preview, removals, rollback, refresh,
 // live updates, keyboard) and `trusted` (--trusted-documents ui-contract with --auth static:

@@ -1,4 +1,4 @@
-// GraphiQL in a real Chromium (driven by tests/pages.rs), with every request that is not to the
+// GraphiQL in a real Chromium (driven by tests/it/pages.rs), with every request that is not to the
 // server's own origin aborted and recorded: proof that the page works with no internet access.
 //
 //   node graphiql.mjs <base-url> <artifact-dir> open          the sources query, then a subscription

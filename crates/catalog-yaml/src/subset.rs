@@ -16,7 +16,7 @@
 //! would (the same scalar resolution: an empty or `null` plain scalar is a none, any scalar
 //! reads as a string, only a plain one as a bool or number). Any error, of the reader or of
 //! the target type, is a `None`: the caller then parses with serde_yaml_ng, which gives the
-//! diagnostics. `tests/properties.rs` checks that `Some` always equals serde_yaml_ng's value.
+//! diagnostics. `tests/it/properties.rs` checks that `Some` always equals serde_yaml_ng's value.
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use std::borrow::Cow;

@@ -1,5 +1,5 @@
 //! catalogctl on its own, with no server: what it does before and without the network.
-//! (Every command against a real server is in the server's suite, `tests/catalogctl.rs`; this
+//! (Every command against a real server is in the server's suite, `tests/it/catalogctl.rs`; this
 //! test also makes `cargo test` build the binary that suite runs.)
 
 use std::process::Command;

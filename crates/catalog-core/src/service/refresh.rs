@@ -397,7 +397,7 @@ impl Catalog {
     /// A plugin's job is started once the previous plugin's local sources are loaded (their
     /// parses need the cores), not after its url sources. (Starting every plugin's job at once
     /// was tried for start → ready and taken back: with replicas starting together, a replica
-    /// once answered a later refresh with another job's id, in tests/replicas.rs under CI load;
+    /// once answered a later refresh with another job's id, in tests/it/replicas.rs under CI load;
     /// not yet understood. See issue 10's note.)
     pub(super) async fn refresh_all(self: &Arc<Self>) {
         self.prune_snapshot_cache().await;
