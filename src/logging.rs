@@ -90,7 +90,7 @@ pub struct AccessLog;
 
 /// The request span's fields, for a request that was answered without one: the access line of a
 /// cached `POST /graphql` carries them as if the span had been made (see
-/// `http::security::access_log_span`). The handler puts it on the response; the request id is
+/// `http::fast_path::access_log_span`). The handler puts it on the response; the request id is
 /// the response's `X-Request-Id`.
 #[derive(Clone, Copy, Debug)]
 pub struct Unspanned {

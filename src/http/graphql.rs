@@ -210,6 +210,11 @@ fn respond(headers: &HeaderMap, mut batch: BatchResponse, max_response: usize) -
     }
 }
 
+/// The route this handler serves without a request span up front (see `fast_path`): the span
+/// it opens around what may log, and the mark on its response that names its access line.
+pub(super) const GRAPHQL_POST: crate::logging::Unspanned =
+    crate::logging::Unspanned { method: "POST", path: "/graphql" };
+
 pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> axum::response::Response {
     // The headers are moved out of the request, not cloned (axum's `HeaderMap` extractor
     // copies every header).
@@ -243,8 +248,8 @@ pub async fn post(State(app): State<AppState>, req: axum::extract::Request) -> a
             &format!("request body is {} bytes; the limit is {max} (--max-body-bytes)", body.len()),
         );
     }
-    // This request has no span yet (see `security::access_log_span`): what may log runs in it.
-    let span = || super::GRAPHQL_POST.span(security::request_id(&headers).unwrap_or("-"));
+    // This request has no span yet (see `fast_path::access_log_span`): what may log runs in it.
+    let span = || GRAPHQL_POST.span(security::request_id(&headers).unwrap_or("-"));
     let peer = security::peer(&parts.extensions);
     let authenticated = if app.options.auth.logs() {
         security::authenticate(&app, &headers, peer).instrument(span()).await

@@ -13,6 +13,7 @@ pub mod connections;
 pub mod console;
 pub mod documents;
 pub mod fanout;
+mod fast_path;
 pub mod graphql;
 pub mod metrics;
 pub mod pages;
@@ -114,20 +115,8 @@ pub struct AppInner {
     pub options: Arc<HttpOptions>,
 }
 
-/// The HTTP application: the routes inside the edge layers. It is served as it is (axum's
-/// `serve` takes any service): wrapping it in a `Router` as a fallback would add a route
-/// lookup, a boxed clone of the whole stack and a response conversion to every request.
-pub fn router(
-    catalog: Arc<Catalog>,
-    options: HttpOptions,
-) -> impl tower::Service<
-    axum::extract::Request,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future = impl Send + 'static,
-> + Clone
-+ Send
-+ 'static {
+/// The application state and the routes, before the edge layers.
+fn app(catalog: Arc<Catalog>, options: HttpOptions) -> (AppState, Router) {
     let subscriptions = Arc::new(SubscriptionGauge::default());
     let guardrails = crate::graphql::guardrails(&options.schema);
     let schema = crate::graphql::build_schema_with(
@@ -159,6 +148,24 @@ pub fn router(
         .route("/metrics", get(metrics::metrics))
         .merge(pages::router())
         .with_state(state.clone());
+    (state, routes)
+}
+
+/// The HTTP application: the routes inside the edge layers. It is served as it is (axum's
+/// `serve` takes any service): wrapping it in a `Router` as a fallback would add a route
+/// lookup, a boxed clone of the whole stack and a response conversion to every request.
+pub fn router(
+    catalog: Arc<Catalog>,
+    options: HttpOptions,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let (state, routes) = app(catalog, options);
     // The edge layers wrap the finished routes once, outermost first. (`Router::layer` would
     // wrap every route in a boxed copy of each layer, and every request would clone that
     // nest of boxes.)
@@ -168,7 +175,7 @@ pub fn router(
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(security::MakeRequestUuid))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(security::access_log_span)
+                .make_span_with(fast_path::access_log_span)
                 .on_request(())
                 // `DefaultOnResponse`'s line (INFO, latency in ms), written without an event.
                 .on_response(crate::logging::AccessLog)
@@ -184,51 +191,5 @@ pub fn router(
         // Bodies are read in full by the handlers, which enforce the limit with a clear error;
         // this cap (a little above it) stops a huge upload before it is buffered.
         .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body_bytes.saturating_add(1024)))
-        .service(Routes { app: state, router: routes })
-}
-
-/// The routes, with `POST /graphql` (every cached read) handed to its handler before the
-/// router: the router would clone the URI into an `OriginalUri` extension, match the path,
-/// insert `MatchedPath` and the (empty) URL parameters into the request's extensions and box
-/// the handler's future behind two service layers, for a route that is known by its method and
-/// path alone. Everything else, including other methods on `/graphql` (GET, and the 405 for the
-/// rest), goes through the router unchanged.
-#[derive(Clone)]
-struct Routes {
-    app: AppState,
-    router: Router,
-}
-
-/// `POST /graphql`: the route every cached read takes.
-pub(crate) fn is_graphql_post<B>(req: &axum::http::Request<B>) -> bool {
-    req.method() == axum::http::Method::POST && req.uri().path() == GRAPHQL_POST.path
-}
-
-const GRAPHQL_POST: crate::logging::Unspanned = crate::logging::Unspanned { method: "POST", path: "/graphql" };
-
-type RouterFuture = <Router as tower::Service<axum::extract::Request>>::Future;
-type Answer = Result<axum::response::Response, std::convert::Infallible>;
-
-impl tower::Service<axum::extract::Request> for Routes {
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = futures_util::future::Either<futures_util::future::BoxFuture<'static, Answer>, RouterFuture>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), std::convert::Infallible>> {
-        tower::Service::<axum::extract::Request>::poll_ready(&mut self.router, cx)
-    }
-
-    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        if is_graphql_post(&req) {
-            let app = self.app.clone();
-            futures_util::future::Either::Left(Box::pin(async move {
-                let mut resp = graphql::post(axum::extract::State(app), req).await;
-                // Its access line names it (it has no request span: see `access_log_span`).
-                resp.extensions_mut().insert(GRAPHQL_POST);
-                Ok(resp)
-            }))
-        } else {
-            futures_util::future::Either::Right(self.router.call(req))
-        }
-    }
+        .service(fast_path::Routes::new(state, routes))
 }

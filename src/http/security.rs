@@ -230,21 +230,6 @@ pub fn sanitize_request_id(mut req: Request<Body>) -> Request<Body> {
     req
 }
 
-/// The span of the access log line: method, path and request id; none for `POST /graphql`.
-///
-/// A span costs a cached read a sixth of its instructions (the registry's slot, the fields
-/// formatted, entered and left on every poll, closed), for a request that logs nothing but its
-/// access line. So `POST /graphql` starts without one: the handler makes the same span
-/// ([`crate::logging::request_span`]) around whatever may log (authentication, execution), and marks its
-/// response ([`crate::logging::Unspanned`]) so the access line names the request as the span
-/// would have.
-pub fn access_log_span(req: &Request<Body>) -> tracing::Span {
-    if super::is_graphql_post(req) {
-        return tracing::Span::none();
-    }
-    crate::logging::request_span(req.method().as_str(), req.uri().path(), request_id(req.headers()).unwrap_or("-"))
-}
-
 /// The layer that counts every response by status code and gives every error status the HTTP
 /// layer answers (413 from the body limit, 405 from the router, 415, 429, ...) a GraphQL-shaped
 /// JSON body `{"errors": [{"message", "extensions": {"code", "requestId"}}]}`; JSON error bodies
