@@ -264,19 +264,13 @@ impl Catalog {
         actor: &str,
         action: RevisionAction,
     ) -> Result<Step> {
-        let draft = match proposed {
-            Proposed::Draft(d) => d.clone(),
-            Proposed::Patch(plugin, patch) => {
-                let existing = config.find(*plugin, &patch.id).cloned();
-                patch.clone().into_draft(*plugin, existing.as_ref())
-            }
-        };
-        let plugin = draft.plugin;
-        let id = draft.entry.id.clone();
+        let draft = proposed.draft(config);
+        let (plugin, id) = (draft.plugin, draft.entry.id.clone());
         let doc = config
             .doc(plugin)
             .cloned()
             .ok_or_else(|| CatalogError::Internal(format!("no configuration for plugin {plugin}")))?;
+        // 1. Valid, at the expected revision, and not removing most entities unasked.
         let draft = self.prepare(config, draft)?;
         let checked = self.check_draft(&draft, config.find(plugin, &id));
         if !checked.report.valid() {
@@ -290,67 +284,17 @@ impl Catalog {
             return Err(CatalogError::Conflict { expected, current });
         }
         let key = (plugin, id.clone());
-        let old_snapshot = self.snapshot(&key);
-        let new_entities = filter_entities(&draft.entry, checked.entities.clone().unwrap_or_default());
-        let impact = if draft.entry.enabled {
-            diff(old_snapshot.as_deref(), &new_entities)
-        } else {
-            diff(old_snapshot.as_deref(), &[])
-        };
-        // Disabling a source removes its entities on purpose; the guard is for content that
-        // shrank (a truncated file), so it applies to enabled sources only.
-        if draft.entry.enabled && impact.needs_confirmation() && !opts.confirm_removals {
-            return Err(CatalogError::RemovalsNeedConfirmation(impact));
-        }
-
-        let existing = config.find(plugin, &id).cloned();
-        let rel = draft.entry.yaml_catalog_path().filter(|_| draft.content.is_some()).map(str::to_string);
-        let old_content = rel.as_deref().and_then(|rel| self.read_catalog(config, plugin, &id, rel));
-        let content_changed = draft.content.is_some() && draft.content != old_content;
-        // Where new content goes: re-checked here, under the lock, right before the write
-        // (symlinks resolved, ownership, reserved files), not only when the input was checked.
-        // An entry-only edit writes no catalog, so a deployer's location outside the directory
-        // does not block a rename.
-        let invalid = |d: Diagnostic| CatalogError::Validation(ValidationReport::from_diagnostics(vec![d]));
-        if let Some(rel) = rel.as_deref().filter(|_| content_changed) {
-            self.check_writable(&doc, plugin, &id, rel).map_err(invalid)?;
-        }
-        let entry_changed = existing.as_ref() != Some(&draft.entry);
+        let impact = self.removal_guard(&key, &draft, &checked, opts)?;
+        // 2. What to write, proven before anything is written.
+        let (write, content_changed, entry_changed) = self.plan_write(config, &doc, &id, &draft)?;
         let changed = content_changed || entry_changed || latest.is_none();
-
-        // Compute the new sources text and prove it reads back to exactly our entry before
-        // touching the store.
-        let new_sources_text = if entry_changed { Some(doc.file.with_entry(plugin, &draft.entry)) } else { None };
-        if let Some(text) = &new_sources_text {
-            let parsed = SourcesFile::parse(&doc.file.path, text.clone()).map_err(|d| {
-                CatalogError::Internal(format!(
-                    "refusing to write: the rewritten sources file does not parse: {}",
-                    d[0].render()
-                ))
-            })?;
-            if parsed.find(plugin, &id) != Some(&draft.entry) {
-                return Err(CatalogError::Internal(
-                    "refusing to write: the rewritten sources file does not read back to the applied entry".into(),
-                ));
-            }
-        }
-        let write = Write {
-            plugin,
-            source_id: &id,
-            base: &doc,
-            sources_text: new_sources_text,
-            catalog: match (&rel, &draft.content) {
-                (Some(rel), Some(content)) if content_changed => Some((rel.clone(), content.clone())),
-                _ => None,
-            },
-        };
         // What the store cannot hold (a ConfigMap over 1 MiB) is refused before anything is
         // written, dry runs included.
         self.store.check_write(&write).map_err(invalid)?;
         if opts.dry_run || !changed {
             return Ok(Step::Unchanged(Unchanged { draft, current, report: checked.report, impact }));
         }
-
+        // 3. Commit to the store, then record the revision (or revert the commit).
         let committed = match self.store.commit(write).await {
             Ok(c) => c,
             Err(StoreError::Conflict(msg)) => return self.raced(plugin, &id, &doc, msg, opts, current).await,
@@ -364,13 +308,109 @@ impl Catalog {
             Err(StoreError::Failed(msg)) => return Err(CatalogError::Internal(msg)),
         };
         let content_hash = revision_hash(&draft.entry, draft.content.as_deref());
-        let recorded = self
-            .db
+        let revision = match self.record_revision(&key, &draft, current, &content_hash, opts, actor, action).await {
+            Ok(revision) => revision,
+            Err(e) => {
+                self.store.revert(committed).await;
+                return Err(e);
+            }
+        };
+        // 4. Serve what the store now has.
+        self.reload_after_apply().await;
+        self.remember_revision(&key, revision);
+        self.set_known(key, content_hash);
+        Ok(Step::Done { draft, revision, report: checked.report, impact })
+    }
+
+    /// What the change does to the entities served now; refused when it removes most of them
+    /// unasked. Disabling a source removes its entities on purpose: the guard is for content
+    /// that shrank (a truncated file), so it applies to enabled sources only.
+    fn removal_guard(
+        &self,
+        key: &SourceKey,
+        draft: &SourceDraft,
+        checked: &crate::validate::Checked,
+        opts: &ApplyOptions,
+    ) -> Result<crate::refresh::Impact> {
+        let old_snapshot = self.snapshot(key);
+        let new_entities = filter_entities(&draft.entry, checked.entities.clone().unwrap_or_default());
+        let impact = if draft.entry.enabled {
+            diff(old_snapshot.as_deref(), &new_entities)
+        } else {
+            diff(old_snapshot.as_deref(), &[])
+        };
+        if draft.entry.enabled && impact.needs_confirmation() && !opts.confirm_removals {
+            return Err(CatalogError::RemovalsNeedConfirmation(impact));
+        }
+        Ok(impact)
+    }
+
+    /// The store write for `draft`, and whether its content and its entry change. The new
+    /// location is re-checked here, under the lock, right before the write (symlinks resolved,
+    /// ownership, reserved files), and the rewritten sources text must read back to exactly
+    /// the entry; an entry-only edit writes no catalog, so a deployer's location outside the
+    /// directory does not block a rename.
+    fn plan_write<'a>(
+        &self,
+        config: &Config,
+        doc: &'a Doc,
+        id: &'a str,
+        draft: &SourceDraft,
+    ) -> Result<(Write<'a>, bool, bool)> {
+        let plugin = draft.plugin;
+        let existing = config.find(plugin, id).cloned();
+        let rel = draft.entry.yaml_catalog_path().filter(|_| draft.content.is_some()).map(str::to_string);
+        let old_content = rel.as_deref().and_then(|rel| self.read_catalog(config, plugin, id, rel));
+        let content_changed = draft.content.is_some() && draft.content != old_content;
+        if let Some(rel) = rel.as_deref().filter(|_| content_changed) {
+            self.check_writable(doc, plugin, id, rel).map_err(invalid)?;
+        }
+        let entry_changed = existing.as_ref() != Some(&draft.entry);
+        let new_sources_text = if entry_changed { Some(doc.file.with_entry(plugin, &draft.entry)) } else { None };
+        if let Some(text) = &new_sources_text {
+            let parsed = SourcesFile::parse(&doc.file.path, text.clone()).map_err(|d| {
+                CatalogError::Internal(format!(
+                    "refusing to write: the rewritten sources file does not parse: {}",
+                    d[0].render()
+                ))
+            })?;
+            if parsed.find(plugin, id) != Some(&draft.entry) {
+                return Err(CatalogError::Internal(
+                    "refusing to write: the rewritten sources file does not read back to the applied entry".into(),
+                ));
+            }
+        }
+        let write = Write {
+            plugin,
+            source_id: id,
+            base: doc,
+            sources_text: new_sources_text,
+            catalog: match (&rel, &draft.content) {
+                (Some(rel), Some(content)) if content_changed => Some((rel.clone(), content.clone())),
+                _ => None,
+            },
+        };
+        Ok((write, content_changed, entry_changed))
+    }
+
+    /// Records revision `current + 1` of the applied source.
+    #[expect(clippy::too_many_arguments, reason = "the revision's parts, each used once")]
+    async fn record_revision(
+        &self,
+        key: &SourceKey,
+        draft: &SourceDraft,
+        current: i32,
+        content_hash: &str,
+        opts: &ApplyOptions,
+        actor: &str,
+        action: RevisionAction,
+    ) -> Result<i32> {
+        self.db
             .insert_revision(NewRevision {
-                plugin: plugin.name(),
-                source_id: &id,
+                plugin: key.0.name(),
+                source_id: &key.1,
                 revision: current + 1,
-                content_hash: &content_hash,
+                content_hash,
                 entry: &entry_json(&draft.entry),
                 content: draft.content.as_deref(),
                 action: action.as_str(),
@@ -387,16 +427,12 @@ impl Catalog {
                     retry_after_secs: 5,
                 },
                 other => CatalogError::Internal(format!("recording the revision failed: {other}; nothing was changed")),
-            });
-        let revision = match recorded {
-            Ok(revision) => revision,
-            Err(e) => {
-                self.store.revert(committed).await;
-                return Err(e);
-            }
-        };
-        // What we wrote is what the store now has: read it back (cheap; a ConfigMap GET or a
-        // file read) rather than assembling it by hand.
+            })
+    }
+
+    /// What was written is what the store now has: read it back (cheap; a ConfigMap GET or a
+    /// file read) rather than assembling it by hand.
+    async fn reload_after_apply(&self) {
         match self.store.load().await {
             Ok(new_config) => {
                 let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -406,9 +442,6 @@ impl Catalog {
                 tracing::warn!(error = %e.render(), "re-reading the configuration after an apply failed; the watcher will retry")
             }
         }
-        self.remember_revision(&key, revision);
-        self.set_known(key, content_hash);
-        Ok(Step::Done { draft, revision, report: checked.report, impact })
     }
 
     /// The store refused a commit because the plugin's configuration changed since it was read.
@@ -466,6 +499,24 @@ struct Unchanged {
 pub(super) enum Proposed {
     Patch(PluginKind, SourcePatch),
     Draft(SourceDraft),
+}
+
+impl Proposed {
+    /// The whole draft: a patch is completed from the source's current entry in `config`.
+    fn draft(&self, config: &Config) -> SourceDraft {
+        match self {
+            Proposed::Draft(d) => d.clone(),
+            Proposed::Patch(plugin, patch) => {
+                let existing = config.find(*plugin, &patch.id).cloned();
+                patch.clone().into_draft(*plugin, existing.as_ref())
+            }
+        }
+    }
+}
+
+/// A single diagnostic as a validation failure.
+fn invalid(d: Diagnostic) -> CatalogError {
+    CatalogError::Validation(ValidationReport::from_diagnostics(vec![d]))
 }
 
 /// Applies `includedModels` / `excludedModels` (exclusions win).
