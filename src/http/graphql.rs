@@ -331,7 +331,7 @@ async fn post_full(
                 let _ = app.guardrails.resolve_document(r);
             }
             let facts: Vec<_> = list.iter().map(|r| app.documents.facts(&app.guardrails, &r.query).ok()).collect();
-            let mutates = list.iter().zip(&facts).any(|(r, f)| !is_query(f.as_deref(), r));
+            let mutates = list.iter().zip(&facts).any(|(r, f)| may_change(f.as_deref(), r));
             let names: Vec<String> =
                 list.iter().zip(&facts).map(|(r, f)| operation_label(&app, r, f.as_deref())).collect();
             let list = list
@@ -604,7 +604,7 @@ async fn execute_checked(
         app.metrics.operation(&answer.label, "ok");
         return cached(graphql_response, answer.body, "hit");
     }
-    let mutates = !is_query(Some(&facts), &req);
+    let mutates = may_change(Some(&facts), &req);
     let hit_label: Arc<str> = match req.operation_name.as_deref().or_else(|| facts.single_name()) {
         Some(name) => app.metrics.seen_label(name).into(),
         None => "anonymous".into(),
@@ -673,10 +673,12 @@ fn invalidate_plugins(app: &AppState, plugins: &[catalog_core::PluginKind]) {
     }
 }
 
-/// Whether `req` runs a query; a document without facts (it failed its limits) or whose
-/// operation cannot be chosen is not one.
-fn is_query(facts: Option<&DocumentFacts>, req: &Request) -> bool {
-    facts.and_then(|f| f.operation_type(req.operation_name.as_deref())) == Some(OperationType::Query)
+/// Whether `req` may change anything: only a mutation can. A document that failed its limits
+/// or does not parse, or whose operation cannot be chosen, is refused before anything runs,
+/// so it must not empty the response cache either (else one malformed request from anyone
+/// would make every cached read a miss).
+fn may_change(facts: Option<&DocumentFacts>, req: &Request) -> bool {
+    facts.and_then(|f| f.operation_type(req.operation_name.as_deref())) == Some(OperationType::Mutation)
 }
 
 #[derive(Deserialize)]

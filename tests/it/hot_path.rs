@@ -207,3 +207,36 @@ async fn a_change_to_one_plugin_keeps_the_other_plugins_answers_cached() {
     let (_, h, _) = post(&server, None, &mcp).await;
     assert_eq!(x_cache(&h), "hit", "a change to models keeps the mcp answer");
 }
+
+/// A request that cannot run (a document that does not parse, an operation that cannot be
+/// chosen, a subscription over POST) changes nothing, so it leaves every cached answer
+/// cached: before, any of them emptied the response cache, so one client sending garbage
+/// kept every other client's reads a miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_run_leaves_the_cache_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = TestServer::new(dir.path()).database(&db).start().await;
+    let read = json!({"query": "{ sources(plugin: \"models\") { id labels } }"}).to_string();
+    let (_, _, first) = post(&server, None, &read).await;
+    let (_, h, _) = post(&server, None, &read).await;
+    assert_eq!(x_cache(&h), "hit");
+    for garbage in [
+        json!({"query": "{ sources { id "}).to_string(),
+        json!({"query": "query A { plugins { name } } query B { plugins { name } }"}).to_string(),
+        json!({"query": "query A { plugins { name } }", "operationName": "Nope"}).to_string(),
+        json!({"query": "subscription { catalogEvents { kind } }"}).to_string(),
+    ] {
+        let (_, _, v) = post(&server, None, &garbage).await;
+        assert!(v["errors"].is_array(), "{garbage}: {v}");
+        let (_, h, again) = post(&server, None, &read).await;
+        assert_eq!(x_cache(&h), "hit", "after {garbage}");
+        assert_eq!(again, first);
+    }
+    // A mutation, even one that fails, still counts as a change.
+    let failing = json!({"query": "mutation { rollbackSource(plugin: \"models\", id: \"team_models\", revision: 999) { revision } }"}).to_string();
+    let (_, _, v) = post(&server, None, &failing).await;
+    assert!(v["errors"].is_array(), "{v}");
+    let (_, h, _) = post(&server, None, &read).await;
+    assert_eq!(x_cache(&h), "miss", "a mutation, even a failed one, is computed again after");
+}
