@@ -230,11 +230,26 @@ impl Group {
                 http_answer(s.client.get(&url).header("accept", "application/json").query(&[("extensions", ext)])).await
             }
             Act::Post(ct, body) => {
-                let mut req = s.client.post(&url).header("accept", "application/json").body(body.clone());
-                if let Some(ct) = ct {
-                    req = req.header("content-type", *ct);
+                let send = || {
+                    let mut req = s.client.post(&url).header("accept", "application/json").body(body.clone());
+                    if let Some(ct) = ct {
+                        req = req.header("content-type", *ct);
+                    }
+                    http_answer(req)
+                };
+                // A body over the limit is refused before it is read, and the connection is
+                // closed after the 413 (HTTP/1): if the kernel resets it while the client is
+                // still sending, the client sees the reset instead of the answer (a TCP race,
+                // seen once under load). Such a case is sent again, up to three times; the
+                // answer it must get is unchanged.
+                let mut answer = send().await;
+                for _ in 0..2 {
+                    match &answer {
+                        Err(e) if body.len() > 1024 * 1024 && e.starts_with("request failed") => answer = send().await,
+                        _ => break,
+                    }
                 }
-                http_answer(req).await
+                answer
             }
             Act::Ws(script) => ws_answer(&s.base, script).await,
         }
