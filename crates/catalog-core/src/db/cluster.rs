@@ -137,7 +137,7 @@ fn sqlx_err(e: sqlx::Error) -> DbError {
 
 impl Db {
     pub(crate) fn is_postgres(&self) -> bool {
-        self.backend == "postgres"
+        self.backend == super::Backend::Postgres
     }
 
     /// sea-orm's PostgreSQL pool, shared (never a second pool).

@@ -56,10 +56,38 @@ impl From<sea_orm::DbErr> for DbError {
     }
 }
 
+/// Which database a [`Db`] talks to (from the URL's scheme).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn of(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Db {
     conn: DatabaseConnection,
-    backend: &'static str,
+    backend: Backend,
     /// Upper bound for one database call (pool acquire included).
     timeout: std::time::Duration,
     /// Cross-replica write locks held by this process (PostgreSQL; see [`cluster`]).
@@ -150,16 +178,12 @@ impl Db {
     /// Connects and runs migrations. `sqlite://path?mode=rwc` creates the file. Every later
     /// call fails with [`DbError::Unavailable`] after `timeout` (pool acquire included).
     pub async fn connect(url: &str, timeout: std::time::Duration) -> anyhow::Result<Db> {
-        let backend = if url.starts_with("sqlite:") {
-            "sqlite"
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            "postgres"
-        } else {
+        let Some(backend) = Backend::of(url) else {
             anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://USER@HOST/DB");
         };
         let mut opts = ConnectOptions::new(url.to_string());
         opts.sqlx_logging(false).acquire_timeout(timeout).connect_timeout(timeout);
-        if backend == "sqlite" {
+        if backend == Backend::Sqlite {
             // One writer at a time is what SQLite allows anyway; a small pool avoids
             // "database is locked" churn. The pragmas on every connection of the pool (a
             // `PRAGMA` statement would reach one of them: `synchronous` and `busy_timeout` are
@@ -193,7 +217,7 @@ impl Db {
         self.timeout
     }
 
-    pub(crate) fn backend(&self) -> &'static str {
+    pub(crate) fn backend(&self) -> Backend {
         self.backend
     }
 
@@ -375,7 +399,7 @@ impl Db {
             }};
         }
         let call = async {
-            if self.backend == "postgres" {
+            if self.backend == Backend::Postgres {
                 insert!(
                     self.conn.get_postgres_connection_pool(),
                     "INSERT INTO catalog_contents (sha256, body, bytes, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING"
@@ -406,7 +430,7 @@ impl Db {
     /// `SELECT {column}` of the kept content with this hash.
     async fn content_row(&self, column: &str, sha256: &str) -> Result<Option<sea_orm::QueryResult>, DbError> {
         use sea_orm::ConnectionTrait;
-        let param = if self.backend == "postgres" { "$1" } else { "?" };
+        let param = if self.backend == Backend::Postgres { "$1" } else { "?" };
         let sql = format!("SELECT {column} FROM catalog_contents WHERE sha256 = {param}");
         self.timed(self.conn.query_one_raw(sea_orm::Statement::from_sql_and_values(
             self.conn.get_database_backend(),
@@ -581,7 +605,7 @@ impl Db {
             }};
         }
         let call = async {
-            if self.backend == "postgres" {
+            if self.backend == Backend::Postgres {
                 insert!(self.conn.get_postgres_connection_pool(), "$1, $2, $3, $4, $5, $6, $7, $8, $9")
             } else {
                 insert!(self.conn.get_sqlite_connection_pool(), "?, ?, ?, ?, ?, ?, ?, ?, ?")

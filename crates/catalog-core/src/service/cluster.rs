@@ -98,7 +98,7 @@ impl Catalog {
     pub(super) async fn start_cluster(self: &Arc<Self>, poll: Option<Duration>) -> anyhow::Result<()> {
         if !self.db.is_postgres() {
             tracing::info!(
-                backend = self.db.backend(),
+                backend = %self.db.backend(),
                 "single replica: SQLite is local to this process; run several replicas on PostgreSQL"
             );
             return Ok(());
