@@ -90,6 +90,8 @@ fn draft(content: String) -> SourceDraft {
         included_models: None,
         excluded_models: None,
         asset_type: None,
+        refresh_interval: None,
+        suspended: false,
     };
     SourceDraft { plugin: PluginKind::Models, entry, content: Some(content) }
 }

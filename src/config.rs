@@ -124,6 +124,18 @@ pub struct ServeArgs {
     /// Seconds between checks for edits made outside the API (0 turns the watcher off).
     #[arg(long, env = "CATALOG_BFF_WATCH_INTERVAL", default_value_t = 2.0)]
     pub watch_interval: f64,
+    /// How often url sources without `refreshInterval` refresh on their own (a Go-style
+    /// duration: `30s`, `10m`, `1h`; `0` turns it off). yaml sources refresh on their own only
+    /// with a `refreshInterval` of their own (the watcher sees their edits).
+    #[arg(long, env = "CATALOG_BFF_DEFAULT_REFRESH_INTERVAL", default_value = "10m", value_parser = interval_or_off)]
+    pub default_refresh_interval: IntervalOrOff,
+    /// The first automatic retry after a refresh that failed to read its source (a fetch or a
+    /// file read); the delay doubles on every retry (Go-style duration).
+    #[arg(long, env = "CATALOG_BFF_RETRY_INITIAL_INTERVAL", default_value = "30s", value_parser = go_duration)]
+    pub retry_initial_interval: std::time::Duration,
+    /// The longest delay between two automatic retries of a failed refresh (Go-style duration).
+    #[arg(long, env = "CATALOG_BFF_RETRY_MAX_INTERVAL", default_value = "15m", value_parser = go_duration)]
+    pub retry_max_interval: std::time::Duration,
     /// url sources: timeout per attempt, in seconds.
     #[arg(long, env = "CATALOG_BFF_FETCH_TIMEOUT", default_value_t = 30.0)]
     pub fetch_timeout: f64,
@@ -484,6 +496,11 @@ impl ServeArgs {
             },
             snapshot_cache: (self.snapshot_cache == OnOff::On)
                 .then(|| self.data_dir.join(catalog_core::SNAPSHOT_CACHE_DIR)),
+            schedule: catalog_core::SchedulePolicy {
+                default_url_interval: self.default_refresh_interval.0,
+                retry_initial: self.retry_initial_interval.max(Duration::from_secs(1)),
+                retry_max: self.retry_max_interval.max(self.retry_initial_interval),
+            },
         }
     }
 
@@ -532,4 +549,23 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// A Go-style duration flag (`30s`, `10m`, `1h30m`).
+fn go_duration(text: &str) -> Result<std::time::Duration, String> {
+    catalog_core::parse_duration(text).map_err(|e| format!("{e}; use a Go-style duration such as 30s, 10m or 1h"))
+}
+
+/// `--default-refresh-interval`: an interval, or off (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntervalOrOff(pub Option<std::time::Duration>);
+
+/// `--default-refresh-interval`: `0` is off, else an interval of at least 10s.
+fn interval_or_off(text: &str) -> Result<IntervalOrOff, String> {
+    if text == "0" || text == "off" {
+        return Ok(IntervalOrOff(None));
+    }
+    catalog_core::parse_refresh_interval(text)
+        .map(|d| IntervalOrOff(Some(d)))
+        .map_err(|e| format!("{e}; or 0 to turn it off"))
 }

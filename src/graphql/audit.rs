@@ -22,16 +22,25 @@ pub enum AuditAction {
     RefreshPlugin,
     /// `rollbackSource`.
     RollbackSource,
+    /// `suspendSource`.
+    SuspendSource,
+    /// `resumeSource`.
+    ResumeSource,
+    /// `cancelRefreshJob`.
+    CancelRefreshJob,
     /// A word this server version does not know (written by a newer version, or edited by hand).
     Unknown,
 }
 
-const ACTIONS: [(AuditAction, &str); 5] = [
+const ACTIONS: [(AuditAction, &str); 8] = [
     (AuditAction::ApplySource, "applySource"),
     (AuditAction::ApplySourceDryRun, "applySource(dryRun)"),
     (AuditAction::RefreshSource, "refreshSource"),
     (AuditAction::RefreshPlugin, "refreshPlugin"),
     (AuditAction::RollbackSource, "rollbackSource"),
+    (AuditAction::SuspendSource, "suspendSource"),
+    (AuditAction::ResumeSource, "resumeSource"),
+    (AuditAction::CancelRefreshJob, "cancelRefreshJob"),
 ];
 
 impl AuditAction {

@@ -5,7 +5,7 @@ use async_graphql::{Context, ID, InputObject, Json, Object, Result};
 use super::audit::{self, AuditAction, Target};
 use super::errors::{self, invalid_input, to_graphql};
 use super::guards::OperatorAction;
-use super::types::{ApplyResult, RefreshJob, RefreshMode};
+use super::types::{ApplyResult, RefreshJob, RefreshMode, Source};
 use super::{actor, catalog};
 use catalog_core::ApplyOptions as CoreApplyOptions;
 use catalog_core::RefreshRequest;
@@ -35,6 +35,10 @@ pub struct SourceInput {
     pub included_models: Option<Vec<String>>,
     /// Glob patterns of entity names not to load; left out, the current ones.
     pub excluded_models: Option<Vec<String>>,
+    /// How often the source refreshes on its own: a Go-style duration of at least `10s`
+    /// (`30s`, `10m`, `1h`); left out, the current one; `""` removes it (a url source then
+    /// uses `--default-refresh-interval`, a yaml source refreshes on edits only).
+    pub refresh_interval: Option<String>,
 }
 
 impl SourceInput {
@@ -82,6 +86,8 @@ impl SourceInput {
             content: self.content,
             included_models: self.included_models,
             excluded_models: self.excluded_models,
+            refresh_interval: self.refresh_interval,
+            suspended: None,
         })
     }
 }
@@ -143,6 +149,34 @@ async fn audited<T>(
         Err(e) => audit::record(ctx, target, None, Err(e)).await,
     }
     out
+}
+
+/// `suspendSource` / `resumeSource`: an apply of the entry's `suspended` key (a revision,
+/// audited), answered with the source as it is now. An unknown source is NOT_FOUND, never
+/// created.
+async fn set_suspended(
+    ctx: &Context<'_>,
+    action: AuditAction,
+    plugin: &str,
+    id: &str,
+    suspended: bool,
+) -> Result<Source> {
+    let target = Target { action, plugin: audit_id(plugin), source_id: Some(audit_id(id)) };
+    audited(ctx, target, |s: &Source| s.0.revision, async {
+        let kind = errors::plugin("plugin", plugin)?;
+        let id = errors::source_id("id", id)?;
+        let c = catalog(ctx)?;
+        let not_found =
+            || to_graphql(catalog_core::CatalogError::NotFound(format!("source {plugin}/{id} does not exist")));
+        let current = c.source(kind, id).await.map_err(to_graphql)?.ok_or_else(not_found)?;
+        if current.entry.suspended != suspended {
+            let patch = SourcePatch { id: id.to_string(), suspended: Some(suspended), ..SourcePatch::default() };
+            c.apply(kind, patch, CoreApplyOptions::default(), &actor(ctx)).await.map_err(to_graphql)?;
+        }
+        let now = c.source(kind, id).await.map_err(to_graphql)?.ok_or_else(not_found)?;
+        Ok(Source(now))
+    })
+    .await
 }
 
 struct RefreshArgs {
@@ -268,6 +302,58 @@ impl Mutation {
     ) -> Result<RefreshJob> {
         let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
         refresh(ctx, AuditAction::RefreshPlugin, &plugin, None, args).await
+    }
+
+    /// Ends a QUEUED or RUNNING refresh job as CANCELLED: url fetches in flight are aborted,
+    /// sources not swapped yet keep their entities, sources already swapped stay swapped and
+    /// are listed in `results`. On a cluster the replica that runs the job stops within about
+    /// a second. A finished job is VALIDATION_FAILED and stays as it ended; an unknown one is
+    /// NOT_FOUND.
+    #[graphql(guard = "OperatorAction")]
+    async fn cancel_refresh_job(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The job's id (`RefreshJob.id`).")] id: ID,
+    ) -> Result<RefreshJob> {
+        let c = catalog(ctx)?;
+        let id = id.to_string();
+        // The audit record names the job's plugin when the job exists.
+        let plugin = match errors::job_id("id", &id) {
+            Ok(_) => c.job(&id).await.ok().flatten().map(|j| j.plugin).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let target = Target { action: AuditAction::CancelRefreshJob, plugin: &plugin, source_id: None };
+        audited(ctx, target, |_| None, async {
+            let id = errors::job_id("id", &id)?;
+            let job = c.cancel_job(id, &actor(ctx)).await.map_err(to_graphql)?;
+            Ok(RefreshJob(job))
+        })
+        .await
+    }
+
+    /// Suspends a source (Flux's `suspend`): it keeps serving its last entities, and the
+    /// scheduler, the watcher and plugin-wide refreshes skip it; `refreshSource` still
+    /// refreshes it. Recorded as a revision (the entry says `suspended: true`).
+    #[graphql(guard = "OperatorAction")]
+    async fn suspend_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source id within the plugin; an unknown source is NOT_FOUND.")] id: ID,
+    ) -> Result<Source> {
+        set_suspended(ctx, AuditAction::SuspendSource, &plugin, &id, true).await
+    }
+
+    /// Resumes a suspended source: the scheduler, the watcher and plugin-wide refreshes take
+    /// it again (a refresh that came due while it was suspended runs at once).
+    #[graphql(guard = "OperatorAction")]
+    async fn resume_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`models` or `mcp`; an unknown plugin is NOT_FOUND.")] plugin: String,
+        #[graphql(desc = "The source id within the plugin; an unknown source is NOT_FOUND.")] id: ID,
+    ) -> Result<Source> {
+        set_suspended(ctx, AuditAction::ResumeSource, &plugin, &id, false).await
     }
 
     /// Re-applies revision `revision` as a new revision (history is never rewritten).

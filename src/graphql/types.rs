@@ -28,7 +28,7 @@ pub enum SourceState {
     Loading,
 }
 
-/// Where a refresh job is in its life. `SUCCEEDED` and `FAILED` are final.
+/// Where a refresh job is in its life. `SUCCEEDED`, `FAILED` and `CANCELLED` are final.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "catalog_core::JobPhase")]
 pub enum JobPhase {
@@ -40,6 +40,9 @@ pub enum JobPhase {
     Succeeded,
     /// At least one source failed (see `results`), or the job was interrupted (see `error`).
     Failed,
+    /// Ended by `cancelRefreshJob`: the sources in `results` were refreshed before the cancel
+    /// and stay refreshed; the others keep what they served (`error` says who cancelled).
+    Cancelled,
 }
 
 /// The outcome of refreshing one source.
@@ -368,6 +371,23 @@ impl Source {
         charge_response(ctx, content.as_ref().map_or(0, String::len))?;
         Ok(content)
     }
+    /// How often the source refreshes on its own, as written in its entry (a Go-style
+    /// duration); null when it has none (a url source then uses `--default-refresh-interval`,
+    /// see `nextRefreshAt`).
+    async fn refresh_interval(&self) -> Option<&str> {
+        self.0.entry.refresh_interval.as_deref()
+    }
+    /// When the source next refreshes on its own: its interval after the last refresh (±10 %),
+    /// or its next retry after a failure, whichever is first. Null when it does not (a yaml
+    /// source without `refreshInterval`, disabled, suspended, or not loaded yet).
+    async fn next_refresh_at(&self) -> Option<DateTime<Utc>> {
+        self.0.next_refresh_at
+    }
+    /// Suspended sources keep serving their last entities and are skipped by the scheduler,
+    /// the watcher and plugin-wide refreshes (`suspendSource` / `resumeSource`).
+    async fn suspended(&self) -> bool {
+        self.0.entry.suspended
+    }
     /// The current revision number; pass it as `expectedRevision` to avoid lost updates. Null
     /// when no revision has been recorded yet.
     async fn revision(&self) -> Option<i32> {
@@ -469,6 +489,17 @@ impl SourceStatus {
     /// Problems the last refresh found (rejected entities, warnings), with line and column.
     async fn diagnostics(&self) -> Vec<Diagnostic> {
         diags(self.0.diagnostics.clone())
+    }
+    /// Failed refreshes in a row that are being retried automatically (a fetch or a file read
+    /// that failed); 0 after a success, and for a failure of the content itself, which is not
+    /// retried until the content or the source changes.
+    async fn retry_count(&self) -> i32 {
+        self.0.retry_count
+    }
+    /// When the next automatic retry runs (30 s after the first failure, doubling, capped by
+    /// `--retry-max-interval`, ±10 %); null when none is due.
+    async fn next_retry_at(&self) -> Option<DateTime<Utc>> {
+        self.0.next_retry_at
     }
 }
 
@@ -618,7 +649,7 @@ impl RefreshJob {
     async fn dry_run(&self) -> bool {
         self.0.dry_run
     }
-    /// QUEUED, RUNNING, SUCCEEDED or FAILED.
+    /// QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED.
     async fn phase(&self) -> JobPhase {
         self.0.phase.into()
     }

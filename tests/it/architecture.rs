@@ -42,7 +42,7 @@ const CRATES: &[Crate] = &[
             &["sources", "refresh", "redact", "outbound"],
             &["plugins"],
             &["yaml"],
-            &["diagnostics", "events", "allocator", "db", "tls"],
+            &["diagnostics", "events", "allocator", "db", "tls", "schedule"],
         ],
     },
     Crate { dir: "crates/catalog-yaml/src", layers: &[&["parse"], &["split"], &["subset", "depth"], &["error"]] },

@@ -15,6 +15,7 @@
 mod support;
 
 mod architecture;
+mod cancel;
 mod catalogctl;
 mod chaos;
 mod consistency;
@@ -40,6 +41,7 @@ mod properties;
 mod replicas;
 mod sample_formats;
 mod save_loop;
+mod schedule;
 mod schema_docs;
 mod secrets_and_partial;
 mod snapshot_cache;

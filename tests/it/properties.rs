@@ -97,6 +97,8 @@ fn entry_strategy() -> impl Strategy<Value = SourceEntry> {
                 included_models: inc,
                 excluded_models: exc,
                 asset_type: None,
+                refresh_interval: None,
+                suspended: false,
             }
         })
 }
@@ -537,6 +539,8 @@ fn run_every_parser(text: &str) {
                 included_models: None,
                 excluded_models: None,
                 asset_type: None,
+                refresh_interval: None,
+                suspended: false,
             },
             content: Some(text.to_string()),
         };
@@ -886,6 +890,8 @@ proptest! {
             included_models: globs.clone(),
             excluded_models: globs,
             asset_type: None,
+            refresh_interval: None,
+            suspended: false,
         };
         let plugin = if mcp { PluginKind::Mcp } else { PluginKind::Models };
         let checked = check(&SourceDraft { plugin, entry, content }, None);

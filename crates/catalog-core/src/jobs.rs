@@ -24,6 +24,9 @@ pub enum JobPhase {
     Running,
     Succeeded,
     Failed,
+    /// Ended by `cancelRefreshJob`: the sources refreshed before it stay refreshed (they are in
+    /// `results`), the others keep what they served.
+    Cancelled,
 }
 
 impl JobPhase {
@@ -33,6 +36,7 @@ impl JobPhase {
             JobPhase::Running => "RUNNING",
             JobPhase::Succeeded => "SUCCEEDED",
             JobPhase::Failed => "FAILED",
+            JobPhase::Cancelled => "CANCELLED",
         }
     }
 
@@ -41,12 +45,13 @@ impl JobPhase {
             "QUEUED" => JobPhase::Queued,
             "RUNNING" => JobPhase::Running,
             "SUCCEEDED" => JobPhase::Succeeded,
+            "CANCELLED" => JobPhase::Cancelled,
             _ => JobPhase::Failed,
         }
     }
 
     pub fn is_done(self) -> bool {
-        matches!(self, JobPhase::Succeeded | JobPhase::Failed)
+        matches!(self, JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled)
     }
 }
 
@@ -90,6 +95,17 @@ struct Running {
     write_seq: u64,
     /// Runs on another replica; mirrored from the change feed.
     remote: bool,
+    /// Who cancelled it, once somebody did (`JobRegistry::cancel`).
+    cancel: watch::Sender<Option<String>>,
+}
+
+/// What [`JobRegistry::cancel`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelAsked {
+    /// The job runs here: its task was told, and ends it CANCELLED.
+    Here,
+    /// The job is followed (it runs on another replica) or not known here.
+    Elsewhere,
 }
 
 #[derive(Default)]
@@ -139,7 +155,7 @@ impl JobRegistry {
         }
         let (tx, rx) = watch::channel(job.clone());
         reg.by_target.insert(mine, job.id.clone());
-        reg.by_id.insert(job.id, Running { tx, write_seq, remote: false });
+        reg.by_id.insert(job.id, Running { tx, write_seq, remote: false, cancel: watch::channel(None).0 });
         Registered::Started(rx)
     }
 
@@ -169,6 +185,43 @@ impl JobRegistry {
         reg.by_id.get(id).map(|r| r.tx.subscribe())
     }
 
+    /// Asks the job `id` to stop, on behalf of `actor`, if it runs here.
+    pub fn cancel(&self, id: &str, actor: &str) -> CancelAsked {
+        let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match reg.by_id.get(id) {
+            Some(r) if !r.remote => {
+                r.cancel.send_if_modified(|by| {
+                    let first = by.is_none();
+                    if first {
+                        *by = Some(actor.to_string());
+                    }
+                    first
+                });
+                CancelAsked::Here
+            }
+            _ => CancelAsked::Elsewhere,
+        }
+    }
+
+    /// The signal a job's task watches for a cancellation (`Some(actor)` once cancelled).
+    pub fn cancel_signal(&self, id: &str) -> Option<watch::Receiver<Option<String>>> {
+        let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        reg.by_id.get(id).map(|r| r.cancel.subscribe())
+    }
+
+    /// The ids of the jobs this replica runs (not the followed ones).
+    pub fn local_ids(&self) -> Vec<String> {
+        let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        reg.by_id.iter().filter(|(_, r)| !r.remote).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Whether a job (run here or followed) covers `source` of `plugin`: one for the source, or
+    /// one for its whole plugin.
+    pub fn busy(&self, plugin: &str, source: &str) -> bool {
+        let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        reg.by_target.contains_key(&target(plugin, Some(source))) || reg.by_target.contains_key(plugin)
+    }
+
     /// Jobs running on this replica (followed ones are not counted).
     pub fn running_count(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.values().filter(|r| !r.remote).count()
@@ -185,7 +238,7 @@ impl JobRegistry {
         let (tx, rx) = watch::channel(job.clone());
         if !job.phase.is_done() {
             reg.by_target.entry(target(&job.plugin, job.source_id.as_deref())).or_insert_with(|| job.id.clone());
-            reg.by_id.insert(job.id, Running { tx, write_seq: 0, remote: true });
+            reg.by_id.insert(job.id, Running { tx, write_seq: 0, remote: true, cancel: watch::channel(None).0 });
         }
         rx
     }

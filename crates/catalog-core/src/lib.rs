@@ -25,6 +25,7 @@ mod paths;
 mod plugins;
 mod redact;
 mod refresh;
+mod schedule;
 mod service;
 mod snapshot_cache;
 mod sources;
@@ -57,6 +58,7 @@ pub use db::NewAudit;
 
 // ---- Sources, and helpers the API layer shares with the core ----------------------------------
 pub use redact::redact_json;
+pub use schedule::{SchedulePolicy, parse_duration, parse_interval as parse_refresh_interval};
 pub use sources::{Dialect, SourceEntry, SourcesFile, valid_id};
 
 // ---- Setting it up (the server's start-up) ----------------------------------------------------

@@ -46,6 +46,14 @@ pub struct SourceEntry {
     pub excluded_models: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asset_type: Option<String>,
+    /// How often the source refreshes on its own (a Go-style duration, at least `10s`); a url
+    /// source without one uses `--default-refresh-interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<String>,
+    /// Suspended (Flux's `suspend`): keeps serving its last entities; the scheduler, the
+    /// watcher and plugin-wide refreshes skip it; an explicit refresh of it still runs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub suspended: bool,
 }
 
 fn yes() -> bool {
@@ -53,6 +61,9 @@ fn yes() -> bool {
 }
 fn is_true(b: &bool) -> bool {
     *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a source's `type` says about where its catalog comes from. The entry keeps the text
@@ -106,6 +117,12 @@ impl SourceEntry {
         }
         m.insert(s("type"), s(&self.type_));
         m.insert(s("enabled"), Value::Bool(self.enabled));
+        if self.suspended {
+            m.insert(s("suspended"), Value::Bool(true));
+        }
+        if let Some(interval) = &self.refresh_interval {
+            m.insert(s("refreshInterval"), s(interval));
+        }
         if dialect == Dialect::PluginSectioned && !self.labels.is_empty() {
             m.insert(s("labels"), labels());
         }
@@ -488,6 +505,13 @@ pub fn validate_entry(e: &SourceEntry) -> Vec<Diagnostic> {
         ),
     }
     out.extend(secret_ref_problems(e));
+    if let Some(Err(why)) = e.refresh_interval.as_deref().map(crate::schedule::parse_interval) {
+        out.push(
+            Diagnostic::error(Layer::Semantics, why)
+                .field("refreshInterval")
+                .hint("use a Go-style duration of at least 10s, such as `30s`, `10m` or `1h`"),
+        );
+    }
     for (key, list) in [("includedModels", &e.included_models), ("excludedModels", &e.excluded_models)] {
         let n = list.as_ref().map_or(0, Vec::len);
         if n > MAX_PATTERNS {
@@ -826,6 +850,8 @@ mod tests {
             included_models: None,
             excluded_models: None,
             asset_type: None,
+            refresh_interval: None,
+            suspended: false,
         }
     }
 

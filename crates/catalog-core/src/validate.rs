@@ -37,6 +37,9 @@ pub struct SourcePatch {
     pub content: Option<String>,
     pub included_models: Option<Vec<String>>,
     pub excluded_models: Option<Vec<String>>,
+    /// `Some("")` removes the key (the source goes back to the default).
+    pub refresh_interval: Option<String>,
+    pub suspended: Option<bool>,
 }
 
 impl SourcePatch {
@@ -51,6 +54,12 @@ impl SourcePatch {
             included_models: self.included_models.or_else(|| base.as_ref().and_then(|b| b.included_models.clone())),
             excluded_models: self.excluded_models.or_else(|| base.as_ref().and_then(|b| b.excluded_models.clone())),
             asset_type: base.as_ref().and_then(|b| b.asset_type.clone()),
+            refresh_interval: match self.refresh_interval {
+                Some(text) if text.is_empty() => None,
+                Some(text) => Some(text),
+                None => base.as_ref().and_then(|b| b.refresh_interval.clone()),
+            },
+            suspended: self.suspended.or(base.as_ref().map(|b| b.suspended)).unwrap_or(false),
             id: self.id,
         };
         SourceDraft { plugin, entry, content: self.content }

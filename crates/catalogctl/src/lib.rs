@@ -151,14 +151,30 @@ enum Command {
     History { target: String },
     /// Recent refresh jobs.
     Jobs,
-    /// One refresh job; --watch follows it until it ends.
+    /// One refresh job; --watch follows it until it ends. `job cancel ID` cancels one.
+    #[command(args_conflicts_with_subcommands = true)]
     Job {
-        id: String,
+        #[command(subcommand)]
+        action: Option<JobAction>,
+        /// The job's id.
+        id: Option<String>,
         #[arg(long)]
         watch: bool,
         #[arg(long)]
         allow_partial: bool,
     },
+    /// Suspend PLUGIN/ID: it keeps serving its entities, and is not refreshed on its own
+    /// (schedule, watcher, plugin-wide refreshes) until resumed.
+    Suspend { target: String },
+    /// Resume a suspended PLUGIN/ID.
+    Resume { target: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobAction {
+    /// Cancel a QUEUED or RUNNING refresh job: fetches in flight are aborted, sources already
+    /// refreshed stay refreshed. Exit 0 when it ended CANCELLED, 2 when it had already ended.
+    Cancel { id: String },
 }
 
 pub fn main() -> ExitCode {
@@ -382,7 +398,43 @@ async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
             out.data(jobs, || output::table(&["ID", "TARGET", "PHASE", "DONE", "ACTOR", "STARTED"], &rows));
             Ok(Exit::Ok)
         }
-        Command::Job { id, watch, allow_partial } => {
+        Command::Job { action: Some(JobAction::Cancel { id }), .. } => {
+            let q = format!("mutation($id: ID!) {{ job: cancelRefreshJob(id: $id) {{ {JOB_FIELDS} }} }}");
+            let job = client.run(&q, json!({"id": id}), timeout).await?["job"].clone();
+            out.data(&job, || output::job_summary(&job));
+            Ok(Exit::Ok)
+        }
+        Command::Suspend { target } | Command::Resume { target } => {
+            let (plugin, id) = need_id(target)?;
+            let suspend = matches!(cli.command, Command::Suspend { .. });
+            let field = if suspend { "suspendSource" } else { "resumeSource" };
+            let q = format!(
+                "mutation($p: String!, $id: ID!) {{ s: {field}(plugin: $p, id: $id) {{ plugin id suspended revision nextRefreshAt status {{ state entityCount }} }} }}"
+            );
+            let data = client.run(&q, json!({"p": plugin, "id": id}), timeout).await?;
+            let s = &data["s"];
+            out.data(s, || {
+                let next = s["nextRefreshAt"]
+                    .as_str()
+                    .map_or_else(|| "not scheduled".to_string(), |t| format!("next refresh {t}"));
+                match suspend {
+                    true => format!(
+                        "{plugin}/{id}: suspended (serving {} entities; not refreshed on its own until resumed)",
+                        s["status"]["entityCount"]
+                    ),
+                    false => format!("{plugin}/{id}: resumed ({next})"),
+                }
+            });
+            Ok(Exit::Ok)
+        }
+        Command::Job { action: None, id, watch, allow_partial } => {
+            let Some(id) = id else {
+                return Err(CliError::new(
+                    Exit::Validation,
+                    ErrorCode::ValidationFailed.as_str(),
+                    "`job` needs a job id (catalogctl job ID) or `job cancel ID`".to_string(),
+                ));
+            };
             let q = format!("query($id: ID!) {{ refreshJob(id: $id) {{ {JOB_FIELDS} }} }}");
             let data = client.run(&q, json!({"id": id}), timeout).await?;
             let job = data["refreshJob"].clone();

@@ -555,6 +555,8 @@ pub struct HostState {
     pub requests: usize,
     pub not_modified: usize,
     pub last_auth: Option<String>,
+    /// When each request arrived.
+    pub arrivals: Vec<std::time::Instant>,
 }
 
 pub struct CatalogHost {
@@ -572,6 +574,7 @@ impl CatalogHost {
             let delay = {
                 let mut s = st.lock().unwrap();
                 s.requests += 1;
+                s.arrivals.push(std::time::Instant::now());
                 s.last_auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
                 s.delay_ms
             };

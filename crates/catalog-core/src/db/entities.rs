@@ -29,6 +29,11 @@ pub mod refresh_status {
         pub previous_hash: Option<String>,
         /// A url source's `ETag` for that content.
         pub etag: Option<String>,
+        /// Refreshes in a row that failed in a way a retry may fix (0 after a success, and after
+        /// a failure of the content itself, which is not retried).
+        pub retry_count: i32,
+        /// When the next retry is due; null when none is (see `schedule`).
+        pub next_retry_at: Option<ChronoDateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

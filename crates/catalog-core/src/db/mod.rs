@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod entities;
+pub mod schedule;
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
@@ -313,6 +314,8 @@ impl Db {
                             C::ContentHash,
                             C::PreviousHash,
                             C::Etag,
+                            C::RetryCount,
+                            C::NextRetryAt,
                         ])
                         .to_owned(),
                 )
@@ -338,8 +341,8 @@ impl Db {
         let sql = "INSERT INTO catalog_refresh_status
                (plugin_name, source_id, state, entity_count, last_refresh_time, last_refresh_status,
                 last_refresh_summary, last_error, entities_loaded, entities_removed, duration_ms,
-                diagnostics, updated_at, content_hash, previous_hash, etag)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
+                diagnostics, updated_at, content_hash, previous_hash, etag, retry_count, next_retry_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $19, $20
              WHERE EXISTS (SELECT 1 FROM catalog_refresh_jobs
                            WHERE id = $17 AND owner = $18 AND phase IN ('QUEUED', 'RUNNING') AND lease_until > now())
              ON CONFLICT (plugin_name, source_id) DO UPDATE SET
@@ -349,7 +352,8 @@ impl Db {
                entities_loaded = EXCLUDED.entities_loaded, entities_removed = EXCLUDED.entities_removed,
                duration_ms = EXCLUDED.duration_ms, diagnostics = EXCLUDED.diagnostics,
                updated_at = EXCLUDED.updated_at, content_hash = EXCLUDED.content_hash,
-               previous_hash = EXCLUDED.previous_hash, etag = EXCLUDED.etag";
+               previous_hash = EXCLUDED.previous_hash, etag = EXCLUDED.etag,
+               retry_count = EXCLUDED.retry_count, next_retry_at = EXCLUDED.next_retry_at";
         let done = self
             .timed_sqlx(
                 "recording a refresh",
@@ -372,6 +376,8 @@ impl Db {
                     .bind(&row.etag)
                     .bind(job)
                     .bind(owner)
+                    .bind(row.retry_count)
+                    .bind(row.next_retry_at)
                     .execute(pool),
             )
             .await?;
@@ -701,6 +707,26 @@ impl Db {
 
     pub(crate) async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {
         self.timed(refresh_job::Entity::find_by_id(id.to_string()).one(&self.conn)).await
+    }
+
+    /// Ends the job `id` as CANCELLED with `message`, if it is still QUEUED or RUNNING.
+    /// `Ok(false)`: it had already ended, and is unchanged.
+    pub(crate) async fn cancel_job_row(&self, id: &str, message: &str, now: DateTime<Utc>) -> Result<bool, DbError> {
+        use refresh_job::Column as C;
+        let res = self
+            .timed(
+                refresh_job::Entity::update_many()
+                    .col_expr(C::Phase, sea_orm::sea_query::Expr::value("CANCELLED"))
+                    .col_expr(C::Error, sea_orm::sea_query::Expr::value(message))
+                    .col_expr(C::CurrentSource, sea_orm::sea_query::Expr::value(Option::<String>::None))
+                    .col_expr(C::QueuedReason, sea_orm::sea_query::Expr::value(Option::<String>::None))
+                    .col_expr(C::FinishedAt, sea_orm::sea_query::Expr::value(now))
+                    .filter(C::Id.eq(id))
+                    .filter(C::Phase.is_in(["QUEUED", "RUNNING"]))
+                    .exec(&self.conn),
+            )
+            .await?;
+        Ok(res.rows_affected == 1)
     }
 
     /// Marks jobs left QUEUED or RUNNING by a previous process as FAILED.

@@ -333,11 +333,16 @@ impl Catalog {
         opts: &ApplyOptions,
     ) -> Result<crate::refresh::Impact> {
         let old_snapshot = self.snapshot(key);
-        let new_entities = filter_entities(&draft.entry, checked.entities.clone().unwrap_or_default());
-        let impact = if draft.entry.enabled {
-            diff(old_snapshot.as_deref(), &new_entities)
-        } else {
+        let impact = if !draft.entry.enabled {
             diff(old_snapshot.as_deref(), &[])
+        } else if checked.entities.is_none() && draft.entry.kind() != crate::sources::SourceKind::Yaml {
+            // A url source's entry edit proposes no entities: what it serves next is decided by
+            // its next fetch (under the refresh's own removal guard), not by this apply.
+            let served = old_snapshot.as_ref().map_or(0, |s| s.entities.len());
+            crate::refresh::Impact { unchanged: served, current_count: served, ..Default::default() }
+        } else {
+            let new_entities = filter_entities(&draft.entry, checked.entities.clone().unwrap_or_default());
+            diff(old_snapshot.as_deref(), &new_entities)
         };
         if draft.entry.enabled && impact.needs_confirmation() && !opts.confirm_removals {
             return Err(CatalogError::RemovalsNeedConfirmation(impact));

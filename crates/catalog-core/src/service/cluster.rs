@@ -368,6 +368,8 @@ impl Catalog {
                     self.jobs.update_remote(&job);
                 } else if !job.phase.is_done() && self.jobs.get(id).is_none() {
                     self.jobs.follow_remote(job);
+                } else {
+                    self.stop_if_ended_elsewhere(&job);
                 }
             }
             self.bump_plugin_named(&row.plugin);
@@ -427,6 +429,12 @@ impl Catalog {
             for id in self.jobs.remote_ids() {
                 if let Ok(Some(row)) = self.db.job(&id).await {
                     self.jobs.update_remote(&job_from_row(row));
+                }
+            }
+            // A safety net for a missed notification: a job run here that was ended elsewhere.
+            for id in self.jobs.local_ids() {
+                if let Ok(Some(row)) = self.db.job(&id).await {
+                    self.stop_if_ended_elsewhere(&job_from_row(row));
                 }
             }
             rounds += 1;

@@ -26,6 +26,11 @@ impl Catalog {
         entry.type_ == "url" || self.db.is_postgres()
     }
 
+    /// Whether a url source has a kept content to serve (its status row names one).
+    pub(super) fn has_stored_content(&self, plugin: PluginKind, entry: &SourceEntry) -> bool {
+        entry.type_ == "url" && self.status_of(&(plugin, entry.id.clone())).is_some_and(|r| r.content_hash.is_some())
+    }
+
     /// Keeps `text` under `hash`, unless it is kept already (a large yaml text is not sent
     /// again on every refresh of unchanged content); drops the contents no source refers to
     /// any more, now and then.

@@ -13,6 +13,9 @@ use crate::snapshot_cache::Key;
 pub(super) enum Loaded {
     Disabled,
     Failed(Vec<Diagnostic>),
+    /// The text could not be read (a fetch failed, the file is unreadable): as `Failed`, and a
+    /// retry may fix it.
+    Unreachable(Vec<Diagnostic>),
     NotModified,
     Ok {
         entities: Vec<Entity>,
@@ -27,6 +30,12 @@ pub(super) enum Loaded {
     },
 }
 
+#[derive(Clone, Copy)]
+enum LoadedKind {
+    Unreachable,
+    Other,
+}
+
 /// The outcome of a load, decided. The counts, summary, status and diagnostics are written
 /// into the refresh's result.
 pub(super) struct Decision {
@@ -38,6 +47,9 @@ pub(super) struct Decision {
     pub cache_write: Option<(Key, Vec<Diagnostic>)>,
     /// The catalog text to keep in the database before the snapshot is served.
     pub text: Option<String>,
+    /// The load failed in a way a later attempt may fix (`Loaded::Unreachable`): retried with
+    /// backoff. A failure of the content itself is not retried until it changes.
+    pub retry: bool,
 }
 
 /// The decision for `loaded`, given the snapshot served now (`old`) and the state recorded now
@@ -51,7 +63,9 @@ pub(super) fn decide(
     result: &mut RefreshResult,
 ) -> Decision {
     let old_count = old.map_or(0, |s| s.entities.len());
-    let keep = |state: SourceState| Decision { state, snapshot: None, cache_write: None, text: None };
+    let loaded_kind =
+        if matches!(loaded, Loaded::Unreachable(_)) { LoadedKind::Unreachable } else { LoadedKind::Other };
+    let keep = |state: SourceState| Decision { state, snapshot: None, cache_write: None, text: None, retry: false };
     let keep_old_unchanged = |result: &mut RefreshResult| {
         result.entities_loaded = old_count;
         result.entities_unchanged = old_count;
@@ -66,12 +80,13 @@ pub(super) fn decide(
             result.summary = "Source is disabled".into();
             Decision { snapshot: Some(Snapshot::default()), ..keep(SourceState::Disabled) }
         }
-        Loaded::Failed(diags) => {
+        Loaded::Failed(diags) | Loaded::Unreachable(diags) => {
+            let retry = matches!(loaded_kind, LoadedKind::Unreachable);
             result.status = RefreshStatus::Failure;
             result.entities_loaded = old_count;
             result.summary = format!("Refresh failed; kept {old_count} previously loaded entities");
             result.diagnostics = diags;
-            keep(SourceState::Error)
+            Decision { retry, ..keep(SourceState::Error) }
         }
         Loaded::NotModified => {
             keep_old_unchanged(result);
@@ -116,7 +131,7 @@ pub(super) fn decide(
             // Unchanged entities keep the old snapshot's `Arc`s: one copy each.
             let mut snapshot = Snapshot::reusing(old, entities, content_hash);
             snapshot.etag = etag;
-            Decision { state, snapshot: Some(snapshot), cache_write, text }
+            Decision { state, snapshot: Some(snapshot), cache_write, text, retry: false }
         }
     }
 }
@@ -182,5 +197,31 @@ mod tests {
             assert!(r.summary.starts_with(summary), "{case}: {}", r.summary);
             assert_eq!(d.text.is_some(), kept, "{case}");
         }
+    }
+
+    #[test]
+    fn only_a_load_that_could_not_read_is_retried() {
+        let abc = || Some(snapshot(&["a", "b", "c"], "h1"));
+        let cases = [
+            ("unreachable", Loaded::Unreachable(vec![]), true),
+            ("content failed", Loaded::Failed(vec![]), false),
+            ("removal refused", ok(&["a"], "h2", vec![]), false),
+            ("loaded", ok(&["a", "b", "c"], "h2", vec![]), false),
+        ];
+        for (case, loaded, retry) in cases {
+            let mut r = RefreshResult::started("models", "s", false);
+            let d = decide(abc().as_ref(), SourceState::Available, loaded, RefreshMode::Full, false, &mut r);
+            assert_eq!(d.retry, retry, "{case}");
+        }
+        let mut r = RefreshResult::started("models", "s", false);
+        let d = decide(
+            abc().as_ref(),
+            SourceState::Available,
+            Loaded::Unreachable(vec![]),
+            RefreshMode::Full,
+            false,
+            &mut r,
+        );
+        assert_eq!((d.state, d.snapshot.is_none(), r.entities_loaded), (SourceState::Error, true, 3));
     }
 }

@@ -10,6 +10,7 @@
 
 mod apply;
 mod audit;
+mod cancel;
 mod cluster;
 mod contents;
 mod decide;
@@ -17,6 +18,7 @@ mod error;
 mod read;
 mod refresh;
 mod rows;
+mod schedule;
 mod views;
 mod watch;
 
@@ -81,6 +83,9 @@ pub struct CatalogOptions {
     pub cluster: ClusterOptions,
     /// The startup snapshot cache's directory (`--snapshot-cache on`), else `None`.
     pub snapshot_cache: Option<std::path::PathBuf>,
+    /// Scheduled refreshes and retries (`refreshInterval`, `--default-refresh-interval`,
+    /// `--retry-*`).
+    pub schedule: crate::schedule::SchedulePolicy,
 }
 
 impl Default for CatalogOptions {
@@ -94,6 +99,7 @@ impl Default for CatalogOptions {
             watch_interval: Some(std::time::Duration::from_secs(2)),
             cluster: ClusterOptions::default(),
             snapshot_cache: None,
+            schedule: crate::schedule::SchedulePolicy::default(),
         }
     }
 }
@@ -136,6 +142,8 @@ pub struct Catalog {
     contents_kept: AtomicU64,
     /// The loads in progress, each with the signal that gives it up (`Catalog::supersede`).
     loading: std::sync::Mutex<HashMap<SourceKey, Arc<tokio::sync::Notify>>>,
+    /// Scheduled refreshes and retries this replica started (`service/schedule.rs`).
+    scheduled: schedule::ScheduleStats,
 }
 
 /// How often the SQLite write-ahead log is copied into the database file ([`Db::checkpoint_loop`]).
@@ -224,6 +232,7 @@ impl Catalog {
             attempted: std::sync::Mutex::new(std::collections::HashSet::new()),
             contents_kept: AtomicU64::new(0),
             loading: std::sync::Mutex::new(HashMap::new()),
+            scheduled: schedule::ScheduleStats::default(),
             state: RwLock::new(State {
                 config: Arc::new(config),
                 snapshots: HashMap::new(),
@@ -257,8 +266,8 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// The SQLite checkpointer, then the initial refresh and the external-edit watcher in one
-    /// task. The checkpointer skips its rounds while the initial refresh runs (its parse needs
+    /// The SQLite checkpointer, then the initial refresh, the scheduler and the external-edit
+    /// watcher in one task. The checkpointer skips its rounds while the initial refresh runs (its parse needs
     /// the cores; what the import wrote waits in the log), for at most `CHECKPOINT_HOLD`.
     fn start_background(self: Arc<Self>) {
         let started = std::time::Instant::now();
@@ -267,6 +276,7 @@ impl Catalog {
         tokio::spawn(self.db.clone().checkpoint_loop(CHECKPOINT_EVERY, hold, self.shutdown_signal()));
         tokio::spawn(async move {
             self.refresh_all().await;
+            tokio::spawn(self.clone().schedule_loop());
             self.watch_loop().await;
         });
     }
@@ -398,6 +408,11 @@ impl Catalog {
     /// Refresh counters since start, for `/metrics`.
     pub fn refresh_stats(&self) -> super::refresh::StatsSnapshot {
         self.refresh_stats.snapshot()
+    }
+
+    /// Refreshes this replica's scheduler started since start: (on their interval, retries).
+    pub fn scheduled_counts(&self) -> (u64, u64) {
+        self.scheduled.counts()
     }
 
     /// Refresh jobs running in this process.

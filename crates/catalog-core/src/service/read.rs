@@ -77,8 +77,11 @@ impl Catalog {
             entities_removed: row.map(|r| r.entities_removed).unwrap_or(0),
             duration_ms: row.map(|r| r.duration_ms).unwrap_or(0),
             diagnostics: row.and_then(|r| serde_json::from_str(&r.diagnostics).ok()).unwrap_or_default(),
+            retry_count: row.map_or(0, |r| r.retry_count),
+            next_retry_at: row.and_then(|r| r.next_retry_at).filter(|_| entry.enabled && !entry.suspended),
         };
-        SourceView { plugin, entry: entry.clone(), revision, status }
+        let next_refresh_at = self.next_refresh_at(plugin, entry, row);
+        SourceView { plugin, entry: entry.clone(), revision, status, next_refresh_at }
     }
 
     /// The catalog YAML of a yaml source, secrets redacted. `None` for other types or a missing

@@ -10,7 +10,7 @@
 //! and never a job slot, so yaml refreshes (the ones an apply asks for among them) never queue
 //! behind url fetches. A part waiting for its slot says why in the job's `queued_reason`.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -69,6 +69,30 @@ pub(super) struct Fence {
     pub(super) owner: String,
     /// Set once a write was refused: the lease is lost, the job's other sources are skipped.
     pub(super) lost: Arc<std::sync::atomic::AtomicBool>,
+    /// `Some(actor)` once the job was cancelled (`Catalog::cancel_job`).
+    pub(super) cancel: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Fence {
+    fn cancelled(&self) -> Option<String> {
+        self.cancel.borrow().clone()
+    }
+
+    /// Resolves once the job is cancelled (never, when nobody can cancel it any more).
+    async fn until_cancelled(&self) {
+        let mut rx = self.cancel.clone();
+        if rx.wait_for(Option::is_some).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Why a load was given up before it finished.
+enum GivenUp {
+    /// The source changed while it was read (`Catalog::supersede`).
+    Superseded,
+    /// The job was cancelled.
+    Cancelled,
 }
 
 /// The two budgets a job's parts wait in.
@@ -150,7 +174,16 @@ impl Catalog {
                 }
                 vec![id.to_string()]
             }
-            None => config.sources().filter(|(p, _)| *p == plugin).map(|(_, e)| e.id.clone()).collect(),
+            // A plugin-wide refresh skips suspended sources, except at start for one that has
+            // nothing stored to serve (a yaml source's file is what it serves; a url source
+            // without a kept content would otherwise stay LOADING).
+            None => config
+                .sources()
+                .filter(|(p, e)| {
+                    *p == plugin && (!e.suspended || (req.use_snapshot_cache && !self.has_stored_content(*p, e)))
+                })
+                .map(|(_, e)| e.id.clone())
+                .collect(),
         };
         let mut rx = loop {
             let job = RefreshJob {
@@ -246,6 +279,7 @@ impl Catalog {
             job_id: job.id.clone(),
             owner: self.options.cluster.replica_id.clone(),
             lost: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            cancel: self.jobs.cancel_signal(&job.id).unwrap_or_else(|| tokio::sync::watch::channel(None).1),
         };
         let shared = Arc::new(Mutex::new(job));
         let waiting = Arc::new(std::sync::Mutex::new([None, None]));
@@ -254,11 +288,18 @@ impl Catalog {
             self.clone().run_part(shared.clone(), waiting, Slot::Fetch, remote, run, fence.clone()),
         )
         .await;
+        let cancelled = fence.cancelled();
         if fence.lost.load(Ordering::Acquire) {
-            // Another replica failed this job when its lease ran out: nothing more is written
-            // here (the row would refuse it anyway), and what was refreshed is discarded.
-            tracing::warn!(job = %fence.job_id, "this replica lost the job's lease; its results were discarded");
-            self.jobs.finish(&shared.lock().await.clone());
+            // Another replica failed (or cancelled) this job: nothing more is written here (the
+            // row would refuse it anyway), and what was refreshed after that is discarded.
+            let mut job = shared.lock().await.clone();
+            match self.db.job(&job.id).await {
+                Ok(Some(row)) => job = job_from_row(row),
+                _ => {
+                    tracing::warn!(job = %fence.job_id, "this replica lost the job's lease; its results were discarded")
+                }
+            }
+            self.jobs.finish(&job);
             return;
         }
         let mut job = shared.lock().await.clone();
@@ -274,6 +315,15 @@ impl Catalog {
         job.phase = if failed == 0 { JobPhase::Succeeded } else { JobPhase::Failed };
         if failed > 0 {
             job.error = Some(format!("{failed} of {} sources did not refresh cleanly", job.total));
+        }
+        if let Some(by) = cancelled {
+            job.phase = JobPhase::Cancelled;
+            job.error = Some(format!(
+                "cancelled by {by}: {} of {} sources were refreshed before; the others keep what they served",
+                job.results.len(),
+                job.total
+            ));
+            tracing::info!(job = %job.id, by = %by, refreshed = job.results.len(), total = job.total, "refresh job cancelled");
         }
         if let Err(e) = self.db.upsert_job(job_row(&job)).await {
             tracing::error!(job = %job.id, error = %e, "could not persist the finished refresh job");
@@ -327,7 +377,10 @@ impl Catalog {
                         j.queued_reason = reason;
                         self.publish_job(&j).await;
                     }
-                    let permit = slots.clone().acquire_owned().await.ok();
+                    let permit = tokio::select! {
+                        p = slots.clone().acquire_owned() => p.ok(),
+                        () = fence.until_cancelled() => None,
+                    };
                     let reason = set_reason(None);
                     let mut j = shared.lock().await;
                     j.queued_reason = reason;
@@ -335,6 +388,9 @@ impl Catalog {
                 }
             }
         };
+        if fence.cancelled().is_some() {
+            return;
+        }
         {
             let mut j = shared.lock().await;
             if j.phase == JobPhase::Queued {
@@ -351,7 +407,7 @@ impl Catalog {
                 let shared = shared.clone();
                 let fence = fence.clone();
                 async move {
-                    if fence.lost.load(Ordering::Acquire) {
+                    if fence.lost.load(Ordering::Acquire) || fence.cancelled().is_some() {
                         return;
                     }
                     {
@@ -359,7 +415,10 @@ impl Catalog {
                         j.current_source = Some(id.clone());
                         this.publish_job(&j).await;
                     }
-                    let result = this.refresh_source(run.plugin, &id, &run, Some(&fence)).await;
+                    let Some(result) = this.refresh_source(run.plugin, &id, &run, Some(&fence)).await else {
+                        // Cancelled mid-load: not refreshed, not listed.
+                        return;
+                    };
                     if fence.lost.load(Ordering::Acquire) {
                         return;
                     }
@@ -401,6 +460,18 @@ impl Catalog {
     /// not yet understood. See issue 10's note.)
     pub(super) async fn refresh_all(self: &Arc<Self>) {
         self.prune_snapshot_cache().await;
+        // Suspended sources with a kept content serve it and are not loaded (see `refresh`).
+        let suspended: Vec<(PluginKind, String)> = {
+            let config = self.config();
+            config
+                .sources()
+                .filter(|(p, e)| e.enabled && e.suspended && self.has_stored_content(*p, e))
+                .map(|(p, e)| (p, e.id.clone()))
+                .collect()
+        };
+        for (plugin, id) in suspended {
+            self.seed_stored(plugin, &id).await;
+        }
         let ready_by = tokio::time::Instant::now() + self.options.ready_wait;
         let mut jobs = Vec::new();
         for plugin in PluginKind::ALL {
@@ -504,8 +575,9 @@ impl Catalog {
         }
     }
 
-    /// [`Catalog::load_source`]; for a url source, given up (`None`) when
-    /// [`Catalog::supersede`] is called for it meanwhile. A yaml load is never given up: it
+    /// [`Catalog::load_source`]; for a url source, given up when [`Catalog::supersede`] is
+    /// called for it meanwhile, or when its job is cancelled (the fetch is dropped, so the
+    /// connection is closed at once). A yaml load is never given up: it
     /// is quick, and it read the store after the write that asked for it (invariant 4a), so
     /// its requester gets what it asked for; a url fetch can stall for its whole budget while
     /// holding the source's lock, and the change's own refresh waits on that lock.
@@ -515,15 +587,23 @@ impl Catalog {
         config: &Config,
         if_none_match: Option<&str>,
         read_cache: bool,
-    ) -> Option<Loaded> {
+        fence: Option<&Fence>,
+    ) -> std::result::Result<Loaded, GivenUp> {
         if config.find(key.0, &key.1).is_none_or(|e| e.type_ != "url") {
-            return Some(self.load_source(config, key.0, &key.1, if_none_match, read_cache).await);
+            return Ok(self.load_source(config, key.0, &key.1, if_none_match, read_cache).await);
         }
         let signal = Arc::new(tokio::sync::Notify::new());
         self.loading.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), signal.clone());
+        let cancelled = async {
+            match fence {
+                Some(f) => f.until_cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let outcome = tokio::select! {
-            loaded = self.load_source(config, key.0, &key.1, if_none_match, read_cache) => Some(loaded),
-            () = signal.notified() => None,
+            loaded = self.load_source(config, key.0, &key.1, if_none_match, read_cache) => Ok(loaded),
+            () = signal.notified() => Err(GivenUp::Superseded),
+            () = cancelled => Err(GivenUp::Cancelled),
         };
         let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
         if loading.get(key).is_some_and(|s| Arc::ptr_eq(s, &signal)) {
@@ -552,7 +632,7 @@ impl Catalog {
         id: &str,
         run: &JobRun,
         fence: Option<&Fence>,
-    ) -> RefreshResult {
+    ) -> Option<RefreshResult> {
         let (mode, dry_run, confirm_removals, read_cache) =
             (run.mode, run.dry_run, run.confirm_removals, run.use_cache);
         let key = (plugin, id.to_string());
@@ -564,27 +644,34 @@ impl Catalog {
         let old_count = old.as_ref().map(|s| s.entities.len()).unwrap_or(0);
         let mut result = RefreshResult::started(plugin.name(), id, dry_run);
         let etag = if mode == RefreshMode::Incremental { old.as_ref().and_then(|s| s.etag.clone()) } else { None };
-        let Some(outcome) = self.load_unless_superseded(&key, &config, etag.as_deref(), read_cache).await else {
-            // The source changed while it was read: what this load read is stale, and the
-            // refresh that follows the change loads it. Nothing is recorded or swapped.
-            result.status = RefreshStatus::Failure;
-            result.entities_loaded = old_count;
-            result.summary = format!(
-                "Superseded: the source changed while this refresh read it; the refresh after the change loads it (kept {old_count} entities meanwhile)"
-            );
-            result.finished_at = Utc::now();
-            result.duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
-            tracing::info!(plugin = plugin.name(), source = id, "refresh superseded by a change to the source");
-            return result;
+        let outcome = match self.load_unless_superseded(&key, &config, etag.as_deref(), read_cache, fence).await {
+            Ok(outcome) => outcome,
+            Err(GivenUp::Cancelled) => {
+                tracing::info!(plugin = plugin.name(), source = id, "refresh given up: its job was cancelled");
+                return None;
+            }
+            Err(GivenUp::Superseded) => {
+                // The source changed while it was read: what this load read is stale, and the
+                // refresh that follows the change loads it. Nothing is recorded or swapped.
+                result.status = RefreshStatus::Failure;
+                result.entities_loaded = old_count;
+                result.summary = format!(
+                    "Superseded: the source changed while this refresh read it; the refresh after the change loads it (kept {old_count} entities meanwhile)"
+                );
+                result.finished_at = Utc::now();
+                result.duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+                tracing::info!(plugin = plugin.name(), source = id, "refresh superseded by a change to the source");
+                return Some(result);
+            }
         };
         let current = self.current_state(&key);
         let decision = decide(old.as_deref(), current, outcome, mode, confirm_removals, &mut result);
-        let (state, new_snapshot, cache_write, kept_text) =
-            (decision.state, decision.snapshot, decision.cache_write, decision.text);
+        let (state, new_snapshot, cache_write, kept_text, mut retry) =
+            (decision.state, decision.snapshot, decision.cache_write, decision.text, decision.retry);
         result.finished_at = Utc::now();
         result.duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
         if dry_run {
-            return result;
+            return Some(result);
         }
         self.refresh_stats.record(plugin.name(), result.status, clock.elapsed().as_secs_f64());
         let (mut state, mut new_snapshot) = (state, new_snapshot);
@@ -597,6 +684,7 @@ impl Catalog {
             tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not keep the catalog content");
             new_snapshot = None;
             state = SourceState::Error;
+            retry = true;
             result.status = RefreshStatus::Failure;
             result.entities_loaded = old_count;
             result.summary = format!("Refresh failed; kept {old_count} previously loaded entities");
@@ -605,7 +693,7 @@ impl Catalog {
                     .hint("the database is unreachable or full; the refresh can be retried once it answers"),
             );
         }
-        let row = self.status_row(&key, state, new_snapshot.as_ref(), old.as_deref(), &result);
+        let row = self.status_row(&key, state, new_snapshot.as_ref(), old.as_deref(), &result, retry);
         let token = fence.map(|f| (f.job_id.as_str(), f.owner.as_str()));
         match self.db.upsert_status_fenced(row.clone(), token).await {
             Ok(true) => self.remember_status(row),
@@ -621,7 +709,7 @@ impl Catalog {
                 result.summary =
                     "Discarded: this replica lost the job's lease (--job-lease) before it could record the result"
                         .into();
-                return result;
+                return Some(result);
             }
             Err(e) => {
                 tracing::error!(plugin = plugin.name(), source = id, error = %e, "could not persist refresh status");
@@ -649,7 +737,7 @@ impl Catalog {
             duration_ms = result.duration_ms,
             "refreshed"
         );
-        result
+        Some(result)
     }
 
     /// The status row that records a refresh's outcome: the state decided, what is served
@@ -661,6 +749,7 @@ impl Catalog {
         new_snapshot: Option<&Snapshot>,
         old: Option<&Snapshot>,
         result: &RefreshResult,
+        retry: bool,
     ) -> StatusRow {
         let (plugin, id) = (key.0, key.1.as_str());
         let old_count = old.map_or(0, |s| s.entities.len());
@@ -673,6 +762,23 @@ impl Catalog {
             .map(|s| (s.content_hash.clone(), s.etag.clone()))
             .or_else(|| old.as_ref().map(|s| (s.content_hash.clone(), s.etag.clone())));
         let previous_row = self.status_of(key);
+        // A failure a retry may fix counts the retries and says when the next one is due;
+        // anything else (a success, a failure of the content itself) ends the series.
+        let (retry_count, next_retry_at) = if retry && result.status == RefreshStatus::Failure {
+            let count = previous_row.as_ref().map_or(0, |r| r.retry_count).saturating_add(1);
+            let failed_ms = result.finished_at.timestamp_millis();
+            let delay = crate::schedule::retry_delay(
+                plugin.name(),
+                id,
+                failed_ms,
+                u32::try_from(count).unwrap_or(u32::MAX),
+                &self.options.schedule,
+            );
+            let at_ms = failed_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            (count, DateTime::<Utc>::from_timestamp_millis(at_ms))
+        } else {
+            (0, None)
+        };
         let previous_hash = match (new_snapshot, old) {
             (Some(n), Some(o)) if n.content_hash != o.content_hash => Some(o.content_hash.clone()),
             _ => previous_row.and_then(|r| r.previous_hash),
@@ -698,6 +804,8 @@ impl Catalog {
             content_hash: served.as_ref().map(|(h, _)| h.clone()).filter(|h| !h.is_empty()),
             previous_hash: previous_hash.filter(|h| !h.is_empty()),
             etag: served.and_then(|(_, e)| e),
+            retry_count,
+            next_retry_at,
         }
     }
 
@@ -797,7 +905,7 @@ impl Catalog {
                 };
                 match self.store.load_catalog(doc, rel).await {
                     Ok(text) => Ok(Text { text, label: rel.to_string(), etag: None }),
-                    Err(e) => Err(Loaded::Failed(vec![
+                    Err(e) => Err(Loaded::Unreachable(vec![
                         Diagnostic::error(Layer::Syntax, e)
                             .in_file(rel)
                             .hint("check that the catalog exists and is readable by the server"),
@@ -809,7 +917,7 @@ impl Catalog {
                 Ok(Fetched::Body { text, etag }) => {
                     Ok(Text { text, label: entry.url().unwrap_or(id).to_string(), etag })
                 }
-                Err(d) => Err(Loaded::Failed(vec![d])),
+                Err(d) => Err(Loaded::Unreachable(vec![d])),
             },
             other => Err(Loaded::Failed(vec![
                 Diagnostic::error(Layer::Semantics, format!("source type `{other}` is not supported by this server"))

@@ -55,6 +55,10 @@ pub struct SourceStatus {
     pub entities_removed: i64,
     pub duration_ms: i64,
     pub diagnostics: Vec<Diagnostic>,
+    /// Failed refreshes in a row that a retry may fix; 0 otherwise.
+    pub retry_count: i32,
+    /// When the next automatic retry is due, if one is.
+    pub next_retry_at: Option<DateTime<Utc>>,
 }
 
 /// A source with everything the API shows about it, secrets redacted.
@@ -64,6 +68,8 @@ pub struct SourceView {
     pub entry: SourceEntry,
     pub revision: Option<i32>,
     pub status: SourceStatus,
+    /// When the source next refreshes on its own (its interval or a retry), if it does.
+    pub next_refresh_at: Option<DateTime<Utc>>,
 }
 
 impl SourceView {

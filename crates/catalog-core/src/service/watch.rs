@@ -122,6 +122,11 @@ impl Catalog {
             // In its own task: the caller may hold the cluster's plugin locks (a re-read from the
             // change feed), and a refresh can take long (a queue, url retries); nothing here
             // may keep other replicas' applies waiting on it.
+            if self.config().find(*plugin, id).is_some_and(|e| e.suspended) {
+                // Recorded, not loaded: a suspended source keeps serving what it served.
+                tracing::info!(plugin = plugin.name(), source = %id, "source is suspended; not refreshing it after the edit");
+                continue;
+            }
             let this = self.clone();
             let (plugin, id) = (*plugin, id.clone());
             tokio::spawn(async move {

@@ -1,0 +1,180 @@
+//! Sources that refresh on their own: the scheduler loop.
+//!
+//! Every second each replica looks at every enabled, not suspended source and works out when
+//! it is due (`crate::schedule`): its interval after the last refresh, or its retry time after
+//! a refresh that failed in a way a retry may fix, whichever is earlier. Both are derived from
+//! the status row (`last_refresh_time`, `next_retry_at`), which every replica reads alike and
+//! which survives restarts, so a restart does not reset a schedule and all replicas compute
+//! the same due time. A due source is claimed in the database (`Db::claim_schedule`, keyed by
+//! the source and its due time): the one replica whose claim is recorded starts an INCREMENTAL
+//! refresh job with actor `scheduler`; the others skip it. The job's own claim (one live job
+//! per target across replicas) and lease apply as for any other refresh. When the refresh
+//! ends, its status row moves the due time on. A claim holds for [`CLAIM_HOLD`]: if the
+//! replica that claimed dies before its refresh recorded anything, another one takes the due
+//! refresh over after that (a takeover while the first job still runs follows that job).
+
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Catalog, RefreshRequest};
+use crate::db::StatusRow;
+use crate::db::schedule::ScheduleClaim;
+use crate::plugins::PluginKind;
+use crate::refresh::RefreshMode;
+use crate::schedule::{DueWhy, SchedulePolicy, next_due, next_refresh_ms, parse_interval};
+use crate::sources::{SourceEntry, SourceKind};
+
+/// How often the scheduler looks for due sources.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a claim on a due refresh holds before another replica may take it over.
+const CLAIM_HOLD: Duration = Duration::from_secs(30);
+/// Claims are dropped this long after they ended.
+const CLAIM_KEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// How often `entry` refreshes on its own: its `refreshInterval`, else the default for `url`
+/// sources; `None` for a yaml source without one (the watcher serves it), a disabled or a
+/// suspended source, or an interval that does not parse (the entry check refuses those).
+pub(super) fn interval_of(entry: &SourceEntry, policy: &SchedulePolicy) -> Option<Duration> {
+    if !entry.enabled || entry.suspended {
+        return None;
+    }
+    match entry.refresh_interval.as_deref() {
+        Some(text) => parse_interval(text).ok(),
+        None if entry.kind() == SourceKind::Url => policy.default_url_interval,
+        None => None,
+    }
+}
+
+/// When `entry` next refreshes on its own (ms since the epoch) and why, from its status row.
+/// `None`: not scheduled (no interval and no retry due), disabled, suspended, or never loaded
+/// yet (the initial refresh or an apply loads it first).
+pub(super) fn due(
+    plugin: PluginKind,
+    entry: &SourceEntry,
+    row: Option<&StatusRow>,
+    policy: &SchedulePolicy,
+) -> Option<(i64, DueWhy)> {
+    if !entry.enabled || entry.suspended {
+        return None;
+    }
+    let row = row?;
+    let last_ms = row.last_refresh_time?.timestamp_millis();
+    let by_interval = interval_of(entry, policy).map(|i| next_refresh_ms(plugin.name(), &entry.id, last_ms, i));
+    next_due(by_interval, row.next_retry_at.map(|t| t.timestamp_millis()))
+}
+
+impl Catalog {
+    /// `Source.nextRefreshAt`: when the source next refreshes on its own, if it does.
+    pub(super) fn next_refresh_at(
+        &self,
+        plugin: PluginKind,
+        entry: &SourceEntry,
+        row: Option<&StatusRow>,
+    ) -> Option<DateTime<Utc>> {
+        due(plugin, entry, row, &self.options.schedule).and_then(|(ms, _)| DateTime::from_timestamp_millis(ms))
+    }
+
+    /// Runs until shutdown (started after the initial refresh).
+    pub(super) async fn schedule_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown_signal();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut rounds: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            self.start_due(Utc::now()).await;
+            rounds += 1;
+            if rounds % 3600 == 1 {
+                let before = Utc::now().timestamp_millis() - i64::try_from(CLAIM_KEEP.as_millis()).unwrap_or(0);
+                if let Err(e) = self.db.prune_schedule_claims(before).await {
+                    tracing::debug!(error = %e, "pruning schedule claims failed");
+                }
+            }
+        }
+    }
+
+    /// Starts a refresh for every source due at `now` that this replica claims.
+    async fn start_due(self: &Arc<Self>, now: DateTime<Utc>) {
+        let now_ms = now.timestamp_millis();
+        let config = self.config();
+        let due_now: Vec<(PluginKind, String, i64, DueWhy)> = config
+            .sources()
+            .filter_map(|(plugin, entry)| {
+                let row = self.status_of(&(plugin, entry.id.clone()));
+                let (at, why) = due(plugin, entry, row.as_ref(), &self.options.schedule)?;
+                (at <= now_ms).then(|| (plugin, entry.id.clone(), at, why))
+            })
+            .collect();
+        drop(config);
+        for (plugin, id, due_ms, why) in due_now {
+            // A refresh of it is running (here or followed): its end moves the due time on.
+            if self.jobs.busy(plugin.name(), &id) {
+                continue;
+            }
+            let claim = ScheduleClaim {
+                plugin: plugin.name(),
+                source_id: &id,
+                due_ms,
+                owner: &self.options.cluster.replica_id,
+                now_ms,
+                hold_ms: i64::try_from(CLAIM_HOLD.as_millis()).unwrap_or(i64::MAX),
+            };
+            match self.db.claim_schedule(&claim).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::debug!(plugin = plugin.name(), source = %id, error = %e, "could not claim a due refresh; trying again");
+                    continue;
+                }
+            }
+            let late_ms = now_ms - due_ms;
+            match why {
+                DueWhy::Interval => {
+                    tracing::info!(plugin = plugin.name(), source = %id, late_ms, "scheduled refresh")
+                }
+                DueWhy::Retry => {
+                    tracing::info!(plugin = plugin.name(), source = %id, late_ms, "retrying a failed refresh")
+                }
+            }
+            self.scheduled.record(why);
+            let req = RefreshRequest {
+                mode: RefreshMode::Incremental,
+                wait: false,
+                ..RefreshRequest::new(plugin, Some(&id), "scheduler")
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.refresh(req).await {
+                    tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "a scheduled refresh could not start");
+                }
+            });
+        }
+    }
+}
+
+/// Scheduled refreshes and retries started by this replica, for `/metrics`.
+#[derive(Default)]
+pub struct ScheduleStats {
+    interval: std::sync::atomic::AtomicU64,
+    retry: std::sync::atomic::AtomicU64,
+}
+
+impl ScheduleStats {
+    fn record(&self, why: DueWhy) {
+        let counter = match why {
+            DueWhy::Interval => &self.interval,
+            DueWhy::Retry => &self.retry,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (scheduled runs, retries) started here since start.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.interval.load(Relaxed), self.retry.load(Relaxed))
+    }
+}
