@@ -20,6 +20,8 @@ pub enum AuditAction {
     RefreshSource,
     /// `refreshPlugin`.
     RefreshPlugin,
+    /// `refreshAll`.
+    RefreshAll,
     /// `rollbackSource`.
     RollbackSource,
     /// `suspendSource`.
@@ -32,11 +34,12 @@ pub enum AuditAction {
     Unknown,
 }
 
-const ACTIONS: [(AuditAction, &str); 8] = [
+const ACTIONS: [(AuditAction, &str); 9] = [
     (AuditAction::ApplySource, "applySource"),
     (AuditAction::ApplySourceDryRun, "applySource(dryRun)"),
     (AuditAction::RefreshSource, "refreshSource"),
     (AuditAction::RefreshPlugin, "refreshPlugin"),
+    (AuditAction::RefreshAll, "refreshAll"),
     (AuditAction::RollbackSource, "rollbackSource"),
     (AuditAction::SuspendSource, "suspendSource"),
     (AuditAction::ResumeSource, "resumeSource"),

@@ -186,7 +186,8 @@ struct RefreshArgs {
     confirm_removals: Option<bool>,
 }
 
-/// Shared by `refreshSource` and `refreshPlugin`: defaults, the core call, the audit record.
+/// Shared by `refreshSource`, `refreshPlugin` and `refreshAll` (plugin `*`): defaults, the
+/// core call, the audit record.
 async fn refresh(
     ctx: &Context<'_>,
     action: AuditAction,
@@ -196,14 +197,20 @@ async fn refresh(
 ) -> Result<RefreshJob> {
     let target = Target { action, plugin: audit_id(plugin), source_id: source_id.map(audit_id) };
     audited(ctx, target, |_| None, async {
-        let kind = errors::plugin("plugin", plugin)?;
-        let source_id = source_id.map(|id| errors::source_id("id", id)).transpose()?;
+        let base = match action {
+            AuditAction::RefreshAll => RefreshRequest::everything(&actor(ctx)),
+            _ => {
+                let kind = errors::plugin("plugin", plugin)?;
+                let source_id = source_id.map(|id| errors::source_id("id", id)).transpose()?;
+                RefreshRequest::new(kind, source_id, &actor(ctx))
+            }
+        };
         let req = RefreshRequest {
             mode: a.mode.unwrap_or(RefreshMode::Full).into(),
             dry_run: a.dry_run.unwrap_or(false),
             confirm_removals: a.confirm_removals.unwrap_or(false),
             wait: a.wait.unwrap_or(true),
-            ..RefreshRequest::new(kind, source_id, &actor(ctx))
+            ..base
         };
         let job = catalog(ctx)?.refresh(req).await.map_err(to_graphql)?;
         Ok(RefreshJob(job))
@@ -354,6 +361,38 @@ impl Mutation {
         #[graphql(desc = "The source id within the plugin; an unknown source is NOT_FOUND.")] id: ID,
     ) -> Result<Source> {
         set_suspended(ctx, AuditAction::ResumeSource, &plugin, &id, false).await
+    }
+
+    /// Refreshes every source of every plugin in one job (suspended sources left out): one
+    /// progress stream, and a failing source does not stop the others. The job's `plugin`
+    /// reads `*` and its `sources` (and `currentSource`) `plugin/id`; each result names its
+    /// plugin. Its REFRESH_STARTED and REFRESH_FINISHED events carry plugin `*` (a
+    /// subscription filtered by plugin sees each source's REFRESHED).
+    #[graphql(guard = "OperatorAction")]
+    async fn refresh_all(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            default_with = "Some(RefreshMode::Full)",
+            desc = "FULL (reload everything) or INCREMENTAL (skip unchanged content)."
+        )]
+        mode: Option<RefreshMode>,
+        #[graphql(default_with = "Some(false)", desc = "Report what would change, swap nothing in.")] dry_run: Option<
+            bool,
+        >,
+        #[graphql(
+            default_with = "Some(true)",
+            desc = "True: return the finished job. False: return at once (QUEUED or RUNNING); follow it with `refreshProgress`."
+        )]
+        wait: Option<bool>,
+        #[graphql(
+            default_with = "Some(false)",
+            desc = "Allow removing more than half of a source's entities (else that source fails with REMOVALS_NEED_CONFIRMATION)."
+        )]
+        confirm_removals: Option<bool>,
+    ) -> Result<RefreshJob> {
+        let args = RefreshArgs { mode, dry_run, wait, confirm_removals };
+        refresh(ctx, AuditAction::RefreshAll, "*", None, args).await
     }
 
     /// Re-applies revision `revision` as a new revision (history is never rewritten).

@@ -629,7 +629,7 @@ impl RefreshJob {
     async fn id(&self) -> async_graphql::ID {
         self.0.id.clone().into()
     }
-    /// The plugin refreshed: `models` or `mcp`.
+    /// The plugin refreshed: `models` or `mcp`; `*` for a `refreshAll` job (every plugin).
     async fn plugin(&self) -> &str {
         &self.0.plugin
     }
@@ -637,7 +637,7 @@ impl RefreshJob {
     async fn source_id(&self) -> Option<async_graphql::ID> {
         self.0.source_id.clone().map(async_graphql::ID::from)
     }
-    /// Ids of the sources this job refreshes, in order.
+    /// Ids of the sources this job refreshes, in order; `plugin/id` in a `refreshAll` job.
     async fn sources(&self) -> Vec<async_graphql::ID> {
         self.0.sources.iter().cloned().map(async_graphql::ID::from).collect()
     }
@@ -661,7 +661,8 @@ impl RefreshJob {
     async fn completed(&self) -> usize {
         self.0.completed
     }
-    /// The id of the source being loaded now; null when none is (queued or done).
+    /// The id of the source being loaded now (`plugin/id` in a `refreshAll` job); null when
+    /// none is (queued or done).
     async fn current_source(&self) -> Option<async_graphql::ID> {
         self.0.current_source.clone().map(async_graphql::ID::from)
     }

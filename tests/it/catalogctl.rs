@@ -153,6 +153,35 @@ async fn every_command_and_exit_code() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("ROLLBACK"));
     let o = run(&["refresh", "not a target/"]);
     assert_eq!(code(&o), 2);
+
+    // refresh --all: one job over both plugins.
+    let o = run(&["refresh", "--all", "--confirm-removals", "--allow-partial", "-o", "json"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let job = json_out(&o);
+    assert_eq!(job["plugin"], "*", "{job}");
+    let plugins: std::collections::BTreeSet<&str> =
+        job["results"].as_array().unwrap().iter().map(|r| r["plugin"].as_str().unwrap()).collect();
+    assert_eq!(plugins, ["mcp", "models"].into(), "{job}");
+    let o = run(&["refresh", "models", "--all"]);
+    assert_eq!(code(&o), 2, "a target and --all: {}", text(&o));
+
+    // suspend / resume: the state shows in get; an unknown source → 1.
+    let o = run(&["suspend", "models/team_models"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("models/team_models: suspended (serving 3 entities"), "{}", text(&o));
+    let o = run(&["get", "models/team_models", "-o", "json"]);
+    assert!(json_out(&o)["revision"].as_i64().is_some(), "{}", text(&o));
+    let o = run(&["resume", "models/team_models", "-o", "json"]);
+    assert_eq!(json_out(&o)["suspended"], false, "{}", text(&o));
+    let o = run(&["suspend", "models/nope"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+
+    // job cancel: a finished job cannot be cancelled (2, the job unchanged); no id → 2.
+    let o = run(&["job", "cancel", &id, "-o", "json"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("already ended (SUCCEEDED)"), "{}", text(&o));
+    let o = run(&["job"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,3 +274,38 @@ async fn a_refresh_interval_must_be_a_duration_of_at_least_10s() {
     server.ok(APPLY, json!({"plugin": "models", "input": {"id": "team_models", "refreshInterval": ""}})).await;
     assert_eq!(server.ok(q, json!({})).await["source"]["refreshInterval"], Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_all_covers_both_plugins_in_one_job_and_a_failing_source_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let server = TestServer::new(dir.path()).database(&db).flags(&["--rate-limit", "0"]).start().await;
+    // One models source fails to read: the others still refresh, the job ends FAILED.
+    std::fs::remove_file(dir.path().join("partner-models.yaml")).unwrap();
+    let q = "mutation { refreshAll(wait: true) { plugin phase total completed sources sourceId error results { plugin sourceId status } } }";
+    let out = server.ok(q, json!({})).await;
+    let job = &out["refreshAll"];
+    let sources = server.ok("{ sources { plugin id suspended } }", json!({})).await;
+    let expected: Vec<String> = sources["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}/{}", s["plugin"].as_str().unwrap(), s["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!((job["plugin"].clone(), job["sourceId"].clone()), (json!("*"), Value::Null), "{out}");
+    assert_eq!(job["sources"], json!(expected), "{out}");
+    assert_eq!(
+        (job["total"].as_u64(), job["completed"].as_u64()),
+        (Some(expected.len() as u64), Some(expected.len() as u64))
+    );
+    let results = job["results"].as_array().unwrap();
+    let plugins: std::collections::BTreeSet<&str> = results.iter().map(|r| r["plugin"].as_str().unwrap()).collect();
+    assert_eq!(plugins, ["mcp", "models"].into(), "{out}");
+    let failed: Vec<&Value> = results.iter().filter(|r| r["status"] == "FAILURE").map(|r| &r["sourceId"]).collect();
+    assert_eq!(failed, [&json!("partner_models")], "{out}");
+    assert_eq!(job["phase"], "FAILED", "{out}");
+    // A suspended source is left out.
+    server.ok("mutation { suspendSource(plugin: \"mcp\", id: \"platform_mcp\") { suspended } }", json!({})).await;
+    let out = server.ok(q, json!({})).await;
+    assert!(!out["refreshAll"]["sources"].as_array().unwrap().contains(&json!("mcp/platform_mcp")), "{out}");
+}

@@ -114,6 +114,9 @@ struct Registry {
     by_target: HashMap<String, String>,
 }
 
+/// The `plugin` of a job over every plugin's sources (`refreshAll`); its target too.
+pub const ALL_PLUGINS: &str = "*";
+
 pub fn target(plugin: &str, source_id: Option<&str>) -> String {
     match source_id {
         Some(s) => format!("{plugin}/{s}"),
@@ -219,7 +222,9 @@ impl JobRegistry {
     /// one for its whole plugin.
     pub fn busy(&self, plugin: &str, source: &str) -> bool {
         let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        reg.by_target.contains_key(&target(plugin, Some(source))) || reg.by_target.contains_key(plugin)
+        reg.by_target.contains_key(&target(plugin, Some(source)))
+            || reg.by_target.contains_key(plugin)
+            || reg.by_target.contains_key(ALL_PLUGINS)
     }
 
     /// Jobs running on this replica (followed ones are not counted).

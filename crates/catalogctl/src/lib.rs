@@ -123,9 +123,14 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
-    /// Refresh PLUGIN or PLUGIN/ID and wait for the result, showing live progress.
+    /// Refresh PLUGIN or PLUGIN/ID (or, with --all, every source of every plugin in one job)
+    /// and wait for the result, showing live progress.
     Refresh {
-        target: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        target: Option<String>,
+        /// Every source of every plugin, in one job (suspended sources left out).
+        #[arg(long)]
+        all: bool,
         #[arg(long)]
         incremental: bool,
         /// Print the job id and return at once.
@@ -293,11 +298,20 @@ async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
                 false => job_exit(&r["refresh"], *allow_partial),
             })
         }
-        Command::Refresh { target, incremental, no_wait, allow_partial, confirm_removals } => {
-            let (plugin, id) = split_target(target)?;
+        Command::Refresh { target, all, incremental, no_wait, allow_partial, confirm_removals } => {
+            let (plugin, id) = match target {
+                Some(t) if !*all => split_target(t)?,
+                _ => ("*".to_string(), None),
+            };
             let mode = if *incremental { "INCREMENTAL" } else { "FULL" };
             let vars = json!({"p": plugin, "id": id, "mode": mode, "confirm": confirm_removals});
             let job = match &id {
+                _ if *all => {
+                    let q = format!(
+                        "mutation($mode: RefreshMode, $confirm: Boolean) {{ job: refreshAll(mode: $mode, wait: false, confirmRemovals: $confirm) {{ {JOB_FIELDS} }} }}"
+                    );
+                    client.run(&q, json!({"mode": mode, "confirm": confirm_removals}), timeout).await?["job"].clone()
+                }
                 Some(_) => {
                     let q = format!(
                         "mutation($p: String!, $id: ID!, $mode: RefreshMode, $confirm: Boolean) {{ job: refreshSource(plugin: $p, id: $id, mode: $mode, wait: false, confirmRemovals: $confirm) {{ {JOB_FIELDS} }} }}"

@@ -181,6 +181,11 @@ pub fn job_summary(job: &Value) -> String {
         sum("entitiesLoaded"),
         sum("entitiesRemoved")
     );
+    if job["phase"] == "CANCELLED"
+        && let Some(e) = job["error"].as_str()
+    {
+        s.push_str(&format!("\n  {e}"));
+    }
     for r in results.iter().filter(|r| r["status"] != "SUCCESS") {
         s.push_str(&format!(
             "\n  {} {}/{}: {}",

@@ -26,7 +26,7 @@ use crate::db::cluster::Claim;
 use crate::diagnostics::{Diagnostic, Layer};
 use crate::events::EventKind;
 use crate::fetch::{Fetched, fetch};
-use crate::jobs::{JobPhase, RefreshJob, Registered};
+use crate::jobs::{ALL_PLUGINS, JobPhase, RefreshJob, Registered};
 use crate::plugins::PluginKind;
 use crate::refresh::{RefreshMode, RefreshResult, RefreshStatus, Snapshot};
 use crate::snapshot_cache::{Key, Miss};
@@ -52,7 +52,6 @@ struct JobOptions {
 /// What every source of one job is refreshed with.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct JobRun {
-    plugin: PluginKind,
     mode: RefreshMode,
     dry_run: bool,
     confirm_removals: bool,
@@ -139,6 +138,9 @@ pub struct RefreshRequest {
     /// Take no job or fetch slot: an apply's refresh of the source it changed (one source,
     /// applies rate-limited per caller), which must not queue behind other jobs' url fetches.
     pub unqueued: bool,
+    /// One job over every plugin's sources (`refreshAll`); `plugin` and `source_id` are then
+    /// ignored. Its `plugin` reads `*` and its sources `plugin/id`.
+    pub all_plugins: bool,
 }
 
 impl RefreshRequest {
@@ -155,8 +157,32 @@ impl RefreshRequest {
             after_write: None,
             use_snapshot_cache: false,
             unqueued: false,
+            all_plugins: false,
         }
     }
+
+    /// A FULL, waiting refresh of every source of every plugin (`refreshAll`) for `actor`.
+    pub fn everything(actor: &str) -> RefreshRequest {
+        RefreshRequest { all_plugins: true, ..RefreshRequest::new(PluginKind::Models, None, actor) }
+    }
+}
+
+/// A source of a job: its plugin and id.
+type Member = (PluginKind, String);
+
+/// `plugin/id`: how a job over every plugin names its sources.
+fn global(plugin: PluginKind, id: &str) -> String {
+    format!("{}/{id}", plugin.name())
+}
+
+/// The source a job's `sources` entry names: `id` in a plugin's job, `plugin/id` in a job over
+/// every plugin. `None` for a name this version cannot read.
+fn member(job_plugin: &str, source: &str) -> Option<Member> {
+    if job_plugin == ALL_PLUGINS {
+        let (p, id) = source.split_once('/')?;
+        return Some((PluginKind::parse(p)?, id.to_string()));
+    }
+    Some((PluginKind::parse(job_plugin)?, source.to_string()))
 }
 
 impl Catalog {
@@ -167,7 +193,12 @@ impl Catalog {
     pub async fn refresh(self: &Arc<Self>, req: RefreshRequest) -> Result<RefreshJob> {
         let plugin = req.plugin;
         let config = self.config();
+        let job_plugin = if req.all_plugins { ALL_PLUGINS.to_string() } else { plugin.name().to_string() };
         let sources: Vec<String> = match req.source_id.as_deref() {
+            // Every plugin's sources, as `plugin/id`, suspended ones left out.
+            _ if req.all_plugins => {
+                config.sources().filter(|(_, e)| !e.suspended).map(|(p, e)| global(p, &e.id)).collect()
+            }
             Some(id) => {
                 if config.find(plugin, id).is_none() {
                     return Err(CatalogError::NotFound(format!("source {plugin}/{id} does not exist")));
@@ -188,8 +219,8 @@ impl Catalog {
         let mut rx = loop {
             let job = RefreshJob {
                 id: uuid::Uuid::new_v4().to_string(),
-                plugin: plugin.name().to_string(),
-                source_id: req.source_id.clone(),
+                plugin: job_plugin.clone(),
+                source_id: req.source_id.clone().filter(|_| !req.all_plugins),
                 total: sources.len(),
                 sources: sources.clone(),
                 mode: req.mode,
@@ -264,7 +295,6 @@ impl Catalog {
     #[tracing::instrument(name = "refresh_job", skip_all, fields(job = %job.id, plugin = %job.plugin, actor = %job.actor))]
     async fn run_job(self: Arc<Self>, job: RefreshJob, options: JobOptions) {
         let run = JobRun {
-            plugin: PluginKind::parse(&job.plugin).unwrap_or(PluginKind::Models),
             mode: job.mode,
             dry_run: job.dry_run,
             confirm_removals: options.confirm_removals,
@@ -272,8 +302,11 @@ impl Catalog {
             unqueued: options.unqueued,
         };
         let config = self.config();
-        let (remote, local): (Vec<String>, Vec<String>) =
-            job.sources.iter().cloned().partition(|id| config.find(run.plugin, id).is_some_and(|e| e.type_ == "url"));
+        let (remote, local): (Vec<Member>, Vec<Member>) = job
+            .sources
+            .iter()
+            .filter_map(|s| member(&job.plugin, s))
+            .partition(|(p, id)| config.find(*p, id).is_some_and(|e| e.type_ == "url"));
         drop(config);
         let fence = Fence {
             job_id: job.id.clone(),
@@ -341,7 +374,7 @@ impl Catalog {
         shared: Arc<Mutex<RefreshJob>>,
         waiting: Arc<std::sync::Mutex<[Option<String>; 2]>>,
         slot: Slot,
-        ids: Vec<String>,
+        ids: Vec<Member>,
         run: JobRun,
         fence: Fence,
     ) {
@@ -350,8 +383,8 @@ impl Catalog {
         }
         if slot == Slot::Fetch && run.use_cache && !run.dry_run {
             // The start's refresh: serve what the last good fetch kept while the hosts answer.
-            for id in &ids {
-                self.seed_stored(run.plugin, id).await;
+            for (plugin, id) in &ids {
+                self.seed_stored(*plugin, id).await;
             }
         }
         let (slots, size) = match slot {
@@ -402,7 +435,7 @@ impl Catalog {
         }
         let concurrency = self.options.refresh_concurrency.max(1);
         futures_util::stream::iter(ids)
-            .map(|id| {
+            .map(|(plugin, id)| {
                 let this = self.clone();
                 let shared = shared.clone();
                 let fence = fence.clone();
@@ -412,10 +445,10 @@ impl Catalog {
                     }
                     {
                         let mut j = shared.lock().await;
-                        j.current_source = Some(id.clone());
+                        j.current_source = Some(if j.plugin == ALL_PLUGINS { global(plugin, &id) } else { id.clone() });
                         this.publish_job(&j).await;
                     }
-                    let Some(result) = this.refresh_source(run.plugin, &id, &run, Some(&fence)).await else {
+                    let Some(result) = this.refresh_source(plugin, &id, &run, Some(&fence)).await else {
                         // Cancelled mid-load: not refreshed, not listed.
                         return;
                     };
@@ -427,7 +460,7 @@ impl Catalog {
                     j.completed += 1;
                     this.publish_job(&j).await;
                     if !run.dry_run {
-                        this.events.publish(EventKind::Refreshed, &j.plugin, Some(&id), None, Some(&j.id));
+                        this.events.publish(EventKind::Refreshed, plugin.name(), Some(&id), None, Some(&j.id));
                     }
                 }
             })
