@@ -284,6 +284,24 @@ async fn the_console_works_with_trusted_documents_and_static_tokens() {
     assert!(s(&viewer["shown"]).contains("FORBIDDEN"), "{viewer}");
     assert_eq!(viewer["toast"], "");
 
+    // Suspend and Resume from the row, as the operator, with trusted documents on.
+    let op_suspend = &steps["operator-suspend"];
+    assert_eq!(op_suspend["suspended"]["suspended"], "Suspended", "{op_suspend}");
+    assert_eq!(op_suspend["suspended"]["action"], "Resume", "{op_suspend}");
+    assert_eq!(op_suspend["resumed"]["suspended"], Value::Null, "{op_suspend}");
+    assert_eq!(op_suspend["resumed"]["action"], "Suspend", "{op_suspend}");
+    assert_eq!(op_suspend["outcome"], "", "{op_suspend}");
+    // A viewer's Suspend is off; forced, the API's FORBIDDEN shows and nothing changes.
+    let v_suspend = &steps["viewer-suspend"];
+    assert_eq!(v_suspend["disabled"], true, "{v_suspend}");
+    assert_eq!(v_suspend["code"], "FORBIDDEN", "{v_suspend}");
+    assert!(
+        s(&v_suspend["shown"]).contains("FORBIDDEN") && s(&v_suspend["shown"]).contains("Nothing was changed"),
+        "{v_suspend}"
+    );
+    assert_eq!(v_suspend["badge"], Value::Null, "{v_suspend}");
+    assert_eq!(v_suspend["toast"], "");
+
     // The server side: the operator's save is revision 2; the viewer's attempts recorded nothing.
     let data: Value = server
         .client
@@ -303,4 +321,199 @@ async fn the_console_works_with_trusted_documents_and_static_tokens() {
     assert!(data.get("errors").is_none(), "{data}");
     assert_eq!(data["data"]["source"]["revision"], 2);
     assert_eq!(data["data"]["source"]["revisions"].as_array().unwrap().len(), 2);
+    assert_eq!(data["data"]["source"]["suspended"], false, "the viewer's forced suspend changed nothing");
+    let sources = std::fs::read_to_string(&server.sources).unwrap();
+    assert!(!sources.contains("suspended: true"), "the operator's resume is in the file:\n{sources}");
+}
+
+// ---- scheduling: next refresh, retries, suspend / resume, refresh interval, cancel ------------
+
+/// The lines of the entry of source `id` in a sources file (from its `- ` line to the next).
+fn entry_of(sources: &str, id: &str) -> String {
+    let mut entries: Vec<Vec<&str>> = Vec::new();
+    for line in sources.lines() {
+        if line.trim_start().starts_with("- ") && line.contains(':') {
+            entries.push(vec![line]);
+        } else if let Some(e) = entries.last_mut() {
+            e.push(line);
+        }
+    }
+    entries
+        .into_iter()
+        .map(|e| e.join("\n"))
+        .find(|e| e.lines().any(|l| l.trim().trim_start_matches("- ") == format!("id: {id}")))
+        .unwrap_or_else(|| panic!("no entry `{id}` in:\n{sources}"))
+}
+
+const SCHEDULE: &str = "{ sources(plugin: \"models\") { id suspended refreshInterval nextRefreshAt \
+                        status { state entityCount retryCount nextRetryAt } } }";
+
+async fn api_source(server: &Server, id: &str) -> Value {
+    let data = server.ok(SCHEDULE, json!({})).await;
+    data["sources"].as_array().unwrap().iter().find(|s| s["id"] == id).cloned().unwrap()
+}
+
+fn page_row<'a>(rows: &'a Value, id: &str) -> &'a Value {
+    rows.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("no row {id}: {rows}"))
+}
+
+/// Issue 29 item 9 in Chromium: per row the next refresh ("in 54 m" or "—"), a Suspended badge
+/// and Suspend / Resume (written to the sources file), the refresh interval field with the
+/// API's diagnostics, a Cancel button on a running refresh (a url host stalls 30 s) that ends
+/// it CANCELLED within 2 s, and "retry N, next in …" on a source whose refresh failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_schedules_suspends_and_cancels_in_chromium() {
+    let Some(chromium) = chromium("the_console_shows_schedules_suspends_and_cancels_in_chromium") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(3)).await;
+    let sources_path = dir.path().join("sources.yaml");
+    std::fs::write(
+        &sources_path,
+        format!(
+            "model_catalogs:\n  - name: Local\n    id: local\n    type: yaml\n    refreshInterval: 1h\n    properties:\n      yamlCatalogPath: local.yaml\n  - name: Plain\n    id: plain\n    type: yaml\n    properties:\n      yamlCatalogPath: plain.yaml\n  - name: Remote\n    id: remote\n    type: url\n    properties:\n      url: {}\n",
+            host.url
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("local.yaml"), models_yaml(2)).unwrap();
+    std::fs::write(dir.path().join("plain.yaml"), models_yaml(1)).unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let args = ["--url-allow", "127.0.0.1", "--rate-limit", "0", "--watch-interval", "0", "--fetch-retries", "0"];
+    let server = TestServer::new(dir.path()).sources(&sources_path).database(&db).flags(&args).start().await;
+    eventually("the url source's first load", std::time::Duration::from_secs(10), async || {
+        let r = api_source(&server, "remote").await;
+        if r["status"]["entityCount"] == 3 { Ok(()) } else { Err(r) }
+    })
+    .await;
+    let file = || std::fs::read_to_string(&sources_path).unwrap();
+
+    // Next refresh per row: the API's nextRefreshAt as a relative time, "—" when there is none.
+    let steps = run_browser(&chromium, &server.base, "schedule", &[]).await;
+    let rows = &steps["schedule"]["rows"];
+    for id in ["local", "plain", "remote"] {
+        let (row, api) = (page_row(rows, id), api_source(&server, id).await);
+        assert_eq!(row["nextAt"], api["nextRefreshAt"], "{id}: {row} vs {api}");
+        assert_eq!(row["suspended"], Value::Null, "{row}");
+        assert_eq!(row["retry"], Value::Null, "{row}");
+        assert_eq!(row["action"], "Suspend", "{row}");
+    }
+    let next = |id: &str| s(&page_row(rows, id)["next"]).to_string();
+    assert!(next("local").starts_with("in ") && (next("local").ends_with(" m") || next("local") == "in 1 h"), "1h ± 10 %: {rows}");
+    assert!(next("remote").starts_with("in ") && next("remote").ends_with(" m"), "the default 10m: {rows}");
+    assert_eq!(next("plain"), "—", "a yaml source without an interval has no next refresh: {rows}");
+
+    // Suspend from the row: the badge, Resume, no next refresh; the file and the API agree.
+    let steps = run_browser(&chromium, &server.base, "suspend", &["local"]).await;
+    let suspend = &steps["suspend"];
+    assert_eq!(suspend["before"]["suspended"], Value::Null, "{suspend}");
+    assert_eq!(suspend["after"]["suspended"], "Suspended", "{suspend}");
+    assert_eq!(suspend["after"]["action"], "Resume", "{suspend}");
+    assert_eq!(suspend["after"]["next"], "—", "a suspended source is not scheduled: {suspend}");
+    assert_eq!(suspend["toast"], "Suspended models/local", "{suspend}");
+    assert_eq!(suspend["focus"], "local Resume", "focus stays on the row's button: {suspend}");
+    assert_eq!(suspend["outcome"], "");
+    assert!(entry_of(&file(), "local").contains("suspended: true"), "{}", file());
+    assert_eq!(api_source(&server, "local").await["suspended"], true);
+
+    // Resume: the badge goes, the schedule comes back; the file and the API agree.
+    let steps = run_browser(&chromium, &server.base, "resume", &["local"]).await;
+    let resume = &steps["resume"];
+    assert_eq!(resume["before"]["suspended"], "Suspended", "the badge survives a reload: {resume}");
+    assert_eq!(resume["after"]["suspended"], Value::Null, "{resume}");
+    assert_eq!(resume["after"]["action"], "Suspend", "{resume}");
+    assert!(s(&resume["after"]["next"]).starts_with("in "), "{resume}");
+    assert_eq!(resume["toast"], "Resumed models/local", "{resume}");
+    assert!(!entry_of(&file(), "local").contains("suspended: true"), "{}", file());
+    let local = api_source(&server, "local").await;
+    assert_eq!(local["suspended"], false);
+    assert_eq!(resume["after"]["nextAt"], local["nextRefreshAt"], "{resume} vs {local}");
+
+    // The refresh interval of the url source: "5s" is refused with the API's diagnostic, shown
+    // like the others (nothing saved); "2m" is saved, in the file, and the row follows.
+    let revisions_before = revisions(&server, "remote").await.len();
+    let steps = run_browser(&chromium, &server.base, "interval", &["remote", "5s", "2m"]).await;
+    let interval = &steps["interval"];
+    assert_eq!(interval["loaded"], "", "{interval}");
+    let diags = interval["diagnostics"].as_array().unwrap();
+    assert!(
+        diags.iter().any(|d| s(&d["field"]).ends_with("refreshInterval") && s(&d["text"]).contains("`5s` is shorter")),
+        "the API's diagnostic for the interval is listed: {interval}"
+    );
+    assert_eq!(interval["invalid"], "true", "the field is marked invalid: {interval}");
+    assert!(s(&interval["outcome"]).contains("Nothing was saved"), "{interval}");
+    assert_eq!(interval["focused"], "refresh-interval", "clicking the diagnostic focuses the field: {interval}");
+    assert_eq!(interval["badToast"], "");
+    assert_eq!(interval["revisionAfterBad"], interval["revisionBefore"], "{interval}");
+    assert!(s(&interval["toast"]).starts_with("Saved revision"), "{interval}");
+    assert_eq!(interval["drawerInterval"], "2m");
+    assert_eq!(interval["fieldAfter"], "2m");
+    let remote = api_source(&server, "remote").await;
+    assert_eq!(remote["refreshInterval"], "2m", "{remote}");
+    assert!(entry_of(&file(), "remote").contains("refreshInterval: 2m"), "{}", file());
+    assert_eq!(revisions(&server, "remote").await.len(), revisions_before + 1, "one save, the refused one none");
+    assert_eq!(interval["row"]["nextAt"], remote["nextRefreshAt"], "{interval} vs {remote}");
+    assert!(s(&interval["row"]["next"]).starts_with("in "), "{interval}");
+
+    // Empty = the default again: the key leaves the entry.
+    let steps = run_browser(&chromium, &server.base, "interval", &["remote", "-", ""]).await;
+    let cleared = &steps["interval"];
+    assert_eq!(cleared["loaded"], "2m", "{cleared}");
+    assert_eq!(cleared["drawerInterval"], "default", "{cleared}");
+    assert_eq!(api_source(&server, "remote").await["refreshInterval"], Value::Null);
+    assert!(!entry_of(&file(), "remote").contains("refreshInterval"), "{}", file());
+
+    // Cancel: Refresh all while the url host stalls 30 s; the running job's Cancel ends it
+    // CANCELLED, in the page and over the API, within 2 s; the others' results stay listed.
+    let requests_before = host.state.lock().unwrap().requests;
+    host.state.lock().unwrap().delay_ms = 30_000;
+    let steps = run_browser(&chromium, &server.base, "cancel", &[]).await;
+    let cancel = &steps["cancel"];
+    assert_eq!(cancel["disabledBefore"], true, "no job, no Cancel: {cancel}");
+    assert_eq!(cancel["running"]["phase"], "RUNNING", "{cancel}");
+    assert_eq!(cancel["running"]["cancelEnabled"], true, "{cancel}");
+    assert!(host.state.lock().unwrap().requests > requests_before, "the job fetched the stalled host");
+    let page_ms = cancel["pageMs"].as_u64().unwrap();
+    let api_ms = cancel["apiMs"].as_u64().unwrap();
+    assert!(page_ms < 2000, "the page showed CANCELLED {page_ms} ms after the click");
+    assert_eq!(cancel["api"]["data"]["refreshJob"]["phase"], "CANCELLED", "{cancel}");
+    assert!(api_ms < 2000, "refreshJob said CANCELLED {api_ms} ms after the click");
+    let ended = &cancel["ended"];
+    assert_eq!(ended["phase"], "CANCELLED", "{cancel}");
+    assert!(s(&ended["text"]).starts_with("CANCELLED") && s(&ended["text"]).contains("cancelled by"), "{cancel}");
+    let mut done: Vec<&str> = ended["results"].as_array().unwrap().iter().map(s).collect();
+    done.sort();
+    assert_eq!(done, ["local", "plain"], "the sources refreshed before the cancel: {cancel}");
+    assert_eq!(ended["cancelDisabled"], true, "Cancel is off once the job ended: {cancel}");
+    assert_eq!(ended["note"], "", "{cancel}");
+    let job = server
+        .ok(
+            "query($id: ID!) { refreshJob(id: $id) { phase results { sourceId } } }",
+            json!({"id": cancel["running"]["jobId"]}),
+        )
+        .await;
+    assert_eq!(job["refreshJob"]["phase"], "CANCELLED", "{job}");
+    assert_eq!(job["refreshJob"]["results"].as_array().unwrap().len(), 2, "{job}");
+    assert_eq!(api_source(&server, "remote").await["status"]["entityCount"], 3, "the cancelled fetch kept what it served");
+
+    // A failed refresh is retried: the row says "retry 1, next in … s", at the API's nextRetryAt.
+    {
+        let mut h = host.state.lock().unwrap();
+        h.delay_ms = 0;
+        h.fail_next = 1;
+    }
+    let failed = server
+        .ok("mutation { refreshSource(plugin: \"models\", id: \"remote\", wait: true) { phase } }", json!({}))
+        .await;
+    assert_eq!(failed["refreshSource"]["phase"], "FAILED", "{failed}");
+    let remote = api_source(&server, "remote").await;
+    assert_eq!(remote["status"]["retryCount"], 1, "{remote}");
+    assert!(remote["status"]["nextRetryAt"].is_string(), "{remote}");
+    let steps = run_browser(&chromium, &server.base, "retry", &["remote"]).await;
+    let retry = &steps["retry"];
+    let text = s(&retry["row"]["retry"]);
+    assert!(text.starts_with("retry 1, next in ") && text.ends_with(" s"), "{retry}");
+    assert_eq!(retry["row"]["retryAt"], remote["status"]["nextRetryAt"], "{retry} vs {remote}");
+    assert!(s(&retry["drawerRetry"]).starts_with("retry 1, next in "), "{retry}");
 }

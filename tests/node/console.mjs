@@ -2,8 +2,12 @@
 // server, for tests/it/console.rs.
 // usage: node console.mjs <base-url> <artifact-dir> <chromium> <suite> [operator-token viewer-token]
 // suites: `main` (auth none: table, save, diagnostics, preview, removals, rollback, refresh,
-// live updates, keyboard) and `trusted` (--trusted-documents ui-contract with --auth static:
-// token prompt, save as operator, viewer read-only and a forced mutation refused).
+// live updates, keyboard), `trusted` (--trusted-documents ui-contract with --auth static:
+// token prompt, save and suspend/resume as operator, viewer read-only and forced mutations
+// refused), and the steps of the scheduling test, one browser run each so that the Rust test
+// can check the server between them: `schedule` (next refresh per row), `suspend <id>`,
+// `resume <id>`, `interval <id> <bad> <good>` (the refresh interval field), `cancel` (Refresh
+// all, then Cancel while a url host stalls) and `retry <id>` (a failed source's retry).
 // Prints one JSON line per step ({"step": ..., ...}); exits non-zero with {"error": ...} on a
 // failure. Every request to another origin is aborted and fails the run (works offline), and so
 // does any Content-Security-Policy violation or page error.
@@ -81,12 +85,22 @@ async function tableRows(page) {
       id: r.dataset.sourceId,
       name: r.cells[0].textContent.trim(),
       enabled: r.cells[2].textContent.trim() === 'yes',
-      state: r.cells[3].textContent.trim(),
+      state: r.cells[3].querySelector('.state').textContent.trim(),
+      suspended: r.cells[3].querySelector('.badge-suspended') ? r.cells[3].querySelector('.badge-suspended').textContent.trim() : null,
       entityCount: Number(r.cells[4].textContent.trim()),
       lastRefreshed: r.cells[5].textContent.trim(),
       lastStatus: r.cells[6].textContent.trim(),
+      next: r.cells[7].querySelector('.next').textContent.trim(),
+      nextAt: r.cells[7].querySelector('.next').dataset.until || null,
+      retry: r.cells[7].querySelector('.retry') ? r.cells[7].querySelector('.retry').textContent.trim() : null,
+      retryAt: r.cells[7].querySelector('.next-retry') ? r.cells[7].querySelector('.next-retry').dataset.until : null,
+      action: r.cells[8].querySelector('button').textContent.trim(),
     })),
   );
+}
+
+async function row(page, id) {
+  return (await tableRows(page)).find((r) => r.id === id);
 }
 
 async function rowCount(page, id) {
@@ -444,6 +458,17 @@ async function trustedSuite() {
   await shot(page, 'trusted-saved');
   emit('operator', { viewer: await page.textContent('#viewer'), rows: rows.length, toast: saved, countAfter: await rowCount(page, 'team_models') });
   await check(page, 'operator');
+  // Suspend and Resume from the row (trusted documents too).
+  await page.keyboard.press('Escape');
+  await page.click('#sources-body tr[data-source-id="partner_models"] button.suspend');
+  await page.waitForSelector('#sources-body tr[data-source-id="partner_models"] .badge-suspended', WAIT);
+  const suspended = await row(page, 'partner_models');
+  await shot(page, 'trusted-suspended');
+  await page.click('#sources-body tr[data-source-id="partner_models"] button.resume');
+  await page.waitForSelector('#sources-body tr[data-source-id="partner_models"] button.suspend', WAIT);
+  const resumed = await row(page, 'partner_models');
+  emit('operator-suspend', { suspended, resumed, outcome: await page.textContent('#table-outcome') });
+  await check(page, 'operator-suspend');
   await op.context.close();
 
   // A viewer token: edit controls disabled with a reason; a forced mutation is refused.
@@ -488,11 +513,184 @@ async function trustedSuite() {
   await shot(vpage, 'viewer-forbidden');
   emit('viewer', { disabled, forced, shown, toast: await vpage.textContent('#toast') });
   await check(vpage, 'viewer');
+  // Suspend is off for a viewer; forced on, the API's refusal shows like the other errors.
+  await vpage.keyboard.press('Escape');
+  const suspendButton = '#sources-body tr[data-source-id="team_models"] button.suspend';
+  const suspendDisabled = await vpage.isDisabled(suspendButton);
+  await clearToast(vpage);
+  await vpage.evaluate((sel) => {
+    const b = document.querySelector(sel);
+    b.disabled = false;
+    b.click();
+  }, suspendButton);
+  await vpage.waitForSelector('#table-outcome [data-code]', WAIT);
+  const suspendShown = await vpage.textContent('#table-outcome');
+  await shot(vpage, 'viewer-suspend-forbidden');
+  emit('viewer-suspend', {
+    disabled: suspendDisabled,
+    code: await vpage.getAttribute('#table-outcome [data-code]', 'data-code'),
+    shown: suspendShown,
+    badge: (await row(vpage, 'team_models')).suspended,
+    toast: await vpage.textContent('#toast'),
+  });
+  await check(vpage, 'viewer-suspend');
+}
+
+// ---- the scheduling test (tests/it/console.rs the_console_shows_schedules_suspends_and_cancels)
+const extra = process.argv.slice(6);
+
+async function scheduleSuite() {
+  const { page } = await newPage();
+  await open(page);
+  emit('schedule', { rows: await tableRows(page) });
+  await shot(page, 'schedule');
+  await check(page, 'schedule');
+}
+
+async function suspendSuite(resume) {
+  const [id] = extra;
+  const { page } = await newPage();
+  await open(page);
+  const before = await row(page, id);
+  const button = `#sources-body tr[data-source-id="${id}"] button.${resume ? 'resume' : 'suspend'}`;
+  await page.focus(button);
+  await clearToast(page);
+  await page.click(button);
+  const toast = await toastText(page, resume ? 'Resumed' : 'Suspended');
+  if (resume) await page.waitForSelector(`#sources-body tr[data-source-id="${id}"] button.suspend`, WAIT);
+  else await page.waitForSelector(`#sources-body tr[data-source-id="${id}"] .badge-suspended`, WAIT);
+  const after = await row(page, id);
+  const focus = await page.evaluate(() => {
+    const a = document.activeElement;
+    return a && a.closest('tr') ? `${a.closest('tr').dataset.sourceId} ${a.textContent}` : null;
+  });
+  await shot(page, resume ? 'resumed' : 'suspended');
+  emit(resume ? 'resume' : 'suspend', { before, after, toast, focus, outcome: await page.textContent('#table-outcome') });
+  await check(page, resume ? 'resume' : 'suspend');
+}
+
+async function intervalSuite() {
+  const [id, bad, good] = extra;
+  const { page } = await newPage();
+  await open(page);
+  await openDrawer(page, id);
+  const loaded = await page.inputValue('#refresh-interval');
+  const revisionBefore = await page.evaluate(() => window.catalogConsole.state.drawer.revision);
+  // A bad value (`-`: skip this): the API's diagnostics, listed like the others; nothing saved.
+  let diagnostics = null;
+  let invalid = null;
+  let outcome = null;
+  let focused = null;
+  let badToast = null;
+  let revisionAfterBad = null;
+  if (bad !== '-') {
+    await page.fill('#refresh-interval', bad);
+    await clearToast(page);
+    await page.click('#save');
+    await page.waitForSelector('#diagnostics button.diagnostic', WAIT);
+    diagnostics = await page.$$eval('#diagnostics button.diagnostic', (bs) => bs.map((b) => ({ text: b.textContent, field: b.dataset.field })));
+    invalid = await page.getAttribute('#refresh-interval', 'aria-invalid');
+    outcome = await page.textContent('#outcome');
+    await page.locator('#diagnostics button.diagnostic').first().click();
+    focused = await page.evaluate(() => document.activeElement.id);
+    badToast = await page.textContent('#toast');
+    revisionAfterBad = Number(await page.textContent('#drawer-details .drawer-revision'));
+    await shot(page, 'interval-invalid');
+  }
+  // A good one: saved, and the table's next refresh follows.
+  await page.fill('#refresh-interval', good);
+  await clearToast(page);
+  await page.click('#save');
+  const toast = await toastText(page, 'Saved revision');
+  await page.waitForFunction((v) => document.querySelector('#drawer-details .drawer-interval').textContent === (v || 'default'), good, WAIT);
+  const drawerInterval = await page.textContent('#drawer-details .drawer-interval');
+  const fieldAfter = await page.inputValue('#refresh-interval');
+  await page.keyboard.press('Escape');
+  await shot(page, 'interval-saved');
+  emit('interval', {
+    loaded,
+    revisionBefore,
+    diagnostics,
+    invalid,
+    outcome,
+    focused,
+    badToast,
+    revisionAfterBad,
+    toast,
+    drawerInterval,
+    fieldAfter,
+    row: await row(page, id),
+  });
+  await check(page, 'interval');
+}
+
+async function cancelSuite() {
+  const { page } = await newPage();
+  await open(page);
+  const disabledBefore = await page.isDisabled('#refresh-cancel');
+  await page.selectOption('#refresh-mode', 'FULL');
+  await page.click('#refresh-all');
+  // Every source but the stalled url one is done; the job runs on.
+  await page.waitForFunction(() => {
+    const p = document.getElementById('refresh-panel');
+    return p.dataset.phase === 'RUNNING' && Number(p.dataset.total) > 1 && Number(p.dataset.completed) === Number(p.dataset.total) - 1;
+  }, null, WAIT);
+  await page.waitForTimeout(300);
+  const running = await page.evaluate(() => ({
+    phase: document.getElementById('refresh-panel').dataset.phase,
+    text: document.getElementById('refresh-text').textContent,
+    cancelEnabled: !document.getElementById('refresh-cancel').disabled,
+    jobId: window.catalogConsole.state.job && window.catalogConsole.state.job.id,
+  }));
+  await shot(page, 'cancel-running');
+  const clicked = Date.now();
+  await page.click('#refresh-cancel');
+  await page.waitForFunction(() => document.getElementById('refresh-panel').dataset.phase === 'CANCELLED', null, { timeout: 5000 });
+  const pageMs = Date.now() - clicked;
+  const api = await (async () => {
+    const r = await fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: 'query($id: ID!) { refreshJob(id: $id) { phase error results { sourceId } } }', variables: { id: running.jobId } }),
+    });
+    return r.json();
+  })();
+  const apiMs = Date.now() - clicked;
+  // The subscription's last word does not undo the end.
+  await page.waitForTimeout(500);
+  const ended = await page.evaluate(() => ({
+    phase: document.getElementById('refresh-panel').dataset.phase,
+    text: document.getElementById('refresh-text').textContent,
+    results: [...document.querySelectorAll('#refresh-results li')].map((li) => li.dataset.sourceId),
+    cancelDisabled: document.getElementById('refresh-cancel').disabled,
+    note: document.getElementById('refresh-note').textContent,
+  }));
+  await shot(page, 'cancelled');
+  emit('cancel', { disabledBefore, running, pageMs, apiMs, api, ended });
+  await check(page, 'cancel');
+}
+
+async function retrySuite() {
+  const [id] = extra;
+  const { page } = await newPage();
+  await open(page);
+  const r = await row(page, id);
+  await openDrawer(page, id);
+  const drawerRetry = (await page.$('#drawer-details .drawer-retry')) ? await page.textContent('#drawer-details .drawer-retry') : null;
+  await shot(page, 'retry');
+  emit('retry', { row: r, drawerRetry });
+  await check(page, 'retry');
 }
 
 try {
   if (suite === 'main') await mainSuite();
   else if (suite === 'trusted') await trustedSuite();
+  else if (suite === 'schedule') await scheduleSuite();
+  else if (suite === 'suspend') await suspendSuite(false);
+  else if (suite === 'resume') await suspendSuite(true);
+  else if (suite === 'interval') await intervalSuite();
+  else if (suite === 'cancel') await cancelSuite();
+  else if (suite === 'retry') await retrySuite();
   else fail(`unknown suite ${suite}`);
   emit('done');
 } catch (e) {

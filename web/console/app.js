@@ -4,7 +4,7 @@
 
 import { GraphQLError, documentFor, loadOperations, send, setToken, token } from './api.js';
 import { LiveClient } from './ws.js';
-import { el, offsetOf, plural, position, replace, timeAgo } from './util.js';
+import { el, offsetOf, plural, position, replace, timeAgo, timeUntil } from './util.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,7 +24,10 @@ const state = {
   busy: false,
   deferred: [],
   refreshUnsubscribe: null,
+  job: null, // the refresh job the page shows: { id, phase, cancelling }
 };
+
+const FINAL = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
 
 // ---------------------------------------------------------------- status, toast, errors
 
@@ -95,6 +98,18 @@ function applyRights() {
     b.disabled = !canEdit() || state.busy;
     b.title = canEdit() ? '' : reason;
   }
+  updateCancel();
+}
+
+/** The Cancel buttons: on only while the shown job runs (and for an operator). */
+function updateCancel() {
+  const j = state.job;
+  const on = Boolean(j) && !FINAL.includes(j.phase) && !j.cancelling && canEdit();
+  for (const id of ['refresh-cancel', 'drawer-refresh-cancel']) {
+    const b = $(id);
+    b.disabled = !on;
+    b.title = !j || FINAL.includes(j.phase) ? 'The refresh has ended' : canEdit() ? '' : 'Cancelling needs an operator token';
+  }
 }
 
 // ---------------------------------------------------------------- sources table
@@ -152,44 +167,149 @@ function visibleSources() {
     .filter((s) => !f || [s.name, s.id, ...(s.labels || [])].some((x) => String(x).toLowerCase().includes(f)));
 }
 
+const SUSPENDED_TITLE = 'Suspended: keeps serving its last entities; the scheduler, the watcher and plugin-wide refreshes skip it';
+
+/** A relative time that the page keeps true while it is open (see `tickTimes`). */
+function until(iso, cls) {
+  return el('span', { class: cls, title: iso || '', dataset: { until: iso || '' } }, timeUntil(iso));
+}
+
+/** "in 4 m" (or "—"), and "retry N, next in …" while a failed refresh is being retried. */
+function scheduleCell(s) {
+  const retries = s.status.retryCount || 0;
+  return [
+    until(s.nextRefreshAt, 'next'),
+    retries > 0
+      ? el(
+          'span',
+          { class: 'retry', dataset: { retryCount: retries } },
+          `retry ${retries}`,
+          s.status.nextRetryAt ? [', next ', until(s.status.nextRetryAt, 'next-retry')] : null,
+        )
+      : null,
+  ];
+}
+
 function renderTable() {
   $('plugin-title').textContent = state.plugin ? `Sources · ${state.plugin}` : 'Sources';
   $('sources-caption').textContent = state.plugin ? `Sources of plugin ${state.plugin}` : 'Sources';
+  // Re-rendering replaces the rows: keep the focus on the same control of the same source.
+  const active = document.activeElement;
+  const activeRow = active && $('sources-body').contains(active) ? active.closest('tr') : null;
+  const refocus = activeRow ? { plugin: activeRow.dataset.plugin, id: activeRow.dataset.sourceId, role: active.dataset.role } : null;
   const rows = visibleSources().map((s) =>
     el(
       'tr',
-      { dataset: { sourceId: s.id, plugin: s.plugin } },
+      { dataset: { sourceId: s.id, plugin: s.plugin, suspended: String(Boolean(s.suspended)) } },
       el(
         'td',
         {},
-        el('button', { type: 'button', class: 'link', onclick: (ev) => openDrawer(s.plugin, s.id, ev.currentTarget) }, s.name),
+        el(
+          'button',
+          { type: 'button', class: 'link', dataset: { role: 'open' }, onclick: (ev) => openDrawer(s.plugin, s.id, ev.currentTarget) },
+          s.name,
+        ),
       ),
       el('td', { class: 'mono' }, s.id),
       el('td', { class: 'enabled' }, s.enabled ? 'yes' : 'no'),
-      el('td', {}, el('span', { class: `state state-${s.status.state.toLowerCase()}` }, s.status.state)),
+      el(
+        'td',
+        {},
+        el('span', { class: `state state-${s.status.state.toLowerCase()}` }, s.status.state),
+        s.suspended ? [' ', el('span', { class: 'badge badge-suspended', title: SUSPENDED_TITLE }, 'Suspended')] : null,
+      ),
       el('td', { class: 'num count' }, s.status.entityCount),
-      el('td', { class: 'ago', title: s.status.lastRefreshTime || '' }, timeAgo(s.status.lastRefreshTime)),
+      el('td', { class: 'ago', title: s.status.lastRefreshTime || '', dataset: { ago: s.status.lastRefreshTime || '' } }, timeAgo(s.status.lastRefreshTime)),
       el(
         'td',
         { class: 'last-status', title: s.status.lastError || s.status.lastRefreshSummary || '' },
         s.status.lastRefreshStatus || '—',
         s.status.lastRefreshSummary ? el('span', { class: 'summary' }, ` · ${s.status.lastRefreshSummary}`) : null,
       ),
+      el('td', { class: 'schedule' }, scheduleCell(s)),
+      el(
+        'td',
+        { class: 'row-actions' },
+        el(
+          'button',
+          {
+            type: 'button',
+            class: `edit ${s.suspended ? 'resume' : 'suspend'}`,
+            'aria-label': `${s.suspended ? 'Resume' : 'Suspend'} ${s.plugin}/${s.id}`,
+            'aria-describedby': 'readonly-note',
+            dataset: { role: 'suspend' },
+            onclick: (ev) => setSuspended(s, !s.suspended, ev.currentTarget),
+          },
+          s.suspended ? 'Resume' : 'Suspend',
+        ),
+      ),
     ),
   );
   replace($('sources-body'), rows);
   $('sources-empty').hidden = rows.length > 0;
+  applyRights();
+  if (refocus) {
+    const row = document.querySelector(`#sources-body tr[data-source-id="${CSS.escape(refocus.id)}"][data-plugin="${CSS.escape(refocus.plugin)}"]`);
+    const target = row && (row.querySelector(`[data-role="${CSS.escape(refocus.role || 'open')}"]`) || row.querySelector('button'));
+    if (target) target.focus();
+  }
+}
+
+/** Keeps every relative time on the page true ("in 25 s", "3 m ago") without re-rendering. */
+function tickTimes() {
+  const now = Date.now();
+  for (const node of document.querySelectorAll('[data-until]')) node.textContent = timeUntil(node.dataset.until || null, now);
+  for (const node of document.querySelectorAll('[data-ago]')) node.textContent = timeAgo(node.dataset.ago || null, now);
+}
+
+/** Suspend or Resume from a row; the answer (or the API's refusal) shows at once. */
+async function setSuspended(s, suspend, button) {
+  const what = suspend ? 'Suspend' : 'Resume';
+  replace($('table-outcome'));
+  // Disabling the button drops its focus: give it back to the row's new button afterwards.
+  const hadFocus = Boolean(button) && document.activeElement === button;
+  const refocus = () => {
+    if (!hadFocus) return;
+    const row = document.querySelector(`#sources-body tr[data-source-id="${CSS.escape(s.id)}"][data-plugin="${CSS.escape(s.plugin)}"]`);
+    const b = row && row.querySelector('[data-role="suspend"]');
+    if (b) b.focus();
+  };
+  if (button) button.disabled = true;
+  try {
+    const data = await send(TABLE, suspend ? 'SuspendSource' : 'ResumeSource', { plugin: s.plugin, id: s.id });
+    const updated = suspend ? data.suspendSource : data.resumeSource;
+    const list = state.allSources || [];
+    const i = list.findIndex((x) => x.plugin === updated.plugin && x.id === updated.id);
+    if (i >= 0) list[i] = updated;
+    renderTable();
+    const text = `${suspend ? 'Suspended' : 'Resumed'} ${updated.plugin}/${updated.id}`;
+    toast(text);
+    announce(text);
+    if (state.drawer && state.drawer.plugin === updated.plugin && state.drawer.id === updated.id) loadDrawer({ keepEditor: true });
+  } catch (e) {
+    if (common(e)) return;
+    const code = e instanceof GraphQLError ? e.code : 'ERROR';
+    replace(
+      $('table-outcome'),
+      el('p', { class: 'error-text', dataset: { code } }, `${what} of ${s.plugin}/${s.id} failed: ${describe(e)}. Nothing was changed.`),
+    );
+    announce(`${what} failed: ${code}`);
+  } finally {
+    if (button && document.contains(button)) applyRights();
+    refocus();
+  }
 }
 
 // ---------------------------------------------------------------- drawer
 
 function editorDirty() {
-  return Boolean(state.drawer) && $('editor').value !== (state.drawer.content ?? '');
+  const d = state.drawer;
+  return Boolean(d) && ($('editor').value !== (d.content ?? '') || $('refresh-interval').value.trim() !== (d.interval ?? ''));
 }
 
 async function openDrawer(plugin, id, opener) {
   state.opener = opener || document.activeElement;
-  state.drawer = { plugin, id, source: null, content: '', revision: null };
+  state.drawer = { plugin, id, source: null, content: '', interval: '', revision: null };
   $('drawer').hidden = false;
   $('drawer-title').textContent = id;
   clearOutcome();
@@ -234,8 +354,11 @@ async function loadDrawer({ keepEditor }) {
     d.history = hist.source ? hist.source.revisions : [];
     if (!keepEditor) {
       d.content = s.content ?? '';
+      d.interval = s.refreshInterval ?? '';
       d.revision = s.revision;
       $('editor').value = d.content;
+      $('refresh-interval').value = d.interval;
+      $('refresh-interval').removeAttribute('aria-invalid');
       $('drawer-banner').hidden = true;
       updateGutter();
     }
@@ -255,11 +378,15 @@ function renderDrawer(entities) {
     row('ID', s.id, 'mono'),
     row('Type', s.type),
     row('Enabled', s.enabled ? 'yes' : 'no'),
+    row('Suspended', s.suspended ? 'yes: plugin-wide and scheduled refreshes skip it' : 'no', 'drawer-suspended'),
     row('State', s.status.state, 'drawer-state'),
     row('Entities', String(s.status.entityCount), 'drawer-count'),
     row('Revision', s.revision == null ? '—' : String(s.revision), 'drawer-revision'),
     row('Last refreshed', `${timeAgo(s.status.lastRefreshTime)}${s.status.durationMs ? ` (${s.status.durationMs} ms)` : ''}`),
     row('Last status', s.status.lastRefreshSummary || s.status.lastRefreshStatus || '—'),
+    row('Refresh interval', s.refreshInterval || 'default', 'drawer-interval'),
+    row('Next refresh', until(s.nextRefreshAt, 'next'), 'drawer-next'),
+    s.status.retryCount > 0 ? row('Retries', scheduleCell(s)[1], 'drawer-retry') : [],
     s.status.lastError ? row('Last error', s.status.lastError, 'error-text') : [],
     entities ? row('Entities (first)', entities.edges.map((e) => e.node.name).join(', ') || '—') : [],
   );
@@ -269,7 +396,10 @@ function renderDrawer(entities) {
   $('editor').readOnly = !editable;
   $('editor-note').textContent = editable
     ? `Editing revision ${d.revision ?? '—'}. Save sends it with expectedRevision ${d.revision ?? 'none'}.`
-    : `A ${s.type} source has no editable catalog content.`;
+    : `A ${s.type} source has no editable catalog content; Save stores its refresh interval.`;
+  $('refresh-interval-note').textContent = `A duration of at least 10s (30s, 10m, 1h); empty: ${
+    s.type === 'url' ? "the server's default for url sources" : 'refresh when the file changes only'
+  }. Saved with Save.`;
   renderHistory();
   applyRights();
 }
@@ -284,10 +414,14 @@ function updateGutter() {
 
 function input() {
   const d = state.drawer;
-  return { id: d.id, content: $('editor').value };
+  const out = { id: d.id, refreshInterval: $('refresh-interval').value.trim() };
+  // A source without editable content (a url source) keeps its entry; only the interval changes.
+  if (!d.source || d.source.content != null) out.content = $('editor').value;
+  return out;
 }
 
 function clearOutcome() {
+  $('refresh-interval').removeAttribute('aria-invalid');
   replace($('outcome'));
   replace($('diagnostics'));
   replace($('impact'));
@@ -303,7 +437,13 @@ function setBusy(busy, text) {
   if (!busy) flushDeferred();
 }
 
+/** A diagnostic about the refresh interval field (`refreshInterval` or `input.refreshInterval`). */
+function isIntervalDiagnostic(d) {
+  return /(^|\.)refreshInterval$/.test(d.field || '');
+}
+
 function showDiagnostics(list, heading) {
+  if (list.some(isIntervalDiagnostic)) $('refresh-interval').setAttribute('aria-invalid', 'true');
   replace($('outcome'), el('p', { class: 'error-text' }, heading));
   replace(
     $('diagnostics'),
@@ -316,8 +456,8 @@ function showDiagnostics(list, heading) {
           {
             type: 'button',
             class: 'diagnostic',
-            dataset: { line: d.line ?? '', column: d.column ?? '' },
-            onclick: () => jumpTo(d.line, d.column),
+            dataset: { line: d.line ?? '', column: d.column ?? '', field: d.field ?? '' },
+            onclick: () => (isIntervalDiagnostic(d) ? $('refresh-interval').focus() : jumpTo(d.line, d.column)),
           },
           `${position(d)}${position(d) ? ': ' : ''}${d.message}`,
         ),
@@ -518,6 +658,7 @@ async function afterChange(d, r, head) {
   const src = (state.allSources || []).find((s) => s.plugin === d.plugin && s.id === d.id);
   if (src && r.source) {
     src.revision = r.source.revision;
+    for (const k of ['suspended', 'refreshInterval', 'nextRefreshAt']) if (k in r.source) src[k] = r.source[k];
     Object.assign(src.status, r.source.status);
     renderTable();
   }
@@ -553,6 +694,9 @@ async function startRefresh(op, variables, what) {
   $('toast').classList.remove('shown');
   panel.hidden = false;
   panel.dataset.phase = 'QUEUED';
+  state.job = null;
+  jobNote('');
+  updateCancel();
   replace($('refresh-results'));
   $('refresh-title').textContent = `Refresh of ${what} (${variables.mode})`;
   $('refresh-text').textContent = 'Starting…';
@@ -568,6 +712,7 @@ async function startRefresh(op, variables, what) {
     }
     return;
   }
+  state.job = { id: job.id, phase: job.phase, cancelling: false };
   showJob(job);
   if (state.refreshUnsubscribe) state.refreshUnsubscribe();
   state.refreshUnsubscribe = live.subscribe(
@@ -589,7 +734,48 @@ async function startRefresh(op, variables, what) {
   );
 }
 
+/** A note under the job's progress (page panel and drawer): a refused cancel, say. */
+function jobNote(text, code) {
+  for (const id of ['refresh-note', 'drawer-refresh-note']) {
+    $(id).textContent = text;
+    if (code) $(id).dataset.code = code;
+    else delete $(id).dataset.code;
+  }
+}
+
+/** Cancel on the shown running job: cancelRefreshJob, then the job as it ended (CANCELLED). */
+async function cancelJob() {
+  const j = state.job;
+  if (!j || FINAL.includes(j.phase) || j.cancelling) return;
+  j.cancelling = true;
+  updateCancel();
+  jobNote('');
+  try {
+    const data = await send(CONSOLE, 'CancelRefreshJob', { id: j.id });
+    showJob(data.cancelRefreshJob);
+    loadTable();
+    if (state.drawer && !editorDirty()) loadDrawer({ keepEditor: false });
+  } catch (e) {
+    if (!common(e)) {
+      const code = e instanceof GraphQLError ? e.code : 'ERROR';
+      jobNote(`Cancel failed: ${describe(e)}`, code);
+      announce(`Cancel failed: ${code}`);
+    }
+  } finally {
+    j.cancelling = false;
+    updateCancel();
+  }
+}
+
 function showJob(job) {
+  const j = state.job;
+  if (j && j.id === job.id) {
+    // A snapshot sent before the job ended may arrive after its end (the cancel's answer
+    // comes over HTTP, progress over the socket): the end stands.
+    if (FINAL.includes(j.phase) && !FINAL.includes(job.phase)) return;
+    j.phase = job.phase;
+  }
+  updateCancel();
   const bar = $('refresh-progress');
   bar.max = Math.max(1, job.total);
   bar.value = job.completed;
@@ -619,7 +805,7 @@ function showJob(job) {
     $('drawer-refresh-text').textContent = `Refresh ${$('refresh-text').textContent}${r ? ` · ${r.status}: ${r.summary} (loaded ${r.entitiesLoaded}, unchanged ${r.entitiesUnchanged})` : ''}`;
     $('drawer-refresh').dataset.phase = job.phase;
   }
-  if (job.phase === 'SUCCEEDED' || job.phase === 'FAILED') announce(`Refresh ${job.phase.toLowerCase()}: ${job.completed}/${job.total}`);
+  if (FINAL.includes(job.phase)) announce(`Refresh ${job.phase.toLowerCase()}: ${job.completed}/${job.total}`);
 }
 
 // ---------------------------------------------------------------- history and rollback
@@ -633,7 +819,7 @@ function renderHistory() {
       el('td', {}, String(r.revision)),
       el('td', {}, r.action),
       el('td', {}, r.actor),
-      el('td', { title: r.createdAt }, timeAgo(r.createdAt)),
+      el('td', { title: r.createdAt, dataset: { ago: r.createdAt || '' } }, timeAgo(r.createdAt)),
       el(
         'td',
         {},
@@ -784,6 +970,9 @@ function wire() {
   $('preview').addEventListener('click', preview);
   $('save').addEventListener('click', () => save(false));
   $('refresh-source').addEventListener('click', refreshSource);
+  $('refresh-cancel').addEventListener('click', cancelJob);
+  $('drawer-refresh-cancel').addEventListener('click', cancelJob);
+  $('refresh-interval').addEventListener('input', () => $('refresh-interval').removeAttribute('aria-invalid'));
   const ta = $('editor');
   ta.addEventListener('input', updateGutter);
   ta.addEventListener('scroll', () => {
@@ -795,11 +984,8 @@ function wire() {
       closeDrawer();
     }
   });
-  // Relative times ("3 m ago") stay true while the page is open.
-  setInterval(() => {
-    renderTable();
-    if (state.drawer && state.drawer.source) renderHistory();
-  }, 30000);
+  // Relative times ("3 m ago", "in 25 s") stay true while the page is open.
+  setInterval(tickTimes, 5000);
 }
 
 async function main() {

@@ -41,6 +41,21 @@ export function timeAgo(iso, now = Date.now()) {
   return `${Math.floor(h / 24)} d ago`;
 }
 
+/** "in 3 m" for a future RFC 3339 time, "due now" once it passed; "—" for none. */
+export function timeUntil(iso, now = Date.now()) {
+  if (!iso) return '—';
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return iso;
+  const s = Math.round((t - now) / 1000);
+  if (s <= 0) return 'due now';
+  if (s < 60) return `in ${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `in ${m} m`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `in ${h} h`;
+  return `in ${Math.floor(h / 24)} d`;
+}
+
 /** The character offset of 1-based `line` and `column` in `text` (clamped to the text). */
 export function offsetOf(text, line, column) {
   let offset = 0;
