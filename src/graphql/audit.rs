@@ -30,11 +30,13 @@ pub enum AuditAction {
     ResumeSource,
     /// `cancelRefreshJob`.
     CancelRefreshJob,
+    /// `POST /hooks/refresh/...` (a signed notification; actor `webhook`).
+    HookRefresh,
     /// A word this server version does not know (written by a newer version, or edited by hand).
     Unknown,
 }
 
-const ACTIONS: [(AuditAction, &str); 9] = [
+const ACTIONS: [(AuditAction, &str); 10] = [
     (AuditAction::ApplySource, "applySource"),
     (AuditAction::ApplySourceDryRun, "applySource(dryRun)"),
     (AuditAction::RefreshSource, "refreshSource"),
@@ -44,6 +46,7 @@ const ACTIONS: [(AuditAction, &str); 9] = [
     (AuditAction::SuspendSource, "suspendSource"),
     (AuditAction::ResumeSource, "resumeSource"),
     (AuditAction::CancelRefreshJob, "cancelRefreshJob"),
+    (AuditAction::HookRefresh, "hookRefresh"),
 ];
 
 impl AuditAction {

@@ -34,6 +34,19 @@ pub fn code_of(extensions: Option<&async_graphql::ErrorExtensionValues>) -> Opti
     }
 }
 
+/// The `extensions.code` a core error is answered with (see [`to_graphql`]).
+pub fn code_of_catalog(err: &CatalogError) -> ErrorCode {
+    match err {
+        CatalogError::Validation(_) => ErrorCode::ValidationFailed,
+        CatalogError::NotFound(_) => ErrorCode::NotFound,
+        CatalogError::Conflict { .. } => ErrorCode::Conflict,
+        CatalogError::RemovalsNeedConfirmation(_) => ErrorCode::RemovalsNeedConfirmation,
+        CatalogError::Unavailable { .. } => ErrorCode::Unavailable,
+        CatalogError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+        CatalogError::Internal(_) => ErrorCode::Internal,
+    }
+}
+
 pub fn to_graphql(err: CatalogError) -> Error {
     let message = err.to_string();
     match err {
@@ -60,6 +73,9 @@ pub fn to_graphql(err: CatalogError) -> Error {
             e.set("code", UNAVAILABLE);
             e.set("retryAfter", retry_after_secs);
         }),
+        CatalogError::Unauthenticated(_) => {
+            Error::new(message).extend_with(|_, e| e.set("code", ErrorCode::Unauthenticated.as_str()))
+        }
         CatalogError::Internal(_) => internal(&message),
     }
 }

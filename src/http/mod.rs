@@ -15,6 +15,7 @@ pub mod documents;
 pub mod fanout;
 mod fast_path;
 pub mod graphql;
+pub mod hooks;
 pub mod metrics;
 pub mod pages;
 pub mod probes;
@@ -113,6 +114,8 @@ pub struct AppInner {
     pub auth_failures: security::AuthFailures,
     pub metrics: Arc<metrics::HttpMetrics>,
     pub options: Arc<HttpOptions>,
+    /// `--rate-limit` for `POST /hooks/refresh/...`, per target (`hooks.rs`).
+    pub hook_limits: crate::graphql::guards::RateLimiter,
 }
 
 /// The application state and the routes, before the edge layers.
@@ -137,6 +140,7 @@ fn app(catalog: Arc<Catalog>, options: HttpOptions) -> (AppState, Router) {
         connections: Arc::new(AtomicUsize::new(0)),
         auth_failures: security::AuthFailures::default(),
         metrics: Arc::new(metrics::HttpMetrics::default()),
+        hook_limits: crate::graphql::guards::RateLimiter::new(options.schema.changes_per_minute),
         options: Arc::new(options),
     }));
     let routes = Router::new()
@@ -146,6 +150,8 @@ fn app(catalog: Arc<Catalog>, options: HttpOptions) -> (AppState, Router) {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/hooks/refresh/{plugin}", axum::routing::post(hooks::plugin))
+        .route("/hooks/refresh/{plugin}/{id}", axum::routing::post(hooks::source))
         .merge(pages::router())
         .with_state(state.clone());
     (state, routes)

@@ -42,7 +42,7 @@ const CRATES: &[Crate] = &[
             &["sources", "refresh", "redact", "outbound"],
             &["plugins"],
             &["yaml"],
-            &["diagnostics", "events", "allocator", "db", "tls", "schedule"],
+            &["diagnostics", "events", "allocator", "db", "tls", "schedule", "hooks"],
         ],
     },
     Crate { dir: "crates/catalog-yaml/src", layers: &[&["parse"], &["split"], &["subset", "depth"], &["error"]] },

@@ -27,6 +27,7 @@ mod edge;
 mod fake_kube;
 mod fanout;
 mod history_paging;
+mod hooks;
 mod hostile_peers;
 mod hot_path;
 mod http;

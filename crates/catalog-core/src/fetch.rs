@@ -211,9 +211,15 @@ fn env_name(name: &str, key: &str) -> String {
     format!("CATALOG_BFF_SECRET_{}_{}", clean(name), clean(key))
 }
 
-/// Resolves the auth header for a source, if it has an `authSecretRef`.
-pub async fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Option<(String, String)>, Diagnostic> {
-    let Some(r) = prop(entry, "authSecretRef") else {
+/// The value of the Secret a source's SecretRef property (`authSecretRef`,
+/// `webhookSecretRef`) names, read as the module docs say; `None` when the entry has no such
+/// property.
+pub async fn secret_value(
+    entry: &SourceEntry,
+    property: &str,
+    cfg: &FetchConfig,
+) -> Result<Option<String>, Diagnostic> {
+    let Some(r) = prop(entry, property) else {
         return Ok(None);
     };
     // A deployer's file is not validated on load (it would make the whole file unreadable),
@@ -223,9 +229,9 @@ pub async fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Optio
     }
     let field = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
     let (Some(name), Some(key)) = (field("name"), field("key")) else {
-        return Err(Diagnostic::error(Layer::Semantics, "authSecretRef needs `name` and `key`")
-            .field("properties.authSecretRef")
-            .hint("write authSecretRef: {name: my-secret, key: token}"));
+        return Err(Diagnostic::error(Layer::Semantics, format!("{property} needs `name` and `key`"))
+            .field(format!("properties.{property}"))
+            .hint(format!("write {property}: {{name: my-secret, key: token}}")));
     };
     let value = match &cfg.kube_secrets {
         Some(kube) => kube.read(&name, &key, field("namespace").as_deref()).await?,
@@ -236,6 +242,14 @@ pub async fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Optio
                 Err(_) => read_secret_file(&cfg.secrets_dir, &name, &key, &var)?,
             }
         }
+    };
+    Ok(Some(value))
+}
+
+/// Resolves the auth header for a source, if it has an `authSecretRef`.
+pub async fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Option<(String, String)>, Diagnostic> {
+    let Some(value) = secret_value(entry, "authSecretRef", cfg).await? else {
+        return Ok(None);
     };
     let header = prop(entry, "authHeader").and_then(Value::as_str).unwrap_or("Authorization").to_string();
     let scheme = prop(entry, "authScheme").and_then(Value::as_str).unwrap_or("Bearer");

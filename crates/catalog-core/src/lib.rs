@@ -19,6 +19,7 @@ mod db;
 mod diagnostics;
 mod events;
 mod fetch;
+mod hooks;
 mod jobs;
 mod outbound;
 mod paths;
@@ -38,7 +39,8 @@ mod yaml;
 pub use service::{Catalog, CatalogError, CatalogOptions, ClusterOptions, Result, default_replica_id};
 
 // ---- Requests into it -------------------------------------------------------------------------
-pub use service::{ApplyOptions, EntityCursor, RefreshRequest};
+pub use hooks::HookSignature;
+pub use service::{ApplyOptions, EntityCursor, HookOutcome, HookRequest, RefreshRequest};
 pub use validate::{Checked, SourceDraft, SourcePatch, check as validate_source, json_to_yaml};
 
 // ---- What it hands out: views, entities, diagnostics, jobs, events ----------------------------

@@ -550,15 +550,22 @@ pub fn validate_entry(e: &SourceEntry) -> Vec<Diagnostic> {
 /// key become a path under `--secrets-dir`; `{name: "/etc", key: "hostname"}` used to read
 /// `/etc/hostname` and send it as a header to the source's URL.
 pub fn secret_ref_problems(e: &SourceEntry) -> Vec<Diagnostic> {
-    let Some(r) = e.properties.get("authSecretRef") else {
+    let mut out = ref_problems(e, "authSecretRef");
+    out.extend(ref_problems(e, "webhookSecretRef"));
+    out
+}
+
+/// The problems of one SecretRef property (`authSecretRef`, `webhookSecretRef`).
+fn ref_problems(e: &SourceEntry, prop: &str) -> Vec<Diagnostic> {
+    let Some(r) = e.properties.get(prop) else {
         return Vec::new();
     };
     let field = |k: &str| r.get(k).and_then(Value::as_str);
     let (Some(name), Some(key)) = (field("name"), field("key")) else {
         return vec![
-            Diagnostic::error(Layer::Semantics, "authSecretRef needs `name` and `key` (strings)")
-                .field("properties.authSecretRef")
-                .hint("write authSecretRef: {name: my-secret, key: token}"),
+            Diagnostic::error(Layer::Semantics, format!("{prop} needs `name` and `key` (strings)"))
+                .field(format!("properties.{prop}"))
+                .hint(format!("write {prop}: {{name: my-secret, key: token}}")),
         ];
     };
     let mut out = Vec::new();
@@ -566,9 +573,9 @@ pub fn secret_ref_problems(e: &SourceEntry) -> Vec<Diagnostic> {
         out.push(
             Diagnostic::error(
                 Layer::Semantics,
-                format!("authSecretRef name `{}` is not a Kubernetes Secret name", name.escape_debug()),
+                format!("{prop} name `{}` is not a Kubernetes Secret name", name.escape_debug()),
             )
-            .field("properties.authSecretRef.name")
+            .field(format!("properties.{prop}.name"))
             .hint("use the Secret's name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"),
         );
     }
@@ -576,9 +583,9 @@ pub fn secret_ref_problems(e: &SourceEntry) -> Vec<Diagnostic> {
         out.push(
             Diagnostic::error(
                 Layer::Semantics,
-                format!("authSecretRef key `{}` is not a Kubernetes Secret data key", key.escape_debug()),
+                format!("{prop} key `{}` is not a Kubernetes Secret data key", key.escape_debug()),
             )
-            .field("properties.authSecretRef.key")
+            .field(format!("properties.{prop}.key"))
             .hint("use one of the Secret's data keys: letters, digits, '-', '_' and '.', at most 253 characters, not `.` or `..`"),
         );
     }
@@ -592,8 +599,8 @@ pub fn secret_ref_problems(e: &SourceEntry) -> Vec<Diagnostic> {
         });
         if !ok {
             out.push(
-                Diagnostic::error(Layer::Semantics, "authSecretRef namespace is not a Kubernetes namespace name")
-                    .field("properties.authSecretRef.namespace")
+                Diagnostic::error(Layer::Semantics, format!("{prop} namespace is not a Kubernetes namespace name"))
+                    .field(format!("properties.{prop}.namespace"))
                     .hint("use a namespace name (lowercase letters, digits and '-', at most 63 characters), or leave it out for the server's own namespace"),
             );
         }

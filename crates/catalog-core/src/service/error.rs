@@ -20,6 +20,9 @@ pub enum CatalogError {
     /// A dependency (the database) is down; the caller may retry after the given seconds.
     #[error("{message}; retry in {retry_after_secs} s")]
     Unavailable { message: String, retry_after_secs: u32 },
+    /// A caller that proved nothing (a hook whose signature does not verify).
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("{0}")]
     Internal(String),
 }

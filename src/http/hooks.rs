@@ -1,0 +1,121 @@
+//! `POST /hooks/refresh/{plugin}` and `POST /hooks/refresh/{plugin}/{id}`: a signed
+//! notification (a Git push) starts an INCREMENTAL refresh at once. No bearer token: the body's
+//! signature against the source's `webhookSecretRef` is the credential (the core checks it,
+//! `Catalog::hook_refresh`). Answers:
+//! - 202 `{"jobs": [{"id", "plugin", "sourceId", "phase"}]}`: refreshes started;
+//! - 401 UNAUTHENTICATED: no signature, or it does not verify (one message for every reason);
+//! - 404 NOT_FOUND: no such plugin; 409 CONFLICT: every verified source is suspended/disabled;
+//! - 413 over 1 MiB (refused unread when Content-Length says so), 408 a body too slow;
+//! - 429 RATE_LIMITED: more than `--rate-limit` hooks a minute for one target.
+//!
+//! Every answer but 413/408 is audited (action `hookRefresh`, actor `webhook`).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use catalog_api::ErrorCode;
+use catalog_core::{CatalogError, HookRequest, HookSignature, NewAudit};
+
+use super::AppState;
+use super::security::gql_error;
+
+/// The largest hook body read (GitHub's push payloads are capped at 25 MB, but a refresh needs
+/// none of it: the signature covers the body, and 1 MiB covers every real push event).
+pub const MAX_HOOK_BODY: usize = 1024 * 1024;
+
+pub async fn plugin(State(app): State<AppState>, Path(plugin): Path<String>, req: axum::extract::Request) -> Response {
+    hook(app, plugin, None, req).await
+}
+
+pub async fn source(
+    State(app): State<AppState>,
+    Path((plugin, id)): Path<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    hook(app, plugin, Some(id), req).await
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+async fn hook(app: AppState, plugin: String, id: Option<String>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(kind) = catalog_core::PluginKind::parse(&plugin) else {
+        return gql_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such plugin; see the `plugins` query");
+    };
+    if id.as_deref().is_some_and(|id| !catalog_core::valid_id(id)) {
+        return gql_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "not a source id");
+    }
+    // One bucket per target (targets are configured, so the buckets are bounded).
+    let who = format!("hook:{}/{}", kind.name(), id.as_deref().unwrap_or("*"));
+    if let Err(wait) = app.hook_limits.check(&who) {
+        let mut resp = gql_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            &format!("too many hook calls for this target (--rate-limit); retry in {} s", wait.as_secs().max(1)),
+        );
+        if let Ok(v) = wait.as_secs().max(1).to_string().parse() {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let body = match super::body::read(body, MAX_HOOK_BODY, app.options.body_timeout).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let h = &parts.headers;
+    let signature = HookSignature {
+        github: header(h, "x-hub-signature-256"),
+        id: header(h, "webhook-id"),
+        timestamp: header(h, "webhook-timestamp"),
+        signature: header(h, "webhook-signature"),
+    };
+    let request = HookRequest { plugin: kind, source_id: id.as_deref(), body: &body, signature };
+    let outcome = app.catalog.hook_refresh(request).await;
+    let code = match &outcome {
+        Ok(o) if o.jobs.is_empty() => ErrorCode::Conflict.as_str(),
+        Ok(_) => "OK",
+        Err(e) => crate::graphql::errors::code_of_catalog(e).as_str(),
+    };
+    let audit = NewAudit {
+        actor: "webhook",
+        action: "hookRefresh",
+        plugin: kind.name(),
+        source_id: id.as_deref(),
+        revision: None,
+        outcome: code,
+    };
+    if let Err(e) = app.catalog.record_audit(audit).await {
+        tracing::warn!(error = %e, "could not record the audit entry of a hook");
+    }
+    match outcome {
+        Ok(o) if o.jobs.is_empty() => gql_error(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            &format!(
+                "every source the signature verifies for is suspended or disabled ({}); resume it first",
+                o.skipped.join(", ")
+            ),
+        ),
+        Ok(o) => {
+            let jobs: Vec<serde_json::Value> = o
+                .jobs
+                .iter()
+                .map(|j| serde_json::json!({"id": j.id, "plugin": j.plugin, "sourceId": j.source_id, "phase": j.phase.as_str()}))
+                .collect();
+            let body = serde_json::json!({"jobs": jobs, "skipped": o.skipped});
+            (StatusCode::ACCEPTED, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+                .into_response()
+        }
+        Err(CatalogError::Unauthenticated(m)) => gql_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &m),
+        Err(CatalogError::Unavailable { message, .. }) => {
+            gql_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &message)
+        }
+        Err(CatalogError::NotFound(m)) => gql_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, &m),
+        Err(e) => {
+            tracing::error!(error = %e, "a verified hook could not start its refresh");
+            gql_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, crate::graphql::errors::INTERNAL_MESSAGE)
+        }
+    }
+}
