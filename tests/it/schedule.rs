@@ -309,3 +309,78 @@ async fn refresh_all_covers_both_plugins_in_one_job_and_a_failing_source_does_no
     let out = server.ok(q, json!({})).await;
     assert!(!out["refreshAll"]["sources"].as_array().unwrap().contains(&json!("mcp/platform_mcp")), "{out}");
 }
+
+/// A replica killed while it runs a scheduled refresh: another one runs that due refresh after
+/// the job's lease (and the claim's hold, twice the lease) ran out, and the source recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_scheduled_refresh_is_replaced_after_the_lease() {
+    use sqlx::Connection;
+    if skip_without_postgres("a_replica_killed_mid_scheduled_refresh_is_replaced_after_the_lease") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(3)).await;
+    write_sources(dir.path(), &host, "    refreshInterval: 10s\n");
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let start = |name: &'static str| {
+        let args = [
+            "--watch-interval",
+            "0",
+            "--url-allow",
+            "127.0.0.1",
+            "--rate-limit",
+            "0",
+            "--fetch-retries",
+            "0",
+            "--job-lease",
+            "3",
+            "--replica-id",
+            name,
+        ];
+        TestServer::new(dir.path()).sources(dir.path().join("sources.yaml")).database(&db).flags(&args).start()
+    };
+    let a = start("replica-a").await;
+    let b = start("replica-b").await;
+    for s in [&a, &b] {
+        eventually("the first fetch", Duration::from_secs(10), async || {
+            let r = remote(s).await;
+            if r["status"]["entityCount"] == 3 { Ok(()) } else { Err(r) }
+        })
+        .await;
+    }
+    // The next scheduled fetch stalls at the host; whoever runs it is killed mid-fetch.
+    host.state.lock().unwrap().delay_ms = 60_000;
+    host.state.lock().unwrap().body = models_yaml(5);
+    let mut conn = sqlx::postgres::PgConnection::connect(&db).await.unwrap();
+    let owner: String = eventually("a scheduled job runs", Duration::from_secs(15), async || {
+        let row: Option<String> = sqlx::query_scalar(
+            "SELECT owner FROM catalog_refresh_jobs WHERE actor = 'scheduler' AND phase = 'RUNNING' LIMIT 1",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        row.ok_or("none yet")
+    })
+    .await;
+    let (killed, survivor) = if owner == "replica-a" { (a, b) } else { (b, a) };
+    let _ = killed.kill();
+    host.state.lock().unwrap().delay_ms = 0;
+    let died = std::time::Instant::now();
+    eventually("the survivor runs the due refresh", Duration::from_secs(20), async || {
+        let r = remote(&survivor).await;
+        if r["status"]["entityCount"] == 5 { Ok(()) } else { Err(r) }
+    })
+    .await;
+    eprintln!("{owner} killed mid-fetch; the other replica refreshed {:?} later", died.elapsed());
+    let jobs: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT phase, owner, error FROM catalog_refresh_jobs WHERE actor = 'scheduler' ORDER BY created_at",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        jobs.iter()
+            .any(|(phase, o, e)| phase == "FAILED" && *o == owner && e.as_deref().is_some_and(|e| e.contains("lease"))),
+        "the killed replica's job is not FAILED by its lease: {jobs:?}"
+    );
+}

@@ -9,7 +9,7 @@
 //! the source and its due time): the one replica whose claim is recorded starts an INCREMENTAL
 //! refresh job with actor `scheduler`; the others skip it. The job's own claim (one live job
 //! per target across replicas) and lease apply as for any other refresh. When the refresh
-//! ends, its status row moves the due time on. A claim holds for [`CLAIM_HOLD`]: if the
+//! ends, its status row moves the due time on. A claim holds for twice `--job-lease`: if the
 //! replica that claimed dies before its refresh recorded anything, another one takes the due
 //! refresh over after that (a takeover while the first job still runs follows that job).
 
@@ -27,8 +27,12 @@ use crate::sources::{SourceEntry, SourceKind};
 
 /// How often the scheduler looks for due sources.
 const TICK: Duration = Duration::from_secs(1);
-/// How long a claim on a due refresh holds before another replica may take it over.
-const CLAIM_HOLD: Duration = Duration::from_secs(30);
+/// How long a claim on a due refresh holds before another replica may take it over: twice the
+/// job lease (30 s by default), so a replica that died mid-refresh is replaced about when its
+/// job's lease has run out.
+fn claim_hold(job_lease: Duration) -> Duration {
+    (job_lease * 2).max(Duration::from_secs(2))
+}
 /// Claims are dropped this long after they ended.
 const CLAIM_KEEP: Duration = Duration::from_secs(24 * 3600);
 
@@ -121,7 +125,7 @@ impl Catalog {
                 due_ms,
                 owner: &self.options.cluster.replica_id,
                 now_ms,
-                hold_ms: i64::try_from(CLAIM_HOLD.as_millis()).unwrap_or(i64::MAX),
+                hold_ms: i64::try_from(claim_hold(self.options.cluster.job_lease).as_millis()).unwrap_or(i64::MAX),
             };
             match self.db.claim_schedule(&claim).await {
                 Ok(true) => {}
