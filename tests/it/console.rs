@@ -400,7 +400,10 @@ async fn the_console_shows_schedules_suspends_and_cancels_in_chromium() {
         assert_eq!(row["action"], "Suspend", "{row}");
     }
     let next = |id: &str| s(&page_row(rows, id)["next"]).to_string();
-    assert!(next("local").starts_with("in ") && (next("local").ends_with(" m") || next("local") == "in 1 h"), "1h ± 10 %: {rows}");
+    assert!(
+        next("local").starts_with("in ") && (next("local").ends_with(" m") || next("local") == "in 1 h"),
+        "1h ± 10 %: {rows}"
+    );
     assert!(next("remote").starts_with("in ") && next("remote").ends_with(" m"), "the default 10m: {rows}");
     assert_eq!(next("plain"), "—", "a yaml source without an interval has no next refresh: {rows}");
 
@@ -495,7 +498,17 @@ async fn the_console_shows_schedules_suspends_and_cancels_in_chromium() {
         .await;
     assert_eq!(job["refreshJob"]["phase"], "CANCELLED", "{job}");
     assert_eq!(job["refreshJob"]["results"].as_array().unwrap().len(), 2, "{job}");
-    assert_eq!(api_source(&server, "remote").await["status"]["entityCount"], 3, "the cancelled fetch kept what it served");
+    assert_eq!(
+        api_source(&server, "remote").await["status"]["entityCount"],
+        3,
+        "the cancelled fetch kept what it served"
+    );
+    // The same from the drawer, on a refresh of the stalled source alone.
+    let drawer = &steps["drawer-cancel"];
+    assert_eq!(drawer["enabled"], true, "{drawer}");
+    assert!(drawer["ms"].as_u64().unwrap() < 2000, "{drawer}");
+    assert!(s(&drawer["text"]).starts_with("Refresh CANCELLED"), "{drawer}");
+    assert_eq!(drawer["disabledAfter"], true, "{drawer}");
 
     // A failed refresh is retried: the row says "retry 1, next in … s", at the API's nextRetryAt.
     {

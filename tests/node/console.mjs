@@ -668,6 +668,24 @@ async function cancelSuite() {
   await shot(page, 'cancelled');
   emit('cancel', { disabledBefore, running, pageMs, apiMs, api, ended });
   await check(page, 'cancel');
+
+  // The drawer's own refresh of the stalled source has a Cancel too.
+  await openDrawer(page, 'remote');
+  await page.click('#refresh-source');
+  await page.waitForFunction(() => document.getElementById('drawer-refresh').dataset.phase === 'RUNNING', null, WAIT);
+  const drawerEnabled = !(await page.isDisabled('#drawer-refresh-cancel'));
+  const drawerClicked = Date.now();
+  await page.click('#drawer-refresh-cancel');
+  await page.waitForFunction(() => document.getElementById('drawer-refresh').dataset.phase === 'CANCELLED', null, { timeout: 5000 });
+  const drawerMs = Date.now() - drawerClicked;
+  await shot(page, 'drawer-cancelled');
+  emit('drawer-cancel', {
+    enabled: drawerEnabled,
+    ms: drawerMs,
+    text: await page.textContent('#drawer-refresh-text'),
+    disabledAfter: await page.isDisabled('#drawer-refresh-cancel'),
+  });
+  await check(page, 'drawer-cancel');
 }
 
 async function retrySuite() {
