@@ -134,7 +134,7 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     for ((plugin, status), n) in &stats.counts {
         let _ = writeln!(out, "refresh_operations_total{{plugin=\"{}\",status=\"{status}\"}} {n}", esc(plugin));
     }
-    let (interval, retry) = app.catalog.scheduled_counts();
+    let (interval, retry, cancelled) = app.catalog.scheduled_counts();
     head(
         &mut out,
         "catalog_bff_scheduled_refreshes_total",
@@ -143,6 +143,8 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     );
     let _ = writeln!(out, "catalog_bff_scheduled_refreshes_total{{reason=\"interval\"}} {interval}");
     let _ = writeln!(out, "catalog_bff_scheduled_refreshes_total{{reason=\"retry\"}} {retry}");
+    head(&mut out, "catalog_bff_cancelled_jobs_total", "counter", "Refresh jobs cancelled through this replica.");
+    let _ = writeln!(out, "catalog_bff_cancelled_jobs_total {cancelled}");
     head(&mut out, "refresh_duration_seconds", "histogram", "Duration of source refreshes.");
     for (plugin, buckets, sum, count) in &stats.durations {
         for (le, n) in DURATION_BUCKETS.iter().zip(buckets) {

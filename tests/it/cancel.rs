@@ -87,7 +87,9 @@ async fn a_cancelled_job_ends_within_2s_with_a_slow_host_mid_fetch() {
     let body = server.gql(CANCEL, json!({"id": "no-such-job"})).await;
     assert_eq!(error_code(&body).as_deref(), Some("NOT_FOUND"), "{body}");
 
-    // The audit trail names the cancel.
+    // Counted, and the audit trail names the cancel.
+    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "catalog_bff_cancelled_jobs_total 1"), "{metrics}");
     let audit = server.ok("{ auditLog(limit: 5) { action outcome } }", json!({})).await;
     assert!(
         audit["auditLog"]

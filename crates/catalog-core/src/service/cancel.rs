@@ -27,6 +27,7 @@ impl Catalog {
     /// An unknown job is NOT_FOUND; a finished one is VALIDATION_FAILED and stays as it was.
     pub async fn cancel_job(self: &Arc<Self>, id: &str, actor: &str) -> Result<RefreshJob> {
         if self.jobs.cancel(id, actor) == CancelAsked::Here {
+            self.scheduled.record_cancel();
             if let Some(mut rx) = self.jobs.subscribe(id) {
                 let ended = tokio::time::timeout(CANCEL_WAIT, rx.wait_for(|j| j.phase.is_done())).await;
                 if let Ok(Ok(job)) = ended {
@@ -52,6 +53,7 @@ impl Catalog {
             let now = self.db.job(id).await?.map(job_from_row).unwrap_or(job);
             return Err(already_ended(&now));
         }
+        self.scheduled.record_cancel();
         self.events.job_changed(&job.plugin, id);
         self.events.publish(EventKind::RefreshFinished, &job.plugin, job.source_id.as_deref(), None, Some(id));
         let now = self.db.job(id).await?.map(job_from_row).unwrap_or(job);

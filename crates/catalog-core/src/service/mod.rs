@@ -412,8 +412,9 @@ impl Catalog {
         self.refresh_stats.snapshot()
     }
 
-    /// Refreshes this replica's scheduler started since start: (on their interval, retries).
-    pub fn scheduled_counts(&self) -> (u64, u64) {
+    /// Refreshes this replica's scheduler started since start (on their interval, retries), and
+    /// jobs cancelled through this replica.
+    pub fn scheduled_counts(&self) -> (u64, u64, u64) {
         self.scheduled.counts()
     }
 

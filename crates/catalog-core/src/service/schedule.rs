@@ -160,11 +160,13 @@ impl Catalog {
     }
 }
 
-/// Scheduled refreshes and retries started by this replica, for `/metrics`.
+/// Scheduled refreshes and retries started by this replica, and jobs cancelled through it,
+/// for `/metrics`.
 #[derive(Default)]
 pub struct ScheduleStats {
     interval: std::sync::atomic::AtomicU64,
     retry: std::sync::atomic::AtomicU64,
+    cancelled: std::sync::atomic::AtomicU64,
 }
 
 impl ScheduleStats {
@@ -176,9 +178,13 @@ impl ScheduleStats {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// (scheduled runs, retries) started here since start.
-    pub fn counts(&self) -> (u64, u64) {
+    pub(super) fn record_cancel(&self) {
+        self.cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (scheduled runs, retries, cancellations) here since start.
+    pub fn counts(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        (self.interval.load(Relaxed), self.retry.load(Relaxed))
+        (self.interval.load(Relaxed), self.retry.load(Relaxed), self.cancelled.load(Relaxed))
     }
 }
