@@ -384,3 +384,50 @@ async fn a_replica_killed_mid_scheduled_refresh_is_replaced_after_the_lease() {
         "the killed replica's job is not FAILED by its lease: {jobs:?}"
     );
 }
+
+/// PostgreSQL away across a due time: nothing is fetched that could not be recorded (the claim
+/// fails first), the last entities stay served, and the due refresh runs once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_due_while_postgres_is_away_runs_once_it_is_back() {
+    if skip_without_postgres("a_refresh_due_while_postgres_is_away_runs_once_it_is_back") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(3)).await;
+    write_sources(dir.path(), &host, "    refreshInterval: 10s\n");
+    let url = database_url(Backend::Postgres, dir.path()).await;
+    let hostport = url.split('@').nth(1).unwrap().split('/').next().unwrap().to_string();
+    let proxy = support::tcp_cut::Proxy::start(hostport.clone()).await;
+    let proxied = url.replace(&hostport, &format!("127.0.0.1:{}", proxy.port));
+    let args = ["--watch-interval", "0", "--url-allow", "127.0.0.1", "--rate-limit", "0", "--db-timeout", "1"];
+    let server = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&proxied)
+        .flags(&args)
+        .start()
+        .await;
+    eventually("the first fetch", Duration::from_secs(10), async || {
+        let r = remote(&server).await;
+        if r["status"]["entityCount"] == 3 { Ok(()) } else { Err(r) }
+    })
+    .await;
+    let due = ms(&remote(&server).await["nextRefreshAt"]);
+    proxy.cut.send_replace(true);
+    let cut_at = chrono::Utc::now().timestamp_millis();
+    host.state.lock().unwrap().body = models_yaml(5);
+    let before = requests(&host);
+    // Past the due time, plus a few scheduler rounds.
+    let wait_ms = (due - cut_at).max(0) + 4_000;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap())).await;
+    assert_eq!(requests(&host), before, "fetched while the result could not be recorded");
+    assert_eq!(remote(&server).await["status"]["entityCount"], 3);
+    proxy.cut.send_replace(false);
+    let back = std::time::Instant::now();
+    eventually("the due refresh runs once PostgreSQL is back", Duration::from_secs(20), async || {
+        let r = remote(&server).await;
+        if r["status"]["entityCount"] == 5 { Ok(()) } else { Err(r) }
+    })
+    .await;
+    eprintln!("the due refresh ran {:?} after PostgreSQL came back", back.elapsed());
+    assert_eq!(requests(&host), before + 1, "one fetch for the missed due time");
+}
