@@ -169,8 +169,10 @@ async fn every_command_and_exit_code() {
     let o = run(&["suspend", "models/team_models"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(text(&o).contains("models/team_models: suspended (serving 3 entities"), "{}", text(&o));
-    let o = run(&["get", "models/team_models", "-o", "json"]);
-    assert!(json_out(&o)["revision"].as_i64().is_some(), "{}", text(&o));
+    let o = run(&["sources", "models"]);
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    let row = table.lines().find(|l| l.contains("team_models")).unwrap_or_default();
+    assert!(table.contains("NEXT REFRESH") && row.ends_with("suspended"), "{table}");
     let o = run(&["resume", "models/team_models", "-o", "json"]);
     assert_eq!(json_out(&o)["suspended"], false, "{}", text(&o));
     let o = run(&["suspend", "models/nope"]);

@@ -202,6 +202,16 @@ pub fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
+/// The NEXT REFRESH column: "suspended", "retry 2 in 40s", "in 9m", or "-".
+fn next_refresh(s: &Value) -> String {
+    if s["suspended"] == true {
+        return "suspended".into();
+    }
+    let retries = s["status"]["retryCount"].as_u64().unwrap_or(0);
+    let when = output::time_until(s["nextRefreshAt"].as_str());
+    if retries > 0 && !s["status"]["nextRetryAt"].is_null() { format!("retry {retries} {when}") } else { when }
+}
+
 fn split_target(target: &str) -> Result<(String, Option<String>), CliError> {
     let mut parts = target.splitn(2, '/');
     let plugin = parts.next().unwrap_or_default().to_string();
@@ -234,7 +244,7 @@ async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
     let client = Client::new(&cli.server, cli.token.clone(), timeout);
     match &cli.command {
         Command::Sources { plugin } => {
-            let q = "query($p: String) { sources(plugin: $p) { plugin id name enabled revision status { state entityCount lastRefreshTime lastRefreshStatus lastRefreshSummary lastError } } }";
+            let q = "query($p: String) { sources(plugin: $p) { plugin id name enabled suspended refreshInterval nextRefreshAt revision status { state entityCount lastRefreshTime lastRefreshStatus lastRefreshSummary lastError retryCount nextRetryAt } } }";
             let data = client.run(q, json!({"p": plugin}), timeout).await?;
             let rows: Vec<Vec<String>> = data["sources"]
                 .as_array()
@@ -248,11 +258,15 @@ async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
                         s["status"]["entityCount"].to_string(),
                         relative_time(s["status"]["lastRefreshTime"].as_str()),
                         s["status"]["lastRefreshStatus"].as_str().unwrap_or("-").to_string(),
+                        next_refresh(s),
                     ]
                 })
                 .collect();
             out.data(&data["sources"], || {
-                output::table(&["PLUGIN", "ID", "STATE", "ENTITIES", "LAST REFRESHED", "LAST STATUS"], &rows)
+                output::table(
+                    &["PLUGIN", "ID", "STATE", "ENTITIES", "LAST REFRESHED", "LAST STATUS", "NEXT REFRESH"],
+                    &rows,
+                )
             });
             Ok(Exit::Ok)
         }

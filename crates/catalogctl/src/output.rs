@@ -81,6 +81,21 @@ pub fn relative_time(ts: Option<&str>) -> String {
     }
 }
 
+/// "in 4m", "in 12s", "due" (past), or "-" when there is no time.
+pub fn time_until(ts: Option<&str>) -> String {
+    let Some(t) = ts.and_then(|s| DateTime::parse_from_rfc3339(s).ok()) else {
+        return "-".into();
+    };
+    let secs = (t.with_timezone(&Utc) - Utc::now()).num_seconds();
+    match secs {
+        i64::MIN..=0 => "due".into(),
+        1..=59 => format!("in {secs}s"),
+        60..=3599 => format!("in {}m", secs / 60),
+        3600..=86_399 => format!("in {}h", secs / 3600),
+        _ => format!("in {}d", secs / 86_400),
+    }
+}
+
 pub fn compiler_line(src: &SourceFile, d: &Value) -> String {
     let severity = if d["severity"] == "WARNING" { "warning" } else { "error" };
     let mut loc = match (d["line"].as_u64(), d["column"].as_u64()) {
