@@ -6,7 +6,8 @@
 //! - 401 UNAUTHENTICATED: no signature, or it does not verify (one message for every reason);
 //! - 404 NOT_FOUND: no such plugin; 409 CONFLICT: every verified source is suspended/disabled;
 //! - 413 over 1 MiB (refused unread when Content-Length says so), 408 a body too slow;
-//! - 429 RATE_LIMITED: more than `--rate-limit` hooks a minute for one target.
+//! - 429 RATE_LIMITED: more than `--rate-limit` hooks a minute for one target, or 30 hooks for
+//!   it in 60 s that did not verify (whatever `--rate-limit` says).
 //!
 //! Every answer but 413/408 is audited (action `hookRefresh`, actor `webhook`).
 
@@ -22,6 +23,31 @@ use super::security::gql_error;
 /// The largest hook body read (GitHub's push payloads are capped at 25 MB, but a refresh needs
 /// none of it: the signature covers the body, and 1 MiB covers every real push event).
 pub const MAX_HOOK_BODY: usize = 1024 * 1024;
+
+/// Hook calls for one target that may fail to verify per [`super::security::FAILURE_WINDOW`].
+pub const MAX_HOOK_FAILURES: u32 = 30;
+
+/// Failed hook verifications per target in the current window (targets are `hook:plugin/id`;
+/// the cache is bounded, its entries expire with the window).
+pub struct HookFailures(moka::sync::Cache<String, std::sync::Arc<std::sync::atomic::AtomicU32>>);
+
+impl Default for HookFailures {
+    fn default() -> Self {
+        HookFailures(
+            moka::sync::Cache::builder().max_capacity(10_000).time_to_live(super::security::FAILURE_WINDOW).build(),
+        )
+    }
+}
+
+impl HookFailures {
+    fn exceeded(&self, target: &str) -> bool {
+        self.0.get(target).is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) >= MAX_HOOK_FAILURES)
+    }
+
+    fn count(&self, target: &str) {
+        self.0.get_with(target.to_string(), Default::default).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 pub async fn plugin(State(app): State<AppState>, Path(plugin): Path<String>, req: axum::extract::Request) -> Response {
     hook(app, plugin, None, req).await
@@ -58,6 +84,20 @@ async fn hook(app: AppState, plugin: String, id: Option<String>, req: axum::extr
         if let Ok(v) = wait.as_secs().max(1).to_string().parse() {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
         }
+        return resp;
+    }
+    // A target whose hooks keep failing to verify is refused before any secret is read (a
+    // secret read may be a Kubernetes API call), whatever --rate-limit says.
+    if app.hook_failures.exceeded(&who) {
+        let mut resp = gql_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            &format!(
+                "{MAX_HOOK_FAILURES} hook calls for this target failed to verify in the last {} s; retry later with a valid signature",
+                super::security::FAILURE_WINDOW.as_secs()
+            ),
+        );
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, super::security::FAILURE_WINDOW.as_secs().into());
         return resp;
     }
     let body = match super::body::read(body, MAX_HOOK_BODY, app.options.body_timeout).await {
@@ -108,7 +148,10 @@ async fn hook(app: AppState, plugin: String, id: Option<String>, req: axum::extr
             (StatusCode::ACCEPTED, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
                 .into_response()
         }
-        Err(CatalogError::Unauthenticated(m)) => gql_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &m),
+        Err(CatalogError::Unauthenticated(m)) => {
+            app.hook_failures.count(&who);
+            gql_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &m)
+        }
         Err(CatalogError::Unavailable { message, .. }) => {
             gql_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &message)
         }

@@ -116,6 +116,8 @@ pub struct AppInner {
     pub options: Arc<HttpOptions>,
     /// `--rate-limit` for `POST /hooks/refresh/...`, per target (`hooks.rs`).
     pub hook_limits: crate::graphql::guards::RateLimiter,
+    /// Failed hook verifications per target (`hooks.rs`).
+    pub hook_failures: hooks::HookFailures,
 }
 
 /// The application state and the routes, before the edge layers.
@@ -141,6 +143,7 @@ fn app(catalog: Arc<Catalog>, options: HttpOptions) -> (AppState, Router) {
         auth_failures: security::AuthFailures::default(),
         metrics: Arc::new(metrics::HttpMetrics::default()),
         hook_limits: crate::graphql::guards::RateLimiter::new(options.schema.changes_per_minute),
+        hook_failures: hooks::HookFailures::default(),
         options: Arc::new(options),
     }));
     let routes = Router::new()

@@ -157,8 +157,19 @@ async fn a_signed_hook_starts_a_refresh_and_anything_else_is_refused() {
     let (status, body) = post(url.clone(), github, PUSH.into()).await;
     assert_eq!(status, 409, "{body}");
 
+    // A target whose hooks keep failing to verify is refused before any secret is read: 429
+    // after 30 failures in a minute (4 so far), even with a good signature, even with
+    // --rate-limit 0.
+    for _ in 0..26 {
+        let (status, _) = post(url.clone(), vec![("x-hub-signature-256", "sha256=00".into())], PUSH.into()).await;
+        assert_eq!(status, 401);
+    }
+    let github = vec![("x-hub-signature-256", github_signature(SECRET, PUSH.as_bytes()))];
+    let (status, body) = post(url.clone(), github, PUSH.into()).await;
+    assert_eq!(status, 429, "{body}");
+
     // Every hook call is in the audit trail.
-    let audit = server.ok("{ auditLog(limit: 20) { action outcome actor } }", json!({})).await;
+    let audit = server.ok("{ auditLog(limit: 100) { action outcome actor } }", json!({})).await;
     let hooks: Vec<(&str, &str)> = audit["auditLog"]
         .as_array()
         .unwrap()
