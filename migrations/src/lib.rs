@@ -8,6 +8,7 @@ mod m20261201_000003_cluster;
 mod m20261207_000004_queued_reason;
 mod m20261207_000005_change_key;
 mod m20261207_000006_contents;
+mod m20261208_000008_webhooks;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000004_queued_reason::Migration),
             Box::new(m20261207_000005_change_key::Migration),
             Box::new(m20261207_000006_contents::Migration),
+            Box::new(m20261208_000008_webhooks::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod entities;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};

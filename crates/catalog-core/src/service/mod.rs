@@ -19,6 +19,7 @@ mod refresh;
 mod rows;
 mod views;
 mod watch;
+mod webhooks;
 
 use apply::filter_entities;
 pub use audit::AuditRow;
@@ -81,6 +82,8 @@ pub struct CatalogOptions {
     pub cluster: ClusterOptions,
     /// The startup snapshot cache's directory (`--snapshot-cache on`), else `None`.
     pub snapshot_cache: Option<std::path::PathBuf>,
+    /// Outgoing webhooks: timeouts, retries, concurrency (`--webhook-*`).
+    pub webhooks: crate::webhooks::WebhookOptions,
 }
 
 impl Default for CatalogOptions {
@@ -94,6 +97,7 @@ impl Default for CatalogOptions {
             watch_interval: Some(std::time::Duration::from_secs(2)),
             cluster: ClusterOptions::default(),
             snapshot_cache: None,
+            webhooks: crate::webhooks::WebhookOptions::default(),
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct Catalog {
     contents_kept: AtomicU64,
     /// The loads in progress, each with the signal that gives it up (`Catalog::supersede`).
     loading: std::sync::Mutex<HashMap<SourceKey, Arc<tokio::sync::Notify>>>,
+    /// Outgoing webhooks: the delivery loop and its counters (see `service/webhooks.rs`).
+    webhooks: Arc<crate::webhooks::Deliverer>,
 }
 
 /// How often the SQLite write-ahead log is copied into the database file ([`Db::checkpoint_loop`]).
@@ -207,7 +213,14 @@ impl Catalog {
         let fetch_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_fetches.max(1)));
         let snapshot_cache =
             options.snapshot_cache.clone().map(|d| Arc::new(crate::snapshot_cache::SnapshotCache::new(d)));
+        let webhooks = Arc::new(crate::webhooks::Deliverer::new(
+            db.clone(),
+            options.fetch.clone(),
+            options.webhooks.clone(),
+            options.cluster.replica_id.clone(),
+        ));
         let catalog = Arc::new(Catalog {
+            webhooks,
             snapshot_cache,
             store,
             db,
@@ -238,6 +251,8 @@ impl Catalog {
             first_refresh_done: AtomicBool::new(false),
         });
         catalog.load_read_model().await?;
+        // Before anything can publish an event (the initial refresh starts below).
+        catalog.start_webhooks();
         let one_replica = !catalog.db.is_postgres();
         if one_replica {
             catalog.clone().start_background();
