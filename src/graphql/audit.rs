@@ -24,14 +24,26 @@ pub enum AuditAction {
     RollbackSource,
     /// A word this server version does not know (written by a newer version, or edited by hand).
     Unknown,
+    /// `createWebhook`.
+    CreateWebhook,
+    /// `updateWebhook`.
+    UpdateWebhook,
+    /// `deleteWebhook`.
+    DeleteWebhook,
+    /// `redeliverWebhook`.
+    RedeliverWebhook,
 }
 
-const ACTIONS: [(AuditAction, &str); 5] = [
+const ACTIONS: &[(AuditAction, &str)] = &[
     (AuditAction::ApplySource, "applySource"),
     (AuditAction::ApplySourceDryRun, "applySource(dryRun)"),
     (AuditAction::RefreshSource, "refreshSource"),
     (AuditAction::RefreshPlugin, "refreshPlugin"),
     (AuditAction::RollbackSource, "rollbackSource"),
+    (AuditAction::CreateWebhook, "createWebhook"),
+    (AuditAction::UpdateWebhook, "updateWebhook"),
+    (AuditAction::DeleteWebhook, "deleteWebhook"),
+    (AuditAction::RedeliverWebhook, "redeliverWebhook"),
 ];
 
 impl AuditAction {
