@@ -49,6 +49,7 @@ enum CatalogWebhookDeliveries {
     LastAttemptMs,
     DeliveredMs,
     RedeliveryOf,
+    UpdatedMs,
 }
 
 #[async_trait::async_trait]
@@ -106,6 +107,9 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(D::LastAttemptMs).big_integer().null())
                     .col(ColumnDef::new(D::DeliveredMs).big_integer().null())
                     .col(ColumnDef::new(D::RedeliveryOf).big_integer().null())
+                    // Every write sets it: a replica sees that another one changed the queue
+                    // (its response cache of the deliveries view) by `MAX(updated_ms)`.
+                    .col(ColumnDef::new(D::UpdatedMs).big_integer().not_null())
                     .to_owned(),
             )
             .await?;
@@ -128,6 +132,16 @@ impl MigrationTrait for Migration {
                     .table(D::Table)
                     .col(D::State)
                     .col(D::NextAttemptMs)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_webhook_deliveries_updated")
+                    .table(D::Table)
+                    .col(D::UpdatedMs)
                     .if_not_exists()
                     .to_owned(),
             )

@@ -235,8 +235,8 @@ impl Db {
                 self.stmt(
                     "INSERT INTO catalog_webhook_deliveries
                        (webhook_id, msg_id, event_key, event_type, plugin, source_id, payload, state, attempts,
-                        next_attempt_ms, created_ms, give_up_ms, redelivery_of)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', 0, $8, $8, $9, $10)
+                        next_attempt_ms, created_ms, give_up_ms, redelivery_of, updated_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', 0, $8, $8, $9, $10, $8)
                      ON CONFLICT (webhook_id, event_key) DO NOTHING",
                     vec![
                         d.webhook_id.clone().into(),
@@ -279,7 +279,8 @@ impl Db {
         let lock = if self.backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE catalog_webhook_deliveries
-                SET lease_owner = $1, lease_until_ms = $3, attempts = attempts + 1, last_attempt_ms = $2
+                SET lease_owner = $1, lease_until_ms = $3, attempts = attempts + 1, last_attempt_ms = $2,
+                    updated_ms = $2
               WHERE id IN (SELECT id FROM catalog_webhook_deliveries
                             WHERE state = 'PENDING' AND next_attempt_ms <= $2
                               AND (lease_until_ms IS NULL OR lease_until_ms < $2)
@@ -307,7 +308,8 @@ impl Db {
         let stmt = self.stmt(
             "UPDATE catalog_webhook_deliveries
                 SET state = $4, next_attempt_ms = $5, last_status = $6, last_duration_ms = $7, last_error = $8,
-                    response_excerpt = $9, delivered_ms = $10, lease_owner = NULL, lease_until_ms = NULL
+                    response_excerpt = $9, delivered_ms = $10, lease_owner = NULL, lease_until_ms = NULL,
+                    updated_ms = $11
               WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'PENDING'",
             vec![
                 id.into(),
@@ -320,6 +322,7 @@ impl Db {
                 o.error.clone().into(),
                 o.excerpt.clone().into(),
                 delivered.into(),
+                o.at_ms.into(),
             ],
         );
         Ok(self.timed(self.conn.execute_raw(stmt)).await?.rows_affected() > 0)
@@ -370,6 +373,20 @@ impl Db {
         );
         let stmt = self.stmt(&sql, vec![webhook_id.into(), event_key.into()]);
         self.timed(async { self.conn.query_one_raw(stmt).await?.as_ref().map(delivery_row).transpose() }).await
+    }
+
+    /// A stamp that changes whenever the receivers or the delivery queue change, on any
+    /// replica: (receivers, their latest update, the queue's latest write). Indexed reads only.
+    pub(crate) async fn webhooks_stamp(&self) -> Result<(i64, i64, i64), DbError> {
+        let stmt = self.stmt(
+            "SELECT (SELECT COUNT(*) FROM catalog_webhooks) AS n,
+                    (SELECT COALESCE(MAX(updated_ms), 0) FROM catalog_webhooks) AS w,
+                    (SELECT COALESCE(MAX(updated_ms), 0) FROM catalog_webhook_deliveries) AS d",
+            vec![],
+        );
+        let row = self.timed(self.conn.query_one_raw(stmt)).await?;
+        let get = |c: &str| row.as_ref().and_then(|r| r.try_get::<i64>("", c).ok()).unwrap_or(0);
+        Ok((get("n"), get("w"), get("d")))
     }
 
     /// Drops finished deliveries older than `before_ms` (the view keeps recent history).

@@ -148,6 +148,7 @@ impl Deliverer {
     ) {
         let mut failing = false;
         let mut round: u64 = 0;
+        let mut stamp = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.options.poll) => {}
@@ -155,6 +156,14 @@ impl Deliverer {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             round += 1;
+            // Several replicas: another one may have changed a receiver or a delivery; the
+            // deliveries view cached here must not outlive that (one replica sees its own).
+            if self.db.is_postgres()
+                && let Ok(now) = self.db.webhooks_stamp().await
+                && stamp.replace(now).is_some_and(|before| before != now)
+            {
+                changed();
+            }
             if round % 3600 == 1 {
                 // Finished deliveries are kept a week for the view, then dropped.
                 let week = ms(Duration::from_secs(7 * 24 * 3600));
