@@ -295,6 +295,26 @@ async fn a_receiver_gets_signed_applied_and_refresh_finished_that_verify_with_it
         }
         let listed = s.gql("{ webhooks { id url events plugins secretRef { name key } } }", json!({})).await;
         assert!(!listed.to_string().contains("QmVuY2htYXJr"), "the secret leaked: {listed}");
+
+        // A redelivery sends the same message (same webhook-id and body), signed anew.
+        let first = view.iter().find(|d| d["eventKind"] == "APPLIED").unwrap();
+        let again = s
+            .ok(
+                "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id messageId redeliveryOf state } }",
+                json!({"id": first["id"]}),
+            )
+            .await["redeliverWebhook"]
+            .clone();
+        assert_eq!(again["messageId"], first["messageId"], "{again}");
+        assert_eq!(again["redeliveryOf"], first["id"], "{again}");
+        let msg = first["messageId"].as_str().unwrap().to_string();
+        let resent = eventually("the redelivery arrives", Duration::from_secs(10), async || {
+            let same: Vec<Received> = rx.inbox.all().into_iter().filter(|r| r.id == msg).collect();
+            if same.len() == 2 { Ok(same) } else { Err(same.len()) }
+        })
+        .await;
+        verify(SECRET, &resent[1]).unwrap();
+        assert_eq!(resent[0].body, resent[1].body, "the same body");
     }
 }
 
@@ -596,4 +616,231 @@ async fn delivery_latency_to_a_local_receiver() {
         );
         assert_eq!(got.len(), N, "each apply delivered once");
     }
+}
+
+/// A replica killed while a receiver holds its request open: after the claim's lease
+/// (2 x --webhook-timeout + 5 s) another replica sends the delivery, and it is answered 200
+/// exactly once (the killed attempt was never answered, so the receiver saw the message twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_delivery_is_finished_by_another_after_the_lease() {
+    if skip_without_postgres("a_replica_killed_mid_delivery_is_finished_by_another_after_the_lease") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(dir.path());
+    let db = database_url(Backend::Postgres, dir.path()).await;
+    let rx = Receiver::start(0, Arc::new(Inbox::default())).await;
+    rx.inbox.set(HANG);
+    let replica = |name: &'static str| {
+        let mut f = flags(dir.path());
+        f.extend(["--replica-id".to_string(), name.to_string()]);
+        TestServer::new(dir.path()).sources(dir.path().join("sources.yaml")).database(&db).flags(&f).start()
+    };
+    let a = replica("a").await;
+    create(&a, input(&rx.url(), &["APPLIED"])).await;
+    let revision = apply(&a, "killed").await;
+    let msg = eventually("replica a is sending (the receiver holds it)", Duration::from_secs(10), async || {
+        match rx.inbox.all().first() {
+            Some(r) => Ok(r.id.clone()),
+            None => Err("nothing yet"),
+        }
+    })
+    .await;
+    let _ = a.kill();
+    let killed = Instant::now();
+    rx.inbox.set(OK);
+    let b = replica("b").await;
+    eventually("replica b sends it after the lease", Duration::from_secs(40), async || {
+        let ok = rx.inbox.all().iter().filter(|r| r.id == msg && r.status == 200).count();
+        if ok >= 1 { Ok(()) } else { Err(rx.inbox.all().len()) }
+    })
+    .await;
+    let after = killed.elapsed();
+    // Time for a wrong second send.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all = rx.inbox.all();
+    assert!(all.iter().all(|r| r.id == msg), "only that message: {all:?}");
+    assert_eq!(all.iter().filter(|r| r.status == 200).count(), 1, "answered 200 exactly once: {all:?}");
+    assert_eq!(all.len(), 2, "the killed attempt and b's: {all:?}");
+    verify(SECRET, &all[1]).unwrap();
+    assert_eq!(all[1].json()["data"]["revision"], revision);
+    let d = deliveries(&b).await;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["state"], "DELIVERED", "{d:?}");
+    assert_eq!(d[0]["attempts"], 2, "{d:?}");
+    eprintln!("a killed replica's delivery was sent by another after {after:?} (lease: 2 x 3 s + 5 s)");
+}
+
+/// Measures what happens to deliveries while PostgreSQL is away for 30 s, on a throwaway
+/// server the test may stop (never the shared one): `CATALOG_BFF_WEBHOOK_OUTAGE_PG` (its admin
+/// URL) and `CATALOG_BFF_WEBHOOK_OUTAGE_PGDATA` (its data directory, for `pg_ctl`). Prints the
+/// figures the README quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops a PostgreSQL server for 30 s: set CATALOG_BFF_WEBHOOK_OUTAGE_PG and CATALOG_BFF_WEBHOOK_OUTAGE_PGDATA"]
+async fn deliveries_across_a_30_second_postgres_outage() {
+    use sea_orm::ConnectionTrait;
+    let admin = std::env::var("CATALOG_BFF_WEBHOOK_OUTAGE_PG").expect("CATALOG_BFF_WEBHOOK_OUTAGE_PG");
+    let pgdata = std::env::var("CATALOG_BFF_WEBHOOK_OUTAGE_PGDATA").expect("CATALOG_BFF_WEBHOOK_OUTAGE_PGDATA");
+    let pg_ctl = |what: &str| {
+        let st = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D", &pgdata, "-w", "-m", "fast"])
+            .args([
+                "-l",
+                "/tmp/pgwh/log",
+                "-o",
+                "-c listen_addresses=127.0.0.1 -c port=55433 -c unix_socket_directories=/tmp/pgwh",
+            ])
+            .arg(what)
+            .status()
+            .unwrap();
+        assert!(st.success(), "pg_ctl {what}");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(dir.path());
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let conn = sea_orm::Database::connect(&admin).await.unwrap();
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+    conn.close().await.ok();
+    let db = format!("{}/{name}", &admin[..admin.rfind('/').unwrap()]);
+    let rx = Receiver::start(0, Arc::new(Inbox::default())).await;
+    rx.inbox.set(FAIL);
+    let s = TestServer::new(dir.path())
+        .sources(dir.path().join("sources.yaml"))
+        .database(&db)
+        .flags(&flags(dir.path()))
+        .start()
+        .await;
+    create(&s, input(&rx.url(), &["APPLIED", "REFRESH_STARTED", "REFRESHED", "REFRESH_FINISHED"])).await;
+    for i in 0..5 {
+        apply(&s, &format!("before-{i}")).await;
+    }
+    eventually("five deliveries wait for retries", Duration::from_secs(10), async || {
+        let d = deliveries(&s).await;
+        if d.len() == 5 && d.iter().all(|d| d["statusCode"] == 500) { Ok(()) } else { Err(d) }
+    })
+    .await;
+    pg_ctl("stop");
+    let down = Instant::now();
+    rx.inbox.set(OK);
+    let (mut refused, mut accepted) = (0, 0);
+    let mut refresh = Value::Null;
+    while down.elapsed() < Duration::from_secs(30) {
+        let body = s.gql(APPLY, json!({"labels": [format!("during-{}", refused + accepted)]})).await;
+        if body.get("errors").is_some() {
+            refused += 1;
+        } else {
+            accepted += 1;
+        }
+        if refresh.is_null() {
+            refresh = s
+                .gql(
+                    "mutation { refreshSource(plugin: \"models\", id: \"local\", wait: true) { id phase } }",
+                    json!({}),
+                )
+                .await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let during = rx.inbox.all().iter().filter(|r| r.status == 200).count();
+    pg_ctl("start");
+    let up = Instant::now();
+    let expected = 5 + accepted;
+    let drained =
+        eventually("every queued delivery is delivered after the outage", Duration::from_secs(120), async || {
+            let body = s.gql(DELIVERIES, json!({})).await;
+            let Some(d) = body["data"]["webhooks"][0]["deliveries"]["nodes"].as_array() else { return Err(body) };
+            if d.iter().all(|d| d["state"] == "DELIVERED") && d.len() >= expected {
+                Ok(d.clone())
+            } else {
+                Err(json!(d))
+            }
+        })
+        .await;
+    let drain = up.elapsed();
+    let all = rx.inbox.all();
+    let mut oks: BTreeMap<String, usize> = BTreeMap::new();
+    for r in all.iter().filter(|r| r.status == 200) {
+        *oks.entry(r.id.clone()).or_default() += 1;
+    }
+    let lost = s.metric("catalog_bff_webhook_events_lost_total").await;
+    eprintln!(
+        "PostgreSQL away 30 s: applies during it: {refused} refused, {accepted} accepted; refresh during it: {refresh}; \
+         deliveries sent during it: {during}; after it came back all {} deliveries were DELIVERED within {drain:?} \
+         (receivers got {} messages answered 200, max {} per message); events lost: {lost}",
+        drained.len(),
+        oks.len(),
+        oks.values().max().copied().unwrap_or(0),
+    );
+    assert!(oks.values().all(|n| *n == 1), "a message answered 200 twice: {oks:?}");
+}
+
+/// catalogctl's `webhook create|list|deliveries|delete` against a real server: a receiver made
+/// from the command line gets a signed event; a refused URL exits 2 (validation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogctl_manages_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(0, Arc::new(Inbox::default())).await;
+    let s = server(Backend::Sqlite, dir.path(), &[]).await;
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(catalogctl_bin())
+            .env("CATALOG_BFF_URL", &s.base)
+            .env_remove("CATALOG_BFF_TOKEN")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json_of = |o: &std::process::Output| -> Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {} {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        })
+    };
+    let url = rx.url();
+    let made = ctl(&[
+        "-o",
+        "json",
+        "webhook",
+        "create",
+        "--url",
+        &url,
+        "--event",
+        "applied",
+        "--plugin",
+        "models",
+        "--secret",
+        "hook-secret/signing",
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{}", String::from_utf8_lossy(&made.stderr));
+    let id = json_of(&made)["id"].as_str().unwrap().to_string();
+    let refused = ctl(&[
+        "webhook",
+        "create",
+        "--url",
+        "http://10.0.0.1/x",
+        "--event",
+        "APPLIED",
+        "--secret",
+        "hook-secret/signing",
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "validation exit: {}", String::from_utf8_lossy(&refused.stderr));
+    let listed = json_of(&ctl(&["-o", "json", "webhook", "list"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    apply(&s, "from-ctl").await;
+    eventually("the receiver gets the event", Duration::from_secs(10), async || {
+        let all = rx.inbox.all();
+        if all.len() == 1 { Ok(()) } else { Err(all.len()) }
+    })
+    .await;
+    verify(SECRET, &rx.inbox.all()[0]).unwrap();
+    let shown = eventually("catalogctl shows the delivery DELIVERED", Duration::from_secs(10), async || {
+        let d = json_of(&ctl(&["-o", "json", "webhook", "deliveries", &id]));
+        if d[0]["state"] == "DELIVERED" { Ok(d) } else { Err(d) }
+    })
+    .await;
+    assert_eq!(shown[0]["statusCode"], 200, "{shown}");
+    let table = ctl(&["webhook", "deliveries", &id]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("DELIVERED"), "{}", String::from_utf8_lossy(&table.stdout));
+    let gone = ctl(&["webhook", "delete", &id]);
+    assert_eq!(gone.status.code(), Some(0), "{}", String::from_utf8_lossy(&gone.stderr));
+    assert_eq!(json_of(&ctl(&["-o", "json", "webhook", "list"])), json!([]));
 }
