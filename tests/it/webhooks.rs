@@ -538,6 +538,13 @@ async fn two_replicas_on_postgres_deliver_each_event_exactly_once() {
     let a = replica("a").await;
     let b = replica("b").await;
     create(&a, input(&rx.url(), &["APPLIED", "REFRESH_FINISHED"])).await;
+    // B reads (and caches) the view before anything is delivered.
+    let before = eventually("b sees the receiver", Duration::from_secs(10), async || {
+        let body = b.gql(DELIVERIES, json!({})).await;
+        if body["data"]["webhooks"].as_array().is_some_and(|w| w.len() == 1) { Ok(body) } else { Err(body) }
+    })
+    .await;
+    assert_eq!(before["data"]["webhooks"][0]["deliveries"]["totalCount"], 0);
     let mut expected = BTreeSet::new();
     for i in 0..6 {
         let on = if i % 2 == 0 { &a } else { &b };
@@ -577,6 +584,14 @@ async fn two_replicas_on_postgres_deliver_each_event_exactly_once() {
     // Only the events of this test, each once (the start-up refreshes happened before the receiver).
     let got: BTreeSet<String> = count.keys().cloned().collect();
     assert_eq!(got, expected, "exactly the events made on the replicas");
+    // Each replica's view (cached or not) shows every delivery DELIVERED, whoever sent it.
+    for (name, on) in [("a", &a), ("b", &b)] {
+        eventually(&format!("replica {name} shows every delivery DELIVERED"), Duration::from_secs(5), async || {
+            let d = deliveries(on).await;
+            if d.len() == expected.len() && d.iter().all(|d| d["state"] == "DELIVERED") { Ok(()) } else { Err(d) }
+        })
+        .await;
+    }
 }
 
 /// Not a timing assertion: prints the delivery latency (event time in the body → the receiver
