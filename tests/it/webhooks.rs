@@ -51,6 +51,8 @@ impl Received {
 const OK: u8 = 0;
 const FAIL: u8 = 1;
 const HANG: u8 = 2;
+/// Answers 307 to a private address the outbound guard refuses.
+const REDIRECT: u8 = 3;
 
 #[derive(Default)]
 struct Inbox {
@@ -67,12 +69,17 @@ impl Inbox {
     }
 }
 
-async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String) -> (StatusCode, &'static str) {
+async fn hook(
+    State(inbox): State<Arc<Inbox>>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, [(axum::http::HeaderName, &'static str); 1], &'static str) {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let mode = inbox.mode.load(Ordering::SeqCst);
     let status = match mode {
         FAIL => 500,
         HANG => 0,
+        REDIRECT => 307,
         _ => 200,
     };
     inbox.got.lock().unwrap().push(Received {
@@ -83,13 +90,17 @@ async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String)
         at: chrono::Utc::now(),
         status,
     });
+    let none = [(axum::http::header::CACHE_CONTROL, "no-store")];
     match mode {
-        FAIL => (StatusCode::INTERNAL_SERVER_ERROR, "receiver broken"),
+        FAIL => (StatusCode::INTERNAL_SERVER_ERROR, none, "receiver broken"),
         HANG => {
             tokio::time::sleep(Duration::from_secs(120)).await;
-            (StatusCode::OK, "late")
+            (StatusCode::OK, none, "late")
         }
-        _ => (StatusCode::OK, "thanks"),
+        REDIRECT => {
+            (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, "http://10.20.30.40/hook")], "moved")
+        }
+        _ => (StatusCode::OK, none, "thanks"),
     }
 }
 
@@ -858,4 +869,75 @@ async fn catalogctl_manages_webhooks() {
     let gone = ctl(&["webhook", "delete", &id]);
     assert_eq!(gone.status.code(), Some(0), "{}", String::from_utf8_lossy(&gone.stderr));
     assert_eq!(json_of(&ctl(&["-o", "json", "webhook", "list"])), json!([]));
+}
+
+/// A receiver that redirects to an address the outbound guard refuses: the redirect is not
+/// followed, the attempt is recorded with the guard's reason and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_refused_address_is_not_followed_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(0, Arc::new(Inbox::default())).await;
+    rx.inbox.set(REDIRECT);
+    let s = server(Backend::Sqlite, dir.path(), &[]).await;
+    create(&s, input(&rx.url(), &["APPLIED"])).await;
+    apply(&s, "redirected").await;
+    let d = eventually("the refused redirect is recorded and retried", Duration::from_secs(20), async || {
+        let d = deliveries(&s).await;
+        let retried = d.len() == 1
+            && d[0]["state"] == "PENDING"
+            && d[0]["attempts"].as_i64().unwrap_or(0) >= 2
+            && d[0]["lastError"].as_str().is_some_and(|e| e.contains("10.20.30.40") && e.contains("outbound guard"));
+        if retried { Ok(d) } else { Err(d) }
+    })
+    .await;
+    assert!(rx.inbox.all().iter().all(|r| r.status == 307), "only the receiver itself was called");
+    rx.inbox.set(OK);
+    eventually("delivered once the receiver stops redirecting", Duration::from_secs(20), async || {
+        let d = deliveries(&s).await;
+        if d[0]["state"] == "DELIVERED" { Ok(()) } else { Err(d) }
+    })
+    .await;
+    let _ = d;
+}
+
+/// Only operators may see or change receivers: a viewer is FORBIDDEN (and the refusal is
+/// audited), an operator is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_operators_see_and_change_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(dir.path());
+    let tokens = tokens_file(dir.path(), &[("vera", "viewer", "viewer-token"), ("otto", "operator", "operator-token")]);
+    let mut f = flags(dir.path());
+    f.extend(["--auth", "static", "--tokens-file", tokens.to_str().unwrap()].map(String::from));
+    let s = TestServer::new(dir.path()).sources(dir.path().join("sources.yaml")).flags(&f).start().await;
+    let call = async |token: &str, query: &str, variables: Value| -> Value {
+        s.client
+            .post(format!("{}/graphql", s.base))
+            .bearer_auth(token)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let good = input("http://127.0.0.1:9/hook", &["APPLIED"]);
+    let denied = call("viewer-token", CREATE, json!({"input": good})).await;
+    assert_eq!(error_code(&denied).as_deref(), Some("FORBIDDEN"), "{denied:#}");
+    let listed = call("viewer-token", "{ webhooks { id } }", json!({})).await;
+    assert_eq!(error_code(&listed).as_deref(), Some("FORBIDDEN"), "{listed:#}");
+    let made = call("operator-token", CREATE, json!({"input": good})).await;
+    assert!(made.get("errors").is_none(), "{made:#}");
+    assert_eq!(made["data"]["createWebhook"]["url"], "http://127.0.0.1:9/hook");
+    let audit = call("operator-token", "{ auditLog(limit: 20) { actor action outcome } }", json!({})).await;
+    let rows = audit["data"]["auditLog"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["actor"] == "vera" && r["action"] == "CREATE_WEBHOOK" && r["outcome"] == "FORBIDDEN"),
+        "{audit:#}"
+    );
+    assert!(
+        rows.iter().any(|r| r["actor"] == "otto" && r["action"] == "CREATE_WEBHOOK" && r["outcome"] == "OK"),
+        "{audit:#}"
+    );
 }
