@@ -144,8 +144,9 @@ impl Events {
             job_id: job_id.map(str::to_string),
             at: Utc::now(),
         };
+        // (Closed, not full: the server is shutting down and its enqueuer has stopped.)
         if let Some(hook) = self.hook.get()
-            && hook.try_send(ev.clone()).is_err()
+            && let Err(mpsc::error::TrySendError::Full(_)) = hook.try_send(ev.clone())
         {
             let lost = self.hook_lost.fetch_add(1, Ordering::AcqRel) + 1;
             if lost.is_power_of_two() {

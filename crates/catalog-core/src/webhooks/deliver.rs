@@ -216,7 +216,13 @@ impl Deliverer {
     /// One attempt of one claimed delivery, recorded.
     async fn attempt(&self, row: DeliveryRow) {
         let started = Instant::now();
-        let sent = self.send(&row).await;
+        // The whole attempt (the receiver and secret reads too, which have bounds of their own)
+        // ends well inside the claim's lease, so no other replica claims a row still being sent.
+        let bound = self.options.lease().saturating_sub(Duration::from_secs(3));
+        let sent = match tokio::time::timeout(bound, self.send(&row)).await {
+            Ok(sent) => sent,
+            Err(_) => Err((None, format!("the attempt took longer than {:.1} s (its lease)", bound.as_secs_f64()))),
+        };
         let duration_ms = ms(started.elapsed());
         let now = now_ms();
         let (status, error, excerpt) = match &sent {
@@ -265,7 +271,7 @@ impl Deliverer {
                 Ok(false) => {
                     tracing::warn!(
                         delivery = row.id,
-                        "webhook delivery: this replica's lease was lost; its outcome is not recorded"
+                        "webhook delivery: not recorded (this replica lost the lease, or the receiver was deleted meanwhile)"
                     );
                     return;
                 }
