@@ -89,8 +89,12 @@ fn operations(text: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_ui_operation_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::example(Backend::Sqlite, dir.path()).await;
+    // A signing secret for the Webhooks page's CreateWebhook (read from the env, as any secret).
+    let secret = [("CATALOG_BFF_SECRET_UI_CONTRACT_SIGNING", "whsec_dWktY29udHJhY3Qgc2lnbmluZyBrZXkgMzIgYnl0ZXM=")];
+    let server = TestServer::new(dir.path()).envs(&secret).start().await;
     let content = std::fs::read_to_string(dir.path().join("team-models.yaml")).unwrap();
+    // DeleteWebhook removes the receiver CreateWebhook made.
+    let created = std::sync::Mutex::new(String::new());
     let input = json!({"id": "team_models", "content": content, "labels": ["Team", "Edited"]});
     let vars = |op: &str| -> Value {
         match op {
@@ -106,6 +110,12 @@ async fn every_ui_operation_runs() {
             "StartRefreshSource" => json!({"plugin": "models", "id": "partner_models"}),
             "StartRefreshPlugin" => json!({"plugin": "mcp"}),
             "RollbackSourceChecked" => json!({"plugin": "models", "id": "team_models", "revision": 1}),
+            "Webhooks" => json!({}),
+            "CreateWebhook" => json!({"input": {"url": "https://hooks.example.com/catalog", "events": ["APPLIED"],
+                "secretRef": {"name": "ui-contract", "key": "signing"}}}),
+            // No delivery exists: NOT_FOUND (checked below) proves the document runs.
+            "RedeliverWebhook" => json!({"deliveryId": "0"}),
+            "DeleteWebhook" => json!({"id": created.lock().unwrap().clone()}),
             other => panic!("no variables for {other}: add them here"),
         }
     };
@@ -117,12 +127,20 @@ async fn every_ui_operation_runs() {
         let text = std::fs::read_to_string(file).unwrap();
         for op in operations(&text) {
             let body = server.gql_op(&text, &op, vars(&op)).await;
+            if op == "RedeliverWebhook" {
+                assert_eq!(error_code(&body).as_deref(), Some("NOT_FOUND"), "{op}: {body:#}");
+                ran += 1;
+                continue;
+            }
             assert!(body.get("errors").is_none(), "{}: {op} failed: {body:#}", file.display());
+            if op == "CreateWebhook" {
+                *created.lock().unwrap() = body["data"]["createWebhook"]["id"].as_str().unwrap().to_string();
+            }
             assert!(body["data"].is_object(), "{op}: {body:#}");
             ran += 1;
         }
     }
-    assert_eq!(ran, 14, "expected 14 UI operations");
+    assert_eq!(ran, 18, "expected 18 UI operations");
 }
 
 /// The rules "the core knows no HTTP or GraphQL" and "only the core talks to the database" are

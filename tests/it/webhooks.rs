@@ -941,3 +941,55 @@ async fn only_operators_see_and_change_webhooks() {
         "{audit:#}"
     );
 }
+
+/// The console's Webhooks page in headless Chromium (`tests/node/webhooks.mjs`), offline and
+/// under the console's CSP: reached from the Sources page, a refused URL shows its field, a
+/// registered receiver shows its delivery DELIVERED, Redeliver sends the same message again,
+/// Delete removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_webhooks_page_in_chromium() {
+    let Some(chromium) = chromium("the_console_webhooks_page_in_chromium") else {
+        return;
+    };
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        node.join("node_modules/playwright-core").is_dir(),
+        "playwright-core missing: run `npm ci --prefix tests/node` (bash .ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(0, Arc::new(Inbox::default())).await;
+    let s = server(Backend::Sqlite, dir.path(), &[]).await;
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/console");
+    let out = tokio::process::Command::new("node")
+        .arg(node.join("webhooks.mjs"))
+        .arg(&s.base)
+        .arg(&artifacts)
+        .arg(&chromium)
+        .arg(rx.url())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let steps: BTreeMap<String, Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["step"].as_str().unwrap().to_string(), v))
+        .collect();
+    assert!(steps.contains_key("done"), "{stdout}");
+    assert_eq!(steps["empty"]["emptyShown"], true);
+    assert!(steps["refused"]["fields"].as_str().unwrap().contains("input.url"), "{}", steps["refused"]);
+    assert_eq!(steps["refused"]["receivers"], 0, "nothing stored");
+    assert!(steps["created"]["url"].as_str().unwrap().contains(&rx.url()));
+    let rows = steps["redelivered"]["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["message"], rows[1]["message"], "the same webhook-id: {rows:?}");
+    assert_eq!(steps["deleted"]["receivers"], 0);
+    // The receiver got the message twice (delivery and redelivery), both signed.
+    let all = rx.inbox.all();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0].id, all[1].id);
+    for r in &all {
+        verify(SECRET, r).unwrap();
+    }
+}
