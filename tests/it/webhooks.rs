@@ -993,3 +993,46 @@ async fn the_console_webhooks_page_in_chromium() {
         verify(SECRET, r).unwrap();
     }
 }
+
+/// With `--store kubernetes` the signing secret is the Kubernetes Secret, read through the API
+/// like `authSecretRef`: one without the credential label is refused (VALIDATION_FAILED naming
+/// `input.secretRef` and the label, nothing stored); labelled, the receiver gets events signed
+/// with its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_secrets_need_the_credential_label() {
+    use support::fake_kube::FakeKube;
+    const NS: &str = "catalogs";
+    const LABEL: &str = "catalog-bff.io/source-credential";
+    let tmp = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let kubeconfig = kube.kubeconfig(tmp.path(), NS);
+    let rx = Receiver::start(0, Arc::new(Inbox::default())).await;
+    kube.set_secret(NS, "hook-secret", BTreeMap::from([("signing".to_string(), format!("{SECRET}\n").into_bytes())]));
+    let s = TestServer::new(tmp.path())
+        .flags(&["--store", "kubernetes", "--namespace", NS, "--url-allow", "127.0.0.1", "--rate-limit", "0"])
+        .envs(&[("KUBECONFIG", kubeconfig.to_str().unwrap())])
+        .start()
+        .await;
+    let hook = json!({"url": rx.url(), "events": ["APPLIED"], "secretRef": {"name": "hook-secret", "key": "signing"}});
+    let refused = s.gql(CREATE, json!({"input": hook})).await;
+    assert_eq!(error_code(&refused).as_deref(), Some("VALIDATION_FAILED"), "{refused:#}");
+    assert_eq!(refused["errors"][0]["extensions"]["diagnostics"][0]["field"], "input.secretRef", "{refused:#}");
+    assert!(refused.to_string().contains(LABEL), "says how to opt in: {refused}");
+    assert_eq!(s.ok("{ webhooks { id } }", json!({})).await["webhooks"], json!([]));
+    kube.label_secret(NS, "hook-secret", LABEL, "true");
+    create(&s, hook).await;
+    let apply = s
+        .gql(
+            "mutation($c: String!) { applySource(plugin: \"models\", input: {id: \"k\", content: $c}) { revision } }",
+            json!({"c": models_yaml(2)}),
+        )
+        .await;
+    assert!(apply.get("errors").is_none(), "{apply:#}");
+    let got = eventually("the receiver gets the APPLIED", Duration::from_secs(15), async || {
+        let all = rx.inbox.all();
+        if all.is_empty() { Err(0) } else { Ok(all) }
+    })
+    .await;
+    verify(SECRET, &got[0]).unwrap();
+    assert_eq!(got[0].json()["data"]["sourceId"], "k");
+}
