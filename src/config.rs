@@ -215,6 +215,18 @@ pub struct ServeArgs {
     /// This replica's name in job leases and logs. Default: the host name (the pod name).
     #[arg(long, env = "CATALOG_BFF_REPLICA_ID")]
     pub replica_id: Option<String>,
+    /// Webhooks: how long a delivery is retried (with backoff: 1 s doubling, at most 5 min
+    /// apart) before it is given up as FAILED. A duration: `90s`, `30m`, `24h`, or seconds.
+    #[arg(long, env = "CATALOG_BFF_WEBHOOK_RETRY_FOR", default_value = "24h", value_parser = parse_duration)]
+    pub webhook_retry_for: std::time::Duration,
+    /// Webhooks: the longest one attempt may take (connect, send, the receiver's answer); a
+    /// receiver that hangs costs one delivery slot this long, then the attempt is retried.
+    #[arg(long, env = "CATALOG_BFF_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: std::time::Duration,
+    /// Webhooks: deliveries in flight at once on this replica (slow receivers hold these
+    /// slots, never an apply or a refresh).
+    #[arg(long, env = "CATALOG_BFF_WEBHOOK_CONCURRENCY", default_value_t = 8)]
+    pub webhook_concurrency: usize,
     /// Authentication: `none` (only on a loopback address unless --allow-unauthenticated),
     /// `static` (a tokens file, see --tokens-file) or `kubernetes` (TokenReview +
     /// SubjectAccessReview).
@@ -501,6 +513,12 @@ impl ServeArgs {
                 retry_initial: self.retry_initial_interval.max(Duration::from_secs(1)),
                 retry_max: self.retry_max_interval.max(self.retry_initial_interval),
             },
+            webhooks: catalog_core::WebhookOptions {
+                retry_for: self.webhook_retry_for,
+                timeout: self.webhook_timeout.max(Duration::from_millis(100)),
+                concurrency: self.webhook_concurrency.clamp(1, 256),
+                ..Default::default()
+            },
         }
     }
 
@@ -534,6 +552,28 @@ pub const MIN_JOB_LEASE_SECS: f64 = 3.0;
 fn seconds(s: f64) -> std::time::Duration {
     const YEAR: f64 = 365.0 * 24.0 * 3600.0;
     std::time::Duration::try_from_secs_f64(if s.is_nan() { 0.0 } else { s.clamp(0.0, YEAR) }).unwrap_or_default()
+}
+
+/// A duration flag: a number with a unit (`500ms`, `90s`, `30m`, `24h`, `7d`) or plain seconds;
+/// at most a year.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 90s, 30m or 24h"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => return Err(format!("unknown unit `{other}` in `{text}`; use ms, s, m, h or d")),
+    };
+    let secs = n * scale;
+    if !secs.is_finite() || secs > 365.0 * 86400.0 {
+        return Err(format!("`{text}` is longer than a year"));
+    }
+    Ok(seconds(secs))
 }
 
 /// A database URL with its password replaced by `***`, for logs and `describe`.

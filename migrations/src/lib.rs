@@ -9,6 +9,7 @@ mod m20261207_000004_queued_reason;
 mod m20261207_000005_change_key;
 mod m20261207_000006_contents;
 mod m20261208_000007_schedule;
+mod m20261208_000008_webhooks;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000005_change_key::Migration),
             Box::new(m20261207_000006_contents::Migration),
             Box::new(m20261208_000007_schedule::Migration),
+            Box::new(m20261208_000008_webhooks::Migration),
         ]
     }
 }

@@ -34,9 +34,17 @@ pub enum AuditAction {
     HookRefresh,
     /// A word this server version does not know (written by a newer version, or edited by hand).
     Unknown,
+    /// `createWebhook`.
+    CreateWebhook,
+    /// `updateWebhook`.
+    UpdateWebhook,
+    /// `deleteWebhook`.
+    DeleteWebhook,
+    /// `redeliverWebhook`.
+    RedeliverWebhook,
 }
 
-const ACTIONS: [(AuditAction, &str); 10] = [
+const ACTIONS: &[(AuditAction, &str)] = &[
     (AuditAction::ApplySource, "applySource"),
     (AuditAction::ApplySourceDryRun, "applySource(dryRun)"),
     (AuditAction::RefreshSource, "refreshSource"),
@@ -47,6 +55,10 @@ const ACTIONS: [(AuditAction, &str); 10] = [
     (AuditAction::ResumeSource, "resumeSource"),
     (AuditAction::CancelRefreshJob, "cancelRefreshJob"),
     (AuditAction::HookRefresh, "hookRefresh"),
+    (AuditAction::CreateWebhook, "createWebhook"),
+    (AuditAction::UpdateWebhook, "updateWebhook"),
+    (AuditAction::DeleteWebhook, "deleteWebhook"),
+    (AuditAction::RedeliverWebhook, "redeliverWebhook"),
 ];
 
 impl AuditAction {

@@ -10,6 +10,7 @@ pub mod mutation;
 pub mod query;
 pub mod subscription;
 pub mod types;
+pub mod webhooks;
 
 use async_graphql::{Context, Schema};
 use std::sync::Arc;
@@ -17,7 +18,64 @@ use std::sync::Arc;
 use catalog_core::Catalog;
 use catalog_core::PluginKind;
 
-pub type CatalogSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
+pub type CatalogSchema = Schema<QueryRoot, MutationRoot, subscription::Subscription>;
+
+// The catalog's reads (`query::Query`) merged with the webhook receivers'
+// (`webhooks::WebhookQuery`); the parts are named apart (`CatalogQuery`) only for the merge.
+/// Reads. None changes anything; each is answered from the cache when it can be (a mutation
+/// invalidates the cache before it returns).
+#[derive(async_graphql::MergedObject)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(Boxed<query::Query>, webhooks::WebhookQuery);
+
+// The catalog's changes (`mutation::Mutation`) merged with the webhook receivers'
+// (`webhooks::WebhookMutation`); the parts are named apart (`CatalogMutation`) only for the merge.
+/// Changes. Each needs the operator role (else FORBIDDEN, or UNAUTHENTICATED without a token),
+/// counts against `--changes-per-minute` (RATE_LIMITED), is written to the audit log, and
+/// invalidates the cache before it returns.
+#[derive(async_graphql::MergedObject)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(Boxed<mutation::Mutation>, webhooks::WebhookMutation);
+
+/// A part of a merged root whose field futures are boxed: the merge nests the part's
+/// `resolve_field` future inside two more, and the catalog's mutations (a rollback with its
+/// refresh) are deep enough that the extra copies overflowed a runtime worker's stack in a
+/// debug build. Boxed, the merge holds a pointer. Everything else is the part's own.
+pub struct Boxed<T>(pub T);
+
+impl<T: async_graphql::ContainerType> async_graphql::ContainerType for Boxed<T> {
+    async fn resolve_field(&self, ctx: &Context<'_>) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
+        Box::pin(self.0.resolve_field(ctx)).await
+    }
+
+    async fn find_entity(
+        &self,
+        ctx: &Context<'_>,
+        params: &async_graphql::Value,
+    ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
+        Box::pin(self.0.find_entity(ctx, params)).await
+    }
+}
+
+impl<T: async_graphql::ContainerType> async_graphql::OutputType for Boxed<T> {
+    fn type_name() -> std::borrow::Cow<'static, str> {
+        T::type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        T::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &async_graphql::ContextSelectionSet<'_>,
+        _field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
+    ) -> async_graphql::ServerResult<async_graphql::Value> {
+        async_graphql::resolver_utils::resolve_container(ctx, self).await
+    }
+}
+
+impl<T: async_graphql::ObjectType> async_graphql::ObjectType for Boxed<T> {}
 
 pub use crate::auth::Caller;
 
@@ -73,7 +131,9 @@ pub fn build_schema_with(
     options: &SchemaOptions,
     guardrails: Arc<extensions::Guardrails>,
 ) -> CatalogSchema {
-    let mut b = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+    let query = QueryRoot(Boxed(query::Query), webhooks::WebhookQuery);
+    let mutation = MutationRoot(Boxed(mutation::Mutation), webhooks::WebhookMutation);
+    let mut b = Schema::build(query, mutation, subscription::Subscription)
         // The built-in scalars' texts are generic ("Implement the DateTime<Utc> scalar"): the
         // UI team reads ours, which say the formats.
         .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME_DESC)

@@ -221,7 +221,7 @@ async fn refresh(
 /// Changes. Each needs the operator role (else FORBIDDEN, or UNAUTHENTICATED without a token),
 /// counts against `--changes-per-minute` (RATE_LIMITED), is written to the audit log, and
 /// invalidates the cache before it returns.
-#[Object]
+#[Object(name = "CatalogMutation")]
 impl Mutation {
     /// Validates, writes (atomically), records a revision and optionally refreshes a source.
     /// Invalid input is VALIDATION_FAILED (with `extensions.diagnostics`) and changes nothing.

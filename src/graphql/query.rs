@@ -79,7 +79,7 @@ pub type EntityConnection = Connection<String, CatalogEntity, EntityConnectionFi
 
 /// Reads. None changes anything; each is answered from the cache when it can be (a mutation
 /// invalidates the cache before it returns).
-#[Object]
+#[Object(name = "CatalogQuery")]
 impl Query {
     /// The caller of this request: name, role and whether it may change sources.
     async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {

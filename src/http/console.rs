@@ -33,6 +33,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("api.js", "text/javascript; charset=utf-8", include_str!("../../web/console/api.js")),
     ("ws.js", "text/javascript; charset=utf-8", include_str!("../../web/console/ws.js")),
     ("util.js", "text/javascript; charset=utf-8", include_str!("../../web/console/util.js")),
+    ("webhooks.html", "text/html; charset=utf-8", include_str!("../../web/console/webhooks.html")),
+    ("webhooks.js", "text/javascript; charset=utf-8", include_str!("../../web/console/webhooks.js")),
 ];
 
 /// Every `ui-contract/*.graphql` file (a test below fails when the directory holds one this
@@ -43,6 +45,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("save-source.graphql", include_str!("../../ui-contract/save-source.graphql")),
     ("source-details.graphql", include_str!("../../ui-contract/source-details.graphql")),
     ("sources-table.graphql", include_str!("../../ui-contract/sources-table.graphql")),
+    ("webhooks.graphql", include_str!("../../ui-contract/webhooks.graphql")),
 ];
 
 /// `{ "<file>": "<text>", ... }`, built once.

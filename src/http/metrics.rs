@@ -223,5 +223,30 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         "Visible catalog changes since start.",
         app.catalog.generation().to_string(),
     );
+    // Outgoing webhooks (this replica's deliveries and events).
+    let w = app.catalog.webhook_stats();
+    head(
+        &mut out,
+        "catalog_bff_webhook_deliveries_total",
+        "counter",
+        "Webhook delivery attempts by outcome: delivered (2xx), retried (failed, will be retried), failed (given up after --webhook-retry-for).",
+    );
+    for (outcome, n) in [("delivered", w.delivered), ("retried", w.retried), ("failed", w.failed)] {
+        let _ = writeln!(out, "catalog_bff_webhook_deliveries_total{{outcome=\"{outcome}\"}} {n}");
+    }
+    gauge_line(
+        &mut out,
+        "catalog_bff_webhook_deliveries_queued_total",
+        "counter",
+        "Webhook deliveries queued by this replica (one per event and receiver).",
+        w.enqueued,
+    );
+    gauge_line(
+        &mut out,
+        "catalog_bff_webhook_events_lost_total",
+        "counter",
+        "Events dropped for webhooks because the in-memory queue was full (the database was unreachable for long).",
+        w.lost,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -36,6 +36,8 @@ const CRATES: &[Crate] = &[
         dir: "crates/catalog-core/src",
         layers: &[
             &["service"],
+            // Outgoing webhooks: the delivery queue and loop, driven by the service.
+            &["webhooks"],
             &["fetch", "snapshot_cache", "jobs", "validate"],
             &["store"],
             &["paths"],

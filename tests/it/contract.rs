@@ -89,8 +89,12 @@ fn operations(text: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_ui_operation_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::example(Backend::Sqlite, dir.path()).await;
+    // A signing secret for the Webhooks page's CreateWebhook (read from the env, as any secret).
+    let secret = [("CATALOG_BFF_SECRET_UI_CONTRACT_SIGNING", "whsec_dWktY29udHJhY3Qgc2lnbmluZyBrZXkgMzIgYnl0ZXM=")];
+    let server = TestServer::new(dir.path()).envs(&secret).start().await;
     let content = std::fs::read_to_string(dir.path().join("team-models.yaml")).unwrap();
+    // DeleteWebhook removes the receiver CreateWebhook made.
+    let created = std::sync::Mutex::new(String::new());
     let input = json!({"id": "team_models", "content": content, "labels": ["Team", "Edited"]});
     let started_job = std::sync::Mutex::new(String::new());
     let vars = |op: &str| -> Value {
@@ -110,6 +114,12 @@ async fn every_ui_operation_runs() {
             "SuspendSource" | "ResumeSource" => json!({"plugin": "models", "id": "partner_models"}),
             // The job StartRefreshPlugin (same file, just before) started.
             "CancelRefreshJob" => json!({"id": started_job.lock().unwrap().clone()}),
+            "Webhooks" => json!({}),
+            "CreateWebhook" => json!({"input": {"url": "https://hooks.example.com/catalog", "events": ["APPLIED"],
+                "secretRef": {"name": "ui-contract", "key": "signing"}}}),
+            // No delivery exists: NOT_FOUND (checked below) proves the document runs.
+            "RedeliverWebhook" => json!({"deliveryId": "0"}),
+            "DeleteWebhook" => json!({"id": created.lock().unwrap().clone()}),
             other => panic!("no variables for {other}: add them here"),
         }
     };
@@ -133,12 +143,20 @@ async fn every_ui_operation_runs() {
                 ran += 1;
                 continue;
             }
+            if op == "RedeliverWebhook" {
+                assert_eq!(error_code(&body).as_deref(), Some("NOT_FOUND"), "{op}: {body:#}");
+                ran += 1;
+                continue;
+            }
             assert!(body.get("errors").is_none(), "{}: {op} failed: {body:#}", file.display());
+            if op == "CreateWebhook" {
+                *created.lock().unwrap() = body["data"]["createWebhook"]["id"].as_str().unwrap().to_string();
+            }
             assert!(body["data"].is_object(), "{op}: {body:#}");
             ran += 1;
         }
     }
-    assert_eq!(ran, 17, "expected 17 UI operations");
+    assert_eq!(ran, 21, "expected 21 UI operations");
 }
 
 /// The rules "the core knows no HTTP or GraphQL" and "only the core talks to the database" are

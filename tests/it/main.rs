@@ -51,3 +51,4 @@ mod trust_errors;
 mod trust_http;
 mod trust_ws;
 mod upstream_fixtures;
+mod webhooks;

@@ -102,6 +102,11 @@ pub struct Events {
     feed_detail: std::sync::Mutex<String>,
     /// The change this replica could not apply yet (id, why, since when), if any.
     stuck: std::sync::Mutex<Option<(u64, String, std::time::Instant)>>,
+    /// Set when outgoing webhooks run: every event that happened on this replica is offered
+    /// to their queue (bounded; a full queue counts the event in `hook_lost`, never waits).
+    /// Events from other replicas (`deliver_remote`) are not: their replica queued them.
+    hook: OnceLock<mpsc::Sender<CatalogEvent>>,
+    hook_lost: AtomicU64,
 }
 
 impl Default for Events {
@@ -116,6 +121,8 @@ impl Default for Events {
             feed_up: AtomicBool::new(true),
             feed_detail: std::sync::Mutex::new("single replica (no change feed)".into()),
             stuck: std::sync::Mutex::new(None),
+            hook: OnceLock::new(),
+            hook_lost: AtomicU64::new(0),
         }
     }
 }
@@ -129,15 +136,30 @@ impl Events {
         revision: Option<i32>,
         job_id: Option<&str>,
     ) {
-        // No receivers is fine: nobody is listening.
-        let _ = self.tx.send(CatalogEvent {
+        let ev = CatalogEvent {
             kind,
             plugin: plugin.to_string(),
             source_id: source_id.map(str::to_string),
             revision,
             job_id: job_id.map(str::to_string),
             at: Utc::now(),
-        });
+        };
+        // (Closed, not full: the server is shutting down and its enqueuer has stopped.)
+        if let Some(hook) = self.hook.get()
+            && let Err(mpsc::error::TrySendError::Full(_)) = hook.try_send(ev.clone())
+        {
+            let lost = self.hook_lost.fetch_add(1, Ordering::AcqRel) + 1;
+            if lost.is_power_of_two() {
+                tracing::error!(
+                    lost,
+                    kind = kind.as_str(),
+                    plugin,
+                    "webhook queue full (the database has been unreachable for long): events lost for webhooks"
+                );
+            }
+        }
+        // No receivers is fine: nobody is listening.
+        let _ = self.tx.send(ev);
         self.queue(kind.as_str(), plugin, source_id, revision, job_id);
     }
 
@@ -175,6 +197,19 @@ impl Events {
             // The publisher is gone (shutting down): nothing will flush this.
             self.flushed.send_replace(seq);
         }
+    }
+
+    /// Turns on the webhook queue: local events from now on go to the returned receiver too,
+    /// at most `capacity` waiting. Only the first call gets it.
+    pub fn enable_hook(&self, capacity: usize) -> Option<mpsc::Receiver<CatalogEvent>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.hook.set(tx).ok()?;
+        Some(rx)
+    }
+
+    /// Events the webhook queue had no room for.
+    pub fn hook_lost(&self) -> u64 {
+        self.hook_lost.load(Ordering::Acquire)
     }
 
     /// Delivers an event that happened on another replica to this replica's subscribers only.

@@ -233,16 +233,7 @@ pub async fn secret_value(
             .field(format!("properties.{property}"))
             .hint(format!("write {property}: {{name: my-secret, key: token}}")));
     };
-    let value = match &cfg.kube_secrets {
-        Some(kube) => kube.read(&name, &key, field("namespace").as_deref()).await?,
-        None => {
-            let var = env_name(&name, &key);
-            match std::env::var(&var) {
-                Ok(v) => v,
-                Err(_) => read_secret_file(&cfg.secrets_dir, &name, &key, &var)?,
-            }
-        }
-    };
+    let value = read_secret(cfg, &name, &key, field("namespace").as_deref()).await?;
     Ok(Some(value))
 }
 
@@ -255,6 +246,28 @@ pub async fn auth_header(entry: &SourceEntry, cfg: &FetchConfig) -> Result<Optio
     let scheme = prop(entry, "authScheme").and_then(Value::as_str).unwrap_or("Bearer");
     let value = if scheme.is_empty() { value } else { format!("{scheme} {value}") };
     Ok(Some((header, value)))
+}
+
+/// A secret's value, read the way `authSecretRef` is (also for webhook signing secrets): with
+/// `--store kubernetes` from the Kubernetes Secret (allowed namespace, credential label
+/// required), else from the env var `CATALOG_BFF_SECRET_<NAME>_<KEY>` or the file
+/// `<secrets-dir>/<name>/<key>`. Errors name the secret, never its value.
+pub(crate) async fn read_secret(
+    cfg: &FetchConfig,
+    name: &str,
+    key: &str,
+    namespace: Option<&str>,
+) -> Result<String, Diagnostic> {
+    match &cfg.kube_secrets {
+        Some(kube) => kube.read(name, key, namespace).await,
+        None => {
+            let var = env_name(name, key);
+            match std::env::var(&var) {
+                Ok(v) => Ok(v),
+                Err(_) => read_secret_file(&cfg.secrets_dir, name, key, &var),
+            }
+        }
+    }
 }
 
 /// Reads `<secrets-dir>/<name>/<key>` only if it resolves inside the secrets directory: a

@@ -10,10 +10,9 @@
 //! Comparisons are constant-time (`Mac::verify_slice`). Pure: no I/O, the clock is a parameter.
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::{KeyInit, Mac};
 
-type HmacSha256 = Hmac<Sha256>;
+type HmacSha256 = hmac::Hmac<sha2_hmac::Sha256>;
 
 /// How far a Standard Webhooks timestamp may be from now (replays older than this fail).
 pub const TOLERANCE_SECS: i64 = 300;

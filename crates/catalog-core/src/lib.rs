@@ -33,6 +33,7 @@ mod sources;
 mod store;
 mod tls;
 mod validate;
+mod webhooks;
 mod yaml;
 
 // ---- The service, its options and its one error type ------------------------------------------
@@ -76,3 +77,9 @@ pub use yaml::{limits as yaml_limits, set_limits as set_yaml_limits};
 // ---- Process-wide plumbing ----------------------------------------------------------------------
 pub use allocator::{on_park, released as memory_released};
 pub use tls::install_crypto_provider;
+
+// ---- Outgoing webhooks (registered and listed through `Catalog`) --------------------------------
+pub use webhooks::{
+    DeliveryPage, DeliveryState, MAX_DELIVERIES_PAGE, MAX_WEBHOOKS, SECRET_PREFIX, Webhook, WebhookDelivery,
+    WebhookOptions, WebhookSpec, WebhookStats, secret_key as webhook_secret_key, signature as webhook_signature,
+};

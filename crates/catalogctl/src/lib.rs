@@ -173,6 +173,9 @@ enum Command {
     Suspend { target: String },
     /// Resume a suspended PLUGIN/ID.
     Resume { target: String },
+    /// Webhook receivers: list, create, delete, and their deliveries.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +184,39 @@ enum JobAction {
     /// refreshed stay refreshed. Exit 0 when it ended CANCELLED, 2 when it had already ended.
     Cancel { id: String },
 }
+
+#[derive(Subcommand, Debug)]
+enum WebhookCommand {
+    /// List the registered receivers.
+    List,
+    /// Register a receiver of signed catalog events (Standard Webhooks).
+    Create {
+        /// Where events are POSTed (https://HOST/PATH).
+        #[arg(long)]
+        url: String,
+        /// An event kind to send (APPLIED, REFRESHED, ROLLED_BACK, REFRESH_STARTED,
+        /// REFRESH_FINISHED, CONFIG_CHANGED_EXTERNALLY); repeat for more.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        /// Only events of this plugin; repeat for more. Left out: every plugin.
+        #[arg(long = "plugin")]
+        plugins: Vec<String>,
+        /// The Secret holding the `whsec_` signing secret, as NAME/KEY.
+        #[arg(long)]
+        secret: String,
+    },
+    /// Remove a receiver and its queued deliveries.
+    Delete { id: String },
+    /// A receiver's recent deliveries, newest first.
+    Deliveries {
+        id: String,
+        /// How many (1 to 100).
+        #[arg(long, default_value_t = 20)]
+        first: i32,
+    },
+}
+
+const WEBHOOK_FIELDS: &str = "id url events plugins secretRef { name key } createdBy createdAt";
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -481,7 +517,99 @@ async fn run(cli: &Cli, out: &Out) -> Result<Exit, CliError> {
                 job_exit(&job, *allow_partial)
             })
         }
+        Command::Webhook(cmd) => webhook(&client, cmd, out, timeout).await,
     }
+}
+
+async fn webhook(client: &Client, cmd: &WebhookCommand, out: &Out, timeout: Duration) -> Result<Exit, CliError> {
+    let row = |w: &Value| {
+        let list = |v: &Value| {
+            v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or("*".into())
+        };
+        vec![
+            w["id"].as_str().unwrap_or_default().to_string(),
+            w["url"].as_str().unwrap_or_default().to_string(),
+            list(&w["events"]),
+            list(&w["plugins"]),
+            format!(
+                "{}/{}",
+                w["secretRef"]["name"].as_str().unwrap_or_default(),
+                w["secretRef"]["key"].as_str().unwrap_or_default()
+            ),
+        ]
+    };
+    const HEAD: [&str; 5] = ["ID", "URL", "EVENTS", "PLUGINS", "SECRET"];
+    match cmd {
+        WebhookCommand::List => {
+            let data = client.run(&format!("{{ webhooks {{ {WEBHOOK_FIELDS} }} }}"), json!({}), timeout).await?;
+            let hooks = &data["webhooks"];
+            let rows: Vec<Vec<String>> = hooks.as_array().into_iter().flatten().map(row).collect();
+            out.data(hooks, || output::table(&HEAD, &rows));
+        }
+        WebhookCommand::Create { url, events, plugins, secret } => {
+            let Some((name, key)) = secret.split_once('/') else {
+                return Err(CliError::new(
+                    Exit::Validation,
+                    ErrorCode::ValidationFailed.as_str(),
+                    format!("--secret `{secret}` is not NAME/KEY (e.g. ci-hook/signing)"),
+                ));
+            };
+            let input = json!({
+                "url": url,
+                "events": events.iter().map(|e| e.to_ascii_uppercase()).collect::<Vec<_>>(),
+                "plugins": if plugins.is_empty() { Value::Null } else { json!(plugins) },
+                "secretRef": {"name": name, "key": key},
+            });
+            let q = format!("mutation($i: WebhookInput!) {{ createWebhook(input: $i) {{ {WEBHOOK_FIELDS} }} }}");
+            let data = client.run(&q, json!({"i": input}), timeout).await?;
+            let w = &data["createWebhook"];
+            out.data(w, || output::table(&HEAD, &[row(w)]));
+        }
+        WebhookCommand::Delete { id } => {
+            let q = format!("mutation($id: ID!) {{ deleteWebhook(id: $id) {{ {WEBHOOK_FIELDS} }} }}");
+            let data = client.run(&q, json!({"id": id}), timeout).await?;
+            let w = &data["deleteWebhook"];
+            out.data(w, || format!("deleted webhook {id} ({})", w["url"].as_str().unwrap_or_default()));
+        }
+        WebhookCommand::Deliveries { id, first } => {
+            let q = "query { webhooks { id deliveries(first: FIRST) { totalCount nodes { id messageId eventKind plugin sourceId state attempts statusCode durationMs lastError createdAt nextAttemptAt deliveredAt } } } }"
+                .replace("FIRST", &first.to_string());
+            let data = client.run(&q, json!({}), timeout).await?;
+            let Some(hook) = data["webhooks"].as_array().into_iter().flatten().find(|w| w["id"] == id.as_str()) else {
+                return Err(CliError::new(
+                    Exit::Failed,
+                    ErrorCode::NotFound.as_str(),
+                    format!("webhook {id} does not exist"),
+                ));
+            };
+            let nodes = &hook["deliveries"]["nodes"];
+            let rows: Vec<Vec<String>> = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    let target = match d["sourceId"].as_str() {
+                        Some(s) => format!("{}/{s}", d["plugin"].as_str().unwrap_or_default()),
+                        None => d["plugin"].as_str().unwrap_or_default().to_string(),
+                    };
+                    vec![
+                        d["id"].as_str().unwrap_or_default().to_string(),
+                        d["eventKind"].as_str().unwrap_or("-").to_string(),
+                        target,
+                        d["state"].as_str().unwrap_or_default().to_string(),
+                        d["attempts"].to_string(),
+                        d["statusCode"].as_i64().map_or("-".into(), |c| c.to_string()),
+                        relative_time(d["createdAt"].as_str()),
+                        d["lastError"].as_str().unwrap_or("").chars().take(60).collect(),
+                    ]
+                })
+                .collect();
+            out.data(nodes, || {
+                output::table(&["ID", "EVENT", "TARGET", "STATE", "ATTEMPTS", "STATUS", "QUEUED", "LAST ERROR"], &rows)
+            });
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 async fn apply(

@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod entities;
 pub mod schedule;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};

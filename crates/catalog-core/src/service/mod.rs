@@ -22,6 +22,7 @@ mod rows;
 mod schedule;
 mod views;
 mod watch;
+mod webhooks;
 
 use apply::filter_entities;
 pub use audit::AuditRow;
@@ -88,6 +89,8 @@ pub struct CatalogOptions {
     /// Scheduled refreshes and retries (`refreshInterval`, `--default-refresh-interval`,
     /// `--retry-*`).
     pub schedule: crate::schedule::SchedulePolicy,
+    /// Outgoing webhooks: timeouts, retries, concurrency (`--webhook-*`).
+    pub webhooks: crate::webhooks::WebhookOptions,
 }
 
 impl Default for CatalogOptions {
@@ -102,6 +105,7 @@ impl Default for CatalogOptions {
             cluster: ClusterOptions::default(),
             snapshot_cache: None,
             schedule: crate::schedule::SchedulePolicy::default(),
+            webhooks: crate::webhooks::WebhookOptions::default(),
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct Catalog {
     loading: std::sync::Mutex<HashMap<SourceKey, Arc<tokio::sync::Notify>>>,
     /// Scheduled refreshes and retries this replica started (`service/schedule.rs`).
     scheduled: schedule::ScheduleStats,
+    /// Outgoing webhooks: the delivery loop and its counters (see `service/webhooks.rs`).
+    webhooks: Arc<crate::webhooks::Deliverer>,
 }
 
 /// How often the SQLite write-ahead log is copied into the database file ([`Db::checkpoint_loop`]).
@@ -217,7 +223,14 @@ impl Catalog {
         let fetch_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_fetches.max(1)));
         let snapshot_cache =
             options.snapshot_cache.clone().map(|d| Arc::new(crate::snapshot_cache::SnapshotCache::new(d)));
+        let webhooks = Arc::new(crate::webhooks::Deliverer::new(
+            db.clone(),
+            options.fetch.clone(),
+            options.webhooks.clone(),
+            options.cluster.replica_id.clone(),
+        ));
         let catalog = Arc::new(Catalog {
+            webhooks,
             snapshot_cache,
             store,
             db,
@@ -249,6 +262,8 @@ impl Catalog {
             first_refresh_done: AtomicBool::new(false),
         });
         catalog.load_read_model().await?;
+        // Before anything can publish an event (the initial refresh starts below).
+        catalog.start_webhooks();
         let one_replica = !catalog.db.is_postgres();
         if one_replica {
             catalog.clone().start_background();
