@@ -530,3 +530,191 @@ async fn the_console_shows_schedules_suspends_and_cancels_in_chromium() {
     assert_eq!(retry["row"]["retryAt"], remote["status"]["nextRetryAt"], "{retry} vs {remote}");
     assert!(s(&retry["drawerRetry"]).starts_with("retry 1, next in "), "{retry}");
 }
+
+// ---- refresh of every plugin and the Jobs panel ----------------------------------------------
+
+/// Runs a ui-contract operation with a bearer token (trusted documents are on) and returns the
+/// whole answer.
+async fn contract_op(server: &Server, token: &str, file: &str, op: &str, variables: Value) -> Value {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract").join(file)).unwrap();
+    server
+        .client
+        .post(format!("{}/graphql", server.base))
+        .bearer_auth(token)
+        .json(&json!({"query": text, "operationName": op, "variables": variables}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Issue 29 items 6 and 9 in Chromium, with trusted documents and static tokens: Refresh all
+/// over every plugin (`refreshAll`: one job, results of `models` and `mcp` sources, as
+/// `refreshJob(id)` reads them); the Jobs panel lists a job started outside the page while the
+/// page is open (a url host stalls 30 s), a viewer's Cancel is off (and refused when forced),
+/// the operator's Cancel keeps its focus while the panel re-renders and ends the job CANCELLED
+/// within 2 s of the click, over the API; then the refresh panel's Cancel on a running refresh
+/// of every plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refreshes_every_plugin_and_cancels_any_job_in_chromium() {
+    let Some(chromium) = chromium("the_console_refreshes_every_plugin_and_cancels_any_job_in_chromium") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let host = CatalogHost::start(models_yaml(3)).await;
+    let sources_path = dir.path().join("sources.yaml");
+    std::fs::write(
+        &sources_path,
+        format!(
+            "model_catalogs:\n  - name: Local\n    id: local\n    type: yaml\n    properties:\n      yamlCatalogPath: local.yaml\n  - name: Remote\n    id: remote\n    type: url\n    properties:\n      url: {}\nmcp_catalogs:\n  - name: Tools\n    id: tools\n    type: yaml\n    properties:\n      yamlCatalogPath: tools.yaml\n",
+            host.url
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("local.yaml"), models_yaml(2)).unwrap();
+    std::fs::write(dir.path().join("tools.yaml"), "mcp_servers:\n  - name: s1\n  - name: s2\n").unwrap();
+    let db = database_url(Backend::Sqlite, dir.path()).await;
+    let tokens =
+        support::tokens_file(dir.path(), &[("ops", "operator", "op-token"), ("reader", "viewer", "viewer-token")]);
+    let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-contract");
+    let server = TestServer::new(dir.path())
+        .sources(&sources_path)
+        .database(&db)
+        .flags(&[
+            "--auth",
+            "static",
+            "--tokens-file",
+            tokens.to_str().unwrap(),
+            "--trusted-documents",
+            contract.to_str().unwrap(),
+            "--url-allow",
+            "127.0.0.1",
+            "--fetch-retries",
+            "0",
+            "--rate-limit",
+            "0",
+            "--watch-interval",
+            "0",
+        ])
+        .start()
+        .await;
+    let table = async || contract_op(&server, "op-token", "sources-table.graphql", "SourcesTable", json!({})).await;
+    eventually("the url source's first load", std::time::Duration::from_secs(10), async || {
+        let t = table().await;
+        let remote = t["data"]["sources"].as_array().and_then(|a| a.iter().find(|s| s["id"] == "remote").cloned());
+        match remote {
+            Some(r) if r["status"]["entityCount"] == 3 => Ok(()),
+            _ => Err(t),
+        }
+    })
+    .await;
+    let job_of = async |id: &str| {
+        let body = contract_op(&server, "op-token", "refresh-rollback.graphql", "RefreshJob", json!({"id": id})).await;
+        assert!(body.get("errors").is_none(), "{body}");
+        body["data"]["refreshJob"].clone()
+    };
+
+    // Refresh all, every plugin: one job (`*`) whose results the page lists as the API has them.
+    let steps = run_browser(&chromium, &server.base, "everything", &["op-token", "viewer-token"]).await;
+    let every = &steps["everything"];
+    assert_eq!(every["scopes"], json!([["plugin", "This plugin"], ["all", "Every plugin"]]), "{every}");
+    assert_eq!(every["button"], "Refresh all plugins", "{every}");
+    let refresh = &every["refresh"];
+    assert!(s(&refresh["title"]).contains("every plugin"), "{every}");
+    let job = job_of(s(&refresh["jobId"])).await;
+    assert_eq!(job["plugin"], "*", "the page started one refreshAll job: {job}");
+    assert_eq!(job["phase"], "SUCCEEDED", "{job}");
+    assert_eq!(refresh["phase"], job["phase"], "{every}");
+    assert_eq!((refresh["max"].as_f64(), refresh["value"].as_f64()), (Some(3.0), Some(3.0)), "{every}");
+    let triple = |r: &Value| (s(&r["plugin"]).to_string(), s(&r["sourceId"]).to_string(), s(&r["status"]).to_string());
+    let mut shown: Vec<_> = refresh["results"].as_array().unwrap().iter().map(triple).collect();
+    let mut api: Vec<_> = job["results"].as_array().unwrap().iter().map(triple).collect();
+    shown.sort();
+    api.sort();
+    assert_eq!(shown, api, "the page's results are refreshJob's: {every} vs {job}");
+    let plugins: std::collections::BTreeSet<&str> = shown.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(plugins, ["mcp", "models"].into(), "results of both plugins: {every}");
+    for r in refresh["results"].as_array().unwrap() {
+        let api_r = job["results"].as_array().unwrap().iter().find(|a| a["sourceId"] == r["sourceId"]).unwrap();
+        let head = format!("{}/{}: SUCCESS · loaded {}", s(&r["plugin"]), s(&r["sourceId"]), api_r["entitiesLoaded"]);
+        assert!(s(&r["text"]).starts_with(&head), "{r} vs {api_r}");
+    }
+    let listed = &every["listed"];
+    assert_eq!(
+        (s(&listed["target"]), s(&listed["phase"]), s(&listed["actor"]), s(&listed["progress"])),
+        ("every plugin", "SUCCEEDED", "ops", "3/3"),
+        "the Jobs panel lists it: {every}"
+    );
+    assert_eq!(listed["cancel"], Value::Null, "no Cancel on an ended job: {every}");
+    assert_eq!(every["unlabelled"], json!([]), "every control is labelled");
+
+    // The Jobs panel: a refresh of the stalled url source, started by the test (not the page).
+    let requests_before = host.state.lock().unwrap().requests;
+    host.state.lock().unwrap().delay_ms = 30_000;
+    let steps = run_browser(&chromium, &server.base, "jobs", &["op-token", "viewer-token"]).await;
+    let jobs = &steps["jobs"];
+    let job_id = s(&jobs["jobId"]).to_string();
+    assert!(host.state.lock().unwrap().requests > requests_before, "the outside job fetched the stalled host");
+    let listed = &jobs["listed"];
+    assert!(["QUEUED", "RUNNING"].contains(&s(&listed["phase"])), "{jobs}");
+    assert_eq!((s(&listed["target"]), s(&listed["actor"])), ("models/remote", "ops"), "{jobs}");
+    assert_eq!(listed["cancel"]["disabled"], false, "the operator's Cancel is on: {jobs}");
+    assert!(s(&listed["cancel"]["label"]).starts_with("Cancel the refresh of models/remote"), "{jobs}");
+    // The viewer sees it too, its Cancel off; forced, the API refuses and the job runs on.
+    let viewer = &jobs["viewerListed"];
+    assert!(["QUEUED", "RUNNING"].contains(&s(&viewer["phase"])), "{jobs}");
+    assert_eq!(viewer["cancel"]["disabled"], true, "a viewer's Cancel is off: {jobs}");
+    assert!(s(&viewer["cancel"]["title"]).contains("operator"), "{jobs}");
+    let refused = &jobs["viewerRefused"];
+    assert_eq!(refused["code"], "FORBIDDEN", "{jobs}");
+    assert!(s(&refused["note"]).contains("FORBIDDEN"), "{jobs}");
+    assert!(["QUEUED", "RUNNING"].contains(&s(&refused["api"])), "the viewer's cancel changed nothing: {jobs}");
+    // Focus stays on the job's Cancel while another job's start and end re-render the panel.
+    assert_eq!(jobs["order"], json!([jobs["otherId"], jobs["jobId"]]), "the newer job is listed first: {jobs}");
+    assert_eq!(jobs["focusKept"], true, "{jobs}");
+    // The click ends it CANCELLED within 2 s, in the page and over the API.
+    let page_ms = jobs["pageMs"].as_u64().unwrap();
+    let api_ms = jobs["apiMs"].as_u64().unwrap();
+    assert_eq!(jobs["api"]["data"]["refreshJob"]["phase"], "CANCELLED", "{jobs}");
+    assert!(api_ms < 2000, "refreshJob said CANCELLED {api_ms} ms after the click");
+    assert!(page_ms < 2000, "the page showed CANCELLED {page_ms} ms after the click");
+    let ended = &jobs["ended"];
+    assert_eq!((s(&ended["phase"]), &ended["cancel"]), ("CANCELLED", &Value::Null), "{jobs}");
+    assert!(ended["why"].as_array().unwrap().iter().any(|w| s(w).starts_with("cancelled by ops")), "{jobs}");
+    assert_eq!(jobs["focusAfter"], "jobs-title", "focus goes to the panel once its button is gone: {jobs}");
+    assert_eq!(jobs["note"], "", "{jobs}");
+    assert_eq!(
+        (s(&jobs["viewerEnded"]["phase"]), &jobs["viewerEnded"]["cancel"]),
+        ("CANCELLED", &Value::Null),
+        "{jobs}"
+    );
+    let job = job_of(&job_id).await;
+    assert_eq!(job["phase"], "CANCELLED", "{job}");
+    assert!(s(&job["error"]).starts_with("cancelled by ops"), "{job}");
+    let t = table().await;
+    let remote = t["data"]["sources"].as_array().unwrap().iter().find(|s| s["id"] == "remote").unwrap().clone();
+    assert_eq!(remote["status"]["entityCount"], 3, "the cancelled fetch kept what it served: {remote}");
+
+    // Refresh of every plugin with the host still stalled: the refresh panel's Cancel ends it.
+    let all = &steps["all-cancel"];
+    assert_eq!((s(&all["listed"]["target"]), s(&all["listed"]["phase"])), ("every plugin", "RUNNING"), "{all}");
+    assert!(all["ms"].as_u64().unwrap() < 2000, "{all}");
+    assert!(s(&all["ended"]["text"]).starts_with("CANCELLED"), "{all}");
+    assert_eq!(all["ended"]["cancelDisabled"], true, "{all}");
+    assert_eq!(s(&all["row"]["phase"]), "CANCELLED", "the Jobs panel follows: {all}");
+    let job = job_of(s(&all["jobId"])).await;
+    assert_eq!((s(&job["plugin"]), s(&job["phase"])), ("*", "CANCELLED"), "{job}");
+    let mut done: Vec<String> = job["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}/{}", s(&r["plugin"]), s(&r["sourceId"])))
+        .collect();
+    done.sort();
+    assert_eq!(done, ["mcp/tools", "models/local"], "{job}");
+    let mut shown: Vec<&str> = all["ended"]["results"].as_array().unwrap().iter().map(s).collect();
+    shown.sort();
+    assert_eq!(shown, done, "{all}");
+}

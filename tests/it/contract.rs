@@ -110,6 +110,9 @@ async fn every_ui_operation_runs() {
             "SourceHistory" => json!({"plugin": "models", "id": "team_models"}),
             "StartRefreshSource" => json!({"plugin": "models", "id": "partner_models"}),
             "StartRefreshPlugin" => json!({"plugin": "mcp"}),
+            // The console's Refresh all over every plugin, and its Jobs panel.
+            "StartRefreshAll" => json!({"mode": "INCREMENTAL"}),
+            "RefreshJobs" => json!({"first": 20}),
             "RollbackSourceChecked" => json!({"plugin": "models", "id": "team_models", "revision": 1}),
             "SuspendSource" | "ResumeSource" => json!({"plugin": "models", "id": "partner_models"}),
             // The job StartRefreshPlugin (same file, just before) started.
@@ -156,7 +159,7 @@ async fn every_ui_operation_runs() {
             ran += 1;
         }
     }
-    assert_eq!(ran, 21, "expected 21 UI operations");
+    assert_eq!(ran, 23, "expected 23 UI operations");
 }
 
 /// The rules "the core knows no HTTP or GraphQL" and "only the core talks to the database" are

@@ -7,12 +7,16 @@
 // refused), and the steps of the scheduling test, one browser run each so that the Rust test
 // can check the server between them: `schedule` (next refresh per row), `suspend <id>`,
 // `resume <id>`, `interval <id> <bad> <good>` (the refresh interval field), `cancel` (Refresh
-// all, then Cancel while a url host stalls) and `retry <id>` (a failed source's retry).
+// all, then Cancel while a url host stalls) and `retry <id>` (a failed source's retry); and, with
+// --trusted-documents and static tokens, `everything <operator-token> <viewer-token>` (Refresh
+// all over every plugin) and `jobs <operator-token> <viewer-token>` (the Jobs panel: a job
+// started outside the page appears, a viewer's Cancel is off, the operator's ends it; then
+// Cancel on a running refresh of every plugin).
 // Prints one JSON line per step ({"step": ..., ...}); exits non-zero with {"error": ...} on a
 // failure. Every request to another origin is aborted and fails the run (works offline), and so
 // does any Content-Security-Policy violation or page error.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const [base, artifacts, executablePath, suite, operatorToken, viewerToken] = process.argv.slice(2);
@@ -700,6 +704,186 @@ async function retrySuite() {
   await check(page, 'retry');
 }
 
+// ---- refresh of every plugin and the Jobs panel (tests/it/console.rs
+// the_console_refreshes_every_plugin_and_cancels_any_job_in_chromium; --trusted-documents on)
+
+/** Runs a ui-contract operation as the test (not the page), like any other client would. */
+async function contractOp(file, operationName, variables, tokenValue) {
+  const query = readFileSync(new URL(`../../ui-contract/${file}`, import.meta.url), 'utf8');
+  const r = await fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenValue}` },
+    body: JSON.stringify({ query, operationName, variables }),
+  });
+  return r.json();
+}
+
+async function signedIn(tokenValue, role) {
+  const ctx = await newPage();
+  await open(ctx.page);
+  await setToken(ctx.page, tokenValue);
+  await ctx.page.waitForFunction((r) => document.getElementById('viewer').textContent.includes(r), role, WAIT);
+  await ctx.page.waitForFunction(() => document.querySelectorAll('#sources-body tr').length > 0, null, WAIT);
+  await ctx.page.waitForFunction(() => window.catalogConsole.state.jobsLoaded, null, WAIT);
+  await ctx.page.waitForFunction(() => document.getElementById('live').dataset.state === 'live', null, WAIT);
+  return ctx;
+}
+
+/** The Jobs panel's row of job `id` as the page shows it (null when it is not listed). */
+async function jobRow(page, id) {
+  return page.evaluate((jid) => {
+    const r = document.querySelector(`#jobs-body tr[data-job-id="${jid}"]`);
+    if (!r) return null;
+    const b = r.querySelector('button.job-cancel');
+    return {
+      phase: r.dataset.phase,
+      shownPhase: r.querySelector('.phase').textContent,
+      target: r.querySelector('.target').textContent,
+      mode: r.querySelector('.mode').textContent,
+      actor: r.querySelector('.actor').textContent,
+      progress: r.querySelector('.job-progress').textContent.trim(),
+      why: [...r.querySelectorAll('.job-phase .why')].map((s) => s.textContent),
+      cancel: b ? { disabled: b.disabled, label: b.getAttribute('aria-label'), title: b.title } : null,
+    };
+  }, id);
+}
+
+async function waitJobPhase(page, id, phases, options = WAIT) {
+  await page.waitForFunction(
+    ([jid, ps]) => {
+      const r = document.querySelector(`#jobs-body tr[data-job-id="${jid}"]`);
+      return r && ps.includes(r.dataset.phase);
+    },
+    [id, phases],
+    options,
+  );
+}
+
+async function everythingSuite() {
+  const { page } = await signedIn(operatorToken, 'OPERATOR');
+  const scopes = await page.$$eval('#refresh-scope option', (os) => os.map((o) => [o.value, o.textContent]));
+  await page.selectOption('#refresh-mode', 'FULL');
+  await page.selectOption('#refresh-scope', 'all');
+  const button = await page.textContent('#refresh-all');
+  await page.click('#refresh-all');
+  await page.waitForFunction(() => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(document.getElementById('refresh-panel').dataset.phase), null, WAIT);
+  await page.waitForFunction(() => {
+    const p = document.getElementById('refresh-panel');
+    return document.querySelectorAll('#refresh-results li').length === Number(p.dataset.total);
+  }, null, WAIT);
+  const refresh = await page.evaluate(() => ({
+    jobId: window.catalogConsole.state.job && window.catalogConsole.state.job.id,
+    phase: document.getElementById('refresh-panel').dataset.phase,
+    title: document.getElementById('refresh-title').textContent,
+    text: document.getElementById('refresh-text').textContent,
+    max: document.getElementById('refresh-progress').max,
+    value: document.getElementById('refresh-progress').value,
+    results: [...document.querySelectorAll('#refresh-results li')].map((li) => ({
+      plugin: li.dataset.plugin,
+      sourceId: li.dataset.sourceId,
+      status: li.className.replace('result-', '').toUpperCase(),
+      text: li.textContent,
+    })),
+  }));
+  // The Jobs panel lists the job (REFRESH_FINISHED carries plugin `*`).
+  await waitJobPhase(page, refresh.jobId, [refresh.phase]);
+  const listed = await jobRow(page, refresh.jobId);
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll('button, input, select, textarea, progress')]
+      .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !c.getAttribute('aria-labelledby') && !c.textContent.trim())
+      .map((c) => c.id || c.outerHTML.slice(0, 60)),
+  );
+  await shot(page, 'refresh-everything');
+  emit('everything', { scopes, button, refresh, listed, unlabelled });
+  await check(page, 'everything');
+}
+
+async function jobsSuite() {
+  // A viewer's page and an operator's, both open before the job starts elsewhere.
+  const vw = await signedIn(viewerToken, 'VIEWER');
+  const op = await signedIn(operatorToken, 'OPERATOR');
+  const vpage = vw.page;
+  const page = op.page;
+  const started = await contractOp('console.graphql', 'StartRefreshSource', { plugin: 'models', id: 'remote', mode: 'FULL' }, operatorToken);
+  if (started.errors) fail(`the outside refresh failed: ${JSON.stringify(started.errors)}`);
+  const jobId = started.data.refreshSource.id;
+  // Both pages list it without a reload (catalogEvents REFRESH_STARTED), with a Cancel.
+  await waitJobPhase(page, jobId, ['QUEUED', 'RUNNING']);
+  await waitJobPhase(vpage, jobId, ['QUEUED', 'RUNNING']);
+  await page.waitForSelector(`#jobs-body tr[data-job-id="${jobId}"] button.job-cancel`, WAIT);
+  const listed = await jobRow(page, jobId);
+  const viewerListed = await jobRow(vpage, jobId);
+  await shot(vpage, 'jobs-viewer');
+
+  // The viewer's Cancel, forced on: the API's FORBIDDEN shows; the job runs on.
+  await vpage.evaluate((jid) => {
+    const b = document.querySelector(`#jobs-body tr[data-job-id="${jid}"] button.job-cancel`);
+    b.disabled = false;
+    b.click();
+  }, jobId);
+  await vpage.waitForSelector('#jobs-note[data-code]', WAIT);
+  const viewerRefused = {
+    code: await vpage.getAttribute('#jobs-note', 'data-code'),
+    note: await vpage.textContent('#jobs-note'),
+    api: (await contractOp('refresh-rollback.graphql', 'RefreshJob', { id: jobId }, operatorToken)).data.refreshJob.phase,
+    row: await jobRow(vpage, jobId),
+  };
+
+  // The operator's Cancel keeps the keyboard focus while the panel re-renders: another job
+  // (mcp/tools, elsewhere) starts and ends meanwhile.
+  await page.focus(`#jobs-body tr[data-job-id="${jobId}"] button.job-cancel`);
+  const other = await contractOp('console.graphql', 'StartRefreshSource', { plugin: 'mcp', id: 'tools' }, operatorToken);
+  if (other.errors) fail(`the second outside refresh failed: ${JSON.stringify(other.errors)}`);
+  const otherId = other.data.refreshSource.id;
+  await waitJobPhase(page, otherId, ['SUCCEEDED']);
+  const focusKept = await page.evaluate((jid) => {
+    const a = document.activeElement;
+    return Boolean(a && a.matches('button.job-cancel') && a.closest('tr').dataset.jobId === jid);
+  }, jobId);
+  const order = await page.$$eval('#jobs-body tr', (rows) => rows.slice(0, 2).map((r) => r.dataset.jobId));
+  await shot(page, 'jobs-running');
+
+  const clicked = Date.now();
+  await page.click(`#jobs-body tr[data-job-id="${jobId}"] button.job-cancel`);
+  await waitJobPhase(page, jobId, ['CANCELLED'], { timeout: 5000 });
+  const pageMs = Date.now() - clicked;
+  const api = await contractOp('refresh-rollback.graphql', 'RefreshJob', { id: jobId }, operatorToken);
+  const apiMs = Date.now() - clicked;
+  const ended = await jobRow(page, jobId);
+  const focusAfter = await page.evaluate(() => document.activeElement && document.activeElement.id);
+  // The viewer's page follows too (REFRESH_FINISHED), its Cancel gone.
+  await waitJobPhase(vpage, jobId, ['CANCELLED']);
+  const viewerEnded = await jobRow(vpage, jobId);
+  await shot(page, 'jobs-cancelled');
+  emit('jobs', { jobId, started: started.data.refreshSource.phase, listed, viewerListed, viewerRefused, otherId, focusKept, order, pageMs, apiMs, api, ended, focusAfter, viewerEnded, note: await page.textContent('#jobs-note') });
+  await check(page, 'jobs');
+  await check(vpage, 'jobs-viewer');
+
+  // Refresh of every plugin while the url host still stalls: the refresh panel's Cancel ends it.
+  await page.selectOption('#refresh-scope', 'all');
+  await page.click('#refresh-all');
+  await page.waitForFunction(() => {
+    const p = document.getElementById('refresh-panel');
+    return p.dataset.phase === 'RUNNING' && Number(p.dataset.total) > 1 && Number(p.dataset.completed) === Number(p.dataset.total) - 1;
+  }, null, WAIT);
+  const allId = await page.evaluate(() => window.catalogConsole.state.job.id);
+  await waitJobPhase(page, allId, ['RUNNING']);
+  const allListed = await jobRow(page, allId);
+  const allClicked = Date.now();
+  await page.click('#refresh-cancel');
+  await page.waitForFunction(() => document.getElementById('refresh-panel').dataset.phase === 'CANCELLED', null, { timeout: 5000 });
+  const allMs = Date.now() - allClicked;
+  await waitJobPhase(page, allId, ['CANCELLED']);
+  const allEnded = await page.evaluate(() => ({
+    text: document.getElementById('refresh-text').textContent,
+    results: [...document.querySelectorAll('#refresh-results li')].map((li) => `${li.dataset.plugin}/${li.dataset.sourceId}`),
+    cancelDisabled: document.getElementById('refresh-cancel').disabled,
+  }));
+  await shot(page, 'jobs-all-cancelled');
+  emit('all-cancel', { jobId: allId, listed: allListed, ms: allMs, ended: allEnded, row: await jobRow(page, allId) });
+  await check(page, 'all-cancel');
+}
+
 try {
   if (suite === 'main') await mainSuite();
   else if (suite === 'trusted') await trustedSuite();
@@ -709,6 +893,8 @@ try {
   else if (suite === 'interval') await intervalSuite();
   else if (suite === 'cancel') await cancelSuite();
   else if (suite === 'retry') await retrySuite();
+  else if (suite === 'everything') await everythingSuite();
+  else if (suite === 'jobs') await jobsSuite();
   else fail(`unknown suite ${suite}`);
   emit('done');
 } catch (e) {

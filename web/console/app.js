@@ -25,6 +25,9 @@ const state = {
   deferred: [],
   refreshUnsubscribe: null,
   job: null, // the refresh job the page shows: { id, phase, cancelling }
+  jobs: [], // the Jobs panel: recent refresh jobs, newest first (refreshJobsConnection)
+  jobsLoaded: false,
+  cancelling: new Set(), // ids of jobs whose Cancel (in the Jobs panel) is on its way
 };
 
 const FINAL = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
@@ -99,6 +102,7 @@ function applyRights() {
     b.title = canEdit() ? '' : reason;
   }
   updateCancel();
+  updateJobButtons();
 }
 
 /** The Cancel buttons: on only while the shown job runs (and for an operator). */
@@ -685,8 +689,15 @@ async function refreshSource() {
 }
 
 async function refreshAll() {
+  const mode = $('refresh-mode').value;
+  if ($('refresh-scope').value === 'all') {
+    // One job over every source of every plugin (refreshAll): one progress stream, and a
+    // failing source does not stop the others.
+    await startRefresh('StartRefreshAll', { mode }, 'every plugin');
+    return;
+  }
   if (!state.plugin) return;
-  await startRefresh('StartRefreshPlugin', { plugin: state.plugin, mode: $('refresh-mode').value }, `plugin ${state.plugin}`);
+  await startRefresh('StartRefreshPlugin', { plugin: state.plugin, mode }, `plugin ${state.plugin}`);
 }
 
 async function startRefresh(op, variables, what) {
@@ -703,7 +714,7 @@ async function startRefresh(op, variables, what) {
   let job;
   try {
     const data = await send(CONSOLE, op, variables);
-    job = data.refreshSource || data.refreshPlugin;
+    job = data.refreshSource || data.refreshPlugin || data.refreshAll;
   } catch (e) {
     if (!common(e)) {
       $('refresh-text').textContent = `Refresh refused: ${describe(e)}`;
@@ -714,6 +725,7 @@ async function startRefresh(op, variables, what) {
   }
   state.job = { id: job.id, phase: job.phase, cancelling: false };
   showJob(job);
+  scheduleJobs();
   if (state.refreshUnsubscribe) state.refreshUnsubscribe();
   state.refreshUnsubscribe = live.subscribe(
     { query: documentFor(CONSOLE), operationName: 'RefreshProgress', variables: { jobId: job.id } },
@@ -728,6 +740,7 @@ async function startRefresh(op, variables, what) {
       complete: () => {
         state.refreshUnsubscribe = null;
         loadTable();
+        scheduleJobs();
         if (state.drawer && !editorDirty()) loadDrawer({ keepEditor: false });
       },
     },
@@ -754,6 +767,7 @@ async function cancelJob() {
     const data = await send(CONSOLE, 'CancelRefreshJob', { id: j.id });
     showJob(data.cancelRefreshJob);
     loadTable();
+    scheduleJobs();
     if (state.drawer && !editorDirty()) loadDrawer({ keepEditor: false });
   } catch (e) {
     if (!common(e)) {
@@ -775,6 +789,7 @@ function showJob(job) {
     if (FINAL.includes(j.phase) && !FINAL.includes(job.phase)) return;
     j.phase = job.phase;
   }
+  upsertJob(job);
   updateCancel();
   const bar = $('refresh-progress');
   bar.max = Math.max(1, job.total);
@@ -785,13 +800,15 @@ function showJob(job) {
   panel.dataset.total = String(job.total);
   const current = job.currentSource ? ` · ${job.currentSource}` : '';
   $('refresh-text').textContent = `${job.phase} · ${job.completed}/${job.total}${current}${job.error ? ` · ${job.error}` : ''}`;
+  // A job over every plugin (`plugin` reads `*`) names each result's plugin.
+  const every = job.plugin === '*';
   replace(
     $('refresh-results'),
     job.results.map((r) =>
       el(
         'li',
-        { class: `result-${r.status.toLowerCase()}`, dataset: { sourceId: r.sourceId } },
-        `${r.sourceId}: ${r.status} · loaded ${r.entitiesLoaded}, removed ${r.entitiesRemoved}, updated ${r.entitiesUpdated}, unchanged ${r.entitiesUnchanged} in ${r.durationMs} ms · ${r.summary}`,
+        { class: `result-${r.status.toLowerCase()}`, dataset: { sourceId: r.sourceId, plugin: r.plugin } },
+        `${every ? `${r.plugin}/` : ''}${r.sourceId}: ${r.status} · loaded ${r.entitiesLoaded}, removed ${r.entitiesRemoved}, updated ${r.entitiesUpdated}, unchanged ${r.entitiesUnchanged} in ${r.durationMs} ms · ${r.summary}`,
       ),
     ),
   );
@@ -806,6 +823,171 @@ function showJob(job) {
     $('drawer-refresh').dataset.phase = job.phase;
   }
   if (FINAL.includes(job.phase)) announce(`Refresh ${job.phase.toLowerCase()}: ${job.completed}/${job.total}`);
+}
+
+// ---------------------------------------------------------------- the Jobs panel
+
+/** What a job refreshes, in words: "every plugin", "plugin models" or "models/team_models". */
+function jobTarget(job) {
+  const what = job.plugin === '*' ? 'every plugin' : job.sourceId ? `${job.plugin}/${job.sourceId}` : `plugin ${job.plugin}`;
+  return job.dryRun ? `${what} (dry run)` : what;
+}
+
+function jobActive(job) {
+  return job.phase === 'QUEUED' || job.phase === 'RUNNING';
+}
+
+let jobsSeq = 0;
+let jobsTimer = null;
+let jobsPoll = null;
+
+/** Reloads the Jobs panel soon (several events in a row make one request). */
+function scheduleJobs(delay = 100) {
+  clearTimeout(jobsTimer);
+  jobsTimer = setTimeout(loadJobs, delay);
+}
+
+async function loadJobs() {
+  const seq = ++jobsSeq;
+  try {
+    const data = await send(CONSOLE, 'RefreshJobs', { first: 20 });
+    if (seq !== jobsSeq) return; // a later load is on its way
+    const known = new Map(state.jobs.map((j) => [j.id, j]));
+    state.jobs = data.refreshJobsConnection.nodes.map((n) => {
+      // An answer computed before a job's end (e.g. our cancel's) does not undo the end.
+      const old = known.get(n.id);
+      return old && FINAL.includes(old.phase) && !FINAL.includes(n.phase) ? old : n;
+    });
+    state.jobsLoaded = true;
+    renderJobs();
+  } catch (e) {
+    if (seq === jobsSeq && !common(e)) jobsNote(`Cannot load the refresh jobs: ${describe(e)}`, e instanceof GraphQLError ? e.code : 'ERROR');
+  }
+}
+
+/** A job's newer snapshot (the page's own progress stream, a cancel's answer) into the list. */
+function upsertJob(job) {
+  const i = state.jobs.findIndex((j) => j.id === job.id);
+  if (i < 0) {
+    if (!state.jobsLoaded) return;
+    state.jobs.unshift({ ...job });
+    state.jobs.length = Math.min(state.jobs.length, 20);
+  } else {
+    if (FINAL.includes(state.jobs[i].phase) && !FINAL.includes(job.phase)) return;
+    const merged = { ...state.jobs[i] };
+    for (const [k, v] of Object.entries(job)) if (k !== 'results') merged[k] = v;
+    state.jobs[i] = merged;
+  }
+  renderJobs();
+}
+
+function jobsNote(text, code) {
+  const n = $('jobs-note');
+  n.textContent = text;
+  if (code) n.dataset.code = code;
+  else delete n.dataset.code;
+}
+
+function renderJobs(focusJob) {
+  // Re-rendering replaces the rows: keep the focus on the same job's control.
+  const active = document.activeElement;
+  const inJobs = active && $('jobs-body').contains(active);
+  const want = focusJob || (inJobs && active.closest('tr') ? active.closest('tr').dataset.jobId : null);
+  const rows = state.jobs.map((job) => {
+    const running = jobActive(job);
+    const started = job.startedAt || job.createdAt;
+    return el(
+      'tr',
+      { dataset: { jobId: job.id, phase: job.phase, plugin: job.plugin } },
+      el('td', { class: 'ago', title: started || '', dataset: { ago: started || '' } }, timeAgo(started)),
+      el('td', { class: 'target' }, jobTarget(job)),
+      el('td', { class: 'mode' }, job.mode),
+      el(
+        'td',
+        { class: 'job-phase' },
+        el('span', { class: `phase phase-${job.phase.toLowerCase()}` }, job.phase),
+        job.queuedReason && running ? el('span', { class: 'why' }, job.queuedReason) : null,
+        job.error ? el('span', { class: 'why' }, job.error) : null,
+      ),
+      el(
+        'td',
+        { class: 'job-progress' },
+        el('progress', { max: Math.max(1, job.total), value: job.completed, 'aria-label': `Progress of the refresh of ${jobTarget(job)}` }),
+        ` ${job.completed}/${job.total}`,
+        job.currentSource && running ? el('span', { class: 'why' }, job.currentSource) : null,
+      ),
+      el('td', { class: 'actor' }, job.actor),
+      el(
+        'td',
+        { class: 'job-actions' },
+        running
+          ? el(
+              'button',
+              {
+                type: 'button',
+                class: 'job-cancel',
+                'aria-label': `Cancel the refresh of ${jobTarget(job)} started by ${job.actor}`,
+                'aria-describedby': 'readonly-note',
+                dataset: { role: 'cancel', jobId: job.id },
+                onclick: (ev) => cancelListed(job, ev.currentTarget),
+              },
+              state.cancelling.has(job.id) ? 'Cancelling…' : 'Cancel',
+            )
+          : null,
+      ),
+    );
+  });
+  replace($('jobs-body'), rows);
+  $('jobs-empty').hidden = rows.length > 0;
+  updateJobButtons();
+  if (want) {
+    const b = document.querySelector(`#jobs-body tr[data-job-id="${CSS.escape(want)}"] button`);
+    if (b && !b.disabled) b.focus();
+    else if (inJobs || focusJob) $('jobs-title').focus(); // its button is gone (the job ended)
+  }
+  // Progress between a job's start and its end: look again while any job runs.
+  clearTimeout(jobsPoll);
+  if (state.jobs.some(jobActive)) jobsPoll = setTimeout(() => scheduleJobs(0), 2000);
+}
+
+/** Cancel on the Jobs panel: on for an operator while the job is QUEUED or RUNNING. */
+function updateJobButtons() {
+  const reason = canEdit() ? '' : 'Cancelling needs an operator token';
+  for (const b of document.querySelectorAll('#jobs-body button.job-cancel')) {
+    b.disabled = !canEdit() || state.cancelling.has(b.dataset.jobId);
+    b.title = reason;
+  }
+}
+
+/** Cancel on any listed job, whoever started it: cancelRefreshJob, then the job as it ended. */
+async function cancelListed(job, button) {
+  if (state.cancelling.has(job.id)) return;
+  const hadFocus = document.activeElement === button;
+  state.cancelling.add(job.id);
+  jobsNote('');
+  renderJobs();
+  let ended = null;
+  try {
+    const data = await send(CONSOLE, 'CancelRefreshJob', { id: job.id });
+    ended = data.cancelRefreshJob;
+    announce(`Refresh of ${jobTarget(ended)} ${ended.phase.toLowerCase()}`);
+  } catch (e) {
+    if (!common(e)) {
+      const code = e instanceof GraphQLError ? e.code : 'ERROR';
+      jobsNote(`Cancel of the refresh of ${jobTarget(job)} failed: ${describe(e)}`, code);
+      announce(`Cancel failed: ${code}`);
+    }
+  } finally {
+    state.cancelling.delete(job.id);
+  }
+  if (ended) {
+    upsertJob(ended);
+    // The same job in the refresh panel (the page's own refresh) ends there too.
+    if (state.job && state.job.id === ended.id) showJob(ended);
+    loadTable();
+  }
+  renderJobs(hadFocus ? job.id : undefined);
+  scheduleJobs();
 }
 
 // ---------------------------------------------------------------- history and rollback
@@ -889,6 +1071,10 @@ function scheduleTable() {
 
 function onEvent(ev) {
   scheduleTable();
+  // A job started or ended anywhere (the scheduler, a hook, another tab): the Jobs panel.
+  if (ev.kind === 'REFRESH_STARTED' || ev.kind === 'REFRESH_FINISHED' || (ev.kind === 'REFRESHED' && state.jobs.some(jobActive))) {
+    scheduleJobs();
+  }
   const d = state.drawer;
   if (!d || ev.plugin !== d.plugin || (ev.sourceId && ev.sourceId !== d.id)) return;
   if (state.busy) {
@@ -932,7 +1118,10 @@ const live = new LiveClient({
     $('live').textContent = `Live: ${s}`;
     $('live').dataset.state = s;
   },
-  onReconnect: () => loadTable(),
+  onReconnect: () => {
+    loadTable();
+    loadJobs();
+  },
 });
 
 function subscribeEvents() {
@@ -958,12 +1147,16 @@ function wire() {
     await loadViewer();
     live.restart();
     await loadTable();
+    await loadJobs();
   });
   $('filter').addEventListener('input', (ev) => {
     state.filter = ev.target.value;
     renderTable();
   });
   $('refresh-all').addEventListener('click', refreshAll);
+  $('refresh-scope').addEventListener('change', () => {
+    $('refresh-all').textContent = $('refresh-scope').value === 'all' ? 'Refresh all plugins' : 'Refresh all';
+  });
   $('drawer-close').addEventListener('click', closeDrawer);
   $('drawer-reload').addEventListener('click', reloadDrawer);
   $('validate').addEventListener('click', validate);
@@ -999,6 +1192,7 @@ async function main() {
   }
   await loadViewer();
   await loadTable();
+  await loadJobs();
   subscribeEvents();
   live.connect();
   document.body.dataset.ready = 'true';
