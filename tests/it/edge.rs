@@ -288,7 +288,10 @@ async fn trusted_documents_and_persisted_queries() {
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("trusted documents"));
 
     let text = std::fs::read_to_string(contract.join("sources-table.graphql")).unwrap();
-    let (_, body) = post(&server, None, json!({"query": text, "variables": {"plugin": "models"}})).await;
+    // The file holds the table's query and its row mutations: the request names its operation.
+    let (_, body) =
+        post(&server, None, json!({"query": text, "operationName": "SourcesTable", "variables": {"plugin": "models"}}))
+            .await;
     assert!(body.get("errors").is_none(), "{body:#}");
     assert!(body["data"]["sources"].is_array());
 
@@ -297,7 +300,7 @@ async fn trusted_documents_and_persisted_queries() {
     let (_, body) = post(
         &server,
         None,
-        json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}, "variables": {}}),
+        json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}, "operationName": "SourcesTable", "variables": {}}),
     )
     .await;
     assert!(body["data"]["plugins"].is_array(), "{body:#}");
