@@ -7,9 +7,12 @@
 //! - 404 NOT_FOUND: no such plugin; 409 CONFLICT: every verified source is suspended/disabled;
 //! - 413 over 1 MiB (refused unread when Content-Length says so), 408 a body too slow;
 //! - 429 RATE_LIMITED: more than `--rate-limit` hooks a minute for one target, or 30 hooks for
-//!   it in 60 s that did not verify (whatever `--rate-limit` says).
+//!   it in 60 s that did not verify (whatever `--rate-limit` says; ids that are not sources
+//!   share one budget per plugin);
+//! - 503 UNAVAILABLE: a webhookSecretRef could not be read (the sender may retry).
 //!
-//! Every answer but 413/408 is audited (action `hookRefresh`, actor `webhook`).
+//! Every answer but 404/408/413/429 is audited (action `hookRefresh`, actor `webhook`): at most
+//! 30 unverified ones per target a minute.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -40,12 +43,25 @@ impl Default for HookFailures {
 }
 
 impl HookFailures {
-    fn exceeded(&self, target: &str) -> bool {
-        self.0.get(target).is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) >= MAX_HOOK_FAILURES)
+    /// Counts an attempt for `target`; `false` (and nothing counted) when the window's budget
+    /// of unverified attempts is spent.
+    fn attempt(&self, target: &str) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        let n = self.0.get_with(target.to_string(), Default::default);
+        let before = n.fetch_add(1, AcqRel);
+        if before >= MAX_HOOK_FAILURES {
+            n.fetch_sub(1, AcqRel);
+            return false;
+        }
+        true
     }
 
-    fn count(&self, target: &str) {
-        self.0.get_with(target.to_string(), Default::default).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// The attempt verified: it does not count against the budget.
+    fn verified(&self, target: &str) {
+        use std::sync::atomic::Ordering::AcqRel;
+        if let Some(n) = self.0.get(target) {
+            let _ = n.fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |v| v.checked_sub(1));
+        }
     }
 }
 
@@ -70,11 +86,21 @@ async fn hook(app: AppState, plugin: String, id: Option<String>, req: axum::extr
     let Some(kind) = catalog_core::PluginKind::parse(&plugin) else {
         return gql_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such plugin; see the `plugins` query");
     };
-    if id.as_deref().is_some_and(|id| !catalog_core::valid_id(id)) {
+    if id.as_deref().is_some_and(|id| id.len() > crate::graphql::errors::MAX_ID_LEN || !catalog_core::valid_id(id)) {
         return gql_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "not a source id");
     }
-    // One bucket per target (targets are configured, so the buckets are bounded).
-    let who = format!("hook:{}/{}", kind.name(), id.as_deref().unwrap_or("*"));
+    // One bucket per configured target; every id that is not a source of the plugin shares one
+    // (`plugin/?`), so a caller inventing ids keeps no state and meets the same limits. (What
+    // follows answers such ids exactly as a source without a matching secret.)
+    let known = match id.as_deref() {
+        Some(id) => app.catalog.source(kind, id).await.ok().flatten().is_some(),
+        None => true,
+    };
+    let who = match (id.as_deref(), known) {
+        (Some(id), true) => format!("hook:{}/{id}", kind.name()),
+        (Some(_), false) => format!("hook:{}/?", kind.name()),
+        (None, _) => format!("hook:{}", kind.name()),
+    };
     if let Err(wait) = app.hook_limits.check(&who) {
         let mut resp = gql_error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -87,8 +113,10 @@ async fn hook(app: AppState, plugin: String, id: Option<String>, req: axum::extr
         return resp;
     }
     // A target whose hooks keep failing to verify is refused before any secret is read (a
-    // secret read may be a Kubernetes API call), whatever --rate-limit says.
-    if app.hook_failures.exceeded(&who) {
+    // secret read may be a Kubernetes API call), whatever --rate-limit says. The attempt counts
+    // before the secrets are read (concurrent calls cannot pass the check together) and is
+    // given back when the signature verifies.
+    if !app.hook_failures.attempt(&who) {
         let mut resp = gql_error(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
@@ -113,6 +141,9 @@ async fn hook(app: AppState, plugin: String, id: Option<String>, req: axum::extr
     };
     let request = HookRequest { plugin: kind, source_id: id.as_deref(), body: &body, signature };
     let outcome = app.catalog.hook_refresh(request).await;
+    if outcome.is_ok() {
+        app.hook_failures.verified(&who);
+    }
     let code = match &outcome {
         Ok(o) if o.jobs.is_empty() => ErrorCode::Conflict.as_str(),
         Ok(_) => "OK",
@@ -148,10 +179,7 @@ async fn hook(app: AppState, plugin: String, id: Option<String>, req: axum::extr
             (StatusCode::ACCEPTED, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
                 .into_response()
         }
-        Err(CatalogError::Unauthenticated(m)) => {
-            app.hook_failures.count(&who);
-            gql_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &m)
-        }
+        Err(CatalogError::Unauthenticated(m)) => gql_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &m),
         Err(CatalogError::Unavailable { message, .. }) => {
             gql_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &message)
         }

@@ -886,7 +886,9 @@ async fn a_redirect_to_a_refused_address_is_not_followed_and_is_retried() {
         let retried = d.len() == 1
             && d[0]["state"] == "PENDING"
             && d[0]["attempts"].as_i64().unwrap_or(0) >= 2
-            && d[0]["lastError"].as_str().is_some_and(|e| e.contains("10.20.30.40") && e.contains("outbound guard"));
+            && d[0]["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("307") && e.contains("redirects are not followed"));
         if retried { Ok(d) } else { Err(d) }
     })
     .await;

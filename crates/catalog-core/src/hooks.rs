@@ -41,15 +41,28 @@ fn mac(key: &[u8]) -> Option<HmacSha256> {
     HmacSha256::new_from_slice(key).ok()
 }
 
-/// The HMAC key a secret stands for: the bytes after `whsec_`, base64-decoded, else the
-/// secret's own bytes.
-fn key_of(secret: &str) -> Vec<u8> {
-    match secret.strip_prefix("whsec_") {
-        Some(b64) => {
-            base64::engine::general_purpose::STANDARD.decode(b64.trim()).unwrap_or_else(|_| secret.as_bytes().to_vec())
-        }
-        None => secret.as_bytes().to_vec(),
+/// The shortest key accepted, in bytes: HMAC takes any key, so an empty or short secret (an
+/// empty env var, a file holding only a newline) would let anyone sign.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// `key`, unless it is too short to be a secret.
+fn long_enough(key: Vec<u8>) -> Result<Vec<u8>, &'static str> {
+    if key.len() < MIN_KEY_BYTES {
+        return Err("the secret is shorter than 16 bytes; every signature is refused until it is replaced");
     }
+    Ok(key)
+}
+
+/// The Standard Webhooks key a secret stands for: the bytes after `whsec_`, base64-decoded
+/// (a `whsec_` secret that is not base64 is refused), else the secret's own bytes.
+fn key_of(secret: &str) -> Result<Vec<u8>, &'static str> {
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| "the whsec_ secret is not base64")?,
+        None => secret.as_bytes().to_vec(),
+    };
+    long_enough(key)
 }
 
 /// Whether `body` carries a valid signature made with `secret` (`now`: Unix seconds). The
@@ -58,7 +71,8 @@ pub fn verify(secret: &str, body: &[u8], sig: &HookSignature, now: i64) -> Resul
     if let Some(header) = &sig.github {
         let hex_sig = header.trim().strip_prefix("sha256=").ok_or("X-Hub-Signature-256 does not start with sha256=")?;
         let expected = hex::decode(hex_sig).map_err(|_| "X-Hub-Signature-256 is not hex")?;
-        let mut m = mac(secret.as_bytes()).ok_or("empty secret")?;
+        let key = long_enough(secret.as_bytes().to_vec())?;
+        let mut m = mac(&key).ok_or("the secret cannot be an HMAC key")?;
         m.update(body);
         if m.verify_slice(&expected).is_ok() {
             return Ok(());
@@ -71,14 +85,15 @@ pub fn verify(secret: &str, body: &[u8], sig: &HookSignature, now: i64) -> Resul
         return Err("no signature: send X-Hub-Signature-256 or webhook-id, webhook-timestamp and webhook-signature");
     };
     let sent: i64 = ts.trim().parse().map_err(|_| "webhook-timestamp is not Unix seconds")?;
-    if (now - sent).abs() > TOLERANCE_SECS {
+    let off = now.checked_sub(sent).map(i64::unsigned_abs);
+    if off.is_none_or(|d| d > TOLERANCE_SECS.unsigned_abs()) {
         return Err("webhook-timestamp is more than 5 minutes from now");
     }
-    let key = key_of(secret);
+    let key = key_of(secret)?;
     for candidate in signatures.split_whitespace() {
         let Some(b64) = candidate.strip_prefix("v1,") else { continue };
         let Ok(expected) = base64::engine::general_purpose::STANDARD.decode(b64) else { continue };
-        let mut m = mac(&key).ok_or("empty secret")?;
+        let mut m = mac(&key).ok_or("the secret cannot be an HMAC key")?;
         m.update(id.as_bytes());
         m.update(b".");
         m.update(ts.trim().as_bytes());
@@ -104,13 +119,13 @@ mod tests {
     #[test]
     fn github_signatures_verify_and_others_do_not() {
         let body = br#"{"ref":"refs/heads/main"}"#;
-        let ok = HookSignature { github: Some(github("s3cret", body)), ..Default::default() };
-        assert!(verify("s3cret", body, &ok, 0).is_ok());
+        let ok = HookSignature { github: Some(github("s3cret-s3cret-s3cret", body)), ..Default::default() };
+        assert!(verify("s3cret-s3cret-s3cret", body, &ok, 0).is_ok());
         assert!(verify("other", body, &ok, 0).is_err());
-        assert!(verify("s3cret", b"tampered", &ok, 0).is_err());
+        assert!(verify("s3cret-s3cret-s3cret", b"tampered", &ok, 0).is_err());
         let bad = HookSignature { github: Some("sha1=abc".into()), ..Default::default() };
-        assert!(verify("s3cret", body, &bad, 0).is_err());
-        assert!(verify("s3cret", body, &HookSignature::default(), 0).is_err());
+        assert!(verify("s3cret-s3cret-s3cret", body, &bad, 0).is_err());
+        assert!(verify("s3cret-s3cret-s3cret", body, &HookSignature::default(), 0).is_err());
     }
 
     /// The example of the Standard Webhooks specification (its README), verified here.
@@ -132,5 +147,30 @@ mod tests {
             ..sig
         };
         assert_eq!(verify(secret, body, &two, 1614265330), Ok(()), "any of several signatures");
+        let ancient = HookSignature { timestamp: Some(i64::MIN.to_string()), ..two };
+        assert!(verify(secret, body, &ancient, 1614265330).is_err(), "no overflow, no pass");
+    }
+
+    /// HMAC accepts any key: an empty or short secret (an empty env var, a newline-only file)
+    /// must not let a signature made with that key through, in either scheme.
+    #[test]
+    fn empty_and_short_secrets_refuse_every_signature() {
+        let body = b"{}";
+        for secret in ["", "short", "whsec_", "whsec_c2hvcnQ=", "whsec_not base64!!"] {
+            // GitHub signs with the secret's own bytes: only a short one must be refused.
+            let github = HookSignature { github: Some(github(secret, body)), ..Default::default() };
+            assert_eq!(verify(secret, body, &github, 0).is_err(), secret.len() < MIN_KEY_BYTES, "{secret:?}");
+            let key = key_of(secret).unwrap_or_default();
+            let mut m = mac(&key).unwrap();
+            m.update(b"id.0.{}");
+            let sig = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes()));
+            let standard = HookSignature {
+                id: Some("id".into()),
+                timestamp: Some("0".into()),
+                signature: Some(sig),
+                ..Default::default()
+            };
+            assert!(verify(secret, body, &standard, 0).is_err(), "{secret:?}");
+        }
     }
 }

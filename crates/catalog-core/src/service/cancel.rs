@@ -62,10 +62,14 @@ impl Catalog {
         Ok(now)
     }
 
-    /// The change feed or the lease loop saw that a job this replica runs was ended elsewhere
-    /// (cancelled through another replica): stop its task.
+    /// The change feed or the lease loop saw that a job this replica runs was cancelled through
+    /// another replica: stop its task. (A job failed elsewhere by its lease is the lost-lease
+    /// path: its next status write is refused and it ends with what its row says.)
     pub(super) fn stop_if_ended_elsewhere(&self, job: &RefreshJob) {
-        if job.phase.is_done() && !self.jobs.is_remote(&job.id) && self.jobs.get(&job.id).is_some() {
+        if job.phase == crate::jobs::JobPhase::Cancelled
+            && !self.jobs.is_remote(&job.id)
+            && self.jobs.get(&job.id).is_some()
+        {
             let by = job.error.clone().unwrap_or_else(|| "another replica".into());
             self.jobs.cancel(&job.id, by.trim_start_matches("cancelled by "));
         }

@@ -57,12 +57,14 @@ impl Catalog {
         drop(config);
         let now = chrono::Utc::now().timestamp();
         let mut verified = Vec::new();
+        let mut unread = 0;
         for entry in candidates {
             let secret = match crate::fetch::secret_value(&entry, "webhookSecretRef", &self.options.fetch).await {
                 Ok(Some(s)) => s,
                 Ok(None) => continue,
                 Err(d) => {
                     tracing::warn!(plugin = req.plugin.name(), source = %entry.id, problem = %d.render(), "a hook's webhookSecretRef could not be read");
+                    unread += 1;
                     continue;
                 }
             };
@@ -72,6 +74,15 @@ impl Catalog {
                     tracing::info!(plugin = req.plugin.name(), source = %entry.id, why, "hook signature refused")
                 }
             }
+        }
+        if verified.is_empty() && unread > 0 {
+            // A secret that could not be read (the Kubernetes API blipped, a file is missing) is
+            // not a bad signature: the sender may retry (GitHub does not retry a 401).
+            return Err(CatalogError::Unavailable {
+                message: "a webhookSecretRef of this target could not be read; retry later (the server log says why)"
+                    .into(),
+                retry_after_secs: 5,
+            });
         }
         if verified.is_empty() {
             return Err(refused());

@@ -110,16 +110,32 @@ impl Catalog {
             if n == 0 {
                 return;
             }
+            // No receiver registered (the common case): nothing to prepare. (A database that
+            // does not answer is not "none": the batch is prepared and its queuing retried.)
+            if matches!(self.db.webhooks(1).await, Ok(rows) if rows.is_empty()) {
+                events.clear();
+                continue;
+            }
             let mut batch = Vec::with_capacity(n);
+            // One read of each job per batch: a refreshAll over N sources sends N events of one
+            // job, each of which would otherwise copy its N results.
+            let mut jobs: std::collections::HashMap<String, Option<crate::jobs::RefreshJob>> =
+                std::collections::HashMap::new();
             for ev in events.drain(..) {
                 let facts = match &ev.job_id {
-                    Some(id) => match self.job(id).await {
-                        Ok(Some(job)) => {
-                            let source = ev.source_id.as_deref().filter(|_| ev.kind == EventKind::Refreshed);
-                            job_facts(&job, source)
+                    Some(id) => {
+                        if !jobs.contains_key(id) {
+                            let job = self.job(id).await.ok().flatten();
+                            jobs.insert(id.clone(), job);
                         }
-                        _ => EventFacts::default(),
-                    },
+                        match jobs.get(id).and_then(Option::as_ref) {
+                            Some(job) => {
+                                let source = ev.source_id.as_deref().filter(|_| ev.kind == EventKind::Refreshed);
+                                job_facts(job, source)
+                            }
+                            None => EventFacts::default(),
+                        }
+                    }
                     None => EventFacts::default(),
                 };
                 batch.push(Prepared { key: event_key(&ev), body: payload(&ev, &facts), ev });

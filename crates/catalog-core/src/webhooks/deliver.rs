@@ -16,7 +16,7 @@ use super::signing;
 use crate::db::Db;
 use crate::db::webhooks::{AttemptOutcome, DeliveryRow};
 use crate::fetch::FetchConfig;
-use crate::outbound::{GuardedResolver, check_url, find_refusal, redirect_policy};
+use crate::outbound::{GuardedResolver, check_url, find_refusal};
 
 /// First retry delay; doubles per attempt.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -97,7 +97,10 @@ fn client(fetch: &FetchConfig, options: &WebhookOptions) -> reqwest::Client {
         .timeout(options.timeout)
         .user_agent(concat!("catalog-bff-webhooks/", env!("CARGO_PKG_VERSION")))
         .dns_resolver(Arc::new(GuardedResolver { allow: fetch.url_allow.clone() }))
-        .redirect(redirect_policy(fetch.url_allow.clone(), false))
+        // Redirects are not followed: a 301/302/303 would be re-sent as a GET without the body
+        // (and its 2xx recorded as delivered), and the signed headers would go to another
+        // origin. A 3xx is a failure and retried, as Standard Webhooks senders do.
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
         .unwrap_or_else(|e| {
@@ -352,6 +355,9 @@ impl Deliverer {
                     Ok((code, excerpt))
                 } else {
                     let mut why = format!("HTTP {status}");
+                    if status.is_redirection() {
+                        why.push_str(" (redirects are not followed: register the final URL)");
+                    }
                     if let Some(e) = excerpt {
                         why.push_str(": ");
                         why.push_str(&e);
