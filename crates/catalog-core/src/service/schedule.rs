@@ -25,8 +25,11 @@ use crate::refresh::RefreshMode;
 use crate::schedule::{DueWhy, SchedulePolicy, next_due, next_refresh_ms, parse_interval};
 use crate::sources::{SourceEntry, SourceKind};
 
-/// How often the scheduler looks for due sources.
+/// The longest the scheduler sleeps between two looks for due sources (a source whose entry
+/// or status changed meanwhile is seen by then).
 const TICK: Duration = Duration::from_secs(1);
+/// The shortest: a look costs a pass over the sources.
+const MIN_SLEEP: Duration = Duration::from_millis(50);
 /// How long a claim on a due refresh holds before another replica may take it over: twice the
 /// job lease (30 s by default), so a replica that died mid-refresh is replaced about when its
 /// job's lease has run out.
@@ -82,15 +85,22 @@ impl Catalog {
     /// Runs until shutdown (started after the initial refresh).
     pub(super) async fn schedule_loop(self: Arc<Self>) {
         let mut shutdown = self.shutdown_signal();
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut rounds: u64 = 0;
+        let mut sleep = MIN_SLEEP;
+        // Due times another replica claimed, and until when its claim holds: not asked for again
+        // before that (after it, a takeover is possible).
+        let mut theirs = std::collections::HashMap::new();
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => return,
             }
-            self.start_due(Utc::now()).await;
+            // Until the next due time, at most a tick: a due refresh starts on time, not on the
+            // next whole tick.
+            let next = self.start_due(Utc::now(), &mut theirs).await;
+            let until = next.map(|due| due - Utc::now().timestamp_millis());
+            sleep =
+                until.and_then(|ms| u64::try_from(ms).ok()).map_or(TICK, Duration::from_millis).clamp(MIN_SLEEP, TICK);
             rounds += 1;
             if rounds % 3600 == 1 {
                 let before = Utc::now().timestamp_millis() - i64::try_from(CLAIM_KEEP.as_millis()).unwrap_or(0);
@@ -101,20 +111,37 @@ impl Catalog {
         }
     }
 
-    /// Starts a refresh for every source due at `now` that this replica claims.
-    async fn start_due(self: &Arc<Self>, now: DateTime<Utc>) {
+    /// Starts a refresh for every source due at `now` that this replica claims; returns the
+    /// earliest due time still ahead, if any.
+    async fn start_due(
+        self: &Arc<Self>,
+        now: DateTime<Utc>,
+        theirs: &mut std::collections::HashMap<(PluginKind, String, i64), i64>,
+    ) -> Option<i64> {
         let now_ms = now.timestamp_millis();
         let config = self.config();
+        let mut ahead: Option<i64> = None;
         let due_now: Vec<(PluginKind, String, i64, DueWhy)> = config
             .sources()
             .filter_map(|(plugin, entry)| {
                 let row = self.status_of(&(plugin, entry.id.clone()));
                 let (at, why) = due(plugin, entry, row.as_ref(), &self.options.schedule)?;
-                (at <= now_ms).then(|| (plugin, entry.id.clone(), at, why))
+                if at > now_ms {
+                    ahead = Some(ahead.map_or(at, |a| a.min(at)));
+                    return None;
+                }
+                Some((plugin, entry.id.clone(), at, why))
             })
             .collect();
         drop(config);
+        theirs.retain(|(p, id, at), until| {
+            *until > now_ms && due_now.iter().any(|(p2, id2, at2, _)| p == p2 && id == id2 && at == at2)
+        });
+        let hold_ms = i64::try_from(claim_hold(self.options.cluster.job_lease).as_millis()).unwrap_or(i64::MAX);
         for (plugin, id, due_ms, why) in due_now {
+            if theirs.contains_key(&(plugin, id.clone(), due_ms)) {
+                continue;
+            }
             // A refresh of it is running (here or followed): its end moves the due time on.
             if self.jobs.busy(plugin.name(), &id) {
                 continue;
@@ -125,11 +152,14 @@ impl Catalog {
                 due_ms,
                 owner: &self.options.cluster.replica_id,
                 now_ms,
-                hold_ms: i64::try_from(claim_hold(self.options.cluster.job_lease).as_millis()).unwrap_or(i64::MAX),
+                hold_ms,
             };
             match self.db.claim_schedule(&claim).await {
                 Ok(true) => {}
-                Ok(false) => continue,
+                Ok(false) => {
+                    theirs.insert((plugin, id.clone(), due_ms), now_ms.saturating_add(hold_ms));
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(plugin = plugin.name(), source = %id, error = %e, "could not claim a due refresh; trying again");
                     continue;
@@ -157,6 +187,7 @@ impl Catalog {
                 }
             });
         }
+        ahead
     }
 }
 
