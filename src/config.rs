@@ -85,12 +85,6 @@ pub enum ExemptRole {
     Operator,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OnOff {
-    On,
-    Off,
-}
-
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -167,11 +161,6 @@ pub struct ServeArgs {
     /// deeper documents are refused before parsing (parse cost grows with depth).
     #[arg(long, env = "CATALOG_BFF_MAX_YAML_DEPTH", default_value_t = catalog_yaml::depth::DEFAULT_MAX_DEPTH)]
     pub max_yaml_depth: usize,
-    /// Startup snapshot cache: each yaml source's loaded entities are kept in
-    /// DATA_DIR/snapshot-cache/, so a restart with unchanged catalogs skips the YAML parse
-    /// (any mismatch is a miss and the parse runs). `off`: the directory is never created or read.
-    #[arg(long, env = "CATALOG_BFF_SNAPSHOT_CACHE", value_enum, default_value = "on")]
-    pub snapshot_cache: OnOff,
     /// Query response cache: seconds an entry lives (0 turns the cache off).
     #[arg(long, env = "CATALOG_BFF_CACHE_TTL", default_value_t = 30.0)]
     pub cache_ttl: f64,
@@ -506,8 +495,6 @@ impl ServeArgs {
                 job_lease: secs(self.job_lease),
                 consistency_wait: secs(self.consistency_wait),
             },
-            snapshot_cache: (self.snapshot_cache == OnOff::On)
-                .then(|| self.data_dir.join(catalog_core::SNAPSHOT_CACHE_DIR)),
             schedule: catalog_core::SchedulePolicy {
                 default_url_interval: self.default_refresh_interval.0,
                 retry_initial: self.retry_initial_interval.max(Duration::from_secs(1)),
@@ -520,12 +507,6 @@ impl ServeArgs {
                 ..Default::default()
             },
         }
-    }
-
-    /// The snapshot cache's directory, reserved whether the cache is on or not: no source's
-    /// catalog may be read from or written into it.
-    pub fn snapshot_cache_dir(&self) -> PathBuf {
-        self.data_dir.join(catalog_core::SNAPSHOT_CACHE_DIR)
     }
 
     /// The SQLite database file, when the database is SQLite: no source may write over it.

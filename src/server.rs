@@ -11,7 +11,7 @@ use catalog_core::Db;
 use catalog_core::FileStore;
 use catalog_core::KubeSecrets;
 use catalog_core::KubeStore;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Settings errors (auth mode, tokens file, trusted documents) stop start-up before anything
@@ -55,6 +55,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.database.is_none() {
         std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     }
+    remove_old_snapshot_cache(&args.data_dir);
     let url = args.database_url();
     let db = Db::connect(&url, args.db_timeout())
         .await
@@ -64,10 +65,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store: Arc<dyn ConfigStore> = match args.store {
         StoreMode::File => Arc::new(FileStore::new(
             sources.clone(),
-            catalog_core::Reserved {
-                files: args.sqlite_path().into_iter().collect(),
-                dirs: vec![args.snapshot_cache_dir()],
-            },
+            catalog_core::Reserved { files: args.sqlite_path().into_iter().collect() },
         )),
         StoreMode::Kubernetes => {
             let (client, namespace) = crate::k8s::connect(args.namespace.as_deref()).await?;
@@ -140,6 +138,38 @@ pub async fn import(args: crate::config::ImportArgs) -> anyhow::Result<Vec<Strin
     })?;
     let (client, namespace) = crate::k8s::connect(args.namespace.as_deref()).await?;
     KubeStore::new(client, &namespace, &args.configmap_prefix).import(&file, args.overwrite).await
+}
+
+/// Where versions before the removal of the startup snapshot cache kept it, under DATA_DIR.
+const OLD_SNAPSHOT_CACHE: &str = "snapshot-cache";
+
+/// Removes the startup snapshot cache an earlier version left in `DATA_DIR/snapshot-cache/`
+/// (it was removed: a restart parses as fast as it read the cache, and url sources start from
+/// their stored content). Only that version's own files go (`<plugin>.<hash>.snap` and the
+/// `.<name>.snap.tmp-*` temp files of its writes), then the directory if that left it empty: it is
+/// no longer reserved, so anything else in it is somebody's and stays. One info line when
+/// anything was removed; nothing at all when there is no such directory.
+fn remove_old_snapshot_cache(data_dir: &Path) {
+    let dir = data_dir.join(OLD_SNAPSHOT_CACHE);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let mut files = 0usize;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.ends_with(".snap") || (name.starts_with('.') && name.contains(".snap.tmp-"));
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(entry.path()).is_ok() {
+            files += 1;
+        }
+    }
+    let dir_removed = std::fs::remove_dir(&dir).is_ok();
+    if files > 0 || dir_removed {
+        tracing::info!(
+            dir = %dir.display(),
+            files,
+            dir_removed,
+            "removed the snapshot cache an earlier version left (this version has none)"
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -38,7 +38,7 @@ const CRATES: &[Crate] = &[
             &["service"],
             // Outgoing webhooks: the delivery queue and loop, driven by the service.
             &["webhooks"],
-            &["fetch", "snapshot_cache", "jobs", "validate"],
+            &["fetch", "jobs", "validate"],
             &["store"],
             &["paths"],
             &["sources", "refresh", "redact", "outbound"],

@@ -8,8 +8,7 @@
 //! - right before any write (and any API read-back) the path is checked again on the real
 //!   filesystem: symlinks resolved, the parent canonicalised, the result inside the sources
 //!   file's directory and not the sources file, a reserved file (the SQLite database and its
-//!   `-wal`/`-shm`/`-journal`), anything inside a reserved directory (the snapshot cache,
-//!   `DATA_DIR/snapshot-cache/`), another source's catalog, or a directory.
+//!   `-wal`/`-shm`/`-journal`), another source's catalog, or a directory.
 //!
 //! A key belongs to exactly one source: when two sources of a deployer's file name the same
 //! location, the first one owns it and the later one is reported (see
@@ -24,13 +23,11 @@ use super::sources::{SourceEntry, SourcesFile, normalized};
 
 pub const FIELD: &str = "input.properties.yamlCatalogPath";
 
-/// What no source's catalog may be: the server's own files and directories.
+/// What no source's catalog may be: the server's own files.
 #[derive(Clone, Debug, Default)]
 pub struct Reserved {
     /// Files (the SQLite database; its `-wal`, `-shm` and `-journal` files are implied).
     pub files: Vec<PathBuf>,
-    /// Directories, with everything inside them (the snapshot cache).
-    pub dirs: Vec<PathBuf>,
 }
 
 /// The location the server gives a source created through the API (today's naming, kept so
@@ -223,12 +220,6 @@ fn not_taken(
     if is(&lenient(&file.path)) {
         return Err(refuse(rel, "is the sources file", verb));
     }
-    for d in &reserved.dirs {
-        let d = lenient(d);
-        if target.starts_with(&d) || real.starts_with(&d) {
-            return Err(refuse(rel, "is inside a directory the server keeps for itself (its snapshot cache)", verb));
-        }
-    }
     for r in &reserved.files {
         let r = lenient(r);
         let mut forbidden = vec![r.clone()];
@@ -315,9 +306,7 @@ mod tests {
         let f = file(dir.path(), TWO);
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let db = dir.path().join("catalog-bff.db");
-        std::fs::create_dir(dir.path().join("snapshot-cache")).unwrap();
-        std::fs::write(dir.path().join("snapshot-cache").join("models.ab.snap"), b"x").unwrap();
-        let reserved = Reserved { files: vec![db], dirs: vec![dir.path().join("snapshot-cache")] };
+        let reserved = Reserved { files: vec![db] };
         let cases: &[(&str, Option<&str>)] = &[
             ("b-models.yaml", None),
             ("a.yaml", Some("catalog file of source models/a")),
@@ -327,11 +316,6 @@ mod tests {
             ("catalog-bff.db", Some("database")),
             ("catalog-bff.db-wal", Some("database")),
             ("catalog-bff.db-shm", Some("database")),
-            ("snapshot-cache/models.ab.snap", Some("snapshot cache")),
-            ("snapshot-cache/new.yaml", Some("snapshot cache")),
-            ("./snapshot-cache//deeper/x.yaml", Some("snapshot cache")),
-            ("snapshot-cache", Some("directory")),
-            ("snapshot-cache-not.yaml", None),
             ("sub", Some("directory")),
             (".", Some("does not name a file")),
             ("", Some("is empty")),
@@ -353,10 +337,9 @@ mod tests {
                 }
             }
         }
-        // Reading back from the snapshot cache is refused too.
-        let d =
-            readable_catalog_path(&f, PluginKind::Models, "b", "snapshot-cache/models.ab.snap", &reserved).unwrap_err();
-        assert!(d.message.contains("snapshot cache") && d.message.contains("refusing to read"), "{}", d.message);
+        // Reading back a reserved file is refused too.
+        let d = readable_catalog_path(&f, PluginKind::Models, "b", "catalog-bff.db", &reserved).unwrap_err();
+        assert!(d.message.contains("database") && d.message.contains("refusing to read"), "{}", d.message);
         // A source's own file is writable by it.
         assert!(writable_catalog_path(&f, PluginKind::Models, "a", "a.yaml", &reserved).is_ok());
     }

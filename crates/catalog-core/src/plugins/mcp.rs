@@ -133,9 +133,9 @@ struct FlatServer {
 }
 
 /// The normalised MCP server entity. Never read from a catalog file directly (the two formats
-/// are), so `Deserialize` is the snapshot cache's.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// are), so it is only serialised.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct McpServer {
     pub name: String,
     pub id: Option<String>,
@@ -167,51 +167,16 @@ pub struct McpServer {
     pub source_code: Option<String>,
     pub published_date: Option<String>,
     pub last_updated: Option<String>,
-    #[serde(with = "runtime_metadata")]
     pub runtime_metadata: Option<Json>,
     pub custom_properties: Option<CustomProperties>,
     pub create_time_since_epoch: Option<String>,
     pub last_update_time_since_epoch: Option<String>,
     /// `mcp_servers` or `mcpservers`: which format the entry came from.
-    #[serde(deserialize_with = "format_name")]
     pub format: FormatName,
 }
 
-/// `&'static str` behind a name: serde's derive treats a literal `&str` field as borrowed from
-/// the input (`'de: 'static`), which the snapshot cache's owned reads cannot give.
+/// Which of the two formats an MCP server entry came from: `mcp_servers` or `mcpservers`.
 pub type FormatName = &'static str;
-
-/// The two `format` values, back from their text.
-fn format_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FormatName, D::Error> {
-    let name = String::deserialize(d)?;
-    ["mcp_servers", "mcpservers"]
-        .into_iter()
-        .find(|f| *f == name)
-        .ok_or_else(|| serde::de::Error::custom(format!("unknown MCP server format `{name}`")))
-}
-
-/// `runtimeMetadata`: as the API shows it, except under `models::exact_text` (the snapshot
-/// cache), where a present value is a one-element list: `Some(null)` (a non-finite YAML float
-/// read into JSON) and `None` both serialise as `null`, and must not read back the same.
-mod runtime_metadata {
-    use super::Json;
-    use crate::plugins::models::in_exact_text;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Json>, s: S) -> Result<S::Ok, S::Error> {
-        if in_exact_text() {
-            return v.as_ref().map(|j| (j,)).serialize(s);
-        }
-        v.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Json>, D::Error> {
-        if in_exact_text() {
-            return Ok(Option::<(Json,)>::deserialize(d)?.map(|(j,)| j));
-        }
-        Option::<Json>::deserialize(d)
-    }
-}
 
 impl From<KubeflowServer> for McpServer {
     fn from(s: KubeflowServer) -> Self {

@@ -6,7 +6,7 @@
 pub mod mcp;
 pub mod models;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use mcp::McpServer;
 pub use models::Model;
@@ -66,9 +66,9 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// One catalog entity, as the API shows it. `Deserialize` is for the snapshot cache only (under
-/// `models::exact_text`); catalog files are read through the plugins' own file types.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One catalog entity, as the API shows it (catalog files are read through the plugins' own
+/// file types).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Entity {
     Model(Box<Model>),
     McpServer(Box<McpServer>),

@@ -67,52 +67,14 @@ impl CustomProperties {
     }
 }
 
-thread_local! {
-    /// Set by [`exact_text`]: the snapshot cache's (de)serialisation, on this thread only.
-    static EXACT_TEXT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` with entities (de)serialised in the snapshot cache's exact form: custom properties
-/// as their canonical JSON text (a string) instead of the map, and an MCP server's
-/// `runtimeMetadata` wrapped so that a JSON `null` value stays distinct from an absent one.
-/// Why: the map form is lossy on the way back in (a non-finite `double_value` is written as
-/// `null`, which reads back as absent), and the cache must give exactly what a parse gives.
-/// Reading the text back is also a plain string copy, not a re-canonicalisation per model.
-pub(crate) fn exact_text<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            EXACT_TEXT.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(EXACT_TEXT.with(|c| c.replace(true)));
-    f()
-}
-
-/// Whether [`exact_text`] is in force on this thread.
-pub(crate) fn in_exact_text() -> bool {
-    EXACT_TEXT.with(std::cell::Cell::get)
-}
-
 impl Serialize for CustomProperties {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if in_exact_text() {
-            return s.serialize_str(&self.0);
-        }
         self.to_json().serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for CustomProperties {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if in_exact_text() {
-            // Written by the serialiser above from a value that came from the map below.
-            let text = Box::<str>::deserialize(d)?;
-            if !(text.starts_with('{') && text.ends_with('}')) {
-                return Err(serde::de::Error::custom("custom properties text is not a JSON object"));
-            }
-            return Ok(CustomProperties(text));
-        }
         let map = BTreeMap::<String, MetadataValue>::deserialize(d)?;
         let text = serde_json::to_string(&map).map_err(serde::de::Error::custom)?;
         Ok(CustomProperties(text.into_boxed_str()))

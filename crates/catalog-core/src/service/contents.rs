@@ -159,8 +159,7 @@ impl Catalog {
         };
         let label =
             entry.url().map(str::to_string).or_else(|| entry.yaml_catalog().map(str::to_string)).unwrap_or_default();
-        let loaded =
-            self.parse_source(plugin, id, entry, refresh::Text { text, label, etag: etag.clone() }, false, false).await;
+        let loaded = self.parse_source(plugin, entry, refresh::Text { text, label, etag: etag.clone() }, false).await;
         match loaded {
             super::decide::Loaded::Ok { entities, content_hash, .. } => {
                 let old = self.snapshot(&(plugin, id.to_string()));

@@ -1,13 +1,12 @@
 //! What a refresh does with what it loaded: a pure function of the snapshot served now, the
 //! load, the mode and the caller's confirmation. No I/O and no locks: `refresh_source` does the
-//! loading before and the recording, serving and caching after, and the table test below
+//! loading before and the recording and serving after, and the table test below
 //! pins every branch.
 
 use super::SourceState;
 use crate::diagnostics::{Diagnostic, Layer};
 use crate::plugins::Entity;
 use crate::refresh::{Impact, RefreshMode, RefreshResult, RefreshStatus, Snapshot, diff, summary};
-use crate::snapshot_cache::Key;
 
 /// What loading a source gave (the input of [`decide`]).
 pub(super) enum Loaded {
@@ -22,9 +21,6 @@ pub(super) enum Loaded {
         diagnostics: Vec<Diagnostic>,
         content_hash: String,
         etag: Option<String>,
-        /// Parsed (not read from the snapshot cache) from a yaml source with the cache on: the
-        /// key to write the result under once it is the source's snapshot.
-        cache_write: Option<Key>,
         /// The text, when it is to be kept in the database (`Catalog::keeps_content`).
         text: Option<String>,
     },
@@ -43,8 +39,6 @@ pub(super) struct Decision {
     pub state: SourceState,
     /// The snapshot to serve from now on; `None` keeps serving the current one.
     pub snapshot: Option<Snapshot>,
-    /// Where to cache the new snapshot's load (yaml sources parsed with the cache on).
-    pub cache_write: Option<(Key, Vec<Diagnostic>)>,
     /// The catalog text to keep in the database before the snapshot is served.
     pub text: Option<String>,
     /// The load failed in a way a later attempt may fix (`Loaded::Unreachable`): retried with
@@ -65,7 +59,7 @@ pub(super) fn decide(
     let old_count = old.map_or(0, |s| s.entities.len());
     let loaded_kind =
         if matches!(loaded, Loaded::Unreachable(_)) { LoadedKind::Unreachable } else { LoadedKind::Other };
-    let keep = |state: SourceState| Decision { state, snapshot: None, cache_write: None, text: None, retry: false };
+    let keep = |state: SourceState| Decision { state, snapshot: None, text: None, retry: false };
     let keep_old_unchanged = |result: &mut RefreshResult| {
         result.entities_loaded = old_count;
         result.entities_unchanged = old_count;
@@ -92,7 +86,7 @@ pub(super) fn decide(
             keep_old_unchanged(result);
             keep(current)
         }
-        Loaded::Ok { entities, diagnostics, content_hash, etag, cache_write, text } => {
+        Loaded::Ok { entities, diagnostics, content_hash, etag, text } => {
             let unchanged_content = old.is_some_and(|s| s.content_hash == content_hash);
             if mode == RefreshMode::Incremental && unchanged_content {
                 keep_old_unchanged(result);
@@ -125,13 +119,12 @@ pub(super) fn decide(
             result.entities_unchanged = impact.unchanged;
             result.artifacts_loaded = entities.iter().map(Entity::artifact_count).sum();
             result.summary = summary(entities.len(), &impact, false);
-            let cache_write = cache_write.map(|k| (k, diagnostics.clone()));
             result.diagnostics = diagnostics;
             let state = if partial { SourceState::PartiallyAvailable } else { SourceState::Available };
             // Unchanged entities keep the old snapshot's `Arc`s: one copy each.
             let mut snapshot = Snapshot::reusing(old, entities, content_hash);
             snapshot.etag = etag;
-            Decision { state, snapshot: Some(snapshot), cache_write, text, retry: false }
+            Decision { state, snapshot: Some(snapshot), text, retry: false }
         }
     }
 }
@@ -159,7 +152,6 @@ mod tests {
             diagnostics,
             content_hash: hash.to_string(),
             etag: None,
-            cache_write: None,
             text: Some("text".into()),
         }
     }

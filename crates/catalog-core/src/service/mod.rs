@@ -84,8 +84,6 @@ pub struct CatalogOptions {
     pub watch_interval: Option<std::time::Duration>,
     /// Several replicas on one PostgreSQL (see `cluster`).
     pub cluster: ClusterOptions,
-    /// The startup snapshot cache's directory (`--snapshot-cache on`), else `None`.
-    pub snapshot_cache: Option<std::path::PathBuf>,
     /// Scheduled refreshes and retries (`refreshInterval`, `--default-refresh-interval`,
     /// `--retry-*`).
     pub schedule: crate::schedule::SchedulePolicy,
@@ -103,7 +101,6 @@ impl Default for CatalogOptions {
             fetch: FetchConfig::default(),
             watch_interval: Some(std::time::Duration::from_secs(2)),
             cluster: ClusterOptions::default(),
-            snapshot_cache: None,
             schedule: crate::schedule::SchedulePolicy::default(),
             webhooks: crate::webhooks::WebhookOptions::default(),
         }
@@ -122,8 +119,6 @@ pub struct Catalog {
     events: Events,
     refresh_stats: crate::refresh::RefreshStats,
     first_refresh_done: AtomicBool,
-    /// The startup snapshot cache, when on (`CatalogOptions::snapshot_cache`).
-    snapshot_cache: Option<Arc<crate::snapshot_cache::SnapshotCache>>,
     /// Bumped after every change a reader can see; response caches key on it.
     generation: AtomicU64,
     /// Per plugin (by [`PluginKind::index`]): changes whenever that plugin's sources or
@@ -221,8 +216,6 @@ impl Catalog {
         let http = super::fetch::client(&options.fetch);
         let job_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_jobs.max(1)));
         let fetch_slots = Arc::new(tokio::sync::Semaphore::new(options.max_running_fetches.max(1)));
-        let snapshot_cache =
-            options.snapshot_cache.clone().map(|d| Arc::new(crate::snapshot_cache::SnapshotCache::new(d)));
         let webhooks = Arc::new(crate::webhooks::Deliverer::new(
             db.clone(),
             options.fetch.clone(),
@@ -231,7 +224,6 @@ impl Catalog {
         ));
         let catalog = Arc::new(Catalog {
             webhooks,
-            snapshot_cache,
             store,
             db,
             options,

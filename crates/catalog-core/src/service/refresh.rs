@@ -18,8 +18,8 @@ use tokio::sync::Mutex;
 
 use super::decide::{Loaded, decide};
 use super::{
-    Catalog, CatalogError, Result, SourceKey, SourceState, entry_json, filter_entities, job_from_row, job_row,
-    sha256_hex, state_word,
+    Catalog, CatalogError, Result, SourceKey, SourceState, filter_entities, job_from_row, job_row, sha256_hex,
+    state_word,
 };
 use crate::db::StatusRow;
 use crate::db::cluster::Claim;
@@ -29,7 +29,6 @@ use crate::fetch::{Fetched, fetch};
 use crate::jobs::{ALL_PLUGINS, JobPhase, RefreshJob, Registered};
 use crate::plugins::PluginKind;
 use crate::refresh::{RefreshMode, RefreshResult, RefreshStatus, Snapshot};
-use crate::snapshot_cache::{Key, Miss};
 use crate::store::Config;
 
 /// A catalog's text as read or fetched, before it is parsed.
@@ -44,7 +43,8 @@ pub(super) struct Text {
 #[derive(Clone, Copy, Debug)]
 struct JobOptions {
     confirm_removals: bool,
-    use_cache: bool,
+    /// [`RefreshRequest::initial`].
+    initial: bool,
     /// Takes no slot (see [`JobRun::unqueued`]).
     unqueued: bool,
 }
@@ -55,7 +55,8 @@ pub(super) struct JobRun {
     mode: RefreshMode,
     dry_run: bool,
     confirm_removals: bool,
-    use_cache: bool,
+    /// [`RefreshRequest::initial`].
+    initial: bool,
     /// [`RefreshRequest::unqueued`].
     unqueued: bool,
 }
@@ -132,9 +133,10 @@ pub struct RefreshRequest {
     /// The write (see [`Catalog::write_seq`]) this refresh must see: set by an apply, so the
     /// refresh it asks for never coalesces with a job that may have read older content.
     pub after_write: Option<u64>,
-    /// Read yaml sources from the startup snapshot cache when it holds this exact load: only
-    /// the initial refresh (`refresh_all`) sets it.
-    pub use_snapshot_cache: bool,
+    /// The start's refresh (`refresh_all` sets it, nothing else): a plugin-wide refresh also
+    /// loads suspended sources that have nothing stored to serve, and url sources serve their
+    /// stored last good content while their hosts answer.
+    pub initial: bool,
     /// Take no job or fetch slot: an apply's refresh of the source it changed (one source,
     /// applies rate-limited per caller), which must not queue behind other jobs' url fetches.
     pub unqueued: bool,
@@ -155,7 +157,7 @@ impl RefreshRequest {
             wait: true,
             actor: actor.to_string(),
             after_write: None,
-            use_snapshot_cache: false,
+            initial: false,
             unqueued: false,
             all_plugins: false,
         }
@@ -210,9 +212,7 @@ impl Catalog {
             // without a kept content would otherwise stay LOADING).
             None => config
                 .sources()
-                .filter(|(p, e)| {
-                    *p == plugin && (!e.suspended || (req.use_snapshot_cache && !self.has_stored_content(*p, e)))
-                })
+                .filter(|(p, e)| *p == plugin && (!e.suspended || (req.initial && !self.has_stored_content(*p, e))))
                 .map(|(_, e)| e.id.clone())
                 .collect(),
         };
@@ -252,7 +252,7 @@ impl Catalog {
                             let this = self.clone();
                             let options = JobOptions {
                                 confirm_removals: req.confirm_removals,
-                                use_cache: req.use_snapshot_cache,
+                                initial: req.initial,
                                 unqueued: req.unqueued && req.source_id.is_some(),
                             };
                             tokio::spawn(async move { this.run_job(job, options).await });
@@ -298,7 +298,7 @@ impl Catalog {
             mode: job.mode,
             dry_run: job.dry_run,
             confirm_removals: options.confirm_removals,
-            use_cache: options.use_cache,
+            initial: options.initial,
             unqueued: options.unqueued,
         };
         let config = self.config();
@@ -381,7 +381,7 @@ impl Catalog {
         if ids.is_empty() {
             return;
         }
-        if slot == Slot::Fetch && run.use_cache && !run.dry_run {
+        if slot == Slot::Fetch && run.initial && !run.dry_run {
             // The start's refresh: serve what the last good fetch kept while the hosts answer.
             for (plugin, id) in &ids {
                 self.seed_stored(*plugin, id).await;
@@ -492,7 +492,6 @@ impl Catalog {
     /// once answered a later refresh with another job's id, in tests/it/replicas.rs under CI load;
     /// not yet understood. See issue 10's note.)
     pub(super) async fn refresh_all(self: &Arc<Self>) {
-        self.prune_snapshot_cache().await;
         // Suspended sources with a kept content serve it and are not loaded (see `refresh`).
         let suspended: Vec<(PluginKind, String)> = {
             let config = self.config();
@@ -510,7 +509,7 @@ impl Catalog {
         for plugin in PluginKind::ALL {
             let req = RefreshRequest {
                 confirm_removals: true,
-                use_snapshot_cache: true,
+                initial: true,
                 wait: false,
                 ..RefreshRequest::new(plugin, None, "system")
             };
@@ -590,24 +589,6 @@ impl Catalog {
             .collect()
     }
 
-    /// Removes the snapshot cache files of sources that are not enabled yaml sources of the
-    /// sources file any more (at start, before anything is written).
-    async fn prune_snapshot_cache(&self) {
-        let Some(cache) = self.snapshot_cache.clone() else { return };
-        let config = self.config();
-        let keep: Vec<(PluginKind, String)> =
-            config.sources().filter(|(_, e)| e.enabled && e.type_ == "yaml").map(|(p, e)| (p, e.id.clone())).collect();
-        let removed = tokio::task::spawn_blocking(move || {
-            let keep: Vec<(PluginKind, &str)> = keep.iter().map(|(p, id)| (*p, id.as_str())).collect();
-            cache.retain(&keep)
-        })
-        .await
-        .unwrap_or(0);
-        if removed > 0 {
-            tracing::info!(removed, "removed snapshot cache files of sources no longer in the sources file");
-        }
-    }
-
     /// [`Catalog::load_source`]; for a url source, given up when [`Catalog::supersede`] is
     /// called for it meanwhile, or when its job is cancelled (the fetch is dropped, so the
     /// connection is closed at once). A yaml load is never given up: it
@@ -619,11 +600,10 @@ impl Catalog {
         key: &SourceKey,
         config: &Config,
         if_none_match: Option<&str>,
-        read_cache: bool,
         fence: Option<&Fence>,
     ) -> std::result::Result<Loaded, GivenUp> {
         if config.find(key.0, &key.1).is_none_or(|e| e.type_ != "url") {
-            return Ok(self.load_source(config, key.0, &key.1, if_none_match, read_cache).await);
+            return Ok(self.load_source(config, key.0, &key.1, if_none_match).await);
         }
         let signal = Arc::new(tokio::sync::Notify::new());
         self.loading.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), signal.clone());
@@ -634,7 +614,7 @@ impl Catalog {
             }
         };
         let outcome = tokio::select! {
-            loaded = self.load_source(config, key.0, &key.1, if_none_match, read_cache) => Ok(loaded),
+            loaded = self.load_source(config, key.0, &key.1, if_none_match) => Ok(loaded),
             () = signal.notified() => Err(GivenUp::Superseded),
             () = cancelled => Err(GivenUp::Cancelled),
         };
@@ -666,8 +646,7 @@ impl Catalog {
         run: &JobRun,
         fence: Option<&Fence>,
     ) -> Option<RefreshResult> {
-        let (mode, dry_run, confirm_removals, read_cache) =
-            (run.mode, run.dry_run, run.confirm_removals, run.use_cache);
+        let (mode, dry_run, confirm_removals) = (run.mode, run.dry_run, run.confirm_removals);
         let key = (plugin, id.to_string());
         let lock = self.source_lock(&key);
         let _guard = lock.lock().await;
@@ -677,7 +656,7 @@ impl Catalog {
         let old_count = old.as_ref().map(|s| s.entities.len()).unwrap_or(0);
         let mut result = RefreshResult::started(plugin.name(), id, dry_run);
         let etag = if mode == RefreshMode::Incremental { old.as_ref().and_then(|s| s.etag.clone()) } else { None };
-        let outcome = match self.load_unless_superseded(&key, &config, etag.as_deref(), read_cache, fence).await {
+        let outcome = match self.load_unless_superseded(&key, &config, etag.as_deref(), fence).await {
             Ok(outcome) => outcome,
             Err(GivenUp::Cancelled) => {
                 tracing::info!(plugin = plugin.name(), source = id, "refresh given up: its job was cancelled");
@@ -699,8 +678,8 @@ impl Catalog {
         };
         let current = self.current_state(&key);
         let decision = decide(old.as_deref(), current, outcome, mode, confirm_removals, &mut result);
-        let (state, new_snapshot, cache_write, kept_text, mut retry) =
-            (decision.state, decision.snapshot, decision.cache_write, decision.text, decision.retry);
+        let (state, new_snapshot, kept_text, mut retry) =
+            (decision.state, decision.snapshot, decision.text, decision.retry);
         result.finished_at = Utc::now();
         result.duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
         if dry_run {
@@ -754,11 +733,7 @@ impl Catalog {
             }
         }
         if let Some(s) = new_snapshot {
-            let s = Arc::new(s);
-            if let Some(write) = cache_write {
-                self.write_snapshot_cache(plugin, id, s.clone(), write);
-            }
-            self.swap_snapshot(&key, s);
+            self.swap_snapshot(&key, Arc::new(s));
         }
         self.mark_attempted(&key);
         self.bump_plugin(plugin);
@@ -842,35 +817,6 @@ impl Catalog {
         }
     }
 
-    /// Writes a new snapshot's load to the snapshot cache, off the refresh's path: nothing
-    /// waits for the write, and a failed one only means a parse at the next start.
-    fn write_snapshot_cache(&self, plugin: PluginKind, id: &str, snap: Arc<Snapshot>, write: (Key, Vec<Diagnostic>)) {
-        let (cache_key, diagnostics) = write;
-        let Some(cache) = self.snapshot_cache.clone() else { return };
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || {
-            // A FULL refresh of unchanged content: the file is this load already.
-            if cache.is_current(plugin, &id, &cache_key) {
-                return;
-            }
-            match cache.write(plugin, &id, &cache_key, &snap.entities, &diagnostics) {
-                Ok(Some(bytes)) => {
-                    tracing::debug!(plugin = plugin.name(), source = %id, bytes, "snapshot cache written")
-                }
-                Ok(None) => tracing::info!(
-                    plugin = plugin.name(),
-                    source = %id,
-                    "snapshot cache not written: the load is over the size cap"
-                ),
-                Err(e) => {
-                    tracing::warn!(plugin = plugin.name(), source = %id, error = %e, "could not write the snapshot cache")
-                }
-            }
-            drop(snap);
-            crate::allocator::collect_now();
-        });
-    }
-
     fn current_state(&self, key: &SourceKey) -> SourceState {
         match self.status_of(key) {
             Some(r) => SourceState::parse(&r.state),
@@ -878,16 +824,8 @@ impl Catalog {
         }
     }
 
-    /// Loads one source. `read_cache`: a yaml source is taken from the snapshot cache when it
-    /// holds this exact load (same content, entry, plugin, settings and build).
-    async fn load_source(
-        &self,
-        config: &Config,
-        plugin: PluginKind,
-        id: &str,
-        if_none_match: Option<&str>,
-        read_cache: bool,
-    ) -> Loaded {
+    /// Loads one source.
+    async fn load_source(&self, config: &Config, plugin: PluginKind, id: &str, if_none_match: Option<&str>) -> Loaded {
         let entry = match config.find(plugin, id) {
             Some(e) => e.clone(),
             None => {
@@ -900,7 +838,7 @@ impl Catalog {
         match self.read_source(config, plugin, id, if_none_match).await {
             Ok(text) => {
                 let keep = self.keeps_content(&entry);
-                self.parse_source(plugin, id, entry, text, read_cache, keep).await
+                self.parse_source(plugin, entry, text, keep).await
             }
             Err(not_read) => not_read,
         }
@@ -960,79 +898,27 @@ impl Catalog {
         }
     }
 
-    /// Parses a source's text into entities. `read_cache`: a yaml source is taken from the
-    /// snapshot cache when it holds this exact load; `keep_text`: the text comes back in
-    /// `Loaded::Ok` (to be kept in the database), else it is dropped as soon as it is parsed.
+    /// Parses a source's text into entities. `keep_text`: the text comes back in `Loaded::Ok`
+    /// (to be kept in the database), else it is dropped as soon as it is parsed.
     pub(super) async fn parse_source(
         &self,
         plugin: PluginKind,
-        id: &str,
         entry: crate::sources::SourceEntry,
         text: Text,
-        read_cache: bool,
         keep_text: bool,
     ) -> Loaded {
         let Text { text, label, etag } = text;
         // Hashing and parsing a large catalog takes a while of CPU: on a blocking thread, so the
         // runtime's workers keep answering (readiness probes, reads) and sources of one job
-        // parse in parallel.
-        let cache = self.snapshot_cache.clone().filter(|_| entry.type_ == "yaml");
-        let id = id.to_string();
+        // parse in parallel. The content hash (a sequential pass over the whole text, 45 MB:
+        // ~50 ms) runs beside the parse.
         let parsed = tokio::task::spawn_blocking(move || {
-            let done = |text, loaded, content_hash, cache_key, etag| Done {
-                text,
-                keep_text,
-                loaded,
-                content_hash,
-                etag,
-                cache_key,
-            };
-            // The content hash is a sequential pass over the whole text (45 MB: ~50 ms). Only a
-            // cache read needs it before the parse; otherwise it runs beside the parse.
-            let cached_file = read_cache && cache.as_ref().is_some_and(|c| c.path(plugin, &id).is_file());
-            if !cached_file {
-                let (content_hash, loaded) = std::thread::scope(|s| {
-                    let hashing = s.spawn(|| sha256_hex(&[text.as_bytes()]));
-                    let loaded = plugin.load(&text, &label);
-                    (hashing.join().unwrap_or_else(|_| sha256_hex(&[text.as_bytes()])), loaded)
-                });
-                let cache_key = cache.as_ref().map(|_| Key::new(plugin, &entry_json(&entry), &content_hash));
-                return finish(done(text, loaded, content_hash, cache_key, etag), &entry);
-            }
-            let content_hash = sha256_hex(&[text.as_bytes()]);
-            let cache_key = cache.as_ref().map(|_| Key::new(plugin, &entry_json(&entry), &content_hash));
-            if let (true, Some(cache), Some(key)) = (read_cache, &cache, &cache_key) {
-                match cache.read(plugin, &id, key) {
-                    Ok(hit) => {
-                        tracing::info!(
-                            plugin = plugin.name(),
-                            source = %id,
-                            entities = hit.entities.len(),
-                            "snapshot cache hit"
-                        );
-                        crate::allocator::collect_now();
-                        return Loaded::Ok {
-                            entities: hit.entities,
-                            diagnostics: hit.diagnostics,
-                            content_hash,
-                            etag,
-                            cache_write: None,
-                            text: keep_text.then_some(text),
-                        };
-                    }
-                    Err(Miss::Absent) => {
-                        tracing::debug!(plugin = plugin.name(), source = %id, "snapshot cache miss: no file")
-                    }
-                    Err(why) => tracing::info!(
-                        plugin = plugin.name(),
-                        source = %id,
-                        why = %why,
-                        "snapshot cache miss; parsing the catalog"
-                    ),
-                }
-            }
-            let loaded = plugin.load(&text, &label);
-            finish(done(text, loaded, content_hash, cache_key, etag), &entry)
+            let (content_hash, loaded) = std::thread::scope(|s| {
+                let hashing = s.spawn(|| sha256_hex(&[text.as_bytes()]));
+                let loaded = plugin.load(&text, &label);
+                (hashing.join().unwrap_or_else(|_| sha256_hex(&[text.as_bytes()])), loaded)
+            });
+            finish(Done { text, keep_text, loaded, content_hash, etag }, &entry)
         })
         .await;
         parsed.unwrap_or_else(|e| {
@@ -1048,13 +934,12 @@ struct Done {
     loaded: std::result::Result<crate::plugins::Loaded, Vec<Diagnostic>>,
     content_hash: String,
     etag: Option<String>,
-    cache_key: Option<Key>,
 }
 
 /// A parse's outcome as a [`Loaded`], the text dropped (unless it is kept) and the parse's
 /// memory given back.
 fn finish(done: Done, entry: &crate::sources::SourceEntry) -> Loaded {
-    let Done { text, keep_text, loaded, content_hash, etag, cache_key } = done;
+    let Done { text, keep_text, loaded, content_hash, etag } = done;
     let text = if keep_text && loaded.is_ok() {
         Some(text)
     } else {
@@ -1071,7 +956,6 @@ fn finish(done: Done, entry: &crate::sources::SourceEntry) -> Loaded {
             diagnostics: loaded.diagnostics,
             content_hash,
             etag,
-            cache_write: cache_key,
             text,
         },
     }

@@ -16,7 +16,7 @@ use crate::sources::SourcesFile;
 
 pub struct FileStore {
     sources_path: PathBuf,
-    /// What no source may write or read back (the SQLite database, the snapshot cache).
+    /// What no source may write or read back (the SQLite database).
     reserved: paths::Reserved,
 }
 
