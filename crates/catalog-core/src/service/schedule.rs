@@ -121,18 +121,23 @@ impl Catalog {
         let now_ms = now.timestamp_millis();
         let config = self.config();
         let mut ahead: Option<i64> = None;
-        let due_now: Vec<(PluginKind, String, i64, DueWhy)> = config
-            .sources()
-            .filter_map(|(plugin, entry)| {
-                let row = self.status_of(&(plugin, entry.id.clone()));
-                let (at, why) = due(plugin, entry, row.as_ref(), &self.options.schedule)?;
-                if at > now_ms {
-                    ahead = Some(ahead.map_or(at, |a| a.min(at)));
-                    return None;
-                }
-                Some((plugin, entry.id.clone(), at, why))
-            })
-            .collect();
+        // One read lock for the whole pass, and the rows read in place (a row carries its
+        // diagnostics' JSON: cloning every row on every look was most of the pass's work).
+        let due_now: Vec<(PluginKind, String, i64, DueWhy)> = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            config
+                .sources()
+                .filter_map(|(plugin, entry)| {
+                    let row = state.statuses.get(&(plugin, entry.id.clone()));
+                    let (at, why) = due(plugin, entry, row, &self.options.schedule)?;
+                    if at > now_ms {
+                        ahead = Some(ahead.map_or(at, |a| a.min(at)));
+                        return None;
+                    }
+                    Some((plugin, entry.id.clone(), at, why))
+                })
+                .collect()
+        };
         drop(config);
         theirs.retain(|(p, id, at), until| {
             *until > now_ms && due_now.iter().any(|(p2, id2, at2, _)| p == p2 && id == id2 && at == at2)
